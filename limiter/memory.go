@@ -1,0 +1,162 @@
+package limiter
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+var _ Store = (*MemoryStore)(nil)
+
+// MemoryStore keeps rolling windows in process memory, with the same semantics as
+// RedisStore (bucket for bucket). It serves a single replica: nothing is shared or kept
+// across restarts. Each org's window holds at most Window/Bucket+1 buckets; a window stays
+// allocated once its org has been seen (orgs come from configuration, so they are bounded).
+type MemoryStore struct {
+	window, bucket int64 // ms
+
+	mu      sync.RWMutex
+	windows map[string]*memWindow
+}
+
+type memWindow struct {
+	mu      sync.Mutex
+	buckets []memBucket // ordered by start, oldest first (add keeps the order even if a clock runs back)
+	used    int64
+}
+
+type memBucket struct {
+	start   int64 // unix ms
+	credits int64
+}
+
+// NewMemoryStore returns an empty MemoryStore.
+func NewMemoryStore(opts Options) (*MemoryStore, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &MemoryStore{
+		window:  opts.Window.Milliseconds(),
+		bucket:  opts.Bucket.Milliseconds(),
+		windows: make(map[string]*memWindow),
+	}, nil
+}
+
+func (s *MemoryStore) get(org string) *memWindow {
+	s.mu.RLock()
+	w := s.windows[org]
+	s.mu.RUnlock()
+	if w != nil {
+		return w
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w = s.windows[org]; w == nil {
+		w = &memWindow{}
+		s.windows[org] = w
+	}
+	return w
+}
+
+// Spend implements Store.
+func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Time) (Decision, error) {
+	if err := checkCost(key, cost); err != nil {
+		return Decision{}, err
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	ms := now.UnixMilli()
+	w := s.get(key.Org)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+
+	w.expire(ms - s.window - s.bucket)
+	switch {
+	case cost > key.Limit:
+		return decide(-1, cost, key.Limit, w.used, 0, s.reset(w, ms), 0)
+	case w.used+cost > key.Limit:
+		return decide(0, cost, key.Limit, w.used, s.retryAfter(w, w.used+cost-key.Limit, ms), s.reset(w, ms), 0)
+	case cost == 0:
+		return decide(1, 0, key.Limit, w.used, 0, s.reset(w, ms), 0)
+	}
+
+	b := ms - ms%s.bucket
+	w.add(b, cost)
+	w.used += cost
+	return decide(1, cost, key.Limit, w.used, 0, s.reset(w, ms), b)
+}
+
+// Refund implements Store.
+func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
+	if !d.Allowed || d.Cost <= 0 {
+		return nil
+	}
+	w := s.get(key.Org)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := len(w.buckets) - 1; i >= 0; i-- {
+		b := &w.buckets[i]
+		if b.start != d.Bucket {
+			continue
+		}
+		n := min(d.Cost, b.credits)
+		b.credits -= n
+		w.used -= n
+		if b.credits == 0 {
+			w.buckets = append(w.buckets[:i], w.buckets[i+1:]...)
+		}
+		return nil
+	}
+	return nil
+}
+
+// expire drops the buckets that start at or before cutoff.
+func (w *memWindow) expire(cutoff int64) {
+	n := 0
+	for _, b := range w.buckets {
+		if b.start > cutoff {
+			break
+		}
+		w.used -= b.credits
+		n++
+	}
+	if n > 0 {
+			w.buckets = append(w.buckets[:0], w.buckets[n:]...)
+	}
+}
+
+// add records credits in the bucket starting at b, keeping buckets ordered by start.
+func (w *memWindow) add(b, credits int64) {
+	i := len(w.buckets)
+	for i > 0 && w.buckets[i-1].start > b {
+		i--
+	}
+	if i > 0 && w.buckets[i-1].start == b {
+		w.buckets[i-1].credits += credits
+		return
+	}
+	w.buckets = append(w.buckets, memBucket{})
+	copy(w.buckets[i+1:], w.buckets[i:])
+	w.buckets[i] = memBucket{start: b, credits: credits}
+}
+
+// retryAfter returns the ms until need credits have freed up, walking the oldest first.
+func (s *MemoryStore) retryAfter(w *memWindow, need, now int64) int64 {
+	var got int64
+	for _, b := range w.buckets {
+		got += b.credits
+		if got >= need {
+			return b.start + s.bucket + s.window - now
+		}
+	}
+	return s.window + s.bucket
+}
+
+func (s *MemoryStore) reset(w *memWindow, now int64) int64 {
+	if len(w.buckets) == 0 {
+		return 0
+	}
+	return w.buckets[0].start + s.bucket + s.window - now
+}

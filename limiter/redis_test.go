@@ -1,0 +1,166 @@
+package limiter_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creditgate/creditgate/internal/redistest"
+	"github.com/creditgate/creditgate/limiter"
+	"github.com/creditgate/creditgate/limiter/storetest"
+)
+
+func TestRedisStore(t *testing.T) {
+	srv := redistest.Start(t)
+	storetest.Run(t, func(t *testing.T, opts limiter.Options) limiter.Store {
+		s, err := limiter.NewRedisStore(srv.Client, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+// TestRedisServerClock checks the production path: no time passed in, the script reads TIME.
+func TestRedisServerClock(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: 4 * time.Second, Bucket: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k := limiter.NewKey("clock", 3)
+	d, err := s.Spend(ctx, k, 3, time.Time{})
+	if err != nil || !d.Allowed {
+		t.Fatalf("Spend = %+v, %v", d, err)
+	}
+	serverNow, err := srv.Client.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucketStart := time.UnixMilli(d.Bucket)
+	if lag := serverNow.Sub(bucketStart); lag < 0 || lag > 2*time.Second {
+		t.Fatalf("bucket %s is not the server's current second (%s)", bucketStart, serverNow)
+	}
+	d, err = s.Spend(ctx, k, 1, time.Time{})
+	if !errors.Is(err, limiter.ErrOverLimit) || d.RetryAfter <= 0 || d.RetryAfter > 5*time.Second {
+		t.Fatalf("Spend over limit = %+v, %v", d, err)
+	}
+	// Keys carry a TTL no longer than window+bucket, so idle orgs vanish.
+	for _, key := range limiter.RedisKeys("clock") {
+		ttl, err := srv.Client.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl <= 0 || ttl > 5*time.Second {
+			t.Errorf("PTTL %s = %s, want (0, 5s]", key, ttl)
+		}
+	}
+}
+
+// TestRedisKeysShareHashTag checks that every key of one org lands in one cluster slot.
+func TestRedisKeysShareHashTag(t *testing.T) {
+	for _, org := range []string{"acme", "a.b-c_d", "x"} {
+		for _, k := range limiter.RedisKeys(org) {
+			if !strings.Contains(k, "{"+org+"}") || strings.Count(k, "{") != 1 {
+				t.Errorf("key %q does not carry exactly the hash tag {%s}", k, org)
+			}
+		}
+	}
+}
+
+// TestRedisMemoryBounded spends 100,000 times spread over a saturated 24h window and checks
+// the org holds at most window/bucket+1 buckets. It logs MEMORY USAGE of the keys.
+func TestRedisMemoryBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	opts := limiter.Options{Window: 24 * time.Hour} // default bucket: one minute
+	s, err := limiter.NewRedisStore(srv.Client, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const org = "memory-bound"
+	k := limiter.NewKey(org, 1<<40)
+	start := time.UnixMilli(1_767_225_600_000)
+	const n = 100_000
+	step := 2 * 24 * time.Hour / n // two windows, so buckets also expire
+	for i := range n {
+		if _, err := s.Spend(ctx, k, 1, start.Add(time.Duration(i)*step)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := limiter.RedisKeys(org)
+	zcard, _ := srv.Client.ZCard(ctx, keys[0]).Result()
+	hlen, _ := srv.Client.HLen(ctx, keys[1]).Result()
+	if zcard > 1441 || hlen != zcard {
+		t.Fatalf("ZCARD %d, HLEN %d; want equal and at most 1441", zcard, hlen)
+	}
+	var total int64
+	for _, key := range keys {
+		b, err := srv.Client.MemoryUsage(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += b
+	}
+	d, _ := s.Spend(ctx, k, 0, start.Add(time.Duration(n)*step))
+	t.Logf("after %d debits over 48h: %d buckets, %d credits held, MEMORY USAGE of the org's keys: %d bytes", n, zcard, d.Used, total)
+}
+
+func TestNewRedisClient(t *testing.T) {
+	tests := []struct {
+		give    string
+		wantErr string
+	}{
+		{give: "redis://127.0.0.1:6379/0"},
+		{give: "rediss://user:pw@127.0.0.1:6380"},
+		{give: "redis+cluster://127.0.0.1:7000?addr=127.0.0.1:7001"},
+		{give: "redis+sentinel://127.0.0.1:26379?master_name=mymaster"},
+		{give: "unix:///run/redis.sock"},
+		{give: "http://127.0.0.1:6379", wantErr: "unsupported scheme"},
+		{give: "redis+sentinel://127.0.0.1:26379", wantErr: "master_name"},
+		{give: "redis://", wantErr: "missing host"},
+		{give: "redis://:secretpw@127.0.0.1:6379?bogus=1", wantErr: "bogus"},
+		{give: "::nonsense", wantErr: "not a valid URL"},
+	}
+	for _, tt := range tests {
+		c, err := limiter.NewRedisClient(tt.give)
+		if tt.wantErr == "" {
+			if err != nil {
+				t.Errorf("NewRedisClient(%q): %v", tt.give, err)
+				continue
+			}
+			c.Close()
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("NewRedisClient(%q) error = %v, want it to mention %q", tt.give, err, tt.wantErr)
+		}
+		if err != nil && strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("NewRedisClient(%q) error leaks the password: %v", tt.give, err)
+		}
+	}
+}
+
+func BenchmarkRedisSpend(b *testing.B) {
+	srv := redistest.Start(b)
+	s, err := limiter.NewRedisStore(srv.Client, limiter.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	k := limiter.NewKey("bench", 1<<62)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Spend(ctx, k, 1, time.Time{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

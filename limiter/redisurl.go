@@ -1,0 +1,112 @@
+package limiter
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Timeouts applied when the URL does not set them. go-redis's defaults (5s dial, 3s read, 3
+// retries) would let a dead Redis hold a request for many seconds; a rate limiter must answer
+// quickly and let the fail mode decide.
+const (
+	defaultDialTimeout  = time.Second
+	defaultReadTimeout  = 500 * time.Millisecond
+	defaultWriteTimeout = 500 * time.Millisecond
+	defaultPoolTimeout  = time.Second
+	defaultMaxRetries   = 1
+)
+
+// NewRedisClient returns a go-redis UniversalClient for rawURL:
+//
+//	redis://[user:pass@]host:port[/db][?opts]          one server (rediss:// for TLS, unix:// for a socket)
+//	redis+cluster://host:port?addr=host2:port&addr=…   Redis Cluster (rediss+cluster:// for TLS)
+//	redis+sentinel://host:26379?master_name=m&addr=…   Sentinel (rediss+sentinel:// for TLS)
+//
+// Options are go-redis's URL options (dial_timeout, read_timeout, pool_size, …); timeouts
+// not given default to short values suited to a request path.
+func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, errors.New("not a valid URL") // url errors quote the URL, which may hold a password
+	}
+	q := u.Query()
+	base, mode, _ := strings.Cut(u.Scheme, "+")
+	switch base {
+	case "redis", "rediss", "unix":
+	default:
+		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis+cluster or redis+sentinel)", u.Scheme)
+	}
+	plain := *u
+	plain.Scheme = base
+	if u.Host == "" && base != "unix" {
+		return nil, errors.New("missing host")
+	}
+
+	switch mode {
+	case "":
+		o, err := redis.ParseURL(plain.String())
+		if err != nil {
+			return nil, redactURLError(err, rawURL)
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries =
+			timeouts(q, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries)
+		return redis.NewClient(o), nil
+	case "cluster":
+		o, err := redis.ParseClusterURL(plain.String())
+		if err != nil {
+			return nil, redactURLError(err, rawURL)
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries =
+			timeouts(q, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries)
+		return redis.NewClusterClient(o), nil
+	case "sentinel":
+		o, err := redis.ParseFailoverURL(plain.String())
+		if err != nil {
+			return nil, redactURLError(err, rawURL)
+		}
+		if o.MasterName == "" {
+			return nil, errors.New("redis+sentinel needs ?master_name=")
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries =
+			timeouts(q, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries)
+		return redis.NewFailoverClient(o), nil
+	default:
+		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis+cluster or redis+sentinel)", u.Scheme)
+	}
+}
+
+// timeouts returns the given values, replacing those the URL did not set with our defaults.
+func timeouts(q url.Values, dial, read, write, pool time.Duration, retries int) (time.Duration, time.Duration, time.Duration, time.Duration, int) {
+	if !q.Has("dial_timeout") {
+		dial = defaultDialTimeout
+	}
+	if !q.Has("read_timeout") {
+		read = defaultReadTimeout
+	}
+	if !q.Has("write_timeout") {
+		write = defaultWriteTimeout
+	}
+	if !q.Has("pool_timeout") {
+		pool = defaultPoolTimeout
+	}
+	if !q.Has("max_retries") {
+		retries = defaultMaxRetries
+	}
+	return dial, read, write, pool, retries
+}
+
+// redactURLError keeps a password in the URL out of an error that will be logged.
+func redactURLError(err error, rawURL string) error {
+	msg := err.Error()
+	if u, perr := url.Parse(rawURL); perr == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok && p != "" {
+			msg = strings.ReplaceAll(msg, p, "xxxxx")
+		}
+	}
+	return errors.New(msg)
+}

@@ -1,0 +1,419 @@
+// Package storetest is the conformance suite every limiter.Store must pass. Each store's tests
+// call Run with a factory; any behavioural difference between stores is a bug.
+//
+// Time is injected (a fixed instant plus offsets), so a whole 24-hour window is checked
+// exactly and without sleeping.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/creditgate/creditgate/limiter"
+)
+
+// NewStore returns a store with the given options for one test. The store may be shared with
+// other tests (e.g. one Redis server): the suite uses an org of its own in every test.
+type NewStore func(t *testing.T, opts limiter.Options) limiter.Store
+
+// t0 is deliberately not aligned to a minute, so bucket boundaries fall inside the tests.
+var t0 = time.UnixMilli(1_767_225_600_000 + 37_123) // 2026-01-01T00:00:37.123Z
+
+const (
+	day    = 24 * time.Hour
+	minute = time.Minute
+)
+
+var orgSeq atomic.Int64
+
+// newOrg returns an org ID no other test uses, even across runs against one Redis.
+func newOrg() string {
+	return fmt.Sprintf("st%d-%d", time.Now().UnixNano(), orgSeq.Add(1))
+}
+
+// Run runs the suite against the stores newStore makes.
+func Run(t *testing.T, newStore NewStore) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, newStore NewStore)
+	}{
+		{"FreedAfterWindowNeverEarlier", testFreedAfterWindow},
+		{"RetryAfterIsExact", testRetryAfterExact},
+		{"CostAboveLimit", testCostAboveLimit},
+		{"RejectedWritesNothing", testRejectedWritesNothing},
+		{"ZeroCostReads", testZeroCostReads},
+		{"Refund", testRefund},
+		{"OrgsAreIndependent", testOrgsIndependent},
+		{"NegativeCost", testNegativeCost},
+		{"LimitChange", testLimitChange},
+		{"MatchesModel", testMatchesModel},
+		{"ConcurrentSpendsNeverOverAdmit", testConcurrent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore) })
+	}
+}
+
+// spend calls Spend and fails the test on an error other than a rejection.
+func spend(t *testing.T, s limiter.Store, k limiter.Key, cost int64, at time.Time) (limiter.Decision, error) {
+	t.Helper()
+	d, err := s.Spend(context.Background(), k, cost, at)
+	if err != nil && !errors.Is(err, limiter.ErrOverLimit) && !errors.Is(err, limiter.ErrCostExceedsLimit) {
+		t.Fatalf("Spend(%d at +%s): %v", cost, at.Sub(t0), err)
+	}
+	return d, err
+}
+
+func mustAllow(t *testing.T, s limiter.Store, k limiter.Key, cost int64, at time.Time) limiter.Decision {
+	t.Helper()
+	d, err := spend(t, s, k, cost, at)
+	if err != nil || !d.Allowed {
+		t.Fatalf("Spend(%d at +%s) = %+v, %v; want allowed", cost, at.Sub(t0), d, err)
+	}
+	return d
+}
+
+func mustReject(t *testing.T, s limiter.Store, k limiter.Key, cost int64, at time.Time) limiter.Decision {
+	t.Helper()
+	d, err := spend(t, s, k, cost, at)
+	if !errors.Is(err, limiter.ErrOverLimit) || d.Allowed {
+		t.Fatalf("Spend(%d at +%s) = %+v, %v; want ErrOverLimit", cost, at.Sub(t0), d, err)
+	}
+	return d
+}
+
+func used(t *testing.T, s limiter.Store, k limiter.Key, at time.Time) int64 {
+	t.Helper()
+	return mustAllow(t, s, k, 0, at).Used
+}
+
+func bucketEnd(at time.Time, bucket time.Duration) time.Time {
+	ms := at.UnixMilli()
+	return time.UnixMilli(ms - ms%bucket.Milliseconds()).Add(bucket)
+}
+
+func testFreedAfterWindow(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	k := limiter.NewKey(newOrg(), 10)
+
+	d := mustAllow(t, s, k, 10, t0)
+	if d.Used != 10 || d.Remaining != 0 || d.Limit != 10 || d.Cost != 10 {
+		t.Fatalf("after spending all: %+v", d)
+	}
+	if want := bucketEnd(t0, minute).Add(day).Sub(t0); d.Reset != want {
+		t.Errorf("Reset = %s, want %s", d.Reset, want)
+	}
+	// Still consumed a millisecond before t0+window.
+	mustReject(t, s, k, 1, t0.Add(day-time.Millisecond))
+	// Exactly: free at the end of t0's bucket plus the window, not a millisecond earlier.
+	free := bucketEnd(t0, minute).Add(day)
+	mustReject(t, s, k, 1, free.Add(-time.Millisecond))
+	if got := used(t, s, k, free); got != 0 {
+		t.Fatalf("used at free time = %d, want 0", got)
+	}
+	// And by t0+window+bucket at the latest.
+	if !free.After(t0.Add(day+minute)) {
+		mustAllow(t, s, k, 10, t0.Add(day+minute))
+	} else {
+		t.Fatalf("free time %s is later than t0+window+bucket", free.Sub(t0))
+	}
+}
+
+func testRetryAfterExact(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	k := limiter.NewKey(newOrg(), 10)
+
+	mustAllow(t, s, k, 3, t0)
+	mustAllow(t, s, k, 4, t0.Add(time.Hour))
+	mustAllow(t, s, k, 3, t0.Add(2*time.Hour))
+	now := t0.Add(3 * time.Hour)
+
+	// 5 credits need the first two debits (3, then 4) to free up.
+	d := mustReject(t, s, k, 5, now)
+	want := bucketEnd(t0.Add(time.Hour), minute).Add(day).Sub(now)
+	if d.RetryAfter != want {
+		t.Fatalf("RetryAfter = %s, want %s", d.RetryAfter, want)
+	}
+	if d.Used != 10 || d.Remaining != 0 || d.Cost != 0 {
+		t.Fatalf("rejected decision = %+v", d)
+	}
+	// 2 credits need only the first debit.
+	if d2 := mustReject(t, s, k, 2, now); d2.RetryAfter != bucketEnd(t0, minute).Add(day).Sub(now) {
+		t.Fatalf("RetryAfter(2) = %s", d2.RetryAfter)
+	}
+	mustReject(t, s, k, 5, now.Add(d.RetryAfter-time.Millisecond))
+	mustAllow(t, s, k, 5, now.Add(d.RetryAfter))
+}
+
+func testCostAboveLimit(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	k := limiter.NewKey(newOrg(), 10)
+
+	d, err := spend(t, s, k, 11, t0)
+	if !errors.Is(err, limiter.ErrCostExceedsLimit) || errors.Is(err, limiter.ErrOverLimit) || d.Allowed {
+		t.Fatalf("Spend(11 of 10) = %+v, %v; want ErrCostExceedsLimit only", d, err)
+	}
+	if d.RetryAfter != 0 || d.Limit != 10 || d.Remaining != 10 {
+		t.Fatalf("decision = %+v; want no retry-after and the window untouched", d)
+	}
+	// Also when the window is empty and the limit is zero.
+	if _, err := spend(t, s, limiter.NewKey(newOrg(), 0), 1, t0); !errors.Is(err, limiter.ErrCostExceedsLimit) {
+		t.Fatalf("Spend(1 of 0) error = %v, want ErrCostExceedsLimit", err)
+	}
+	if got := used(t, s, k, t0); got != 0 {
+		t.Fatalf("used = %d after an impossible cost, want 0", got)
+	}
+}
+
+func testRejectedWritesNothing(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	k := limiter.NewKey(newOrg(), 100)
+
+	mustAllow(t, s, k, 100, t0)
+	// A client hammering all day long...
+	for i := range 500 {
+		mustReject(t, s, k, 1, t0.Add(time.Duration(i)*day/500))
+	}
+	// ...recovers as soon as the first debit frees up.
+	free := bucketEnd(t0, minute).Add(day)
+	if got := used(t, s, k, free); got != 0 {
+		t.Fatalf("used = %d after the window, want 0 (rejections must not be recorded)", got)
+	}
+	mustAllow(t, s, k, 100, free)
+}
+
+func testZeroCostReads(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	k := limiter.NewKey(newOrg(), 10)
+
+	d := mustAllow(t, s, k, 0, t0)
+	if d.Used != 0 || d.Remaining != 10 || d.Reset != 0 || d.Cost != 0 {
+		t.Fatalf("empty window read = %+v", d)
+	}
+	mustAllow(t, s, k, 10, t0)
+	// Reading a full window is allowed and changes nothing.
+	for range 3 {
+		if d := mustAllow(t, s, k, 0, t0.Add(time.Second)); d.Used != 10 || d.Remaining != 0 {
+			t.Fatalf("full window read = %+v", d)
+		}
+	}
+}
+
+func testRefund(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	ctx := context.Background()
+	k := limiter.NewKey(newOrg(), 10)
+
+	a := mustAllow(t, s, k, 4, t0)
+	b := mustAllow(t, s, k, 5, t0)
+	if err := s.Refund(ctx, k, b); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(t, s, k, t0); got != 4 {
+		t.Fatalf("used after refund = %d, want 4", got)
+	}
+	if err := s.Refund(ctx, k, a); err != nil {
+		t.Fatal(err)
+	}
+	if d := mustAllow(t, s, k, 0, t0); d.Used != 0 || d.Reset != 0 {
+		t.Fatalf("after refunding everything: %+v", d)
+	}
+	// Refunding a rejected decision or one whose bucket expired changes nothing.
+	c := mustAllow(t, s, k, 10, t0)
+	r := mustReject(t, s, k, 1, t0)
+	if err := s.Refund(ctx, k, r); err != nil {
+		t.Fatal(err)
+	}
+	later := bucketEnd(t0, minute).Add(day)
+	mustAllow(t, s, k, 7, later)
+	if err := s.Refund(ctx, k, c); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(t, s, k, later); got != 7 {
+		t.Fatalf("used after refunding an expired debit = %d, want 7", got)
+	}
+}
+
+func testOrgsIndependent(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	a, b := limiter.NewKey(newOrg(), 5), limiter.NewKey(newOrg(), 5)
+	mustAllow(t, s, a, 5, t0)
+	mustReject(t, s, a, 1, t0)
+	mustAllow(t, s, b, 5, t0)
+}
+
+func testNegativeCost(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	k := limiter.NewKey(newOrg(), 5)
+	_, err := s.Spend(context.Background(), k, -1, t0)
+	if err == nil || errors.Is(err, limiter.ErrOverLimit) || errors.Is(err, limiter.ErrCostExceedsLimit) {
+		t.Fatalf("Spend(-1) error = %v, want a plain error", err)
+	}
+	if got := used(t, s, k, t0); got != 0 {
+		t.Fatalf("used = %d", got)
+	}
+}
+
+func testLimitChange(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	k := limiter.NewKey(newOrg(), 10)
+	mustAllow(t, s, k, 8, t0)
+	// Lowering the limit below what is used: remaining is 0, not negative.
+	d := mustReject(t, s, k.WithLimit(5), 1, t0)
+	if d.Remaining != 0 || d.Used != 8 || d.Limit != 5 {
+		t.Fatalf("after lowering the limit: %+v", d)
+	}
+	mustAllow(t, s, k.WithLimit(20), 12, t0)
+}
+
+// debit is one admitted call in the reference model.
+type debit struct {
+	at   time.Time
+	cost int64
+}
+
+// model is an independent statement of the semantics: a debit at t is held until
+// bucketStart(t)+bucket+window.
+type model struct {
+	window, bucket time.Duration
+	debits         []debit
+}
+
+func (m *model) freeAt(d debit) time.Time { return bucketEnd(d.at, m.bucket).Add(m.window) }
+
+func (m *model) used(now time.Time) int64 {
+	var n int64
+	for _, d := range m.debits {
+		if now.Before(m.freeAt(d)) {
+			n += d.cost
+		}
+	}
+	return n
+}
+
+// spend returns allowed, used after, retry-after, reset.
+func (m *model) spend(now time.Time, cost, limit int64) (bool, int64, time.Duration, time.Duration) {
+	used := m.used(now)
+	var live []debit
+	for _, d := range m.debits {
+		if now.Before(m.freeAt(d)) {
+			live = append(live, d)
+		}
+	}
+	sort.SliceStable(live, func(i, j int) bool { return m.freeAt(live[i]).Before(m.freeAt(live[j])) })
+	reset := func() time.Duration {
+		if len(live) == 0 {
+			return 0
+		}
+		return m.freeAt(live[0]).Sub(now)
+	}
+	if cost > limit {
+		return false, used, 0, reset()
+	}
+	if used+cost > limit {
+		var got int64
+		for _, d := range live {
+			got += d.cost
+			if used-got+cost <= limit {
+				return false, used, m.freeAt(d).Sub(now), reset()
+			}
+		}
+		panic("model: unreachable")
+	}
+	if cost > 0 {
+		d := debit{now, cost}
+		m.debits = append(m.debits, d)
+		if len(live) == 0 {
+			live = append(live, d)
+		}
+	}
+	return true, used + cost, 0, reset()
+}
+
+// testMatchesModel drives a store and the model with the same random workload over three
+// windows, with a short bucket so many buckets expire, and compares every decision.
+func testMatchesModel(t *testing.T, newStore NewStore) {
+	for _, opts := range []limiter.Options{
+		{Window: day, Bucket: minute},
+		{Window: 4 * time.Second, Bucket: time.Second},
+		{Window: 10 * time.Second, Bucket: 3 * time.Millisecond},
+	} {
+		t.Run(opts.Window.String()+"/"+opts.Bucket.String(), func(t *testing.T) {
+			s := newStore(t, opts)
+			m := &model{window: opts.Window, bucket: opts.Bucket}
+			const limit = 200
+			k := limiter.NewKey(newOrg(), limit)
+			rng := rand.New(rand.NewPCG(1, uint64(opts.Bucket)))
+			now := t0
+			step := opts.Window / 300
+			for i := range 1000 {
+				now = now.Add(time.Duration(rng.Int64N(int64(step)*2)).Truncate(time.Millisecond)) // stores count in ms
+				cost := rng.Int64N(12)
+				if rng.IntN(50) == 0 {
+					cost = limit + 1
+				}
+				ok, wantUsed, wantRetry, wantReset := m.spend(now, cost, limit)
+				d, _ := spend(t, s, k, cost, now)
+				if d.Allowed != ok || d.Used != wantUsed || d.RetryAfter != wantRetry || d.Reset != wantReset {
+					t.Fatalf("step %d: Spend(%d at +%s) = allowed %v used %d retry %s reset %s; model: %v %d %s %s",
+						i, cost, now.Sub(t0), d.Allowed, d.Used, d.RetryAfter, d.Reset, ok, wantUsed, wantRetry, wantReset)
+				}
+			}
+		})
+	}
+}
+
+// testConcurrent races goroutines on one org at one instant: never more than the limit is
+// admitted, and the window holds exactly the sum of admitted costs.
+func testConcurrent(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	const limit = 1000
+	k := limiter.NewKey(newOrg(), limit)
+
+	var (
+		admitted atomic.Int64
+		wg       sync.WaitGroup
+		errs     = make(chan error, 64)
+	)
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for range 40 {
+				cost := 1 + rng.Int64N(7)
+				d, err := s.Spend(context.Background(), k, cost, t0.Add(time.Duration(rng.IntN(1000))*time.Millisecond))
+				switch {
+				case err == nil && d.Allowed:
+					admitted.Add(cost)
+				case errors.Is(err, limiter.ErrOverLimit):
+				default:
+					errs <- fmt.Errorf("Spend: %+v, %v", d, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got := admitted.Load()
+	if got > limit {
+		t.Fatalf("admitted %d credits, limit %d", got, limit)
+	}
+	if got < limit-7 {
+		t.Fatalf("admitted only %d of %d credits with 32×40 calls of at most 7", got, limit)
+	}
+	if u := used(t, s, k, t0.Add(time.Second)); u != got {
+		t.Fatalf("window holds %d credits, admitted %d", u, got)
+	}
+}
