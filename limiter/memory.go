@@ -123,7 +123,7 @@ func (w *memWindow) expire(cutoff int64) {
 		n++
 	}
 	if n > 0 {
-			w.buckets = append(w.buckets[:0], w.buckets[n:]...)
+		w.buckets = append(w.buckets[:0], w.buckets[n:]...)
 	}
 }
 

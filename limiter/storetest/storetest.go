@@ -119,7 +119,7 @@ func testFreedAfterWindow(t *testing.T, newStore NewStore) {
 		t.Fatalf("used at free time = %d, want 0", got)
 	}
 	// And by t0+window+bucket at the latest.
-	if !free.After(t0.Add(day+minute)) {
+	if !free.After(t0.Add(day + minute)) {
 		mustAllow(t, s, k, 10, t0.Add(day+minute))
 	} else {
 		t.Fatalf("free time %s is later than t0+window+bucket", free.Sub(t0))
@@ -354,7 +354,7 @@ func testMatchesModel(t *testing.T, newStore NewStore) {
 			now := t0
 			step := opts.Window / 300
 			for i := range 1000 {
-				now = now.Add(time.Duration(rng.Int64N(int64(step)*2)).Truncate(time.Millisecond)) // stores count in ms
+				now = now.Add(time.Duration(rng.Int64N(int64(step) * 2)).Truncate(time.Millisecond)) // stores count in ms
 				cost := rng.Int64N(12)
 				if rng.IntN(50) == 0 {
 					cost = limit + 1
