@@ -1,0 +1,71 @@
+// Package costtable knows what an API call costs in credits and how many credits an edition
+// allots per window.
+//
+// # Cost tables
+//
+// A Table is a compiled, immutable list of rules, safe for concurrent use. Table.Match
+// classifies a request by method, path and query string and returns the Rule that prices it.
+// Every table has a fallback rule, so every request has a price. Match classifies only: a
+// fixed-cost rule charges Rule.Cost. Rules whose charge will depend on the request body (per
+// record) will carry their counting instructions in extra Rule fields, and Match will still not
+// read the body.
+//
+// Builtin returns the tables that ship with creditgate ("zoho-crm", the default). New compiles
+// any other table and reports every problem at once, each naming its rule.
+//
+// # Path templates
+//
+// A template is a "/"-separated list of segments. Each segment is one of:
+//
+//	deleted           a literal, matched ASCII case-insensitively
+//	{id}              a parameter: exactly one non-empty segment
+//	{version:v2|v3}   a constrained parameter: one segment equal to one of the alternatives,
+//	                  matched ASCII case-insensitively
+//	*                 the last segment only: zero or more remaining segments
+//
+// Parameter names only document the template; they are not captured. Empty segments are
+// ignored, in templates and in requests, so "/crm/v2/Leads/" and "/crm//v2/Leads" both match
+// "/crm/{version}/{module}".
+//
+// # Requests
+//
+// Match takes the decoded request path (http.Request.URL.Path). It resolves "." and ".."
+// segments the way path.Clean does, so "/crm/bulk/v2/write/x/.." is priced as a bulk write.
+// It does not decode percent-escapes: a caller that passes an escaped path gets an escaped
+// path matched. Methods compare ASCII case-insensitively, and an empty method means GET, as in
+// net/http. A rule's query condition holds when the raw query string has the parameter with a
+// non-empty value ("cvid=12"; not "cvid" or "cvid="); the name is compared byte for byte,
+// without decoding.
+//
+// # Precedence
+//
+// The most specific rule wins, whatever the order of the rules:
+//
+//  1. Segment by segment from the left: a literal beats a constrained parameter, which beats
+//     a parameter, which beats "*". Among constrained parameters, the one with fewer
+//     alternatives is tried first. When the more specific choice fails further right, the
+//     next one is tried. So GET /crm/v2/users/deleted is priced by "/crm/{version}/users/{id}"
+//     rather than "/crm/{version}/{module}/deleted", while GET /crm/v2/settings/deleted, which
+//     no "/crm/{version}/settings/..." rule matches, is priced by the latter.
+//  2. Among rules with the same template, a rule whose query condition holds beats a rule
+//     without one (a rule whose condition fails does not match at all).
+//  3. Then a rule for the exact method beats a rule for "*".
+//  4. Otherwise the fallback.
+//
+// Two rules with the same method, template (up to parameter names, letter case and the order
+// of alternatives) and query condition are rejected by New: the second could never match.
+//
+// # Editions
+//
+// An Edition says how many credits an org gets per window: CRM editions grow per user up to a
+// maximum, Desk editions grow per agent (light agents earn nothing), a legacy limit is kept if
+// it is higher (grandfathering), and Concurrency is the default cap on in-flight calls.
+// LookupEdition finds one by its configuration name, such as "crm-professional".
+//
+// # Left to others
+//
+// The package reads no bodies, files or environment, keeps no state, talks to no network and
+// does not log. Loading tables from files and swapping them on reload, counting records in a
+// request body, debiting the window (package limiter), enforcing concurrency caps and serving
+// the explain endpoint (package gateway) belong to the callers.
+package costtable

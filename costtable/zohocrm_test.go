@@ -1,0 +1,131 @@
+package costtable
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestZohoCRM(t *testing.T) {
+	type req struct{ method, path, query string }
+	tests := []struct {
+		give      req
+		wantRule  string
+		wantCost  int64
+		wantHeavy bool
+	}{
+		{req{"GET", "/crm/v2/users", ""}, "users", 1, false},
+		{req{"GET", "/crm/v8/users", "type=AllUsers"}, "users", 1, false},
+		{req{"GET", "/crm/v2.1/users/4150868000000225013", ""}, "users_by_id", 1, false},
+		{req{"GET", "/crm/v3/settings/roles", ""}, "roles", 1, false},
+		{req{"GET", "/crm/v4/settings/roles/4150868000000026005", ""}, "roles_by_id", 1, false},
+		{req{"GET", "/crm/v5/settings/profiles", ""}, "profiles", 1, false},
+		{req{"GET", "/crm/v6/settings/profiles/4150868000000026011", ""}, "profiles_by_id", 1, false},
+		{req{"GET", "/crm/v2/settings/modules", ""}, "modules", 1, false}, // the literal beats {module}
+		{req{"GET", "/crm/v7/settings/modules/Leads", ""}, "module_metadata", 1, false},
+		{req{"GET", "/crm/v2/settings/fields", "module=Leads"}, "field_metadata", 1, false},
+		{req{"GET", "/crm/v8/settings/fields/4150868000000002589", "module=Leads"}, "field_metadata_by_id", 1, false},
+		{req{"GET", "/crm/v3/Leads/deleted", ""}, "deleted_records", 2, false},
+		{req{"GET", "/crm/v2.1/Contacts/deleted", "type=all"}, "deleted_records", 2, false},
+		{req{"GET", "/crm/v2/Leads", "cvid=123"}, "records_cvid", 3, false},
+		{req{"GET", "/crm/v8/Deals", "page=2&cvid=4150868000000087501"}, "records_cvid", 3, false},
+		{req{"GET", "/crm/v2/Leads", ""}, "default", 1, false},
+		{req{"GET", "/crm/v2/Leads", "cvid="}, "default", 1, false},
+		{req{"GET", "/crm/v2/Leads/4150868000000224005", "cvid=1"}, "default", 1, false},
+		{req{"POST", "/crm/v2/Leads/4150868000000224005/actions/convert", ""}, "convert_lead", 5, false},
+		{req{"POST", "/crm/v8/leads/1/actions/convert", ""}, "convert_lead", 5, false},
+		{req{"POST", "/crm/bulk/v2/read", ""}, "bulk_read_initialize", 50, true},
+		{req{"POST", "/crm/bulk/v8/read", ""}, "bulk_read_initialize", 50, true},
+		{req{"POST", "/crm/bulk/v2.1/write", ""}, "bulk_write_initialize", 500, true},
+		{req{"POST", "/crm/bulk/v5/write", ""}, "bulk_write_initialize", 500, true},
+
+		// Precedence: the literal wins, and backtracking finds {module} when it fails.
+		{req{"GET", "/crm/v2/users/deleted", ""}, "users_by_id", 1, false},
+		{req{"GET", "/crm/v2/settings/deleted", ""}, "deleted_records", 2, false},
+		{req{"GET", "/crm/v2/users", "cvid=1"}, "users", 1, false},
+		{req{"GET", "/crm/v2/settings", "cvid=1"}, "records_cvid", 3, false},
+
+		// Case, empty and dot segments.
+		{req{"GET", "/crm/v2/Leads/", "cvid=1"}, "records_cvid", 3, false},
+		{req{"GET", "//crm//V2.1//LEADS//DELETED//", ""}, "deleted_records", 2, false},
+		{req{"GET", "/CRM/V2/Settings/Modules", ""}, "modules", 1, false},
+		{req{"post", "/crm/BULK/v3/Write", ""}, "bulk_write_initialize", 500, true},
+		{req{"POST", "/crm/bulk/v3/write/x/..", ""}, "bulk_write_initialize", 500, true},
+		{req{"GET", "/crm/v2/users/../Leads/./deleted", ""}, "deleted_records", 2, false},
+
+		// Other methods and paths cost the fallback.
+		{req{"POST", "/crm/v2/users", ""}, "default", 1, false},
+		{req{"DELETE", "/crm/v2/Leads/deleted", ""}, "default", 1, false},
+		{req{"GET", "/crm/v2/Leads/1/actions/convert", ""}, "default", 1, false},
+		{req{"GET", "/crm/bulk/v2/read", ""}, "default", 1, false},
+		{req{"GET", "/crm/bulk/v2/read/4150868000000624001", ""}, "default", 1, false},
+		{req{"POST", "/crm/bulk/v2/write/4150868000000624001", ""}, "default", 1, false},
+		{req{"GET", "/crm/v9/users", ""}, "default", 1, false},
+		{req{"POST", "/crm/bulk/v1/write", ""}, "default", 1, false},
+		{req{"GET", "/crm/v2", ""}, "default", 1, false},
+		{req{"GET", "/", ""}, "default", 1, false},
+		{req{"PUT", "/crm/v2/Leads", ""}, "default", 1, false},
+	}
+	tbl, err := Builtin("zoho-crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		got := tbl.Match(tt.give.method, tt.give.path, tt.give.query)
+		if got.Name != tt.wantRule || got.Cost != tt.wantCost || got.Heavy != tt.wantHeavy {
+			t.Errorf("Match(%q, %q, %q) = %s (cost %d, heavy %v), want %s (cost %d, heavy %v)",
+				tt.give.method, tt.give.path, tt.give.query, got.Name, got.Cost, got.Heavy, tt.wantRule, tt.wantCost, tt.wantHeavy)
+		}
+	}
+}
+
+func TestZohoCRMEveryRuleReachable(t *testing.T) {
+	tbl, err := Builtin("zoho-crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Turn each template into a request: parameters become a value they accept.
+	for _, r := range tbl.Rules() {
+		path := strings.NewReplacer(
+			"{version:v2|v2.1|v3|v4|v5|v6|v7|v8}", "v2.1",
+			"{id}", "12345",
+			"{module}", "Accounts",
+		).Replace(r.Path)
+		query := ""
+		if r.Query != "" {
+			query = r.Query + "=1"
+		}
+		if got := tbl.Match(r.Method, path, query); got.Name != r.Name {
+			t.Errorf("Match(%q, %q, %q) = %q, want %q", r.Method, path, query, got.Name, r.Name)
+		}
+	}
+}
+
+func TestBuiltin(t *testing.T) {
+	if got, want := BuiltinNames(), []string{"zoho-crm"}; !slices.Equal(got, want) {
+		t.Errorf("BuiltinNames = %q, want %q", got, want)
+	}
+	for _, name := range BuiltinNames() {
+		a, err := Builtin(name)
+		if err != nil {
+			t.Fatalf("Builtin(%q): %v", name, err)
+		}
+		if a.Name() != name {
+			t.Errorf("Builtin(%q).Name() = %q", name, a.Name())
+		}
+		if b, _ := Builtin(name); a != b {
+			t.Errorf("Builtin(%q) compiled the table twice", name)
+		}
+	}
+}
+
+func TestBuiltinUnknown(t *testing.T) {
+	tbl, err := Builtin("zoho-desk")
+	if !errors.Is(err, ErrUnknownTable) {
+		t.Fatalf("Builtin(zoho-desk) = %v, %v; want ErrUnknownTable", tbl, err)
+	}
+	if want := `unknown cost table "zoho-desk" (built-in tables: zoho-crm)`; err.Error() != want {
+		t.Errorf("Builtin(zoho-desk) error = %q, want %q", err, want)
+	}
+}
