@@ -1,0 +1,317 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/creditgate/creditgate/costtable"
+	"github.com/creditgate/creditgate/limiter"
+	"github.com/creditgate/creditgate/orgs"
+)
+
+// Config is the whole configuration, read from the environment. Every variable is documented
+// in the README; the tag carries the full name so a grep for it finds the field.
+type Config struct {
+	ListenAddr string `env:"CREDITGATE_LISTEN_ADDR" envDefault:":8080"`
+	AdminAddr  string `env:"CREDITGATE_ADMIN_ADDR" envDefault:":9090"`
+
+	// UpstreamURL is the API behind the gateway; unset (with CREDITGATE_ORGS unset too): the
+	// built-in demo upstream.
+	UpstreamURL string `env:"CREDITGATE_UPSTREAM_URL"`
+	// UpstreamTimeout bounds the wait for the upstream's response headers; then 504, refunded.
+	UpstreamTimeout time.Duration `env:"CREDITGATE_UPSTREAM_TIMEOUT" envDefault:"60s"`
+
+	// RedisURL selects the Redis store; unset: the in-memory store (one replica only).
+	RedisURL string `env:"CREDITGATE_REDIS_URL"`
+	// RedisTimeout bounds one credit decision in Redis; past it the fail mode applies.
+	RedisTimeout time.Duration `env:"CREDITGATE_REDIS_TIMEOUT" envDefault:"1s"`
+	// FailMode is what happens when the store cannot decide: open (forward, uncharged) or
+	// closed (503).
+	FailMode string `env:"CREDITGATE_FAIL_MODE" envDefault:"open"`
+
+	// Window is how long a consumed credit stays consumed.
+	Window time.Duration `env:"CREDITGATE_WINDOW" envDefault:"24h"`
+	// Bucket is the granularity of the window's records; zero: Window/1440 (1m for 24h).
+	Bucket time.Duration `env:"CREDITGATE_BUCKET"`
+
+	Shadow       bool   `env:"CREDITGATE_SHADOW"`
+	MaxBodyBytes int64  `env:"CREDITGATE_MAX_BODY_BYTES" envDefault:"10485760"`
+	CostTable    string `env:"CREDITGATE_COST_TABLE" envDefault:"zoho-crm"`
+	// CostTableFile (custom cost tables) is part of the contract but not implemented yet: set,
+	// it is a start-up error rather than silently ignored.
+	CostTableFile string `env:"CREDITGATE_COST_TABLE_FILE"`
+
+	OrgMode          string `env:"CREDITGATE_ORG_MODE" envDefault:"apikey"`
+	OrgHeader        string `env:"CREDITGATE_ORG_HEADER" envDefault:"X-Org-Id"`
+	StripCredentials bool   `env:"CREDITGATE_STRIP_CREDENTIALS"`
+	Orgs             string `env:"CREDITGATE_ORGS"`
+	// OrgsFile is part of the contract but not implemented yet: set, it is a start-up error.
+	OrgsFile string `env:"CREDITGATE_ORGS_FILE"`
+	// AdminTokens guards the admin API, which this version does not serve yet.
+	AdminTokens string `env:"CREDITGATE_ADMIN_TOKENS"`
+
+	LogLevel        string        `env:"CREDITGATE_LOG_LEVEL" envDefault:"info"`
+	ShutdownTimeout time.Duration `env:"CREDITGATE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
+
+	// Derived by validate.
+	upstream  *url.URL
+	logLevel  zapcore.Level
+	orgList   []orgs.Org
+	costTable *costtable.Table
+	demo      bool
+}
+
+// Variables read by the test suite, not by the gateway; allowed in the environment.
+var testVars = map[string]bool{"CREDITGATE_TEST_REDIS_URL": true, "CREDITGATE_REQUIRE_REDIS": true}
+
+// loadConfig reads and validates the configuration from environ (NAME→value). All problems
+// are reported together, each starting with the variable's name.
+func loadConfig(environ map[string]string) (Config, error) {
+	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: environ})
+	if err != nil {
+		return cfg, renameEnvErrors(err)
+	}
+	return cfg, cfg.validate(environ)
+}
+
+// renameEnvErrors rewrites env's errors, which name Go fields, to name the variables.
+func renameEnvErrors(err error) error {
+	var agg env.AggregateError
+	errs := []error{err}
+	if errors.As(err, &agg) {
+		errs = agg.Errors
+	}
+	t := reflect.TypeFor[Config]()
+	var out []error
+	for _, e := range errs {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := t.FieldByName(pe.Name); ok {
+				out = append(out, fmt.Errorf("%s: %s", f.Tag.Get("env"), describeParseError(pe)))
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+func describeParseError(pe env.ParseError) string {
+	switch pe.Type {
+	case reflect.TypeFor[time.Duration]():
+		return "must be a Go duration such as 24h, 90s or 500ms: " + pe.Err.Error()
+	case reflect.TypeFor[bool]():
+		return "must be true or false: " + pe.Err.Error()
+	case reflect.TypeFor[int64]():
+		return "must be an integer: " + pe.Err.Error()
+	}
+	return pe.Err.Error()
+}
+
+func (c *Config) validate(environ map[string]string) error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+	}
+
+	known := map[string]bool{}
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		if name := t.Field(i).Tag.Get("env"); name != "" {
+			known[name] = true
+		}
+	}
+	var unknown []string
+	for name := range environ {
+		if strings.HasPrefix(name, "CREDITGATE_") && !known[name] && !testVars[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	sort.Strings(unknown)
+	for _, name := range unknown {
+		bad(name, "unknown variable (a typo?); the README lists every variable")
+	}
+
+	if lvl, err := zapcore.ParseLevel(c.LogLevel); err != nil || lvl < zapcore.DebugLevel || lvl > zapcore.ErrorLevel {
+		bad("CREDITGATE_LOG_LEVEL", "must be debug, info, warn or error, got %q", c.LogLevel)
+	} else {
+		c.logLevel = lvl
+	}
+
+	c.demo = c.UpstreamURL == "" && c.Orgs == ""
+	switch {
+	case c.demo:
+	case c.UpstreamURL == "":
+		bad("CREDITGATE_UPSTREAM_URL", "must be set when CREDITGATE_ORGS is (unset both for the demo)")
+	default:
+		u, err := url.Parse(c.UpstreamURL)
+		switch {
+		case err != nil:
+			bad("CREDITGATE_UPSTREAM_URL", "not a valid URL: %q", c.UpstreamURL)
+		case u.Scheme != "http" && u.Scheme != "https":
+			bad("CREDITGATE_UPSTREAM_URL", "must be an http:// or https:// URL, got %q", c.UpstreamURL)
+		case u.Host == "":
+			bad("CREDITGATE_UPSTREAM_URL", "has no host: %q", c.UpstreamURL)
+		case u.User != nil:
+			bad("CREDITGATE_UPSTREAM_URL", "must not carry credentials")
+		default:
+			c.upstream = u
+		}
+	}
+	if c.UpstreamTimeout <= 0 {
+		bad("CREDITGATE_UPSTREAM_TIMEOUT", "must be positive, got %s", c.UpstreamTimeout)
+	}
+
+	if c.RedisURL != "" {
+		if cl, err := limiter.NewRedisClient(c.RedisURL); err != nil {
+			bad("CREDITGATE_REDIS_URL", "%v", err)
+		} else {
+			cl.Close()
+		}
+	}
+	if c.RedisTimeout <= 0 || c.RedisTimeout > time.Minute {
+		bad("CREDITGATE_REDIS_TIMEOUT", "must be between 1ms and 1m, got %s", c.RedisTimeout)
+	}
+	if c.FailMode != "open" && c.FailMode != "closed" {
+		bad("CREDITGATE_FAIL_MODE", "must be open or closed, got %q", c.FailMode)
+	}
+
+	switch {
+	case c.Window < time.Second || c.Window > 31*24*time.Hour:
+		bad("CREDITGATE_WINDOW", "must be between 1s and 744h, got %s", c.Window)
+	case c.Window%time.Millisecond != 0:
+		bad("CREDITGATE_WINDOW", "must be a whole number of milliseconds, got %s", c.Window)
+	default:
+		if c.Bucket == 0 {
+			c.Bucket = limiter.DefaultBucket(c.Window)
+		}
+		switch {
+		case c.Bucket < time.Millisecond || c.Bucket%time.Millisecond != 0:
+			bad("CREDITGATE_BUCKET", "must be a positive whole number of milliseconds, got %s", c.Bucket)
+		case c.Bucket > c.Window:
+			bad("CREDITGATE_BUCKET", "must not be longer than CREDITGATE_WINDOW (%s), got %s", c.Window, c.Bucket)
+		case c.Window/c.Bucket > 100_000:
+			bad("CREDITGATE_BUCKET", "%s makes %d buckets per window; at most 100000 keep memory per org bounded", c.Bucket, c.Window/c.Bucket)
+		}
+	}
+
+	if c.MaxBodyBytes < 1 {
+		bad("CREDITGATE_MAX_BODY_BYTES", "must be at least 1, got %d", c.MaxBodyBytes)
+	}
+	if tbl, err := costtable.Builtin(c.CostTable); err != nil {
+		bad("CREDITGATE_COST_TABLE", "%v", err)
+	} else {
+		c.costTable = tbl
+	}
+	if c.CostTableFile != "" {
+		bad("CREDITGATE_COST_TABLE_FILE", "custom cost tables are not supported by this version; unset it to use CREDITGATE_COST_TABLE")
+	}
+	if c.OrgsFile != "" {
+		bad("CREDITGATE_ORGS_FILE", "orgs files are not supported by this version; use CREDITGATE_ORGS")
+	}
+
+	if c.OrgMode != "apikey" && c.OrgMode != "header" {
+		bad("CREDITGATE_ORG_MODE", "must be apikey or header, got %q", c.OrgMode)
+	}
+	if c.OrgHeader == "" || strings.ContainsAny(c.OrgHeader, " :\t\r\n") {
+		bad("CREDITGATE_ORG_HEADER", "must be a header name, got %q", c.OrgHeader)
+	}
+	if !c.demo {
+		list, err := orgs.Parse(c.Orgs)
+		if err != nil {
+			errs = append(errs, prefixLines("CREDITGATE_ORGS", err))
+		} else if len(list) == 0 {
+			bad("CREDITGATE_ORGS", "no orgs configured")
+		} else {
+			for _, o := range list {
+				if err := checkOrg(o, c.OrgMode); err != nil {
+					errs = append(errs, prefixLines("CREDITGATE_ORGS", err))
+				}
+			}
+			if _, err := orgs.NewDirectory(list); err != nil {
+				errs = append(errs, prefixLines("CREDITGATE_ORGS", err))
+			}
+			c.orgList = list
+		}
+	}
+
+	if c.ShutdownTimeout <= 0 {
+		bad("CREDITGATE_SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+// checkOrg checks what the parser cannot: the edition exists and the org has some limit.
+func checkOrg(o orgs.Org, mode string) error {
+	var errs []error
+	if o.Edition != "" {
+		if _, ok := costtable.LookupEdition(o.Edition); !ok {
+			errs = append(errs, fmt.Errorf("org %q: field \"edition\": unknown edition %q (known: %s)",
+				o.ID, o.Edition, strings.Join(costtable.EditionNames(), ", ")))
+		}
+	}
+	if !o.HasLimit && o.Edition == "" {
+		errs = append(errs, fmt.Errorf("org %q: needs a \"limit\" or an \"edition\"", o.ID))
+	}
+	if mode == "apikey" && len(o.Keys) == 0 {
+		errs = append(errs, fmt.Errorf("org %q: field \"keys\": needed in apikey mode (the org could never call)", o.ID))
+	}
+	return errors.Join(errs...)
+}
+
+// limitOf returns an org's credits per window: its explicit limit, or its edition's
+// allotment for its seats.
+func limitOf(o *orgs.Org) int64 {
+	if o.HasLimit {
+		return o.Limit
+	}
+	e, ok := costtable.LookupEdition(o.Edition)
+	if !ok {
+		return 0
+	}
+	return e.Allotment(costtable.Seats{
+		Users: o.Users, Agents: o.Agents, LightAgents: o.LightAgents, Addon: o.Addon, Legacy: o.Legacy,
+	})
+}
+
+// prefixLines puts name in front of every error joined in err.
+func prefixLines(name string, err error) error {
+	var out []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, fmt.Errorf("%s: %w", name, e))
+		}
+		return errors.Join(out...)
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
+
+// logFields returns the effective configuration for the start-up log, without secrets.
+func (c *Config) logFields() []zap.Field {
+	store := "memory"
+	if c.RedisURL != "" {
+		store = c.RedisURL
+		if u, err := url.Parse(c.RedisURL); err == nil {
+			store = u.Redacted()
+		}
+	}
+	upstream := c.UpstreamURL
+	if c.demo {
+		upstream = "(demo)"
+	}
+	return []zap.Field{
+		zap.String("upstream", upstream), zap.String("store", store), zap.String("fail_mode", c.FailMode),
+		zap.Duration("window", c.Window), zap.Duration("bucket", c.Bucket), zap.Bool("shadow", c.Shadow),
+		zap.String("cost_table", c.CostTable), zap.String("org_mode", c.OrgMode), zap.Int("orgs", len(c.orgList)),
+		zap.Bool("strip_credentials", c.StripCredentials), zap.String("log_level", c.LogLevel),
+	}
+}

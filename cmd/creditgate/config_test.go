@@ -1,0 +1,120 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const validOrgs = "acme:edition=crm-professional,users=20,keys=k1|k2;beta:limit=5000,keys=k3"
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.demo || cfg.ListenAddr != ":8080" || cfg.AdminAddr != ":9090" || cfg.Window != 24*time.Hour ||
+		cfg.Bucket != time.Minute || cfg.FailMode != "open" || cfg.MaxBodyBytes != 10<<20 ||
+		cfg.CostTable != "zoho-crm" || cfg.OrgMode != "apikey" || cfg.OrgHeader != "X-Org-Id" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestLoadConfigProduction(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{
+		"CREDITGATE_UPSTREAM_URL": "http://127.0.0.1:9000/api",
+		"CREDITGATE_ORGS":         validOrgs,
+		"CREDITGATE_WINDOW":       "4s",
+		"CREDITGATE_BUCKET":       "1s",
+		"CREDITGATE_REDIS_URL":    "redis://127.0.0.1:6379/0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.demo || cfg.upstream.Path != "/api" || len(cfg.orgList) != 2 || cfg.Bucket != time.Second {
+		t.Fatalf("%+v", cfg)
+	}
+	tests := []struct {
+		org  int
+		want int64
+	}{
+		{0, 20000}, // Professional: 10,000 + 20 × 500
+		{1, 5000},  // explicit limit
+	}
+	for _, tt := range tests {
+		if got := limitOf(&cfg.orgList[tt.org]); got != tt.want {
+			t.Errorf("limit of %s = %d, want %d", cfg.orgList[tt.org].ID, got, tt.want)
+		}
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	base := map[string]string{"CREDITGATE_UPSTREAM_URL": "http://127.0.0.1:9000", "CREDITGATE_ORGS": validOrgs}
+	tests := []struct {
+		name string
+		give map[string]string
+		want []string // every fragment must appear in the error
+	}{
+		{"unknown org field", map[string]string{"CREDITGATE_ORGS": "acme:limit=5,colour=red,keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, `"colour"`}},
+		{"negative limit", map[string]string{"CREDITGATE_ORGS": "acme:limit=-5,keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, `"limit"`, "-5"}},
+		{"unknown edition", map[string]string{"CREDITGATE_ORGS": "acme:edition=crm-gold,keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, `"edition"`, "crm-gold"}},
+		{"no limit or edition", map[string]string{"CREDITGATE_ORGS": "acme:keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, "limit"}},
+		{"no keys in apikey mode", map[string]string{"CREDITGATE_ORGS": "acme:limit=5"}, []string{"CREDITGATE_ORGS", `"acme"`, "keys"}},
+		{"bad upstream scheme", map[string]string{"CREDITGATE_UPSTREAM_URL": "ftp://x"}, []string{"CREDITGATE_UPSTREAM_URL", "http"}},
+		{"upstream not a URL", map[string]string{"CREDITGATE_UPSTREAM_URL": "http://[::1"}, []string{"CREDITGATE_UPSTREAM_URL"}},
+		{"upstream without host", map[string]string{"CREDITGATE_UPSTREAM_URL": "http:///path"}, []string{"CREDITGATE_UPSTREAM_URL", "host"}},
+		{"orgs without upstream", map[string]string{"CREDITGATE_UPSTREAM_URL": ""}, []string{"CREDITGATE_UPSTREAM_URL", "must be set"}},
+		{"bad redis url", map[string]string{"CREDITGATE_REDIS_URL": "http://x"}, []string{"CREDITGATE_REDIS_URL", "scheme"}},
+		{"redis password not echoed", map[string]string{"CREDITGATE_REDIS_URL": "redis://:hunter2@x:1?nope=1"}, []string{"CREDITGATE_REDIS_URL"}},
+		{"window not a duration", map[string]string{"CREDITGATE_WINDOW": "a day"}, []string{"CREDITGATE_WINDOW", "duration"}},
+		{"window zero", map[string]string{"CREDITGATE_WINDOW": "0s"}, []string{"CREDITGATE_WINDOW", "between"}},
+		{"bucket longer than window", map[string]string{"CREDITGATE_WINDOW": "4s", "CREDITGATE_BUCKET": "5s"}, []string{"CREDITGATE_BUCKET"}},
+		{"too many buckets", map[string]string{"CREDITGATE_WINDOW": "24h", "CREDITGATE_BUCKET": "1ms"}, []string{"CREDITGATE_BUCKET", "100000"}},
+		{"fail mode", map[string]string{"CREDITGATE_FAIL_MODE": "sideways"}, []string{"CREDITGATE_FAIL_MODE", "sideways"}},
+		{"log level", map[string]string{"CREDITGATE_LOG_LEVEL": "loud"}, []string{"CREDITGATE_LOG_LEVEL", "loud"}},
+		{"shadow not bool", map[string]string{"CREDITGATE_SHADOW": "perhaps"}, []string{"CREDITGATE_SHADOW", "true or false"}},
+		{"max body not int", map[string]string{"CREDITGATE_MAX_BODY_BYTES": "10MB"}, []string{"CREDITGATE_MAX_BODY_BYTES", "integer"}},
+		{"unknown cost table", map[string]string{"CREDITGATE_COST_TABLE": "nope"}, []string{"CREDITGATE_COST_TABLE", "zoho-crm"}},
+		{"cost table file", map[string]string{"CREDITGATE_COST_TABLE_FILE": "/x.yaml"}, []string{"CREDITGATE_COST_TABLE_FILE", "not supported"}},
+		{"org mode", map[string]string{"CREDITGATE_ORG_MODE": "jwt"}, []string{"CREDITGATE_ORG_MODE", "jwt"}},
+		{"unknown variable", map[string]string{"CREDITGATE_WINDWO": "4s"}, []string{"CREDITGATE_WINDWO", "unknown variable"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range base {
+				env[k] = v
+			}
+			for k, v := range tt.give {
+				env[k] = v
+			}
+			_, err := loadConfig(env)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "k1") {
+				t.Errorf("error leaks a secret: %q", err)
+			}
+		})
+	}
+}
+
+// TestLoadConfigReportsAllProblems: every problem at once, not just the first.
+func TestLoadConfigReportsAllProblems(t *testing.T) {
+	_, err := loadConfig(map[string]string{
+		"CREDITGATE_UPSTREAM_URL": "ftp://x",
+		"CREDITGATE_ORGS":         "a:limit=-1",
+		"CREDITGATE_FAIL_MODE":    "no",
+		"CREDITGATE_WINDOW":       "0s",
+	})
+	for _, name := range []string{"CREDITGATE_UPSTREAM_URL", "CREDITGATE_ORGS", "CREDITGATE_FAIL_MODE", "CREDITGATE_WINDOW"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("error %v does not name %s", err, name)
+		}
+	}
+}

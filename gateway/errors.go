@@ -1,0 +1,107 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/creditgate/creditgate/limiter"
+)
+
+// Request outcomes that become error responses. writeError maps each to its status and body.
+var (
+	errNoCredential      = errors.New("no credential")
+	errUnknownCredential = errors.New("unknown credential")
+	errNoOrgHeader       = errors.New("no org header")
+	errUnknownOrg        = errors.New("unknown org")
+	errStoreUnavailable  = errors.New("credit store unavailable")
+	errUpstreamTimeout   = errors.New("upstream timeout")
+	errUpstream          = errors.New("upstream unreachable")
+)
+
+// tooManyRequestsBody is the exact body of SPEC §2 step 4, byte for byte.
+var tooManyRequestsBody = []byte(`{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}` + "\n")
+
+// errorBody is the one JSON shape of every error the gateway answers itself. Fields are in
+// alphabetical order, as in the 429 body.
+type errorBody struct {
+	Code    string         `json:"code"`
+	Details map[string]any `json:"details"`
+	Message string         `json:"message"`
+	Status  string         `json:"status"`
+}
+
+// costError carries the numbers of a call that costs more than the org's whole limit.
+type costError struct {
+	cost, limit int64
+}
+
+func (e *costError) Error() string { return limiter.ErrCostExceedsLimit.Error() }
+func (e *costError) Unwrap() error { return limiter.ErrCostExceedsLimit }
+
+// writeError is the only code that writes an error body. retryAfter (seconds) is sent as
+// Retry-After when positive.
+func writeError(w http.ResponseWriter, err error, retryAfter int64) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	if retryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(retryAfter, 10))
+	}
+	if errors.Is(err, limiter.ErrOverLimit) {
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write(tooManyRequestsBody)
+		return
+	}
+	status, body := errorResponse(err)
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(body)
+}
+
+func errorResponse(err error) (int, errorBody) {
+	b := errorBody{Details: map[string]any{}, Status: "error"}
+	var ce *costError
+	switch {
+	case errors.As(err, &ce):
+		b.Code = "COST_EXCEEDS_LIMIT"
+		b.Message = "This call costs more credits than the whole limit of the window; it can never succeed."
+		b.Details["cost"] = ce.cost
+		b.Details["limit"] = ce.limit
+		return http.StatusTooManyRequests, b
+	case errors.Is(err, errNoCredential):
+		b.Code = "AUTHENTICATION_FAILURE"
+		b.Message = "No API key: send Authorization: Bearer <key>, Authorization: Zoho-oauthtoken <key> or X-Api-Key: <key>."
+		return http.StatusUnauthorized, b
+	case errors.Is(err, errUnknownCredential):
+		b.Code = "INVALID_TOKEN"
+		b.Message = "The API key is not valid."
+		return http.StatusUnauthorized, b
+	case errors.Is(err, errNoOrgHeader):
+		b.Code = "AUTHENTICATION_FAILURE"
+		b.Message = "The request does not name an org."
+		return http.StatusUnauthorized, b
+	case errors.Is(err, errUnknownOrg):
+		b.Code = "INVALID_TOKEN"
+		b.Message = "The org is not known."
+		return http.StatusUnauthorized, b
+	case errors.Is(err, errStoreUnavailable):
+		b.Code = "SERVICE_UNAVAILABLE"
+		b.Message = "Credits cannot be checked right now; try again shortly."
+		return http.StatusServiceUnavailable, b
+	case errors.Is(err, errUpstreamTimeout):
+		b.Code = "GATEWAY_TIMEOUT"
+		b.Message = "The API did not answer in time; no credits were charged."
+		return http.StatusGatewayTimeout, b
+	case errors.Is(err, errUpstream):
+		b.Code = "BAD_GATEWAY"
+		b.Message = "The API could not be reached; no credits were charged."
+		return http.StatusBadGateway, b
+	default:
+		b.Code = "INTERNAL_ERROR"
+		b.Message = "Internal error."
+		return http.StatusInternalServerError, b
+	}
+}

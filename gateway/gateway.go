@@ -1,0 +1,373 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/creditgate/creditgate/costtable"
+	"github.com/creditgate/creditgate/limiter"
+	"github.com/creditgate/creditgate/orgs"
+)
+
+// spender is what the gateway needs of a limiter.Store.
+type spender interface {
+	Spend(ctx context.Context, key limiter.Key, cost int64, now time.Time) (limiter.Decision, error)
+	Refund(ctx context.Context, key limiter.Key, d limiter.Decision) error
+}
+
+// OrgMode says how a request names its org.
+type OrgMode string
+
+// Org modes (CREDITGATE_ORG_MODE).
+const (
+	// OrgModeAPIKey looks the org up by the API key in Authorization (Bearer or
+	// Zoho-oauthtoken) or X-Api-Key.
+	OrgModeAPIKey OrgMode = "apikey"
+	// OrgModeHeader trusts a header (default X-Org-Id) set by an auth layer in front.
+	OrgModeHeader OrgMode = "header"
+)
+
+// Config holds what a Gateway needs. Zero values are documented per field.
+type Config struct {
+	// Upstream is the API behind the gateway (required).
+	Upstream *url.URL
+	// Transport reaches the upstream; nil means a tuned clone of http.DefaultTransport with
+	// UpstreamTimeout as its response-header timeout.
+	Transport http.RoundTripper
+	// UpstreamTimeout bounds the wait for the upstream's response headers (zero: 60s); past
+	// it the gateway answers 504 and refunds.
+	UpstreamTimeout time.Duration
+	// Store keeps the windows (required).
+	Store spender
+	// StoreTimeout bounds one store call (zero: 1s); past it the call counts as a store error.
+	StoreTimeout time.Duration
+	// FailOpen lets calls through, uncharged, when the store cannot decide; false answers 503.
+	FailOpen bool
+	// Costs prices calls (required).
+	Costs *costtable.Table
+	// Orgs is who may call (required), and LimitOf gives an org's credits per window.
+	Orgs    *orgs.Directory
+	LimitOf func(*orgs.Org) int64
+	// Mode and OrgHeader say how a request names its org (zero: OrgModeAPIKey, "X-Org-Id").
+	Mode      OrgMode
+	OrgHeader string
+	// StripCredentials removes the API key header before forwarding.
+	StripCredentials bool
+	// Shadow counts and logs, but never rejects.
+	Shadow bool
+	// Window is the store's window, for the RateLimit-Policy field (zero: 24h).
+	Window time.Duration
+	// Clock gives the time of each decision; nil lets the store use its own clock (the Redis
+	// server's TIME), which keeps replicas in agreement. Tests inject one.
+	Clock func() time.Time
+	// Logger receives one line per rejection and per error (nil: no logs).
+	Logger *zap.Logger
+}
+
+// Gateway is the proxy's http.Handler: identify, price, debit, forward.
+type Gateway struct {
+	cfg     Config
+	costs   atomic.Pointer[costtable.Table]
+	tenants map[*orgs.Org]*tenant
+	proxy   *httputil.ReverseProxy
+	log     *zap.Logger
+}
+
+// tenant is an org with everything the request path needs prepared once.
+type tenant struct {
+	org    *orgs.Org
+	key    limiter.Key
+	limit  string // decimal, for X-RateLimit-Limit
+	policy string // RateLimit-Policy field value
+}
+
+type stateKey struct{}
+
+// callState travels in the request context to the proxy's error hook, which refunds.
+type callState struct {
+	t    *tenant
+	d    limiter.Decision
+	rule string
+}
+
+// New returns a Gateway for cfg.
+func New(cfg Config) (*Gateway, error) {
+	switch {
+	case cfg.Upstream == nil:
+		return nil, errors.New("gateway: no upstream")
+	case cfg.Store == nil:
+		return nil, errors.New("gateway: no store")
+	case cfg.Costs == nil:
+		return nil, errors.New("gateway: no cost table")
+	case cfg.Orgs == nil || cfg.LimitOf == nil:
+		return nil, errors.New("gateway: no orgs")
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = OrgModeAPIKey
+	}
+	if cfg.Mode != OrgModeAPIKey && cfg.Mode != OrgModeHeader {
+		return nil, fmt.Errorf("gateway: unknown org mode %q", cfg.Mode)
+	}
+	if cfg.OrgHeader == "" {
+		cfg.OrgHeader = "X-Org-Id"
+	}
+	if cfg.Window == 0 {
+		cfg.Window = 24 * time.Hour
+	}
+	if cfg.UpstreamTimeout == 0 {
+		cfg.UpstreamTimeout = 60 * time.Second
+	}
+	if cfg.StoreTimeout == 0 {
+		cfg.StoreTimeout = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = NewTransport(cfg.UpstreamTimeout)
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		tenants: make(map[*orgs.Org]*tenant, cfg.Orgs.Len()),
+		log:     cfg.Logger.Named("gateway"),
+	}
+	g.costs.Store(cfg.Costs)
+	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
+	for _, o := range cfg.Orgs.Orgs() {
+		limit := cfg.LimitOf(o)
+		l := strconv.FormatInt(limit, 10)
+		g.tenants[o] = &tenant{
+			org:    o,
+			key:    limiter.NewKey(o.ID, limit),
+			limit:  l,
+			policy: `"credits";q=` + l + ";w=" + window,
+		}
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:        g.rewrite,
+		Transport:      cfg.Transport,
+		ModifyResponse: dropUpstreamLimitFields,
+		ErrorHandler:   g.proxyError,
+		BufferPool:     newBufferPool(),
+		ErrorLog:       zap.NewStdLog(g.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	}
+	return g, nil
+}
+
+// NewTransport returns the upstream transport: pooled keep-alive connections sized for a
+// gateway (the default keeps only 2 idle connections per host) and bounded waits.
+func NewTransport(responseHeaderTimeout time.Duration) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 512
+	t.ResponseHeaderTimeout = responseHeaderTimeout
+	t.Proxy = nil // the upstream is addressed directly, never through HTTP_PROXY
+	return t
+}
+
+// SetCosts swaps the cost table for new requests; requests in flight keep the one they read.
+func (g *Gateway) SetCosts(t *costtable.Table) { g.costs.Store(t) }
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	t, err := g.identify(r)
+	if err != nil {
+		h.Set("X-Credits-Charged", "0")
+		g.log.Debug("unauthenticated", zap.String("reason", err.Error()))
+		writeError(w, err, 0)
+		return
+	}
+	cleanPath(r)
+	rule := g.costs.Load().Match(r.Method, r.URL.Path, r.URL.RawQuery)
+	cost := rule.Cost
+
+	var now time.Time
+	if g.cfg.Clock != nil {
+		now = g.cfg.Clock()
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
+	d, err := g.cfg.Store.Spend(ctx, t.key, cost, now)
+	cancel()
+	switch {
+	case err == nil:
+	case errors.Is(err, limiter.ErrOverLimit), errors.Is(err, limiter.ErrCostExceedsLimit):
+		setLimitFields(h, t, d)
+		if g.cfg.Shadow {
+			g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+				zap.Int64("cost", cost), zap.String("reason", reason(err)), zap.Int64("used", d.Used))
+			break
+		}
+		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+			zap.Int64("cost", cost), zap.String("reason", reason(err)), zap.Int64("used", d.Used),
+			zap.Duration("retry_after", d.RetryAfter))
+		if errors.Is(err, limiter.ErrCostExceedsLimit) {
+			writeError(w, &costError{cost: cost, limit: d.Limit}, 0)
+			return
+		}
+		writeError(w, err, ceilSeconds(d.RetryAfter))
+		return
+	default:
+		if r.Context().Err() != nil {
+			return // the client left while we waited for the store; nothing was charged
+		}
+		g.log.Error("credit store error", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+			zap.Int64("cost", cost), zap.Bool("fail_open", g.cfg.FailOpen), zap.Error(err))
+		h.Set("X-Credits-Charged", "0")
+		if !g.cfg.FailOpen {
+			writeError(w, errStoreUnavailable, 1)
+			return
+		}
+		g.forward(w, r, &callState{t: t, rule: rule.Name})
+		return
+	}
+	if d.Allowed {
+		setLimitFields(h, t, d)
+	}
+	g.forward(w, r, &callState{t: t, d: d, rule: rule.Name})
+}
+
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *callState) {
+	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+func reason(err error) string {
+	if errors.Is(err, limiter.ErrCostExceedsLimit) {
+		return "cost_exceeds_limit"
+	}
+	return "credits"
+}
+
+// setLimitFields writes the rate-limit fields of SPEC §7 for decision d.
+func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
+	wait := d.Reset
+	if !d.Allowed {
+		wait = d.RetryAfter
+	}
+	secs := strconv.FormatInt(ceilSeconds(wait), 10)
+	remaining := strconv.FormatInt(d.Remaining, 10)
+	h.Set("X-Ratelimit-Limit", t.limit)
+	h.Set("X-Ratelimit-Remaining", remaining)
+	h.Set("X-Ratelimit-Reset", secs)
+	h.Set("Ratelimit-Policy", t.policy)
+	h.Set("Ratelimit", `"credits";r=`+remaining+";t="+secs)
+	h.Set("X-Credits-Charged", strconv.FormatInt(d.Cost, 10))
+}
+
+// limitFields are the fields the gateway owns; the upstream's versions are dropped so a
+// client never sees two answers. The upstream's own Retry-After (say, on a 503) stays.
+var limitFields = []string{
+	"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset",
+	"Ratelimit-Policy", "Ratelimit", "X-Credits-Charged",
+}
+
+func dropUpstreamLimitFields(resp *http.Response) error {
+	for _, k := range limitFields {
+		delete(resp.Header, k)
+	}
+	return nil
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// cleanPath resolves "." and ".." segments and repeated slashes, so the path that is priced
+// is the path that is forwarded (a crafted path cannot look cheap here and be expensive
+// upstream).
+func cleanPath(r *http.Request) {
+	p := r.URL.Path
+	if !strings.HasPrefix(p, "/") || (!strings.Contains(p, "/.") && !strings.Contains(p, "//")) {
+		return
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	if c != p {
+		r.URL.Path = c
+		r.URL.RawPath = ""
+	}
+}
+
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(g.cfg.Upstream)
+	// Keep the chain of a load balancer in front; SetXForwarded appends our hop.
+	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	pr.SetXForwarded()
+	if g.cfg.StripCredentials && g.cfg.Mode == OrgModeAPIKey {
+		if _, ok := bearerKey(pr.Out.Header.Get("Authorization")); ok {
+			pr.Out.Header.Del("Authorization")
+		}
+		pr.Out.Header.Del("X-Api-Key")
+	}
+}
+
+// proxyError runs when the upstream could not be reached or did not answer in time: the
+// gateway answers 502/504 itself, and the call is refunded.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := r.Context().Value(stateKey{}).(*callState)
+	if r.Context().Err() != nil {
+		// The client went away. The upstream may have done the work, so the charge stays.
+		if st != nil {
+			g.log.Debug("client gone", zap.String("org", st.t.org.ID), zap.String("rule", st.rule))
+		}
+		return
+	}
+	status := errUpstream
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		status = errUpstreamTimeout
+	}
+	if st != nil && st.d.Allowed && st.d.Cost > 0 {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), g.cfg.StoreTimeout)
+		rerr := g.cfg.Store.Refund(ctx, st.t.key, st.d)
+		cancel()
+		if rerr != nil {
+			g.log.Error("refund failed", zap.String("org", st.t.org.ID), zap.String("rule", st.rule),
+				zap.Int64("cost", st.d.Cost), zap.Error(rerr))
+		} else {
+			h := w.Header()
+			h.Set("X-Credits-Charged", "0")
+			remaining := strconv.FormatInt(min(st.d.Remaining+st.d.Cost, st.d.Limit), 10)
+			h.Set("X-Ratelimit-Remaining", remaining)
+			h.Set("Ratelimit", `"credits";r=`+remaining+";t="+h.Get("X-Ratelimit-Reset"))
+		}
+	}
+	org, rule := "", ""
+	if st != nil {
+		org, rule = st.t.org.ID, st.rule
+	}
+	g.log.Error("upstream error", zap.String("org", org), zap.String("rule", rule), zap.Error(err))
+	writeError(w, status, 0)
+}
+
+// bufferPool lends the proxy its 32 KiB copy buffers instead of allocating one per response.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { return make([]byte, 32*1024) }}}
+}
+
+func (b *bufferPool) Get() []byte { return b.p.Get().([]byte) }
+
+// Put returns buf to the pool. Boxing the slice header allocates 24 bytes; the buffer it
+// saves is 32 KiB.
+func (b *bufferPool) Put(buf []byte) { b.p.Put(buf) } //nolint:staticcheck // SA6002, see above

@@ -1,0 +1,556 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/creditgate/creditgate/costtable"
+	"github.com/creditgate/creditgate/limiter"
+	"github.com/creditgate/creditgate/orgs"
+)
+
+// t0 is the fake clock's instant; tests that need time to pass move clock.
+var t0 = time.UnixMilli(1_767_225_600_000)
+
+// upstream records what reached the API behind the gateway.
+type upstream struct {
+	*httptest.Server
+	mu      sync.Mutex
+	calls   []*http.Request
+	bodies  []string
+	handler http.HandlerFunc // optional override
+}
+
+func newUpstream(t *testing.T) *upstream {
+	u := &upstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		u.mu.Lock()
+		u.calls = append(u.calls, r)
+		u.bodies = append(u.bodies, string(b))
+		h := u.handler
+		u.mu.Unlock()
+		if h != nil {
+			h(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"ok":true}`)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.calls)
+}
+
+func (u *upstream) last() *http.Request {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.calls) == 0 {
+		return nil
+	}
+	return u.calls[len(u.calls)-1]
+}
+
+type fixture struct {
+	gw    *Gateway
+	url   string // the gateway's listener
+	up    *upstream
+	store *limiter.MemoryStore
+	now   atomic.Int64 // unix ms of the fake clock
+}
+
+const orgsSpec = "acme:limit=1000,keys=acme-key|sha256:" // + sha256("hashed-key")
+
+func hashedKeySpec() string {
+	sum := sha256.Sum256([]byte("hashed-key"))
+	return hex.EncodeToString(sum[:])
+}
+
+// newFixture runs a gateway over a memory store on a real loopback listener.
+func newFixture(t *testing.T, mod func(*Config)) *fixture {
+	t.Helper()
+	f := &fixture{up: newUpstream(t)}
+	f.now.Store(t0.UnixMilli())
+	store, err := limiter.NewMemoryStore(limiter.Options{Window: 24 * time.Hour, Bucket: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.store = store
+	list, err := orgs.Parse(orgsSpec + hashedKeySpec() + ";tiny:limit=10,keys=tiny-key;pro:edition=crm-professional,users=2,keys=pro-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := orgs.NewDirectory(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	costs, err := costtable.Builtin("zoho-crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := url.Parse(f.up.URL)
+	cfg := Config{
+		Upstream: up,
+		Store:    store,
+		Costs:    costs,
+		Orgs:     dir,
+		LimitOf: func(o *orgs.Org) int64 {
+			if o.HasLimit {
+				return o.Limit
+			}
+			return 11000
+		},
+		Clock: func() time.Time { return time.UnixMilli(f.now.Load()) },
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	f.gw, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(f.gw)
+	t.Cleanup(srv.Close)
+	f.url = srv.URL
+	return f
+}
+
+func (f *fixture) used(t *testing.T, org string, limit int64) int64 {
+	t.Helper()
+	d, err := f.store.Spend(context.Background(), limiter.NewKey(org, limit), 0, time.UnixMilli(f.now.Load()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Used
+}
+
+func do(t *testing.T, method, target string, hdr map[string]string, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, target, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+func TestIdentifyAPIKey(t *testing.T) {
+	f := newFixture(t, nil)
+	tests := []struct {
+		name       string
+		give       map[string]string
+		wantStatus int
+		wantCode   string
+	}{
+		{"bearer", map[string]string{"Authorization": "Bearer acme-key"}, 200, ""},
+		{"bearer lower-case scheme", map[string]string{"Authorization": "bearer acme-key"}, 200, ""},
+		{"zoho-oauthtoken", map[string]string{"Authorization": "Zoho-oauthtoken acme-key"}, 200, ""},
+		{"x-api-key", map[string]string{"X-Api-Key": "acme-key"}, 200, ""},
+		{"sha256-configured key", map[string]string{"X-Api-Key": "hashed-key"}, 200, ""},
+		{"missing", nil, 401, "AUTHENTICATION_FAILURE"},
+		{"basic auth is not a key", map[string]string{"Authorization": "Basic YWNtZTprZXk="}, 401, "AUTHENTICATION_FAILURE"},
+		{"empty bearer", map[string]string{"Authorization": "Bearer "}, 401, "AUTHENTICATION_FAILURE"},
+		{"unknown key", map[string]string{"Authorization": "Bearer nope"}, 401, "INVALID_TOKEN"},
+		{"unknown x-api-key", map[string]string{"X-Api-Key": "nope"}, 401, "INVALID_TOKEN"},
+		{"the digest itself is not a key", map[string]string{"X-Api-Key": hashedKeySpec()}, 401, "INVALID_TOKEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, usedBefore := f.up.count(), f.used(t, "acme", 1000)
+			resp, body := do(t, "GET", f.url+"/crm/v2/users", tt.give, "")
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d, want %d (body %s)", resp.StatusCode, tt.wantStatus, body)
+			}
+			if tt.wantStatus == 401 {
+				if !strings.Contains(body, `"code":"`+tt.wantCode+`"`) || !strings.Contains(body, `"status":"error"`) {
+					t.Errorf("body %s, want code %s", body, tt.wantCode)
+				}
+				if f.up.count() != before {
+					t.Error("a 401 call was forwarded")
+				}
+				if f.used(t, "acme", 1000) != usedBefore {
+					t.Error("a 401 call was charged")
+				}
+				if resp.Header.Get("X-Credits-Charged") != "0" {
+					t.Errorf("X-Credits-Charged = %q, want 0", resp.Header.Get("X-Credits-Charged"))
+				}
+				return
+			}
+			if f.up.count() != before+1 {
+				t.Error("not forwarded")
+			}
+			// Credentials are forwarded unchanged by default.
+			got := f.up.last().Header
+			for k, v := range tt.give {
+				if got.Get(k) != v {
+					t.Errorf("upstream got %s %q, want %q", k, got.Get(k), v)
+				}
+			}
+		})
+	}
+}
+
+func TestIdentifyHeaderMode(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Mode = OrgModeHeader; c.OrgHeader = "X-Tenant" })
+	tests := []struct {
+		give       map[string]string
+		wantStatus int
+	}{
+		{map[string]string{"X-Tenant": "acme"}, 200},
+		{map[string]string{"X-Tenant": "nobody"}, 401},
+		{map[string]string{"X-Org-Id": "acme"}, 401},
+		{map[string]string{"Authorization": "Bearer acme-key"}, 401}, // keys do not count in header mode
+		{nil, 401},
+	}
+	for _, tt := range tests {
+		resp, body := do(t, "GET", f.url+"/crm/v2/users", tt.give, "")
+		if resp.StatusCode != tt.wantStatus {
+			t.Errorf("%v: status %d, want %d (%s)", tt.give, resp.StatusCode, tt.wantStatus, body)
+		}
+	}
+	if f.used(t, "acme", 1000) != 1 {
+		t.Errorf("used = %d, want 1", f.used(t, "acme", 1000))
+	}
+}
+
+func TestCostsCharged(t *testing.T) {
+	f := newFixture(t, nil)
+	tests := []struct {
+		method, path string
+		want         string
+	}{
+		{"GET", "/crm/v2/users", "1"},
+		{"GET", "/crm/v8/settings/modules", "1"},
+		{"GET", "/crm/v3/Leads/deleted", "2"},
+		{"GET", "/crm/v5/Leads?cvid=1234", "3"},
+		{"POST", "/crm/v2.1/Leads/77/actions/convert", "5"},
+		{"POST", "/crm/bulk/v2/read", "50"},
+		{"POST", "/crm/bulk/v8/write", "500"},
+		{"GET", "/anything/else", "1"},
+	}
+	var total int64
+	for _, tt := range tests {
+		resp, body := do(t, tt.method, f.url+tt.path, map[string]string{"X-Api-Key": "acme-key"}, "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %s: %d %s", tt.method, tt.path, resp.StatusCode, body)
+		}
+		if got := resp.Header.Get("X-Credits-Charged"); got != tt.want {
+			t.Errorf("%s %s: X-Credits-Charged %s, want %s", tt.method, tt.path, got, tt.want)
+		}
+		var n int64
+		for _, c := range tt.want {
+			n = n*10 + int64(c-'0')
+		}
+		total += n
+		if got := resp.Header.Get("X-Ratelimit-Remaining"); got != itoa(1000-total) {
+			t.Errorf("%s %s: X-RateLimit-Remaining %s, want %d", tt.method, tt.path, got, 1000-total)
+		}
+	}
+	if got := f.used(t, "acme", 1000); got != total {
+		t.Fatalf("window holds %d, charged %d", got, total)
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func TestTooManyRequests(t *testing.T) {
+	f := newFixture(t, nil)
+	key := map[string]string{"Authorization": "Bearer tiny-key"}
+	for range 10 {
+		if resp, _ := do(t, "GET", f.url+"/crm/v2/users", key, ""); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	f.now.Add((90 * time.Minute).Milliseconds())
+	forwarded := f.up.count()
+	resp, body := do(t, "GET", f.url+"/crm/v2/users", key, "")
+	if resp.StatusCode != 429 {
+		t.Fatalf("status %d, want 429", resp.StatusCode)
+	}
+	const want = `{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}`
+	if strings.TrimSpace(body) != want {
+		t.Fatalf("body\n%s\nwant\n%s", body, want)
+	}
+	if f.up.count() != forwarded {
+		t.Error("a rejected call was forwarded")
+	}
+	// Credits spent at t0 (bucket [00:00, 00:01)) free at 00:01 next day; now is 01:30.
+	wantWait := t0.Truncate(time.Minute).Add(time.Minute + 24*time.Hour).Sub(t0.Add(90 * time.Minute))
+	wantSecs := itoa(int64(wantWait / time.Second))
+	h := resp.Header
+	for k, v := range map[string]string{
+		"Retry-After":           wantSecs,
+		"X-Ratelimit-Limit":     "10",
+		"X-Ratelimit-Remaining": "0",
+		"X-Ratelimit-Reset":     wantSecs,
+		"X-Credits-Charged":     "0",
+		"Ratelimit-Policy":      `"credits";q=10;w=86400`,
+		"Ratelimit":             `"credits";r=0;t=` + wantSecs,
+		"Content-Type":          "application/json; charset=utf-8",
+	} {
+		if got := h.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	// Waiting exactly Retry-After is enough.
+	f.now.Add(wantWait.Milliseconds())
+	if resp, _ := do(t, "GET", f.url+"/crm/v2/users", key, ""); resp.StatusCode != 200 {
+		t.Fatalf("after Retry-After: status %d", resp.StatusCode)
+	}
+}
+
+func TestCostExceedsWholeLimit(t *testing.T) {
+	f := newFixture(t, nil)
+	resp, body := do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"Authorization": "Bearer tiny-key"}, "")
+	if resp.StatusCode != 429 || !strings.Contains(body, `"code":"COST_EXCEEDS_LIMIT"`) ||
+		!strings.Contains(body, `"cost":50`) || !strings.Contains(body, `"limit":10`) {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if resp.Header.Get("Retry-After") != "" {
+		t.Error("Retry-After on a call that can never succeed")
+	}
+	if f.up.count() != 0 || f.used(t, "tiny", 10) != 0 {
+		t.Error("forwarded or charged")
+	}
+}
+
+func TestRefundWhenUpstreamUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse(dead) })
+	resp, body := do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if resp.StatusCode != 502 || !strings.Contains(body, `"code":"BAD_GATEWAY"`) {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if got := f.used(t, "acme", 1000); got != 0 {
+		t.Fatalf("used %d after a 502 of the gateway, want 0 (refunded)", got)
+	}
+	if resp.Header.Get("X-Credits-Charged") != "0" || resp.Header.Get("X-Ratelimit-Remaining") != "1000" {
+		t.Errorf("headers after refund: charged %s remaining %s", resp.Header.Get("X-Credits-Charged"), resp.Header.Get("X-Ratelimit-Remaining"))
+	}
+}
+
+func TestRefundWhenUpstreamTimesOut(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.UpstreamTimeout = 100 * time.Millisecond })
+	release := make(chan struct{})
+	defer close(release)
+	f.up.handler = func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+	resp, body := do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if resp.StatusCode != 504 || !strings.Contains(body, `"code":"GATEWAY_TIMEOUT"`) {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if got := f.used(t, "acme", 1000); got != 0 {
+		t.Fatalf("used %d after a 504, want 0", got)
+	}
+}
+
+func TestUpstreamErrorsKeepTheCharge(t *testing.T) {
+	f := newFixture(t, nil)
+	f.up.handler = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-RateLimit-Remaining", "999999") // the upstream's own idea
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(503)
+	}
+	resp, _ := do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if resp.StatusCode != 503 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := f.used(t, "acme", 1000); got != 50 {
+		t.Fatalf("used %d, want 50: an upstream answer keeps the charge", got)
+	}
+	if v := resp.Header.Values("X-Ratelimit-Remaining"); len(v) != 1 || v[0] != "950" {
+		t.Errorf("X-RateLimit-Remaining = %v, want only the gateway's 950", v)
+	}
+	if resp.Header.Get("Retry-After") != "7" {
+		t.Errorf("the upstream's Retry-After was dropped")
+	}
+}
+
+func TestShadowNeverRejects(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Shadow = true })
+	key := map[string]string{"X-Api-Key": "tiny-key"}
+	for i := range 15 {
+		resp, _ := do(t, "GET", f.url+"/crm/v2/users", key, "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("call %d: status %d in shadow mode", i, resp.StatusCode)
+		}
+		wantCharged := "1"
+		if i >= 10 {
+			wantCharged = "0"
+		}
+		if got := resp.Header.Get("X-Credits-Charged"); got != wantCharged {
+			t.Errorf("call %d: X-Credits-Charged %s, want %s", i, got, wantCharged)
+		}
+	}
+	if f.up.count() != 15 {
+		t.Errorf("forwarded %d of 15", f.up.count())
+	}
+	if got := f.used(t, "tiny", 10); got != 10 {
+		t.Errorf("used %d, want 10 (shadow counts what enforcement would admit)", got)
+	}
+}
+
+// brokenStore fails every call, like an unreachable Redis.
+type brokenStore struct{}
+
+func (brokenStore) Spend(context.Context, limiter.Key, int64, time.Time) (limiter.Decision, error) {
+	return limiter.Decision{}, errors.New("dial tcp 127.0.0.1:1: connection refused")
+}
+func (brokenStore) Refund(context.Context, limiter.Key, limiter.Decision) error { return nil }
+
+func TestFailModes(t *testing.T) {
+	tests := []struct {
+		name       string
+		failOpen   bool
+		wantStatus int
+		forwarded  int
+	}{
+		{"open", true, 200, 1},
+		{"closed", false, 503, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, func(c *Config) { c.Store = brokenStore{}; c.FailOpen = tt.failOpen })
+			resp, body := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+			if resp.StatusCode != tt.wantStatus || f.up.count() != tt.forwarded {
+				t.Fatalf("status %d forwarded %d; want %d, %d (%s)", resp.StatusCode, f.up.count(), tt.wantStatus, tt.forwarded, body)
+			}
+			if resp.Header.Get("X-Credits-Charged") != "0" {
+				t.Error("X-Credits-Charged should be 0 when the store could not decide")
+			}
+			if !tt.failOpen && (!strings.Contains(body, `"code":"SERVICE_UNAVAILABLE"`) || resp.Header.Get("Retry-After") == "") {
+				t.Errorf("fail closed: %s", body)
+			}
+			if strings.Contains(body, "127.0.0.1") {
+				t.Errorf("the store error leaked into the body: %s", body)
+			}
+		})
+	}
+}
+
+func TestStripCredentials(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.StripCredentials = true })
+	do(t, "GET", f.url+"/crm/v2/users", map[string]string{"Authorization": "Bearer acme-key", "X-Other": "kept"}, "")
+	do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+	f.up.mu.Lock()
+	defer f.up.mu.Unlock()
+	for _, r := range f.up.calls {
+		if r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" {
+			t.Errorf("credential forwarded: %v", r.Header)
+		}
+	}
+	if f.up.calls[0].Header.Get("X-Other") != "kept" {
+		t.Error("other headers must be forwarded")
+	}
+}
+
+func TestBodyAndPathForwarded(t *testing.T) {
+	f := newFixture(t, nil)
+	body := `{"data":[{"Last_Name":"Ünïcødé"}]}`
+	resp, _ := do(t, "POST", f.url+"/crm/v2/Leads?trigger=workflow", map[string]string{"X-Api-Key": "acme-key", "Content-Type": "application/json"}, body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	r := f.up.last()
+	if r.URL.Path != "/crm/v2/Leads" || r.URL.RawQuery != "trigger=workflow" || r.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("upstream got %s %s %v", r.URL.Path, r.URL.RawQuery, r.Header)
+	}
+	if r.Header.Get("X-Forwarded-For") == "" {
+		t.Error("no X-Forwarded-For")
+	}
+	f.up.mu.Lock()
+	got := f.up.bodies[len(f.up.bodies)-1]
+	f.up.mu.Unlock()
+	if got != body {
+		t.Errorf("upstream body %q, want %q", got, body)
+	}
+}
+
+// TestDotSegmentsPricedAsForwarded: a path that resolves to a bulk write is priced and
+// forwarded as one.
+func TestDotSegmentsPricedAsForwarded(t *testing.T) {
+	f := newFixture(t, nil)
+	resp, body := doRaw(t, f.url, "POST /crm/v2/Leads/../../bulk/v2/write HTTP/1.1\r\nHost: x\r\nX-Api-Key: acme-key\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	if !strings.Contains(resp, "200 OK") || !strings.Contains(resp, "X-Credits-Charged: 500") {
+		t.Fatalf("response:\n%s%s", resp, body)
+	}
+	if p := f.up.last().URL.Path; p != "/crm/bulk/v2/write" {
+		t.Errorf("upstream path %q", p)
+	}
+}
+
+// TestOddRequestsDoNotPanic sends requests a client library would not produce.
+func TestOddRequestsDoNotPanic(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, raw := range []string{
+		"OPTIONS * HTTP/1.1\r\nHost: x\r\nX-Api-Key: acme-key\r\nConnection: close\r\n\r\n",
+		"GET http://other.example/crm/v2/users HTTP/1.1\r\nHost: x\r\nX-Api-Key: acme-key\r\nConnection: close\r\n\r\n",
+		"GET /%2e%2e/%2e%2e/crm HTTP/1.1\r\nHost: x\r\nX-Api-Key: acme-key\r\nConnection: close\r\n\r\n",
+		"GET /////// HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\nConnection: close\r\n\r\n",
+		"GET /crm/v2/users?cvid=%zz HTTP/1.1\r\nHost: x\r\nAuthorization: Zoho-oauthtoken  acme-key \r\nConnection: close\r\n\r\n",
+		"BREW /pot HTTP/1.1\r\nHost: x\r\nX-Api-Key: acme-key\r\nConnection: close\r\n\r\n",
+	} {
+		resp, _ := doRaw(t, f.url, raw)
+		if !strings.HasPrefix(resp, "HTTP/1.1 ") {
+			t.Errorf("%q: no HTTP answer: %q", raw, resp)
+		}
+	}
+	// The gateway still serves.
+	if resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, ""); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+func doRaw(t *testing.T, base, raw string) (head, body string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(conn)
+	h, bd, _ := strings.Cut(string(b), "\r\n\r\n")
+	return h, bd
+}
