@@ -190,6 +190,10 @@ func (p *entryParser) parse(entry string) (Org, bool) {
 		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
 		idx := fieldIndex(name)
 		switch {
+		case idx < 0 && p.suspect && hasEq && looksLikeFieldName(name):
+			// Most likely a misspelt field after keys; name it, never its value.
+			p.fail("unknown field %s (known fields: %s)", quote(name), knownFields)
+			continue
 		case idx < 0 && p.suspect:
 			p.fail("field %d is not a known field=value %s", j+1, notShown)
 			continue
@@ -210,6 +214,20 @@ func (p *entryParser) parse(entry string) (Org, bool) {
 		p.suspect = name == "keys"
 	}
 	return o, idOK
+}
+
+// looksLikeFieldName reports whether s could be a misspelt field name (lower-case letters and
+// '_'), rather than a piece of a random key.
+func looksLikeFieldName(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] < 'a' || s[i] > 'z') && s[i] != '_' {
+			return false
+		}
+	}
+	return true
 }
 
 func fieldIndex(name string) int {

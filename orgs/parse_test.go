@@ -335,3 +335,12 @@ func assertOrgs(t *testing.T, got, want []Org) {
 		t.Errorf("orgs:\n  got  %+v\n  want %+v", got, want)
 	}
 }
+
+// TestParseMisspeltFieldAfterKeys: a misspelt field after keys is named (never its value),
+// since a field name is far likelier there than a key fragment of lower-case letters.
+func TestParseMisspeltFieldAfterKeys(t *testing.T) {
+	_, err := Parse("acme:limit=5,keys=k1,colour=red")
+	if err == nil || !strings.Contains(err.Error(), `org "acme": unknown field "colour"`) || strings.Contains(err.Error(), "red") {
+		t.Fatalf("error = %v", err)
+	}
+}

@@ -1,0 +1,549 @@
+package main
+
+// End-to-end tests: the real binary, real listeners, real redis-server.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creditgate/creditgate/internal/redistest"
+	"github.com/creditgate/creditgate/limiter"
+)
+
+var binary string // built once by TestMain
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "creditgate-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "creditgate")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build creditgate: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// process is a running gateway binary.
+type process struct {
+	cmd    *exec.Cmd
+	base   string // http://127.0.0.1:port
+	admin  string
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// cleanEnv is the test's environment without any CREDITGATE_ variable, plus vars.
+func cleanEnv(vars map[string]string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CREDITGATE_") {
+			env = append(env, kv)
+		}
+	}
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// startGateway runs the binary with vars on free loopback ports and waits until it is ready.
+func startGateway(t *testing.T, vars map[string]string) *process {
+	t.Helper()
+	port, adminPort := redistest.FreePort(t), redistest.FreePort(t)
+	all := map[string]string{
+		"CREDITGATE_LISTEN_ADDR": "127.0.0.1:" + strconv.Itoa(port),
+		"CREDITGATE_ADMIN_ADDR":  "127.0.0.1:" + strconv.Itoa(adminPort),
+		"CREDITGATE_LOG_LEVEL":   "warn",
+	}
+	for k, v := range vars {
+		all[k] = v
+	}
+	p := &process{
+		cmd:    exec.Command(binary),
+		base:   "http://" + all["CREDITGATE_LISTEN_ADDR"],
+		admin:  "http://" + all["CREDITGATE_ADMIN_ADDR"],
+		stdout: &syncBuffer{},
+		stderr: &syncBuffer{},
+		done:   make(chan error, 1),
+	}
+	p.cmd.Env = cleanEnv(all)
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("gateway stderr:\n%s", p.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(p.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("gateway exited at start: %v\n%s", err, p.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway not ready after 15s:\n%s", p.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// costUpstream is an API that sums, independently of the gateway, the credits the calls it
+// received are worth.
+type costUpstream struct {
+	*httptest.Server
+	credits atomic.Int64
+	calls   atomic.Int64
+	delay   time.Duration
+}
+
+// testCosts is the reference price list of the paths the tests use.
+var testCosts = map[string]int64{
+	"GET /crm/v2/users":                    1,
+	"GET /crm/v3/Leads/deleted":            2,
+	"GET /crm/v8/Leads?cvid=7":             3,
+	"POST /crm/v2/Leads/1/actions/convert": 5,
+	"POST /crm/bulk/v2/read":               50,
+}
+
+func newCostUpstream(t *testing.T, delay time.Duration) *costUpstream {
+	u := &costUpstream{delay: delay}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u.delay > 0 {
+			time.Sleep(u.delay)
+		}
+		call := r.Method + " " + r.URL.Path
+		if r.URL.RawQuery != "" {
+			call += "?" + r.URL.RawQuery
+		}
+		c, ok := testCosts[call]
+		if !ok {
+			c = 1
+		}
+		u.credits.Add(c)
+		u.calls.Add(1)
+		_, _ = io.WriteString(w, `{"ok":true}`)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func call(t *testing.T, client *http.Client, method, url, key string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// TestTwoGatewaysShareOneRedis hammers two gateway processes on one redis-server: admitted
+// credits never exceed the limit, and equal what Redis holds and what the upstream received.
+func TestTwoGatewaysShareOneRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	up := newCostUpstream(t, 0)
+	const limit = 3000
+	vars := map[string]string{
+		"CREDITGATE_UPSTREAM_URL": up.URL,
+		"CREDITGATE_REDIS_URL":    srv.URL,
+		"CREDITGATE_ORGS":         "shared:limit=" + strconv.Itoa(limit) + ",keys=shared-key;other:limit=10,keys=other-key",
+	}
+	gws := []*process{startGateway(t, vars), startGateway(t, vars)}
+
+	paths := make([]string, 0, len(testCosts))
+	for k := range testCosts {
+		paths = append(paths, k)
+	}
+	var (
+		admitted, rejected, accepted200 atomic.Int64
+		wg                              sync.WaitGroup
+		failures                        = make(chan string, 16)
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 400 && ctx.Err() == nil; i++ { // bounded: 16×400 calls at most
+				method, path, _ := strings.Cut(paths[(w+i)%len(paths)], " ")
+				req, _ := http.NewRequestWithContext(ctx, method, gws[(w+i)%2].base+path, nil)
+				req.Header.Set("X-Api-Key", "shared-key")
+				resp, err := client.Do(req)
+				if err != nil {
+					failures <- err.Error()
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				switch resp.StatusCode {
+				case 200:
+					n, err := strconv.ParseInt(resp.Header.Get("X-Credits-Charged"), 10, 64)
+					if err != nil || n != testCosts[method+" "+path] {
+						failures <- fmt.Sprintf("%s %s charged %q", method, path, resp.Header.Get("X-Credits-Charged"))
+						return
+					}
+					admitted.Add(n)
+					accepted200.Add(1)
+				case 429:
+					rejected.Add(1)
+				default:
+					failures <- fmt.Sprintf("%s %s: status %d", method, path, resp.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(failures)
+	for f := range failures {
+		t.Fatal(f)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("load did not finish in 60s")
+	}
+
+	keys := limiter.RedisKeys("shared")
+	held, err := srv.Client.Get(context.Background(), keys[2]).Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := admitted.Load()
+	t.Logf("admitted %d credits in %d calls, %d calls rejected; Redis holds %d; upstream received %d credits",
+		got, accepted200.Load(), rejected.Load(), held, up.credits.Load())
+	if got > limit {
+		t.Errorf("admitted %d credits, limit %d", got, limit)
+	}
+	if got < limit-50 {
+		t.Errorf("admitted only %d of %d credits", got, limit)
+	}
+	if held != got || up.credits.Load() != got || up.calls.Load() != accepted200.Load() {
+		t.Errorf("admitted %d, Redis holds %d, upstream received %d credits in %d calls (want %d calls)",
+			got, held, up.credits.Load(), up.calls.Load(), accepted200.Load())
+	}
+	if rejected.Load() == 0 {
+		t.Error("the limit was never reached")
+	}
+	// The other org is untouched by all this.
+	if resp, _ := call(t, http.DefaultClient, "GET", gws[1].base+"/crm/v2/users", "other-key"); resp.StatusCode != 200 {
+		t.Errorf("other org: status %d", resp.StatusCode)
+	}
+}
+
+// TestShortWindowRecovers: with CREDITGATE_WINDOW=4s, credits exhausted now are available
+// again about 5 s later (window plus at most one bucket), never before the window has passed.
+func TestShortWindowRecovers(t *testing.T) {
+	stores := map[string]func(t *testing.T) string{
+		"memory": func(t *testing.T) string { return "" },
+		"redis":  func(t *testing.T) string { return redistest.Start(t).URL },
+	}
+	for name, redisURL := range stores {
+		t.Run(name, func(t *testing.T) {
+			up := newCostUpstream(t, 0)
+			gw := startGateway(t, map[string]string{
+				"CREDITGATE_UPSTREAM_URL": up.URL,
+				"CREDITGATE_REDIS_URL":    redisURL(t),
+				"CREDITGATE_ORGS":         "short:limit=5,keys=short-key",
+				"CREDITGATE_WINDOW":       "4s",
+				"CREDITGATE_BUCKET":       "1s",
+			})
+			first := time.Now()
+			for i := range 5 {
+				if resp, body := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "short-key"); resp.StatusCode != 200 {
+					t.Fatalf("call %d: %d %s", i, resp.StatusCode, body)
+				}
+			}
+			spent := time.Now()
+			resp, body := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "short-key")
+			if resp.StatusCode != 429 || !strings.Contains(body, "TOO_MANY_REQUESTS") {
+				t.Fatalf("6th call: %d %s", resp.StatusCode, body)
+			}
+			ra, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+			if err != nil || ra < 1 || ra > 5 {
+				t.Fatalf("Retry-After %q, want 1..5", resp.Header.Get("Retry-After"))
+			}
+			// Poll (bounded) until a call is admitted again.
+			var back time.Time
+			for time.Since(spent) < 10*time.Second {
+				time.Sleep(100 * time.Millisecond)
+				if resp, _ := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "short-key"); resp.StatusCode == 200 {
+					back = time.Now()
+					break
+				}
+			}
+			if back.IsZero() {
+				t.Fatal("credits not available again within 10s")
+			}
+			t.Logf("credits back %s after the first debit, %s after exhaustion", back.Sub(first).Round(time.Millisecond), back.Sub(spent).Round(time.Millisecond))
+			if back.Sub(first) < 4*time.Second {
+				t.Errorf("credits came back %s after they were spent, before the 4s window", back.Sub(first))
+			}
+			if back.Sub(spent) > 6500*time.Millisecond { // window 4s + bucket 1s + polling and scheduling slack
+				t.Errorf("credits came back only %s after exhaustion, want about 5s", back.Sub(spent))
+			}
+		})
+	}
+}
+
+// TestBadConfigExitsNonZero runs the binary with broken configurations.
+func TestBadConfigExitsNonZero(t *testing.T) {
+	deadPort := redistest.FreePort(t) // nothing listens there
+	tests := []struct {
+		name string
+		give map[string]string
+		want string
+	}{
+		{"unknown field", map[string]string{"CREDITGATE_ORGS": "acme:limit=5,keys=k,color=red"}, `"color"`},
+		{"negative limit", map[string]string{"CREDITGATE_ORGS": "acme:limit=-5,keys=k"}, `field "limit"`},
+		{"bad upstream URL", map[string]string{"CREDITGATE_UPSTREAM_URL": "localhost:9000"}, "CREDITGATE_UPSTREAM_URL"},
+		{"unreachable Redis", map[string]string{"CREDITGATE_REDIS_URL": "redis://127.0.0.1:" + strconv.Itoa(deadPort)}, "Redis is not reachable"},
+		{"port in use", nil, "CREDITGATE_LISTEN_ADDR"},
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vars := map[string]string{
+				"CREDITGATE_UPSTREAM_URL": "http://127.0.0.1:1",
+				"CREDITGATE_ORGS":         "acme:limit=5,keys=k",
+				"CREDITGATE_LISTEN_ADDR":  "127.0.0.1:0",
+				"CREDITGATE_ADMIN_ADDR":   "127.0.0.1:0",
+			}
+			if tt.give == nil {
+				vars["CREDITGATE_LISTEN_ADDR"] = busy.Addr().String()
+			}
+			for k, v := range tt.give {
+				vars[k] = v
+			}
+			cmd := exec.Command(binary)
+			cmd.Env = cleanEnv(vars)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			done := make(chan error, 1)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				ee, ok := err.(*exec.ExitError)
+				if !ok || ee.ExitCode() == 0 {
+					t.Fatalf("exit: %v, want a non-zero exit code", err)
+				}
+			case <-time.After(20 * time.Second):
+				_ = cmd.Process.Kill()
+				t.Fatal("still running after 20s")
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("stderr %q does not mention %q", stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestGracefulShutdown: on SIGTERM the gateway stops accepting and finishes calls in flight.
+func TestGracefulShutdown(t *testing.T) {
+	up := newCostUpstream(t, 1500*time.Millisecond)
+	gw := startGateway(t, map[string]string{
+		"CREDITGATE_UPSTREAM_URL": up.URL,
+		"CREDITGATE_ORGS":         "acme:limit=100,keys=acme-key",
+	})
+	type result struct {
+		status int
+		err    error
+	}
+	inflight := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", gw.base+"/crm/v2/users", nil)
+		req.Header.Set("X-Api-Key", "acme-key")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			inflight <- result{err: err}
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		inflight <- result{status: resp.StatusCode}
+	}()
+	// The upstream takes 1.5s; half a second in, the call is in flight. Ask the gateway to stop.
+	time.Sleep(500 * time.Millisecond)
+	if err := gw.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(gw.base, "http://"), time.Second); err == nil {
+		t.Error("the gateway still accepts connections after SIGTERM")
+	}
+	r := <-inflight
+	if r.err != nil || r.status != 200 {
+		t.Fatalf("call in flight during shutdown: status %d, err %v", r.status, r.err)
+	}
+	select {
+	case err := <-gw.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, gw.stderr.String())
+		}
+		gw.done <- nil // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not exit after SIGTERM")
+	}
+}
+
+var curlLine = regexp.MustCompile(`^\s*curl -i (.*)$`)
+
+// TestDemo starts the binary with no configuration and runs the curl lines it prints.
+func TestDemo(t *testing.T) {
+	gw := startGateway(t, nil)
+	var lines []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if out := gw.stdout.String(); strings.Contains(out, "Stop with Ctrl-C") {
+			sc := bufio.NewScanner(strings.NewReader(out))
+			for sc.Scan() {
+				if m := curlLine.FindStringSubmatch(sc.Text()); m != nil {
+					lines = append(lines, m[1])
+				}
+			}
+			break
+		}
+	}
+	want := []int{200, 200, 200, 429, 200, 401, 200}
+	if len(lines) != len(want) {
+		t.Fatalf("demo printed %d curl lines, want %d:\n%s", len(lines), len(want), gw.stdout.String())
+	}
+	for i, line := range lines {
+		resp, body := runCurl(t, line)
+		if resp.StatusCode != want[i] {
+			t.Errorf("curl -i %s: status %d, want %d\n%s", line, resp.StatusCode, want[i], body)
+		}
+		if want[i] == 429 {
+			const exact = `{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}`
+			if strings.TrimSpace(body) != exact || resp.Header.Get("Retry-After") == "" {
+				t.Errorf("429 body %q, Retry-After %q", body, resp.Header.Get("Retry-After"))
+			}
+		}
+	}
+}
+
+// runCurl performs one printed curl line (curl -i [-X M] [-H 'k: v']... URL) with net/http,
+// so the test needs no curl binary.
+func runCurl(t *testing.T, args string) (*http.Response, string) {
+	t.Helper()
+	method, headers := "GET", http.Header{}
+	var target string
+	toks := shellSplit(args)
+	for i := 0; i < len(toks); i++ {
+		switch toks[i] {
+		case "-X":
+			i++
+			method = toks[i]
+		case "-H":
+			i++
+			k, v, _ := strings.Cut(toks[i], ":")
+			headers.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+		default:
+			target = toks[i]
+		}
+	}
+	req, err := http.NewRequest(method, target, nil)
+	if err != nil {
+		t.Fatalf("curl line %q: %v", args, err)
+	}
+	req.Header = headers
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("curl line %q: %v", args, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// shellSplit splits on spaces outside single quotes, as a shell would for these lines.
+func shellSplit(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for _, r := range s {
+		switch {
+		case r == '\'':
+			inQuote, have = !inQuote, true
+		case r == ' ' && !inQuote:
+			if have {
+				out = append(out, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteRune(r)
+			have = true
+		}
+	}
+	if have {
+		out = append(out, cur.String())
+	}
+	return out
+}
