@@ -164,3 +164,64 @@ func BenchmarkRedisSpend(b *testing.B) {
 		}
 	})
 }
+
+// TestRedisStallNeverDebitsTwice: when Redis stalls past the read timeout, the script still
+// runs once Redis wakes up; the client must not run it a second time.
+func TestRedisStallNeverDebitsTwice(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	client, err := limiter.NewRedisClient(srv.URL) // production defaults: read timeout 500ms
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	s, _ := limiter.NewRedisStore(client, limiter.Options{})
+	ctx := context.Background()
+	if err := s.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stalled := make(chan error, 1)
+	go func() { stalled <- srv.Client.Do(ctx, "DEBUG", "SLEEP", "0.7").Err() }()
+	time.Sleep(50 * time.Millisecond)
+	ctx1, cancel := context.WithTimeout(ctx, time.Second)
+	_, err = s.Spend(ctx1, limiter.NewKey("stall", 1000), 10, time.Time{})
+	cancel()
+	if err == nil {
+		t.Log("Spend succeeded despite the stall") // possible if the stall ended first
+	}
+	if err := <-stalled; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	held, _ := srv.Client.Get(ctx, limiter.RedisKeys("stall")[2]).Int64()
+	if held != 10 {
+		t.Fatalf("one Spend(10) left %d credits held in Redis", held)
+	}
+}
+
+// TestRedisContextDeadlineBoundsSpend: the caller's deadline bounds a call to a stalled Redis,
+// even when the URL allows a longer read timeout.
+func TestRedisContextDeadlineBoundsSpend(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	client, err := limiter.NewRedisClient(srv.URL + "?read_timeout=3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	s, _ := limiter.NewRedisStore(client, limiter.Options{})
+	ctx := context.Background()
+	if err := s.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stalled := make(chan error, 1)
+	go func() { stalled <- srv.Client.Do(ctx, "DEBUG", "SLEEP", "2").Err() }()
+	defer func() { <-stalled }()
+	time.Sleep(50 * time.Millisecond)
+	ctx1, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = s.Spend(ctx1, limiter.NewKey("slow", 10), 1, time.Time{})
+	// Generous bound: the point is 200ms-ish rather than the 2s stall or the 3s read timeout.
+	if el := time.Since(start); err == nil || el > 1500*time.Millisecond {
+		t.Fatalf("Spend with a 200ms deadline on a stalled Redis took %s, err %v", el, err)
+	}
+}

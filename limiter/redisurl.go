@@ -10,16 +10,19 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Timeouts applied when the URL does not set them. go-redis's defaults (5s dial, 3s read, 3
-// retries) would let a dead Redis hold a request for many seconds; a rate limiter must answer
-// quickly and let the fail mode decide.
+// Timeouts applied when the URL does not set them. go-redis's defaults (5s dial, 3s read)
+// would let a dead Redis hold a request for many seconds; a rate limiter must answer quickly
+// and let the fail mode decide.
 const (
 	defaultDialTimeout  = time.Second
 	defaultReadTimeout  = 500 * time.Millisecond
 	defaultWriteTimeout = 500 * time.Millisecond
 	defaultPoolTimeout  = time.Second
-	defaultMaxRetries   = 1
 )
+
+// noRetries is go-redis's MaxRetries value for "never retry". It is forced whatever the URL
+// says: a script whose reply timed out may have run, and running it again would debit twice.
+const noRetries = -1
 
 // NewRedisClient returns a go-redis UniversalClient for rawURL:
 //
@@ -28,7 +31,8 @@ const (
 //	redis+sentinel://host:26379?master_name=m&addr=…   Sentinel (rediss+sentinel:// for TLS)
 //
 // Options are go-redis's URL options (dial_timeout, read_timeout, pool_size, …); timeouts
-// not given default to short values suited to a request path.
+// not given default to short values suited to a request path. Commands are never retried
+// (max_retries is ignored), and a context deadline bounds every call.
 func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -53,16 +57,18 @@ func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, redactURLError(err, rawURL)
 		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries =
-			timeouts(q, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries)
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout =
+			timeouts(q, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout)
+		o.MaxRetries, o.ContextTimeoutEnabled = noRetries, true
 		return redis.NewClient(o), nil
 	case "cluster":
 		o, err := redis.ParseClusterURL(plain.String())
 		if err != nil {
 			return nil, redactURLError(err, rawURL)
 		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries =
-			timeouts(q, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries)
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout =
+			timeouts(q, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout)
+		o.MaxRetries, o.ContextTimeoutEnabled = noRetries, true
 		return redis.NewClusterClient(o), nil
 	case "sentinel":
 		o, err := redis.ParseFailoverURL(plain.String())
@@ -72,8 +78,9 @@ func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 		if o.MasterName == "" {
 			return nil, errors.New("redis+sentinel needs ?master_name=")
 		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries =
-			timeouts(q, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.MaxRetries)
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout =
+			timeouts(q, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout)
+		o.MaxRetries, o.ContextTimeoutEnabled = noRetries, true
 		return redis.NewFailoverClient(o), nil
 	default:
 		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis+cluster or redis+sentinel)", u.Scheme)
@@ -81,7 +88,7 @@ func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 }
 
 // timeouts returns the given values, replacing those the URL did not set with our defaults.
-func timeouts(q url.Values, dial, read, write, pool time.Duration, retries int) (time.Duration, time.Duration, time.Duration, time.Duration, int) {
+func timeouts(q url.Values, dial, read, write, pool time.Duration) (time.Duration, time.Duration, time.Duration, time.Duration) {
 	if !q.Has("dial_timeout") {
 		dial = defaultDialTimeout
 	}
@@ -94,10 +101,7 @@ func timeouts(q url.Values, dial, read, write, pool time.Duration, retries int) 
 	if !q.Has("pool_timeout") {
 		pool = defaultPoolTimeout
 	}
-	if !q.Has("max_retries") {
-		retries = defaultMaxRetries
-	}
-	return dial, read, write, pool, retries
+	return dial, read, write, pool
 }
 
 // redactURLError keeps a password in the URL out of an error that will be logged.
