@@ -432,12 +432,55 @@ func searchFold(sorted []string, s string) bool {
 func hasParam(rawQuery, name string) bool {
 	for q := rawQuery; q != ""; {
 		var pair string
-		pair, q, _ = strings.Cut(q, "&")
-		if k, v, _ := strings.Cut(pair, "="); k == name && v != "" {
+		// ';' separates too: some upstreams split on it, and charging for a condition that
+		// the upstream might see is the safe side.
+		if i := strings.IndexAny(q, "&;"); i >= 0 {
+			pair, q = q[:i], q[i+1:]
+		} else {
+			pair, q = q, ""
+		}
+		if k, v, _ := strings.Cut(pair, "="); v != "" && unescapedEqual(k, name) {
 			return true
 		}
 	}
 	return false
+}
+
+// unescapedEqual reports whether the query-escaped raw decodes to name, as the upstream's
+// query parser will decode it ("c%76id" is "cvid"), without allocating. Malformed escapes
+// compare literally.
+func unescapedEqual(raw, name string) bool {
+	j := 0
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]):
+			c = unhex(raw[i+1])<<4 | unhex(raw[i+2])
+			i += 2
+		}
+		if j >= len(name) || name[j] != c {
+			return false
+		}
+		j++
+	}
+	return j == len(name)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
 }
 
 func lower(c byte) byte {

@@ -120,8 +120,13 @@ func TestMatchQuery(t *testing.T) {
 		{"cvid", false},
 		{"cvid=", false},
 		{"cvid=&x=1", false},
-		{"CVID=1", false},   // names are case-sensitive
-		{"%63vid=1", false}, // and not decoded
+		{"CVID=1", false},    // names are case-sensitive
+		{"%63vid=1", true},   // decoded as the upstream's query parser will
+		{"c%76id=1", true},   // (an escaped name must not make a call cheaper)
+		{"c%7", false},       // malformed escapes compare literally
+		{"cv%zzid=1", false}, //
+		{"cvid+=1", false},   // '+' is a space
+		{"a=1;cvid=2", true}, // ';' separates, as some upstreams treat it
 		{"xcvid=1", false},
 		{"cvidx=1", false},
 		{"&&cvid=1&", true},
