@@ -18,6 +18,7 @@ var (
 	errStoreUnavailable  = errors.New("credit store unavailable")
 	errUpstreamTimeout   = errors.New("upstream timeout")
 	errUpstream          = errors.New("upstream unreachable")
+	errClientBody        = errors.New("request body unreadable")
 )
 
 // tooManyRequestsBody is the exact body of SPEC §2 step 4, byte for byte.
@@ -91,6 +92,10 @@ func errorResponse(err error) (int, errorBody) {
 		b.Code = "SERVICE_UNAVAILABLE"
 		b.Message = "Credits cannot be checked right now; try again shortly."
 		return http.StatusServiceUnavailable, b
+	case errors.Is(err, errClientBody):
+		b.Code = "INVALID_REQUEST"
+		b.Message = "The request body could not be read in full; the call was charged."
+		return http.StatusBadRequest, b
 	case errors.Is(err, errUpstreamTimeout):
 		b.Code = "GATEWAY_TIMEOUT"
 		b.Message = "The API did not answer in time; no credits were charged."

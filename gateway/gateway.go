@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -101,6 +102,22 @@ type callState struct {
 	t    *tenant
 	d    limiter.Decision
 	rule string
+	body *watchedBody // nil without a request body
+}
+
+// watchedBody records whether reading the client's body failed, so that a broken client
+// body is not mistaken for an unreachable upstream (and refunded).
+type watchedBody struct {
+	io.ReadCloser
+	failed atomic.Bool // set by the transport's writer goroutine
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
+	}
+	return n, err
 }
 
 // New returns a Gateway for cfg.
@@ -225,10 +242,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Context().Err() != nil {
 			return // the client left while we waited for the store; nothing was charged
 		}
+		failOpen := g.cfg.FailOpen || g.cfg.Shadow // shadow mode never rejects
 		g.log.Error("credit store error", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
-			zap.Int64("cost", cost), zap.Bool("fail_open", g.cfg.FailOpen), zap.Error(err))
+			zap.Int64("cost", cost), zap.Bool("fail_open", failOpen), zap.Error(err))
+		// Remaining and reset are unknown; the policy is not.
+		h.Set("X-Ratelimit-Limit", t.limit)
+		h.Set("Ratelimit-Policy", t.policy)
 		h.Set("X-Credits-Charged", "0")
-		if !g.cfg.FailOpen {
+		if !failOpen {
 			writeError(w, errStoreUnavailable, 1)
 			return
 		}
@@ -242,7 +263,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *callState) {
-	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	if r.Body != nil && r.Body != http.NoBody {
+		st.body = &watchedBody{ReadCloser: r.Body}
+		r.Body = st.body
+	}
+	g.proxy.ServeHTTP(w, r)
 }
 
 func reason(err error) string {
@@ -255,8 +281,8 @@ func reason(err error) string {
 // setLimitFields writes the rate-limit fields of SPEC §7 for decision d.
 func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 	wait := d.Reset
-	if !d.Allowed {
-		wait = d.RetryAfter
+	if !d.Allowed && d.RetryAfter > 0 {
+		wait = d.RetryAfter // 0 for a cost above the whole limit: waiting never helps, show the reset
 	}
 	secs := strconv.FormatInt(ceilSeconds(wait), 10)
 	remaining := strconv.FormatInt(d.Remaining, 10)
@@ -329,6 +355,13 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		if st != nil {
 			g.log.Debug("client gone", zap.String("org", st.t.org.ID), zap.String("rule", st.rule))
 		}
+		return
+	}
+	if st != nil && st.body != nil && st.body.failed.Load() {
+		// The client's body broke off. The upstream may have started on the call: the charge
+		// stays, and the client is told whose fault it was.
+		g.log.Info("client body unreadable", zap.String("org", st.t.org.ID), zap.String("rule", st.rule), zap.Error(err))
+		writeError(w, errClientBody, 0)
 		return
 	}
 	status := errUpstream

@@ -456,6 +456,10 @@ func TestFailModes(t *testing.T) {
 			if resp.Header.Get("X-Credits-Charged") != "0" {
 				t.Error("X-Credits-Charged should be 0 when the store could not decide")
 			}
+			// The policy is known even when the window is not.
+			if resp.Header.Get("X-Ratelimit-Limit") != "1000" || resp.Header.Get("Ratelimit-Policy") != `"credits";q=1000;w=86400` {
+				t.Errorf("policy fields missing: %v", resp.Header)
+			}
 			if !tt.failOpen && (!strings.Contains(body, `"code":"SERVICE_UNAVAILABLE"`) || resp.Header.Get("Retry-After") == "") {
 				t.Errorf("fail closed: %s", body)
 			}
@@ -553,4 +557,49 @@ func doRaw(t *testing.T, base, raw string) (head, body string) {
 	b, _ := io.ReadAll(conn)
 	h, bd, _ := strings.Cut(string(b), "\r\n\r\n")
 	return h, bd
+}
+
+func TestShadowFailsOpenOnStoreErrors(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Store = brokenStore{}; c.Shadow = true; c.FailOpen = false })
+	resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if resp.StatusCode != 200 || f.up.count() != 1 {
+		t.Fatalf("shadow mode with a broken store: status %d, forwarded %d", resp.StatusCode, f.up.count())
+	}
+}
+
+// TestEscapedQueryNamePriced: the upstream decodes "c%76id" to "cvid"; so does the pricing.
+func TestEscapedQueryNamePriced(t *testing.T) {
+	f := newFixture(t, nil)
+	resp, _ := do(t, "GET", f.url+"/crm/v5/Leads?c%76id=1234", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if got := f.up.last().URL.Query().Get("cvid"); got != "1234" {
+		t.Fatalf("upstream cvid = %q", got)
+	}
+	if got := resp.Header.Get("X-Credits-Charged"); got != "3" {
+		t.Errorf("charged %s credits for a cvid call, want 3", got)
+	}
+}
+
+// TestBrokenClientBodyKeepsCharge: a client whose chunked body breaks off is not refunded as
+// if the upstream were down (the upstream already had the headers and may have acted).
+func TestBrokenClientBodyKeepsCharge(t *testing.T) {
+	f := newFixture(t, nil)
+	head, body := doRaw(t, f.url, "POST /crm/bulk/v2/read HTTP/1.1\r\nHost: x\r\nX-Api-Key: acme-key\r\n"+
+		"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n\r\n")
+	if !strings.HasPrefix(head, "HTTP/1.1 400 ") || !strings.Contains(body, `"code":"INVALID_REQUEST"`) {
+		t.Fatalf("response:\n%s\n\n%s", head, body)
+	}
+	if got := f.used(t, "acme", 1000); got != 50 {
+		t.Errorf("used %d, want the 50 credits kept", got)
+	}
+}
+
+// TestCostExceedsLimitDoesNotInviteRetry: t must not be 0 for a call that can never succeed
+// while the window holds credits.
+func TestCostExceedsLimitDoesNotInviteRetry(t *testing.T) {
+	f := newFixture(t, nil)
+	do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "tiny-key"}, "")
+	resp, _ := do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"X-Api-Key": "tiny-key"}, "")
+	if resp.StatusCode != 429 || resp.Header.Get("X-Ratelimit-Reset") == "0" || resp.Header.Get("Retry-After") != "" {
+		t.Fatalf("status %d, reset %q, retry-after %q", resp.StatusCode, resp.Header.Get("X-Ratelimit-Reset"), resp.Header.Get("Retry-After"))
+	}
 }
