@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -154,13 +155,14 @@ func (c *Config) validate(environ map[string]string) error {
 		bad("CREDITGATE_UPSTREAM_URL", "must be set when CREDITGATE_ORGS is (unset both for the demo)")
 	default:
 		u, err := url.Parse(c.UpstreamURL)
+		shown := showURL(c.UpstreamURL)
 		switch {
 		case err != nil:
-			bad("CREDITGATE_UPSTREAM_URL", "not a valid URL: %q", c.UpstreamURL)
+			bad("CREDITGATE_UPSTREAM_URL", "not a valid URL: %s", shown)
 		case u.Scheme != "http" && u.Scheme != "https":
-			bad("CREDITGATE_UPSTREAM_URL", "must be an http:// or https:// URL, got %q", c.UpstreamURL)
+			bad("CREDITGATE_UPSTREAM_URL", "must be an http:// or https:// URL, got %s", shown)
 		case u.Host == "":
-			bad("CREDITGATE_UPSTREAM_URL", "has no host: %q", c.UpstreamURL)
+			bad("CREDITGATE_UPSTREAM_URL", "has no host: %s", shown)
 		case u.User != nil:
 			bad("CREDITGATE_UPSTREAM_URL", "must not carry credentials")
 		default:
@@ -262,10 +264,28 @@ func checkOrg(o orgs.Org, mode string) error {
 	if !o.HasLimit && o.Edition == "" {
 		errs = append(errs, fmt.Errorf("org %q: needs a \"limit\" or an \"edition\"", o.ID))
 	}
+	if e, ok := costtable.LookupEdition(o.Edition); ok && e.Kind == costtable.KindMonthly && !o.HasLimit {
+		errs = append(errs, fmt.Errorf("org %q: field \"edition\": monthly plans are not supported by this version; set \"limit\"", o.ID))
+	}
+	if o.Limit > costtable.MaxAllotment {
+		errs = append(errs, fmt.Errorf("org %q: field \"limit\": at most %d, got %d", o.ID, costtable.MaxAllotment, o.Limit))
+	}
 	if mode == "apikey" && len(o.Keys) == 0 {
 		errs = append(errs, fmt.Errorf("org %q: field \"keys\": needed in apikey mode (the org could never call)", o.ID))
 	}
 	return errors.Join(errs...)
+}
+
+// showURL returns a URL fit for an error message: its password masked, or nothing when it
+// cannot be parsed and might hold one.
+func showURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return strconv.Quote(u.Redacted())
+	}
+	if strings.Contains(raw, "@") {
+		return "(not shown: it may contain a password)"
+	}
+	return strconv.Quote(raw)
 }
 
 // limitOf returns an org's credits per window: its explicit limit, or its edition's

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -78,6 +79,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		ready func(context.Context) error
 	)
 	if cfg.RedisURL != "" {
+		redis.SetLogger(redisLogger{log.Named("redis").Sugar()})
 		client, err := limiter.NewRedisClient(cfg.RedisURL)
 		if err != nil {
 			return configError{fmt.Errorf("CREDITGATE_REDIS_URL: %w", err)}
@@ -194,6 +196,12 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	log.Info("stopped")
 	return err
 }
+
+// redisLogger sends go-redis's own messages (pool dial failures, …) to zap as warnings, so
+// they are structured like every other line.
+type redisLogger struct{ s *zap.SugaredLogger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) { l.s.Warnf(format, v...) }
 
 func newLogger(cfg Config) (*zap.Logger, error) {
 	zc := zap.NewProductionConfig()
