@@ -3,9 +3,12 @@ package limiter_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/creditgate/creditgate/internal/redistest"
 	"github.com/creditgate/creditgate/limiter"
@@ -223,5 +226,59 @@ func TestRedisContextDeadlineBoundsSpend(t *testing.T) {
 	// Generous bound: the point is 200ms-ish rather than the 2s stall or the 3s read timeout.
 	if el := time.Since(start); err == nil || el > 1500*time.Millisecond {
 		t.Fatalf("Spend with a 200ms deadline on a stalled Redis took %s, err %v", el, err)
+	}
+}
+
+// TestRedisClusterStore runs the conformance suite on a real three-master Redis Cluster: every
+// test uses orgs of its own, so they spread over slots and nodes.
+func TestRedisClusterStore(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	client, err := limiter.NewRedisClient(c.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx := context.Background()
+	s0, _ := limiter.NewRedisStore(client, limiter.Options{})
+	if err := s0.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	storetest.Run(t, func(t *testing.T, opts limiter.Options) limiter.Store {
+		s, err := limiter.NewRedisStore(client, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+
+	// One org's keys live in one slot; different orgs reach different masters.
+	nodes := map[string]bool{}
+	for i := range 30 {
+		org := "spread-" + strconv.Itoa(i)
+		if _, err := s0.Spend(ctx, limiter.NewKey(org, 10), 1, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		keys := limiter.RedisKeys(org)
+		slot, err := c.Client.ClusterKeySlot(ctx, keys[0]).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys[1:] {
+			if s, _ := c.Client.ClusterKeySlot(ctx, k).Result(); s != slot {
+				t.Fatalf("%s is in slot %d, %s in %d", keys[0], slot, k, s)
+			}
+		}
+		err = c.Client.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			if n, _ := m.Exists(ctx, keys[2]).Result(); n == 1 {
+				nodes[m.Options().Addr] = true
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(nodes) != 3 {
+		t.Errorf("30 orgs landed on %d of 3 masters", len(nodes))
 	}
 }

@@ -197,16 +197,48 @@ func call(t *testing.T, client *http.Client, method, url, key string) (*http.Res
 	return resp, string(b)
 }
 
-// TestTwoGatewaysShareOneRedis hammers two gateway processes on one redis-server: admitted
-// credits never exceed the limit, and equal what Redis holds and what the upstream received.
+// TestTwoGatewaysShareOneRedis hammers two gateway processes sharing one Redis (a single
+// server, then a three-master Redis Cluster) with three orgs spread over slots: per org,
+// admitted credits never exceed the limit, and equal what Redis holds and what the upstream
+// received.
 func TestTwoGatewaysShareOneRedis(t *testing.T) {
-	srv := redistest.Start(t)
+	type backend struct {
+		url  string
+		held func(key string) (int64, error)
+	}
+	backends := []struct {
+		name  string
+		start func(t *testing.T) backend
+	}{
+		{"server", func(t *testing.T) backend {
+			srv := redistest.Start(t)
+			return backend{srv.URL, func(k string) (int64, error) { return srv.Client.Get(context.Background(), k).Int64() }}
+		}},
+		{"cluster", func(t *testing.T) backend {
+			c := redistest.StartCluster(t, 3)
+			return backend{c.URL, func(k string) (int64, error) { return c.Client.Get(context.Background(), k).Int64() }}
+		}},
+	}
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			b := be.start(t)
+			hammer(t, b.url, b.held)
+		})
+	}
+}
+
+func hammer(t *testing.T, redisURL string, held func(key string) (int64, error)) {
+	const limit = 1500
+	orgIDs := []string{"alpha", "bravo", "charlie"}
 	up := newCostUpstream(t, 0)
-	const limit = 3000
+	var spec []string
+	for _, id := range orgIDs {
+		spec = append(spec, id+":limit="+strconv.Itoa(limit)+",keys="+id+"-key")
+	}
 	vars := map[string]string{
 		"CREDITGATE_UPSTREAM_URL": up.URL,
-		"CREDITGATE_REDIS_URL":    srv.URL,
-		"CREDITGATE_ORGS":         "shared:limit=" + strconv.Itoa(limit) + ",keys=shared-key;other:limit=10,keys=other-key",
+		"CREDITGATE_REDIS_URL":    redisURL,
+		"CREDITGATE_ORGS":         strings.Join(spec, ";"),
 	}
 	gws := []*process{startGateway(t, vars), startGateway(t, vars)}
 
@@ -215,21 +247,24 @@ func TestTwoGatewaysShareOneRedis(t *testing.T) {
 		paths = append(paths, k)
 	}
 	var (
-		admitted, rejected, accepted200 atomic.Int64
-		wg                              sync.WaitGroup
-		failures                        = make(chan string, 16)
+		admitted [3]atomic.Int64
+		calls    [3]atomic.Int64
+		rejected atomic.Int64
+		wg       sync.WaitGroup
+		failures = make(chan string, 32)
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	for w := range 16 {
+	for w := range 18 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 400 && ctx.Err() == nil; i++ { // bounded: 16×400 calls at most
+			org := w % len(orgIDs)
+			for i := 0; i < 300 && ctx.Err() == nil; i++ { // bounded: 18×300 calls at most
 				method, path, _ := strings.Cut(paths[(w+i)%len(paths)], " ")
 				req, _ := http.NewRequestWithContext(ctx, method, gws[(w+i)%2].base+path, nil)
-				req.Header.Set("X-Api-Key", "shared-key")
+				req.Header.Set("X-Api-Key", orgIDs[org]+"-key")
 				resp, err := client.Do(req)
 				if err != nil {
 					failures <- err.Error()
@@ -244,8 +279,8 @@ func TestTwoGatewaysShareOneRedis(t *testing.T) {
 						failures <- fmt.Sprintf("%s %s charged %q", method, path, resp.Header.Get("X-Credits-Charged"))
 						return
 					}
-					admitted.Add(n)
-					accepted200.Add(1)
+					admitted[org].Add(n)
+					calls[org].Add(1)
 				case 429:
 					rejected.Add(1)
 				default:
@@ -263,31 +298,29 @@ func TestTwoGatewaysShareOneRedis(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatal("load did not finish in 60s")
 	}
-
-	keys := limiter.RedisKeys("shared")
-	held, err := srv.Client.Get(context.Background(), keys[2]).Int64()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := admitted.Load()
-	t.Logf("admitted %d credits in %d calls, %d calls rejected; Redis holds %d; upstream received %d credits",
-		got, accepted200.Load(), rejected.Load(), held, up.credits.Load())
-	if got > limit {
-		t.Errorf("admitted %d credits, limit %d", got, limit)
-	}
-	if got < limit-50 {
-		t.Errorf("admitted only %d of %d credits", got, limit)
-	}
-	if held != got || up.credits.Load() != got || up.calls.Load() != accepted200.Load() {
-		t.Errorf("admitted %d, Redis holds %d, upstream received %d credits in %d calls (want %d calls)",
-			got, held, up.credits.Load(), up.calls.Load(), accepted200.Load())
-	}
 	if rejected.Load() == 0 {
-		t.Error("the limit was never reached")
+		t.Error("the limits were never reached")
 	}
-	// The other org is untouched by all this.
-	if resp, _ := call(t, http.DefaultClient, "GET", gws[1].base+"/crm/v2/users", "other-key"); resp.StatusCode != 200 {
-		t.Errorf("other org: status %d", resp.StatusCode)
+	var total, totalCalls int64
+	for i, id := range orgIDs {
+		got := admitted[i].Load()
+		total += got
+		totalCalls += calls[i].Load()
+		h, err := held(limiter.RedisKeys(id)[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("org %s: admitted %d credits in %d calls; Redis holds %d", id, got, calls[i].Load(), h)
+		if got > limit || got < limit-50 {
+			t.Errorf("org %s: admitted %d credits, limit %d", id, got, limit)
+		}
+		if h != got {
+			t.Errorf("org %s: admitted %d, Redis holds %d", id, got, h)
+		}
+	}
+	t.Logf("%d calls rejected; upstream received %d credits in %d calls", rejected.Load(), up.credits.Load(), up.calls.Load())
+	if up.credits.Load() != total || up.calls.Load() != totalCalls {
+		t.Errorf("admitted %d credits in %d calls, upstream received %d in %d", total, totalCalls, up.credits.Load(), up.calls.Load())
 	}
 }
 
