@@ -62,51 +62,41 @@ func writeError(w http.ResponseWriter, err error, retryAfter int64) {
 	_ = enc.Encode(body)
 }
 
+// errorKinds maps each outcome to its status, code and message. Messages never carry
+// request data: errors reach logs and clients alike.
+var errorKinds = []struct {
+	err     error
+	status  int
+	code    string
+	message string
+}{
+	{errNoCredential, http.StatusUnauthorized, "AUTHENTICATION_FAILURE",
+		"No API key: send Authorization: Bearer <key>, Authorization: Zoho-oauthtoken <key> or X-Api-Key: <key>."},
+	{errUnknownCredential, http.StatusUnauthorized, "INVALID_TOKEN", "The API key is not valid."},
+	{errNoOrgHeader, http.StatusUnauthorized, "AUTHENTICATION_FAILURE", "The request does not name an org."},
+	{errUnknownOrg, http.StatusUnauthorized, "INVALID_TOKEN", "The org is not known."},
+	{errStoreUnavailable, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "Credits cannot be checked right now; try again shortly."},
+	{errClientBody, http.StatusBadRequest, "INVALID_REQUEST", "The request body could not be read in full; the call was charged."},
+	{errUpstreamTimeout, http.StatusGatewayTimeout, "GATEWAY_TIMEOUT", "The API did not answer in time; no credits were charged."},
+	{errUpstream, http.StatusBadGateway, "BAD_GATEWAY", "The API could not be reached; no credits were charged."},
+}
+
 func errorResponse(err error) (int, errorBody) {
 	b := errorBody{Details: map[string]any{}, Status: "error"}
 	var ce *costError
-	switch {
-	case errors.As(err, &ce):
+	if errors.As(err, &ce) {
 		b.Code = "COST_EXCEEDS_LIMIT"
 		b.Message = "This call costs more credits than the whole limit of the window; it can never succeed."
 		b.Details["cost"] = ce.cost
 		b.Details["limit"] = ce.limit
 		return http.StatusTooManyRequests, b
-	case errors.Is(err, errNoCredential):
-		b.Code = "AUTHENTICATION_FAILURE"
-		b.Message = "No API key: send Authorization: Bearer <key>, Authorization: Zoho-oauthtoken <key> or X-Api-Key: <key>."
-		return http.StatusUnauthorized, b
-	case errors.Is(err, errUnknownCredential):
-		b.Code = "INVALID_TOKEN"
-		b.Message = "The API key is not valid."
-		return http.StatusUnauthorized, b
-	case errors.Is(err, errNoOrgHeader):
-		b.Code = "AUTHENTICATION_FAILURE"
-		b.Message = "The request does not name an org."
-		return http.StatusUnauthorized, b
-	case errors.Is(err, errUnknownOrg):
-		b.Code = "INVALID_TOKEN"
-		b.Message = "The org is not known."
-		return http.StatusUnauthorized, b
-	case errors.Is(err, errStoreUnavailable):
-		b.Code = "SERVICE_UNAVAILABLE"
-		b.Message = "Credits cannot be checked right now; try again shortly."
-		return http.StatusServiceUnavailable, b
-	case errors.Is(err, errClientBody):
-		b.Code = "INVALID_REQUEST"
-		b.Message = "The request body could not be read in full; the call was charged."
-		return http.StatusBadRequest, b
-	case errors.Is(err, errUpstreamTimeout):
-		b.Code = "GATEWAY_TIMEOUT"
-		b.Message = "The API did not answer in time; no credits were charged."
-		return http.StatusGatewayTimeout, b
-	case errors.Is(err, errUpstream):
-		b.Code = "BAD_GATEWAY"
-		b.Message = "The API could not be reached; no credits were charged."
-		return http.StatusBadGateway, b
-	default:
-		b.Code = "INTERNAL_ERROR"
-		b.Message = "Internal error."
-		return http.StatusInternalServerError, b
 	}
+	for _, k := range errorKinds {
+		if errors.Is(err, k.err) {
+			b.Code, b.Message = k.code, k.message
+			return k.status, b
+		}
+	}
+	b.Code, b.Message = "INTERNAL_ERROR", "Internal error."
+	return http.StatusInternalServerError, b
 }

@@ -172,21 +172,13 @@ func BenchmarkRedisSpend(b *testing.B) {
 // runs once Redis wakes up; the client must not run it a second time.
 func TestRedisStallNeverDebitsTwice(t *testing.T) {
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	client, err := limiter.NewRedisClient(srv.URL) // production defaults: read timeout 500ms
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	s, _ := limiter.NewRedisStore(client, limiter.Options{})
+	s := productionStore(t, srv.URL) // production defaults: read timeout 500ms
 	ctx := context.Background()
-	if err := s.LoadScripts(ctx); err != nil {
-		t.Fatal(err)
-	}
 	stalled := make(chan error, 1)
 	go func() { stalled <- srv.Client.Do(ctx, "DEBUG", "SLEEP", "0.7").Err() }()
 	time.Sleep(50 * time.Millisecond)
 	ctx1, cancel := context.WithTimeout(ctx, time.Second)
-	_, err = s.Spend(ctx1, limiter.NewKey("stall", 1000), 10, time.Time{})
+	_, err := s.Spend(ctx1, limiter.NewKey("stall", 1000), 10, time.Time{})
 	cancel()
 	if err == nil {
 		t.Log("Spend succeeded despite the stall") // possible if the stall ended first
@@ -205,16 +197,8 @@ func TestRedisStallNeverDebitsTwice(t *testing.T) {
 // even when the URL allows a longer read timeout.
 func TestRedisContextDeadlineBoundsSpend(t *testing.T) {
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	client, err := limiter.NewRedisClient(srv.URL + "?read_timeout=3s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	s, _ := limiter.NewRedisStore(client, limiter.Options{})
+	s := productionStore(t, srv.URL+"?read_timeout=3s")
 	ctx := context.Background()
-	if err := s.LoadScripts(ctx); err != nil {
-		t.Fatal(err)
-	}
 	stalled := make(chan error, 1)
 	go func() { stalled <- srv.Client.Do(ctx, "DEBUG", "SLEEP", "2").Err() }()
 	defer func() { <-stalled }()
@@ -222,7 +206,7 @@ func TestRedisContextDeadlineBoundsSpend(t *testing.T) {
 	ctx1, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = s.Spend(ctx1, limiter.NewKey("slow", 10), 1, time.Time{})
+	_, err := s.Spend(ctx1, limiter.NewKey("slow", 10), 1, time.Time{})
 	// Generous bound: the point is 200ms-ish rather than the 2s stall or the 3s read timeout.
 	if el := time.Since(start); err == nil || el > 1500*time.Millisecond {
 		t.Fatalf("Spend with a 200ms deadline on a stalled Redis took %s, err %v", el, err)
@@ -281,4 +265,22 @@ func TestRedisClusterStore(t *testing.T) {
 	if len(nodes) != 3 {
 		t.Errorf("30 orgs landed on %d of 3 masters", len(nodes))
 	}
+}
+
+// productionStore returns a RedisStore on a client built from rawURL as the gateway builds it.
+func productionStore(t *testing.T, rawURL string) *limiter.RedisStore {
+	t.Helper()
+	client, err := limiter.NewRedisClient(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	s, err := limiter.NewRedisStore(client, limiter.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LoadScripts(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
