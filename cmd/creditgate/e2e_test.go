@@ -149,6 +149,7 @@ type costUpstream struct {
 	credits atomic.Int64
 	calls   atomic.Int64
 	delay   time.Duration
+	arrived chan struct{} // receives (without blocking) when a call reaches the upstream
 }
 
 // testCosts is the reference price list of the paths the tests use.
@@ -161,8 +162,12 @@ var testCosts = map[string]int64{
 }
 
 func newCostUpstream(t *testing.T, delay time.Duration) *costUpstream {
-	u := &costUpstream{delay: delay}
+	u := &costUpstream{delay: delay, arrived: make(chan struct{}, 1)}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case u.arrived <- struct{}{}:
+		default:
+		}
 		if u.delay > 0 {
 			time.Sleep(u.delay)
 		}
@@ -440,7 +445,7 @@ func TestBadConfigExitsNonZero(t *testing.T) {
 
 // TestGracefulShutdown: on SIGTERM the gateway stops accepting and finishes calls in flight.
 func TestGracefulShutdown(t *testing.T) {
-	up := newCostUpstream(t, 1500*time.Millisecond)
+	up := newCostUpstream(t, 2*time.Second)
 	gw := startGateway(t, map[string]string{
 		"CREDITGATE_UPSTREAM_URL": up.URL,
 		"CREDITGATE_ORGS":         "acme:limit=100,keys=acme-key",
@@ -462,14 +467,27 @@ func TestGracefulShutdown(t *testing.T) {
 		resp.Body.Close()
 		inflight <- result{status: resp.StatusCode}
 	}()
-	// The upstream takes 1.5s; half a second in, the call is in flight. Ask the gateway to stop.
-	time.Sleep(500 * time.Millisecond)
+	// Once the call is at the upstream (which takes 2s to answer), ask the gateway to stop.
+	select {
+	case <-up.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call never reached the upstream")
+	}
 	if err := gw.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
-	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(gw.base, "http://"), time.Second); err == nil {
-		t.Error("the gateway still accepts connections after SIGTERM")
+	// The listener closes while the call is still in flight.
+	closed := false
+	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline) && len(inflight) == 0; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", strings.TrimPrefix(gw.base, "http://"), time.Second)
+		if err != nil {
+			closed = true
+			break
+		}
+		c.Close()
+	}
+	if !closed {
+		t.Error("the gateway still accepted connections after SIGTERM")
 	}
 	r := <-inflight
 	if r.err != nil || r.status != 200 {
