@@ -328,11 +328,19 @@ func (m *matcher) split() {
 		for i < len(p) && p[i] == '/' {
 			i++
 		}
-		j := i
+		j, end := i, -1
 		for j < len(p) && p[j] != '/' {
+			if p[j] == ';' && end < 0 {
+				end = j
+			}
 			j++
 		}
-		switch seg := p[i:j]; seg {
+		if end < 0 {
+			end = j
+		}
+		// A segment's ";params" (RFC 3986 §3.3) are cut off, as servlet containers do before
+		// routing: "write;x=1" is priced as "write", and "..;" resolves as "..".
+		switch seg := p[i:end]; seg {
 		case "", ".":
 		case "..":
 			if depth > 0 {
@@ -340,7 +348,7 @@ func (m *matcher) split() {
 			}
 		default:
 			if depth < maxSegments {
-				m.segs[depth] = span{i, j}
+				m.segs[depth] = span{i, end}
 			}
 			depth++
 		}

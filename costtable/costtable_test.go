@@ -2,6 +2,7 @@ package costtable
 
 import (
 	"errors"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -346,6 +347,10 @@ func FuzzMatch(f *testing.F) {
 	f.Add("POST", "/crm/bulk/v2.1/write", "")                    // constrained parameter with a dot
 	f.Add("get", "//CRM//v3//leads//deleted//", "")              // case and empty segments
 	f.Add("POST", "/crm/bulk/v2/write/x/..", "")                 // dot segments resolve
+	f.Add("POST", "/crm/bulk/v2/write;jsessionid=1", "")         // path parameters are cut off
+	f.Add("POST", "/crm/v2/x/..;/..;/bulk/v2/write", "")         // "..;" resolves as ".."
+	f.Add("GET", "/crm/v2/Leads", "c%76id=1")                    // escaped query name
+	f.Add("GET", "/crm/v2/Leads", "a=1;cvid=2")                  // ';' separates pairs
 	f.Add("GET", "/../..//./", "")                               // nothing left after resolving
 	f.Add("", "", "")                                            // all empty
 	f.Add("GET", "/files/meta/raw", "v=1&w=2")                   // backtracking in the overlapping table
@@ -384,6 +389,7 @@ func naiveMatch(tbl *Table, method, path, query string) string {
 	}
 	var segs []string
 	for _, s := range strings.Split(path, "/") {
+		s, _, _ = strings.Cut(s, ";") // path parameters are cut off
 		switch s {
 		case "", ".":
 		case "..":
@@ -400,8 +406,12 @@ func naiveMatch(tbl *Table, method, path, query string) string {
 		if r.Method != "*" && asciiUpper(r.Method) != asciiUpper(method) {
 			continue
 		}
-		if r.Query != "" && !slices.ContainsFunc(strings.Split(query, "&"), func(pair string) bool {
+		pairs := strings.FieldsFunc(query, func(c rune) bool { return c == '&' || c == ';' })
+		if r.Query != "" && !slices.ContainsFunc(pairs, func(pair string) bool {
 			k, v, _ := strings.Cut(pair, "=")
+			if d, err := url.QueryUnescape(k); err == nil {
+				k = d
+			}
 			return k == r.Query && v != ""
 		}) {
 			continue

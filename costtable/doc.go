@@ -30,7 +30,9 @@
 // # Requests
 //
 // Match takes the decoded request path (http.Request.URL.Path). It resolves "." and ".."
-// segments the way path.Clean does, so "/crm/bulk/v2/write/x/.." is priced as a bulk write.
+// segments the way path.Clean does, so "/crm/bulk/v2/write/x/.." is priced as a bulk write,
+// and it cuts ";params" off each segment as servlet containers do before routing, so
+// "/crm/bulk/v2/write;x=1" is a bulk write too and "..;" resolves as "..".
 // It does not decode percent-escapes: a caller that passes an escaped path gets an escaped
 // path matched. Methods compare ASCII case-insensitively, and an empty method means GET, as in
 // net/http. A rule's query condition holds when the raw query string has the parameter with a

@@ -129,3 +129,25 @@ func TestBuiltinUnknown(t *testing.T) {
 		t.Errorf("Builtin(zoho-desk) error = %q, want %q", err, want)
 	}
 }
+
+// TestZohoCRMPathParameters: ";params" cannot make a call cheaper on an upstream that strips
+// them (servlet containers do), and "..;" cannot hide a bulk write.
+func TestZohoCRMPathParameters(t *testing.T) {
+	tbl, err := Builtin("zoho-crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		give, want string
+	}{
+		{"/crm/bulk/v2/write;jsessionid=1", "bulk_write_initialize"},
+		{"/crm/bulk;x/v2/write", "bulk_write_initialize"},
+		{"/crm/v2/Leads/..;/..;/bulk/v2/write", "bulk_write_initialize"},
+		{"/crm/bulk/v2/write;", "bulk_write_initialize"},
+	}
+	for _, tt := range tests {
+		if got := tbl.Match("POST", tt.give, "").Name; got != tt.want {
+			t.Errorf("Match(POST, %q) = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}
