@@ -208,6 +208,7 @@ func newLogger(cfg Config) (*zap.Logger, error) {
 	zc.Level = zap.NewAtomicLevelAt(cfg.logLevel)
 	zc.EncoderConfig.TimeKey = "ts"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	zc.EncoderConfig.EncodeDuration = zapcore.StringDurationEncoder
 	if cfg.demo {
 		zc.Encoding = "console"
 		zc.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
