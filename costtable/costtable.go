@@ -18,9 +18,13 @@ const maxSegments = 32
 
 // Rule is one row of a cost table.
 //
-// Rule will grow fields for per-record costs (ceil(records/per), with records counted from a
-// JSON body array or a comma-separated query parameter). Matching stays as it is; the caller
-// computes the charge from the rule Match returns.
+// A rule is fixed-cost (Per is 0: every call costs Cost) or per-record (Per > 0: a call costs
+// ceil(records/Per) credits, at least 1, with records counted from the JSON body array named
+// by CountBody or the comma-separated query parameter named by CountQuery). A per-record rule
+// charges Cost instead when a body is not what it expects (malformed, truncated, too deeply
+// nested, or the named value is not an array); Cost is then usually the price of the largest
+// batch the API accepts, so a body the gateway cannot read is never cheaper than one it can.
+// An empty body holds no records and costs the minimum, 1.
 type Rule struct {
 	// Name is the rule's stable identifier, such as "bulk_write_initialize": lower-case
 	// letters, digits and '_', unique in its table. It is the route label on metrics and the
@@ -33,10 +37,60 @@ type Rule struct {
 	// Query, if not empty, restricts the rule to requests whose query string has this
 	// parameter with a non-empty value, such as "cvid".
 	Query string
-	// Cost is the number of credits a matching call is charged, at least 1.
+	// Cost is the credits a matching call is charged, at least 1; for a per-record rule, the
+	// credits charged when the records cannot be counted.
 	Cost int64
 	// Heavy marks bulk and multi-record writes, which share a smaller concurrency cap.
 	Heavy bool
+	// Per, when above 0, makes the rule per-record: one credit per Per records or part of it.
+	Per int64
+	// CountBody names the top-level key of a JSON object body whose array holds the records,
+	// such as "data" for {"data":[…]}. Only with Per; exclusive with CountQuery.
+	CountBody string
+	// CountQuery names the query parameter whose comma-separated values are the records, such
+	// as "ids" for ?ids=1,2,3. Only with Per; exclusive with CountBody.
+	CountQuery string
+}
+
+// CountsBody reports whether pricing a call with r needs its body.
+func (r *Rule) CountsBody() bool { return r.Per > 0 && r.CountBody != "" }
+
+// Charge returns the credits a call matched by r costs, given its raw query string and, for a
+// rule that CountsBody, its whole body. records is the number counted (0 for a fixed-cost
+// rule); counted is false when a per-record rule could not count and charged Cost instead.
+func (r *Rule) Charge(rawQuery string, body []byte) (cost, records int64, counted bool) {
+	switch {
+	case r.Per <= 0:
+		return r.Cost, 0, true
+	case r.CountBody != "" && isBlank(body):
+		records = 0 // no body, no records: the minimum, not the fallback
+	case r.CountBody != "":
+		n, ok := CountJSONArray(body, r.CountBody)
+		if !ok {
+			return r.Cost, 0, false
+		}
+		records = n
+	default:
+		records = CountQueryList(rawQuery, r.CountQuery)
+	}
+	return perRecord(records, r.Per), records, true
+}
+
+func isBlank(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
+// perRecord is ceil(records/per), at least 1.
+func perRecord(records, per int64) int64 {
+	if records <= 0 {
+		return 1
+	}
+	return (records-1)/per + 1
 }
 
 // RuleError is one problem New found with one rule. New joins them with errors.Join.
@@ -107,7 +161,13 @@ func New(name string, rules []Rule, fallback Rule) (*Table, error) {
 		if r.Cost < 1 {
 			fail(i, fmt.Errorf("cost must be at least 1, got %d", r.Cost))
 		}
+		if err := checkPerRecord(r); err != nil {
+			fail(i, err)
+		}
 		if i == len(rules) {
+			if r.Per != 0 {
+				fail(i, errors.New("the fallback must be fixed-cost (no per)"))
+			}
 			break
 		}
 		if err := checkMethod(r.Method); err != nil {
@@ -699,6 +759,27 @@ func checkMethod(m string) error {
 		if c := m[i]; c < 'A' || c > 'Z' {
 			return fmt.Errorf("method %q must be upper-case letters, such as GET, or *", m)
 		}
+	}
+	return nil
+}
+
+// checkPerRecord checks Per, CountBody and CountQuery together.
+func checkPerRecord(r *Rule) error {
+	switch {
+	case r.Per < 0:
+		return fmt.Errorf("per must be at least 1, got %d", r.Per)
+	case r.Per == 0 && (r.CountBody != "" || r.CountQuery != ""):
+		return errors.New("count_body and count_query need per (records per credit), which is 0")
+	case r.Per == 0:
+		return nil
+	case r.CountBody != "" && r.CountQuery != "":
+		return errors.New("count_body and count_query both set: a rule counts records in one place")
+	case r.CountBody == "" && r.CountQuery == "":
+		return fmt.Errorf("per is %d but neither count_body nor count_query says where the records are", r.Per)
+	case r.CountQuery != "":
+		return checkQuery(r.CountQuery)
+	case strings.TrimSpace(r.CountBody) != r.CountBody:
+		return fmt.Errorf("count_body %q has leading or trailing spaces", r.CountBody)
 	}
 	return nil
 }

@@ -5,10 +5,9 @@
 //
 // A Table is a compiled, immutable list of rules, safe for concurrent use. Table.Match
 // classifies a request by method, path and query string and returns the Rule that prices it.
-// Every table has a fallback rule, so every request has a price. Match classifies only: a
-// fixed-cost rule charges Rule.Cost. Rules whose charge will depend on the request body (per
-// record) will carry their counting instructions in extra Rule fields, and Match will still not
-// read the body.
+// Every table has a fallback rule, so every request has a price. Match classifies only and
+// never reads a body; Rule.Charge then prices the call: Rule.Cost for a fixed-cost rule, or
+// ceil(records/Per) for a per-record rule (see Records and files below).
 //
 // Builtin returns the tables that ship with creditgate ("zoho-crm", the default). New compiles
 // any other table and reports every problem at once, each naming its rule.
@@ -65,10 +64,17 @@
 // it is higher (grandfathering), and Concurrency is the default cap on in-flight calls.
 // LookupEdition finds one by its configuration name, such as "crm-professional".
 //
+// # Records and files
+//
+// Rule.Charge prices a call: a fixed cost, or ceil(records/Per) with records counted by
+// CountJSONArray (one validating pass over a buffered body, no allocation, nesting up to 512
+// levels) or CountQueryList. Parse and LoadFile compile a table from YAML or JSON, naming the
+// line and the rule of every problem.
+//
 // # Left to others
 //
-// The package reads no bodies, files or environment, keeps no state, talks to no network and
-// does not log. Loading tables from files and swapping them on reload, counting records in a
-// request body, debiting the window (package limiter), enforcing concurrency caps and serving
-// the explain endpoint (package gateway) belong to the callers.
+// The package keeps no state, talks to no network, reads no environment and does not log.
+// Buffering bodies, swapping tables on reload, debiting the window (package limiter),
+// enforcing concurrency caps and serving the explain endpoint (package gateway) belong to the
+// callers.
 package costtable

@@ -3,6 +3,7 @@ package costtable
 import (
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -55,7 +56,10 @@ func TestZohoCRM(t *testing.T) {
 		{req{"GET", "/crm/v2/users/../Leads/./deleted", ""}, "deleted_records", 2, false},
 
 		// Other methods and paths cost the fallback.
-		{req{"POST", "/crm/v2/users", ""}, "default", 1, false},
+		{req{"POST", "/crm/v2/users", ""}, "users_write", 1, false}, // not an insert into a "users" module
+		{req{"PUT", "/crm/v8/users/1", ""}, "users_write", 1, false},
+		{req{"POST", "/crm/v3/coql", ""}, "coql", 1, false},
+		{req{"PUT", "/crm/v2/org", ""}, "org", 1, false},
 		{req{"DELETE", "/crm/v2/Leads/deleted", ""}, "default", 1, false},
 		{req{"GET", "/crm/v2/Leads/1/actions/convert", ""}, "default", 1, false},
 		{req{"GET", "/crm/bulk/v2/read", ""}, "default", 1, false},
@@ -65,7 +69,15 @@ func TestZohoCRM(t *testing.T) {
 		{req{"POST", "/crm/bulk/v1/write", ""}, "default", 1, false},
 		{req{"GET", "/crm/v2", ""}, "default", 1, false},
 		{req{"GET", "/", ""}, "default", 1, false},
-		{req{"PUT", "/crm/v2/Leads", ""}, "default", 1, false},
+
+		// Per-record rules; Cost is what they charge when the records cannot be counted.
+		{req{"POST", "/crm/v2/Leads", ""}, "insert_records", 10, true},
+		{req{"PUT", "/crm/v2/Leads", ""}, "update_records", 10, true},
+		{req{"PUT", "/crm/v2/Leads/1", ""}, "update_record", 1, false},
+		{req{"POST", "/crm/v8/Leads/upsert", ""}, "upsert_records", 10, true},
+		{req{"POST", "/crm/v2.1/Leads/actions/add_tags", "ids=1"}, "add_tags", 10, true},
+		{req{"POST", "/crm/v3/Leads/actions/remove_tags", ""}, "remove_tags_body", 10, true},
+		{req{"POST", "/crm/v7/Leads/1/actions/remove_tags", ""}, "remove_tags_record", 1, false},
 	}
 	tbl, err := Builtin("zoho-crm")
 	if err != nil {
@@ -89,6 +101,8 @@ func TestZohoCRMEveryRuleReachable(t *testing.T) {
 	for _, r := range tbl.Rules() {
 		path := strings.NewReplacer(
 			"{version:v2|v2.1|v3|v4|v5|v6|v7|v8}", "v2.1",
+			"{version:v2|v2.1}", "v2",
+			"{version:v3|v4|v5|v6|v7|v8}", "v3",
 			"{id}", "12345",
 			"{module}", "Accounts",
 		).Replace(r.Path)
@@ -148,6 +162,107 @@ func TestZohoCRMPathParameters(t *testing.T) {
 	for _, tt := range tests {
 		if got := tbl.Match("POST", tt.give, "").Name; got != tt.want {
 			t.Errorf("Match(POST, %q) = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}
+
+// TestZohoCRMPerRecord prices every per-record row of the reference table, for each API
+// version, at the record counts around its steps.
+func TestZohoCRMPerRecord(t *testing.T) {
+	tbl, err := Builtin("zoho-crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := func(key string, n int) []byte {
+		var b strings.Builder
+		b.WriteString(`{"` + key + `":[`)
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`{"id":"` + strconv.Itoa(i) + `"}`)
+		}
+		b.WriteString(`],"trigger":["workflow"]}`)
+		return []byte(b.String())
+	}
+	ids := func(n int) string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = strconv.Itoa(5_000_000 + i)
+		}
+		return "ids=" + strings.Join(s, ",")
+	}
+	per10 := map[int]int64{0: 1, 1: 1, 10: 1, 11: 2, 49: 5, 50: 5, 51: 6, 1000: 100}
+	per50 := map[int]int64{0: 1, 1: 1, 10: 1, 11: 1, 49: 1, 50: 1, 51: 2, 1000: 20}
+	type row struct {
+		method, path string
+		rule         string
+		bodyKey      string // count in the body under this key…
+		query        bool   // …or in ?ids=
+		want         map[int]int64
+	}
+	for _, v := range []string{"v2", "v2.1", "v3", "v4", "v5", "v6", "v7", "v8"} {
+		crm := "/crm/" + v
+		rows := []row{
+			{"POST", crm + "/Leads", "insert_records", "data", false, per10},
+			{"PUT", crm + "/Contacts", "update_records", "data", false, per10},
+			{"PUT", crm + "/Contacts/4150868000000224005", "update_record", "data", false, per10},
+			{"POST", crm + "/Deals/upsert", "upsert_records", "data", false, per10},
+		}
+		for _, action := range []string{"add_tags", "remove_tags"} {
+			if v == "v2" || v == "v2.1" {
+				rows = append(rows, row{"POST", crm + "/Leads/actions/" + action, action, "", true, per50})
+			} else {
+				rows = append(rows, row{"POST", crm + "/Leads/actions/" + action, action + "_body", "ids", false, per50})
+			}
+		}
+		for _, r := range rows {
+			for n, want := range r.want {
+				var (
+					query string
+					b     []byte
+				)
+				if r.query {
+					query = "tag_names=vip&" + ids(n)
+				} else {
+					b = body(r.bodyKey, n)
+				}
+				rule := tbl.Match(r.method, r.path, query)
+				got, records, counted := rule.Charge(query, b)
+				if rule.Name != r.rule || got != want || records != int64(n) || !counted {
+					t.Errorf("%s %s with %d records: rule %s cost %d (records %d, counted %v); want %s %d",
+						r.method, r.path, n, rule.Name, got, records, counted, r.rule, want)
+				}
+			}
+		}
+		// One record's tags: one credit, whatever the body.
+		if r := tbl.Match("POST", crm+"/Leads/42/actions/add_tags", ""); r.Name != "add_tags_record" {
+			t.Errorf("%s single-record tags: rule %s", v, r.Name)
+		}
+	}
+}
+
+// TestZohoCRMFallbackCosts: a body the counter cannot read costs the largest batch.
+func TestZohoCRMFallbackCosts(t *testing.T) {
+	tbl, _ := Builtin("zoho-crm")
+	tests := []struct {
+		method, path string
+		body         string
+		want         int64
+	}{
+		{"POST", "/crm/v2/Leads", `{"data":[{},{}`, 10},     // truncated
+		{"POST", "/crm/v2/Leads", `{"data":{"a":1}}`, 10},   // wrong type
+		{"POST", "/crm/v2/Leads", `[{"data":[]}]`, 10},      // not an object
+		{"POST", "/crm/v2/Leads", `{"dat":[1,2,3]}`, 1},     // no records
+		{"POST", "/crm/v2/Leads", ``, 1},                    // no body
+		{"PUT", "/crm/v2/Leads/1", `nonsense`, 1},           // one record's update
+		{"POST", "/crm/v3/Leads/actions/add_tags", `{`, 10}, // truncated tags
+		{"POST", "/crm/v2/Leads", strings.Repeat("[", 600) + strings.Repeat("]", 600), 10},
+	}
+	for _, tt := range tests {
+		r := tbl.Match(tt.method, tt.path, "")
+		if got, _, _ := r.Charge("", []byte(tt.body)); got != tt.want {
+			t.Errorf("%s %s %.20q: cost %d, want %d", tt.method, tt.path, tt.body, got, tt.want)
 		}
 	}
 }

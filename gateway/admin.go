@@ -2,14 +2,27 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 )
 
-// NewAdminHandler serves the admin listener: /healthz (the process is up) and /readyz (ready
-// reports nil: e.g. Redis answers and holds the scripts). Later surfaces (metrics, admin API,
-// usage page) mount here too.
-func NewAdminHandler(ready func(context.Context) error) http.Handler {
+// AdminConfig holds what the admin listener serves.
+type AdminConfig struct {
+	// Ready reports nil when the gateway can serve (e.g. Redis answers and holds the scripts);
+	// nil means always ready.
+	Ready func(context.Context) error
+	// Gateway is the proxy whose cost table explain uses.
+	Gateway *Gateway
+	// Tokens authorize the admin API; with none, every admin API call is refused.
+	Tokens *AdminTokens
+}
+
+// NewAdminHandler serves the admin listener: /healthz (the process is up), /readyz, and the
+// admin API under /admin/v1/.
+func NewAdminHandler(cfg AdminConfig) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -17,10 +30,10 @@ func NewAdminHandler(ready func(context.Context) error) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if ready != nil {
+		if cfg.Ready != nil {
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 			defer cancel()
-			if err := ready(ctx); err != nil {
+			if err := cfg.Ready(ctx); err != nil {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				_, _ = w.Write([]byte("not ready: credit store unavailable\n"))
 				return
@@ -28,5 +41,73 @@ func NewAdminHandler(ready func(context.Context) error) http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	if cfg.Gateway != nil {
+		mux.Handle("POST /admin/v1/explain", cfg.require(RoleViewer, cfg.Gateway.explain))
+	}
 	return mux
+}
+
+// require wraps an admin API handler with the token check.
+func (cfg AdminConfig) require(min Role, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := cfg.Tokens.authorize(r, min); err != nil {
+			writeError(w, err, 0)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// explainRequest is the body of POST /admin/v1/explain.
+type explainRequest struct {
+	Method string          `json:"method"`
+	Path   string          `json:"path"`
+	Query  string          `json:"query"`
+	Body   json.RawMessage `json:"body"`
+}
+
+// explainResponse answers what a call would cost and which rule priced it.
+type explainResponse struct {
+	Cost    int64  `json:"cost"`
+	Rule    string `json:"rule"`
+	Heavy   bool   `json:"heavy"`
+	Records *int64 `json:"records,omitempty"` // per-record rules: the records counted
+	Counted *bool  `json:"counted,omitempty"` // per-record rules: false when the rule's cost was charged instead
+}
+
+// explain answers "what would this request cost, and which rule matched", with the table in
+// use right now and the same counting as the request path.
+func (g *Gateway) explain(w http.ResponseWriter, r *http.Request) {
+	var req explainRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes+64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, &explainError{"The body must be JSON: {\"method\":…,\"path\":…,\"query\":…,\"body\":…} (" + err.Error() + ")."}, 0)
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, &explainError{"The body must hold one JSON object."}, 0)
+		return
+	}
+	if req.Method == "" {
+		req.Method = http.MethodGet
+	}
+	if !strings.HasPrefix(req.Path, "/") {
+		writeError(w, &explainError{`"path" must start with "/".`}, 0)
+		return
+	}
+	req.Query = strings.TrimPrefix(req.Query, "?")
+	rule := g.costs.Load().Match(req.Method, req.Path, req.Query)
+	var body []byte
+	if rule.CountsBody() && len(req.Body) > 0 && string(req.Body) != "null" {
+		body = req.Body
+	}
+	cost, records, counted := rule.Charge(req.Query, body)
+	resp := explainResponse{Cost: cost, Rule: rule.Name, Heavy: rule.Heavy}
+	if rule.Per > 0 {
+		resp.Records, resp.Counted = &records, &counted
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(resp)
 }

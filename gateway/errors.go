@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -19,6 +20,7 @@ var (
 	errUpstreamTimeout   = errors.New("upstream timeout")
 	errUpstream          = errors.New("upstream unreachable")
 	errClientBody        = errors.New("request body unreadable")
+	errBadExplain        = errors.New("bad explain request")
 )
 
 // tooManyRequestsBody is the exact body of SPEC §2 step 4, byte for byte.
@@ -32,6 +34,17 @@ type errorBody struct {
 	Message string         `json:"message"`
 	Status  string         `json:"status"`
 }
+
+// bodyTooLargeError is a body that must be counted but is over CREDITGATE_MAX_BODY_BYTES.
+type bodyTooLargeError struct{ max int64 }
+
+func (e *bodyTooLargeError) Error() string { return fmt.Sprintf("body over %d bytes", e.max) }
+
+// explainError is a malformed explain request; msg is safe to show.
+type explainError struct{ msg string }
+
+func (e *explainError) Error() string { return e.msg }
+func (e *explainError) Unwrap() error { return errBadExplain }
 
 // costError carries the numbers of a call that costs more than the org's whole limit.
 type costError struct {
@@ -76,14 +89,32 @@ var errorKinds = []struct {
 	{errNoOrgHeader, http.StatusUnauthorized, "AUTHENTICATION_FAILURE", "The request does not name an org."},
 	{errUnknownOrg, http.StatusUnauthorized, "INVALID_TOKEN", "The org is not known."},
 	{errStoreUnavailable, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "Credits cannot be checked right now; try again shortly."},
-	{errClientBody, http.StatusBadRequest, "INVALID_REQUEST", "The request body could not be read in full; the call was charged."},
+	{errClientBody, http.StatusBadRequest, "INVALID_REQUEST", "The request body could not be read in full."},
+	{errNoAdminToken, http.StatusUnauthorized, "AUTHENTICATION_FAILURE", "No admin token: send Authorization: Bearer <token>."},
+	{errBadAdminToken, http.StatusUnauthorized, "INVALID_TOKEN", "The admin token is not valid."},
+	{errForbidden, http.StatusForbidden, "NO_PERMISSION", "This token's role may not do this."},
 	{errUpstreamTimeout, http.StatusGatewayTimeout, "GATEWAY_TIMEOUT", "The API did not answer in time; no credits were charged."},
 	{errUpstream, http.StatusBadGateway, "BAD_GATEWAY", "The API could not be reached; no credits were charged."},
 }
 
 func errorResponse(err error) (int, errorBody) {
 	b := errorBody{Details: map[string]any{}, Status: "error"}
-	var ce *costError
+	var (
+		ce *costError
+		be *bodyTooLargeError
+		xe *explainError
+	)
+	if errors.As(err, &be) {
+		b.Code = "REQUEST_ENTITY_TOO_LARGE"
+		b.Message = "The request body is larger than the gateway counts records in; nothing was charged."
+		b.Details["max_bytes"] = be.max
+		return http.StatusRequestEntityTooLarge, b
+	}
+	if errors.As(err, &xe) {
+		b.Code = "INVALID_DATA"
+		b.Message = xe.msg
+		return http.StatusBadRequest, b
+	}
 	if errors.As(err, &ce) {
 		b.Code = "COST_EXCEEDS_LIMIT"
 		b.Message = "This call costs more credits than the whole limit of the window; it can never succeed."

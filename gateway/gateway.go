@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -65,6 +66,9 @@ type Config struct {
 	// Mode and OrgHeader say how a request names its org (zero: OrgModeAPIKey, "X-Org-Id").
 	Mode      OrgMode
 	OrgHeader string
+	// MaxBodyBytes bounds the bodies buffered to count records (zero: 10 MiB); a larger one is
+	// answered 413, uncharged and not forwarded. Other bodies stream through unbuffered.
+	MaxBodyBytes int64
 	// StripCredentials removes the API key header before forwarding.
 	StripCredentials bool
 	// Shadow counts and logs, but never rejects.
@@ -150,6 +154,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.StoreTimeout == 0 {
 		cfg.StoreTimeout = time.Second
 	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 10 << 20
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -211,7 +218,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cleanPath(r)
 	rule := g.costs.Load().Match(r.Method, r.URL.Path, r.URL.RawQuery)
-	cost := rule.Cost
+	var body []byte
+	if rule.CountsBody() {
+		if body, err = g.bufferBody(r); err != nil {
+			h.Set("X-Credits-Charged", "0")
+			g.log.Info("body not buffered", zap.String("org", t.org.ID), zap.String("rule", rule.Name), zap.Error(err))
+			writeError(w, err, 0)
+			return
+		}
+	}
+	cost, records, counted := rule.Charge(r.URL.RawQuery, body)
+	if !counted {
+		g.log.Info("records not countable, rule cost charged", zap.String("org", t.org.ID),
+			zap.String("rule", rule.Name), zap.Int64("cost", cost), zap.Int("body_bytes", len(body)))
+	} else if rule.Per > 0 {
+		g.log.Debug("records counted", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+			zap.Int64("records", records), zap.Int64("cost", cost))
+	}
 
 	var now time.Time
 	if g.cfg.Clock != nil {
@@ -269,6 +292,33 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *callState)
 		r.Body = st.body
 	}
 	g.proxy.ServeHTTP(w, r)
+}
+
+// bufferBody reads the whole body of a call whose records are counted, so it can be counted
+// and then forwarded byte for byte.
+func (g *Gateway) bufferBody(r *http.Request) ([]byte, error) {
+	max := g.cfg.MaxBodyBytes
+	if r.ContentLength > max {
+		return nil, &bodyTooLargeError{max: max}
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", errClientBody, err)
+	case n > max:
+		return nil, &bodyTooLargeError{max: max}
+	}
+	r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
+	r.ContentLength = n
+	r.TransferEncoding = nil // forwarded with a Content-Length now that its size is known
+	return buf.Bytes(), nil
 }
 
 func reason(err error) string {

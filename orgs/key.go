@@ -2,6 +2,7 @@ package orgs
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -69,4 +70,11 @@ func (k Key) String() string {
 // any key longer than 32 bytes to the heap).
 func sumOf(plain string) [32]byte {
 	return sha256.Sum256(unsafe.Slice(unsafe.StringData(plain), len(plain)))
+}
+
+// Matches reports whether plain is the key k holds, in time that does not depend on where the
+// two differ. It serves single secrets such as admin tokens; org lookup uses Directory.ByKey.
+func (k Key) Matches(plain string) bool {
+	sum := sumOf(plain)
+	return k != (Key{}) && subtle.ConstantTimeCompare(sum[:], k.sum[:]) == 1
 }

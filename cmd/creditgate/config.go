@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/creditgate/creditgate/costtable"
+	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
 )
@@ -47,8 +48,8 @@ type Config struct {
 	Shadow       bool   `env:"CREDITGATE_SHADOW"`
 	MaxBodyBytes int64  `env:"CREDITGATE_MAX_BODY_BYTES" envDefault:"10485760"`
 	CostTable    string `env:"CREDITGATE_COST_TABLE" envDefault:"zoho-crm"`
-	// CostTableFile (custom cost tables) is part of the contract but not implemented yet: set,
-	// it is a start-up error rather than silently ignored.
+	// CostTableFile is a custom cost table (YAML or JSON); it replaces CREDITGATE_COST_TABLE
+	// and is read again on SIGHUP.
 	CostTableFile string `env:"CREDITGATE_COST_TABLE_FILE"`
 
 	OrgMode          string `env:"CREDITGATE_ORG_MODE" envDefault:"apikey"`
@@ -57,18 +58,20 @@ type Config struct {
 	Orgs             string `env:"CREDITGATE_ORGS"`
 	// OrgsFile is part of the contract but not implemented yet: set, it is a start-up error.
 	OrgsFile string `env:"CREDITGATE_ORGS_FILE"`
-	// AdminTokens guards the admin API, which this version does not serve yet.
+	// AdminTokens authorize the admin API: role:token pairs separated by ';'. Unset: the admin
+	// API refuses every call (health endpoints stay open).
 	AdminTokens string `env:"CREDITGATE_ADMIN_TOKENS"`
 
 	LogLevel        string        `env:"CREDITGATE_LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"CREDITGATE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
 
 	// Derived by validate.
-	upstream  *url.URL
-	logLevel  zapcore.Level
-	orgList   []orgs.Org
-	costTable *costtable.Table
-	demo      bool
+	upstream    *url.URL
+	logLevel    zapcore.Level
+	orgList     []orgs.Org
+	costTable   *costtable.Table
+	adminTokens *gateway.AdminTokens
+	demo        bool
 }
 
 // Variables read by the test suite, not by the gateway; allowed in the environment.
@@ -209,13 +212,21 @@ func (c *Config) validate(environ map[string]string) error {
 	if c.MaxBodyBytes < 1 {
 		bad("CREDITGATE_MAX_BODY_BYTES", "must be at least 1, got %d", c.MaxBodyBytes)
 	}
-	if tbl, err := costtable.Builtin(c.CostTable); err != nil {
+	if c.CostTableFile != "" {
+		if tbl, err := costtable.LoadFile(c.CostTableFile); err != nil {
+			errs = append(errs, prefixLines("CREDITGATE_COST_TABLE_FILE", err))
+		} else {
+			c.costTable = tbl
+		}
+	} else if tbl, err := costtable.Builtin(c.CostTable); err != nil {
 		bad("CREDITGATE_COST_TABLE", "%v", err)
 	} else {
 		c.costTable = tbl
 	}
-	if c.CostTableFile != "" {
-		bad("CREDITGATE_COST_TABLE_FILE", "custom cost tables are not supported by this version; unset it to use CREDITGATE_COST_TABLE")
+	if toks, err := gateway.ParseAdminTokens(c.AdminTokens); err != nil {
+		errs = append(errs, prefixLines("CREDITGATE_ADMIN_TOKENS", err))
+	} else {
+		c.adminTokens = toks
 	}
 	if c.OrgsFile != "" {
 		bad("CREDITGATE_ORGS_FILE", "orgs files are not supported by this version; use CREDITGATE_ORGS")
@@ -331,7 +342,8 @@ func (c *Config) logFields() []zap.Field {
 	return []zap.Field{
 		zap.String("upstream", upstream), zap.String("store", store), zap.String("fail_mode", c.FailMode),
 		zap.Duration("window", c.Window), zap.Duration("bucket", c.Bucket), zap.Bool("shadow", c.Shadow),
-		zap.String("cost_table", c.CostTable), zap.String("org_mode", c.OrgMode), zap.Int("orgs", len(c.orgList)),
+		zap.String("cost_table", c.costTable.Name()), zap.String("cost_table_file", c.CostTableFile),
+		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", len(c.orgList)),
 		zap.Bool("strip_credentials", c.StripCredentials), zap.String("log_level", c.LogLevel),
 	}
 }

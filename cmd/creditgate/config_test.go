@@ -79,7 +79,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"shadow not bool", map[string]string{"CREDITGATE_SHADOW": "perhaps"}, []string{"CREDITGATE_SHADOW", "true or false"}},
 		{"max body not int", map[string]string{"CREDITGATE_MAX_BODY_BYTES": "10MB"}, []string{"CREDITGATE_MAX_BODY_BYTES", "integer"}},
 		{"unknown cost table", map[string]string{"CREDITGATE_COST_TABLE": "nope"}, []string{"CREDITGATE_COST_TABLE", "zoho-crm"}},
-		{"cost table file", map[string]string{"CREDITGATE_COST_TABLE_FILE": "/x.yaml"}, []string{"CREDITGATE_COST_TABLE_FILE", "not supported"}},
+		{"cost table file missing", map[string]string{"CREDITGATE_COST_TABLE_FILE": "/nonexistent/x.yaml"}, []string{"CREDITGATE_COST_TABLE_FILE", "no such file"}},
 		{"org mode", map[string]string{"CREDITGATE_ORG_MODE": "jwt"}, []string{"CREDITGATE_ORG_MODE", "jwt"}},
 		{"unknown variable", map[string]string{"CREDITGATE_WINDWO": "4s"}, []string{"CREDITGATE_WINDWO", "unknown variable"}},
 	}
@@ -120,5 +120,22 @@ func TestLoadConfigReportsAllProblems(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("error %v does not name %s", err, name)
 		}
+	}
+}
+
+func TestLoadConfigCostTableFile(t *testing.T) {
+	base := map[string]string{"CREDITGATE_UPSTREAM_URL": "http://127.0.0.1:9000", "CREDITGATE_ORGS": validOrgs}
+	base["CREDITGATE_COST_TABLE_FILE"] = "../../costtable/testdata/tables/orders.yaml"
+	cfg, err := loadConfig(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.costTable.Name() != "orders-api" {
+		t.Fatalf("cost table %q", cfg.costTable.Name())
+	}
+	base["CREDITGATE_COST_TABLE_FILE"] = "../../costtable/testdata/tables/bad-unknown-field.yaml"
+	_, err = loadConfig(base)
+	if err == nil || !strings.Contains(err.Error(), `CREDITGATE_COST_TABLE_FILE: bad-unknown-field.yaml: line 5: rules[0] "list_orders": unknown field "coast"`) {
+		t.Fatalf("error %v", err)
 	}
 }

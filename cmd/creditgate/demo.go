@@ -10,15 +10,26 @@ import (
 	"strings"
 	"time"
 
+	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/orgs"
 )
 
 // Demo keys. They exist only in demo mode, which starts only when neither
 // CREDITGATE_UPSTREAM_URL nor CREDITGATE_ORGS is set.
 const (
-	demoKey = "demo-key"
-	acmeKey = "acme-key"
+	demoKey        = "demo-key"
+	acmeKey        = "acme-key"
+	demoAdminToken = "demo-admin-token"
 )
+
+// demoAdminTokens returns the demo's admin token (a viewer: explain and reads only).
+func demoAdminTokens() *gateway.AdminTokens {
+	t, err := gateway.ParseAdminTokens("viewer:" + demoAdminToken)
+	if err != nil {
+		panic("demo admin tokens: " + err.Error()) // a programmer error: the string above is constant
+	}
+	return t
+}
 
 // demoOrgs returns the demo's orgs: "demo", small enough to run out in a few calls, and
 // "acme", a Professional edition org with 20 users (10,000 + 20×500 = 20,000 credits).
@@ -76,6 +87,12 @@ func printDemo(w io.Writer, proxyAddr, adminAddr string) {
 		fmt.Sprintf("  curl -i -H 'Authorization: Bearer %s' %s/crm/v8/settings/modules", acmeKey, base),
 		"  # No key: 401, nothing forwarded, nothing charged",
 		fmt.Sprintf("  curl -i %s/crm/v8/users", base),
+		"  # 3 credits: an insert of 21 records costs 1 credit per 10 records",
+		fmt.Sprintf(`  curl -i -X POST -H 'X-Api-Key: %s' -H 'Content-Type: application/json' %s/crm/v8/Leads -d '{"data":[%s]}'`,
+			acmeKey, base, strings.TrimSuffix(strings.Repeat(`{"Last_Name":"Lee"},`, 21), ",")),
+		"  # What would a call cost, and which rule prices it? (admin listener, viewer token)",
+		fmt.Sprintf(`  curl -i -X POST -H 'Authorization: Bearer %s' http://%s/admin/v1/explain -d '{"method":"POST","path":"/crm/v8/Leads/actions/add_tags","body":{"ids":[1,2,3]}}'`,
+			demoAdminToken, loopbackAddr(adminAddr)),
 		"  # Health",
 		fmt.Sprintf("  curl -i http://%s/readyz", loopbackAddr(adminAddr)),
 		"",

@@ -521,7 +521,7 @@ func TestDemo(t *testing.T) {
 			break
 		}
 	}
-	want := []int{200, 200, 200, 429, 200, 401, 200}
+	want := []int{200, 200, 200, 429, 200, 401, 200, 200, 200}
 	if len(lines) != len(want) {
 		t.Fatalf("demo printed %d curl lines, want %d:\n%s", len(lines), len(want), gw.stdout.String())
 	}
@@ -529,6 +529,12 @@ func TestDemo(t *testing.T) {
 		resp, body := runCurl(t, line)
 		if resp.StatusCode != want[i] {
 			t.Errorf("curl -i %s: status %d, want %d\n%s", line, resp.StatusCode, want[i], body)
+		}
+		if strings.Contains(line, "/crm/v8/Leads -d") && resp.Header.Get("X-Credits-Charged") != "3" {
+			t.Errorf("insert of 21 records charged %q, want 3", resp.Header.Get("X-Credits-Charged"))
+		}
+		if strings.Contains(line, "/admin/v1/explain") && !strings.Contains(body, `"cost":1,"rule":"add_tags_body"`) {
+			t.Errorf("explain answered %s", body)
 		}
 		if want[i] == 429 {
 			const exact = `{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}`
@@ -544,7 +550,7 @@ func TestDemo(t *testing.T) {
 func runCurl(t *testing.T, args string) (*http.Response, string) {
 	t.Helper()
 	method, headers := "GET", http.Header{}
-	var target string
+	var target, body string
 	toks := shellSplit(args)
 	for i := 0; i < len(toks); i++ {
 		switch toks[i] {
@@ -555,11 +561,20 @@ func runCurl(t *testing.T, args string) (*http.Response, string) {
 			i++
 			k, v, _ := strings.Cut(toks[i], ":")
 			headers.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+		case "-d":
+			i++
+			body = toks[i]
+			if method == "GET" {
+				method = "POST" // as curl does
+			}
+			if headers.Get("Content-Type") == "" {
+				headers.Set("Content-Type", "application/x-www-form-urlencoded") // as curl does
+			}
 		default:
 			target = toks[i]
 		}
 	}
-	req, err := http.NewRequest(method, target, nil)
+	req, err := http.NewRequest(method, target, strings.NewReader(body))
 	if err != nil {
 		t.Fatalf("curl line %q: %v", args, err)
 	}
@@ -597,4 +612,115 @@ func shellSplit(s string) []string {
 		out = append(out, cur.String())
 	}
 	return out
+}
+
+// TestReloadOnSIGHUP: traffic keeps flowing through a SIGHUP with a changed cost table, the new
+// costs apply to later calls, and an invalid table is refused while the running one stays.
+func TestReloadOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	tablePath := filepath.Join(dir, "costs.yaml")
+	writeTable := func(cost int, extra string) {
+		t.Helper()
+		data := fmt.Sprintf("name: reload\nrules:\n  - {name: things, method: GET, path: /things, cost: %d}\n%s", cost, extra)
+		// Write and rename, as a config management tool would, so a reader never sees half a file.
+		tmp := tablePath + ".tmp"
+		if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, tablePath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeTable(2, "")
+	up := newCostUpstream(t, 0)
+	gw := startGateway(t, map[string]string{
+		"CREDITGATE_UPSTREAM_URL":    up.URL,
+		"CREDITGATE_ORGS":            "acme:limit=1000000,keys=acme-key",
+		"CREDITGATE_COST_TABLE_FILE": tablePath,
+		"CREDITGATE_LOG_LEVEL":       "info",
+	})
+	charged := func() string {
+		resp, body := call(t, http.DefaultClient, "GET", gw.base+"/things", "acme-key")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d %s", resp.StatusCode, body)
+		}
+		return resp.Header.Get("X-Credits-Charged")
+	}
+	if got := charged(); got != "2" {
+		t.Fatalf("charged %s before reload, want 2", got)
+	}
+
+	// Keep traffic flowing from several clients while the table changes (bounded: 10s at most).
+	stop := make(chan struct{})
+	var (
+		wg       sync.WaitGroup
+		failures atomic.Int64
+		sent     atomic.Int64
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 5 * time.Second}
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("GET", gw.base+"/things", nil)
+				req.Header.Set("X-Api-Key", "acme-key")
+				resp, err := client.Do(req)
+				sent.Add(1)
+				if err != nil {
+					failures.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failures.Add(1)
+				}
+			}
+		}()
+	}
+
+	time.Sleep(200 * time.Millisecond)
+	writeTable(7, "")
+	if err := gw.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { return charged() == "7" })
+
+	// An invalid table is refused; the running one stays.
+	writeTable(9, "  - name: broken\n    method: GET\n    path: /broken/{x\n    cost: 1\n")
+	if err := gw.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { return strings.Contains(gw.stderr.String(), "cost table refused") })
+	if got := charged(); got != "7" {
+		t.Errorf("charged %s after an invalid table, want the running table's 7", got)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failures.Load() != 0 {
+		t.Fatalf("%d of %d calls failed during the reloads", failures.Load(), sent.Load())
+	}
+	t.Logf("%d calls during two reloads, none failed", sent.Load())
+	if !strings.Contains(gw.stderr.String(), `line 4: rules[1] \"broken\"`) {
+		t.Errorf("the refusal does not name the line:\n%s", gw.stderr.String())
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", timeout)
+		}
+	}
 }

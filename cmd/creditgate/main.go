@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
@@ -104,7 +105,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		store = ms
 	}
 
-	upstream, orgList := cfg.upstream, cfg.orgList
+	upstream, orgList, adminTokens := cfg.upstream, cfg.orgList, cfg.adminTokens
 	if cfg.demo {
 		demoURL, closeDemo, err := startDemoUpstream()
 		if err != nil {
@@ -113,6 +114,9 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		defer closeDemo()
 		upstream, orgList = demoURL, demoOrgs()
 		cfg.orgList = orgList
+		if adminTokens.Len() == 0 {
+			adminTokens = demoAdminTokens()
+		}
 	}
 	dir, err := orgs.NewDirectory(orgList)
 	if err != nil {
@@ -132,6 +136,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		OrgHeader:        cfg.OrgHeader,
 		StripCredentials: cfg.StripCredentials,
 		Shadow:           cfg.Shadow,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
 		Window:           cfg.Window,
 		Logger:           log,
 	})
@@ -156,7 +161,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		ErrorLog:          errLog,
 	}
 	adminSrv := &http.Server{
-		Handler:           gateway.NewAdminHandler(ready),
+		Handler:           gateway.NewAdminHandler(gateway.AdminConfig{Ready: ready, Gateway: gw, Tokens: adminTokens}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errLog,
 	}
@@ -168,18 +173,31 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		printDemo(stdout, proxyLn.Addr().String(), adminLn.Addr().String())
 	}
 
+	if adminTokens.Len() == 0 {
+		log.Warn("admin API disabled: CREDITGATE_ADMIN_TOKENS is not set")
+	}
+
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- proxySrv.Serve(proxyLn) }()
 	go func() { serveErr <- adminSrv.Serve(adminLn) }()
 
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout))
-	case err := <-serveErr:
-		log.Error("server stopped", zap.Error(err))
-		_ = adminSrv.Close()
-		_ = proxySrv.Close()
-		return err
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+serve:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout))
+			break serve
+		case <-hup:
+			reload(cfg, gw, log)
+		case err := <-serveErr:
+			log.Error("server stopped", zap.Error(err))
+			_ = adminSrv.Close()
+			_ = proxySrv.Close()
+			return err
+		}
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
@@ -197,6 +215,23 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	return err
 }
 
+// reload reads the cost table file again on SIGHUP. A valid table takes effect for new
+// requests at once (requests in flight keep the one they started with); an invalid one is
+// refused with a log line and the running table stays.
+func reload(cfg Config, gw *gateway.Gateway, log *zap.Logger) {
+	if cfg.CostTableFile == "" {
+		log.Info("SIGHUP: nothing to reload (no CREDITGATE_COST_TABLE_FILE)")
+		return
+	}
+	tbl, err := costtable.LoadFile(cfg.CostTableFile)
+	if err != nil {
+		log.Error("SIGHUP: cost table refused, the running table stays", zap.Error(err))
+		return
+	}
+	gw.SetCosts(tbl)
+	log.Info("SIGHUP: cost table reloaded", zap.String("cost_table", tbl.Name()), zap.Int("rules", len(tbl.Rules())))
+}
+
 // redisLogger sends go-redis's own messages (pool dial failures, …) to zap as warnings, so
 // they are structured like every other line.
 type redisLogger struct{ s *zap.SugaredLogger }
@@ -206,6 +241,7 @@ func (l redisLogger) Printf(_ context.Context, format string, v ...any) { l.s.Wa
 func newLogger(cfg Config) (*zap.Logger, error) {
 	zc := zap.NewProductionConfig()
 	zc.Level = zap.NewAtomicLevelAt(cfg.logLevel)
+	zc.DisableStacktrace = true // errors here are operational, and each names its cause
 	zc.EncoderConfig.TimeKey = "ts"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	zc.EncoderConfig.EncodeDuration = zapcore.StringDurationEncoder

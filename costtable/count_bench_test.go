@@ -1,0 +1,60 @@
+package costtable
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+var benchSizes = []struct {
+	name string
+	size int
+}{
+	{"1KiB", 1 << 10},
+	{"64KiB", 64 << 10},
+	{"1MiB", 1 << 20},
+}
+
+func BenchmarkCountJSONArray(b *testing.B) {
+	for _, bs := range benchSizes {
+		b.Run(bs.name, func(b *testing.B) {
+			body := benchBody(bs.size)
+			want, _ := refCountJSONArray(body, "data")
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if n, ok := CountJSONArray(body, "data"); n != want || !ok {
+					b.Fatalf("CountJSONArray = %d, %t; want %d, true", n, ok, want)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkEncodingJSONCount counts the same records with encoding/json, for comparison.
+func BenchmarkEncodingJSONCount(b *testing.B) {
+	for _, bs := range benchSizes {
+		b.Run(bs.name, func(b *testing.B) {
+			body := benchBody(bs.size)
+			want, _ := refCountJSONArray(body, "data")
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var v struct{ Data []json.RawMessage }
+				if err := json.Unmarshal(body, &v); err != nil || int64(len(v.Data)) != want {
+					b.Fatalf("json.Unmarshal: %d records, %v; want %d", len(v.Data), err, want)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkCountQueryList(b *testing.B) {
+	query := "fields=Last_Name,Email&ids=" + "4150868000000224005,4150868000000224006,4150868000000224007"
+	b.SetBytes(int64(len(query)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if n := CountQueryList(query, "ids"); n != 3 {
+			b.Fatalf("CountQueryList = %d, want 3", n)
+		}
+	}
+}

@@ -1,0 +1,117 @@
+package costtable
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func FuzzCountJSONArray(f *testing.F) {
+	f.Add([]byte(`{"data":[{"a":1},{"b":[2,3]}]}`), "data")             // two records, nested values
+	f.Add([]byte(`{"data":[]}`), "data")                                // empty array
+	f.Add([]byte(`{"x":{"data":[1,2]},"data":[1]}`), "data")            // a nested key does not count
+	f.Add([]byte(`{"data":[1,2],"d\u0061ta":[1,2,3]}`), "data")         // escaped duplicate: the larger
+	f.Add([]byte(`{"\ud83d\ude00":[1],"\ud800\u0078":[1,2]}`), "😀")     // surrogate pair and an unpaired one
+	f.Add([]byte(`{"data":["],{\"\\",-0.5e+10,true,null]}`), "data")    // brackets in strings, a number
+	f.Add([]byte(`{"data":null}`), "data")                              // not an array
+	f.Add([]byte(`{"data":[01]}`), "data")                              // bad number
+	f.Add([]byte(`{"data":[1,]}`), "data")                              // trailing comma
+	f.Add([]byte(`{"data":[1,2]}x`), "data")                            // trailing data
+	f.Add([]byte(`{"data":[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}`), "data") // deep
+	f.Add([]byte("\xef\xbb\xbf{\"data\":[1]}"), "data")                 // byte order mark
+	f.Add([]byte("{\"\xff\":[\"\xfe\"]}"), "\uFFFD")                    // invalid UTF-8
+	f.Add([]byte(nil), "")                                              // nothing
+	f.Fuzz(func(t *testing.T, body []byte, key string) {
+		n, ok := CountJSONArray(body, key)
+		if !ok && n != 0 {
+			t.Fatalf("CountJSONArray(%q, %q) = %d, false; want 0 when not ok", body, key, n)
+		}
+		valid := json.Valid(body)
+		if ok && !valid {
+			t.Fatalf("CountJSONArray(%q, %q) = %d, true; but json.Valid is false", body, key, n)
+		}
+		if !valid {
+			return
+		}
+		if depth := jsonDepth(body); depth > maxDepth {
+			if ok {
+				t.Fatalf("CountJSONArray(%q, %q) = %d, true at depth %d; want not ok", body, key, n, depth)
+			}
+			return
+		}
+		// The reference is ok for exactly the valid objects whose key, if present, holds
+		// arrays: so this also checks that such bodies are never refused.
+		if wantN, wantOK := refCountJSONArray(body, key); n != wantN || ok != wantOK {
+			t.Fatalf("CountJSONArray(%q, %q) = %d, %t; encoding/json says %d, %t", body, key, n, ok, wantN, wantOK)
+		}
+	})
+}
+
+func FuzzCountQueryList(f *testing.F) {
+	f.Add("ids=1,2,3", "ids")           // plain
+	f.Add("ids=1%2C2%2c3", "ids")       // escaped separators
+	f.Add("ids=,,1,+,%20", "ids")       // empty and blank elements
+	f.Add("i%64s=1,2&x=1;ids=3", "ids") // escaped name, both pair separators
+	f.Add("ids=1,2&ids=3", "ids")       // repeated parameter
+	f.Add("ids=%zz,%2,%252C", "ids")    // malformed and double escapes
+	f.Add("a+b=1,2", "a b")             // '+' in the name
+	f.Add("ids", "ids")                 // no value
+	f.Add("=1,2", "")                   // empty name
+	f.Add("ids=\xff,\x00&&;;", "ids")   // invalid bytes
+	f.Fuzz(func(t *testing.T, rawQuery, name string) {
+		got := CountQueryList(rawQuery, name)
+		if got < 0 {
+			t.Fatalf("CountQueryList(%q, %q) = %d, want at least 0", rawQuery, name, got)
+		}
+		if want := refCountQueryList(rawQuery, name); got != want {
+			t.Fatalf("CountQueryList(%q, %q) = %d, want %d", rawQuery, name, got, want)
+		}
+	})
+}
+
+// refCountQueryList is CountQueryList the obvious way: decode each value, split it on
+// commas, count the elements that are not blank.
+func refCountQueryList(rawQuery, name string) int64 {
+	var n int64
+	for _, pair := range strings.FieldsFunc(rawQuery, func(r rune) bool { return r == '&' || r == ';' }) {
+		k, v, _ := strings.Cut(pair, "=")
+		if refUnescape(k) != name {
+			continue
+		}
+		for _, e := range strings.Split(refUnescape(v), ",") {
+			if strings.Trim(e, " \t\n\v\f\r") != "" {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// refUnescape decodes '+' and well-formed %XX escapes and keeps anything else as it is.
+func refUnescape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '+':
+			b.WriteByte(' ')
+		case s[i] == '%' && i+2 < len(s) && strings.ContainsRune(hexDigits, rune(s[i+1])) &&
+			strings.ContainsRune(hexDigits, rune(s[i+2])):
+			hi := strings.IndexByte(hexDigits, lowerHex(s[i+1]))
+			lo := strings.IndexByte(hexDigits, lowerHex(s[i+2]))
+			b.WriteByte(byte(hi<<4 | lo))
+			i += 2
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
+
+const hexDigits = "0123456789abcdefABCDEF"
+
+func lowerHex(c byte) byte {
+	if 'A' <= c && c <= 'F' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
