@@ -58,3 +58,26 @@ func BenchmarkCountQueryList(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkClassifyAndCharge is what the request path does for an insert: match the rule in
+// the built-in table, then count the body's records and price them.
+func BenchmarkClassifyAndCharge(b *testing.B) {
+	tbl, err := Builtin("zoho-crm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bs := range benchSizes {
+		b.Run(bs.name, func(b *testing.B) {
+			body := benchBody(bs.size)
+			want, _ := refCountJSONArray(body, "data")
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				r := tbl.Match("POST", "/crm/v8/Leads", "")
+				if _, n, ok := r.Charge("", body); n != want || !ok {
+					b.Fatalf("Charge counted %d, %t; want %d", n, ok, want)
+				}
+			}
+		})
+	}
+}
