@@ -40,6 +40,14 @@ type bodyTooLargeError struct{ max int64 }
 
 func (e *bodyTooLargeError) Error() string { return fmt.Sprintf("body over %d bytes", e.max) }
 
+// concurrencyError is a call refused because the org has too many calls in flight.
+type concurrencyError struct {
+	limit int64
+	scope string // "org" or "heavy"
+}
+
+func (e *concurrencyError) Error() string { return "too many calls in flight" }
+
 // explainError is a malformed explain request; msg is safe to show.
 type explainError struct{ msg string }
 
@@ -109,6 +117,17 @@ func errorResponse(err error) (int, errorBody) {
 		b.Message = "The request body is larger than the gateway counts records in; nothing was charged."
 		b.Details["max_bytes"] = be.max
 		return http.StatusRequestEntityTooLarge, b
+	}
+	var cc *concurrencyError
+	if errors.As(err, &cc) {
+		b.Code = "TOO_MANY_REQUESTS"
+		b.Message = fmt.Sprintf("Too many requests in flight: at most %d concurrent requests are allowed for this org.", cc.limit)
+		if cc.scope == "heavy" {
+			b.Message = fmt.Sprintf("Too many bulk and multi-record requests in flight: at most %d at a time are allowed for this org.", cc.limit)
+		}
+		b.Details["concurrency_limit"] = cc.limit
+		b.Details["scope"] = cc.scope
+		return http.StatusTooManyRequests, b
 	}
 	if errors.As(err, &xe) {
 		b.Code = "INVALID_DATA"

@@ -28,6 +28,7 @@ import (
 type spender interface {
 	Spend(ctx context.Context, key limiter.Key, cost int64, now time.Time) (limiter.Decision, error)
 	Refund(ctx context.Context, key limiter.Key, d limiter.Decision) error
+	Release(ctx context.Context, key limiter.Key, d limiter.Decision) error
 }
 
 // OrgMode says how a request names its org.
@@ -63,6 +64,11 @@ type Config struct {
 	// Orgs is who may call (required), and LimitOf gives an org's credits per window.
 	Orgs    *orgs.Directory
 	LimitOf func(*orgs.Org) int64
+	// ConcurrencyOf gives an org's cap on calls in flight (0: no cap); nil: no caps.
+	ConcurrencyOf func(*orgs.Org) int64
+	// HeavyConcurrency caps each org's heavy calls in flight (rules marked heavy), inside its
+	// own cap; 0 means no sub-cap. It applies only to orgs with a cap.
+	HeavyConcurrency int64
 	// Mode and OrgHeader say how a request names its org (zero: OrgModeAPIKey, "X-Org-Id").
 	Mode      OrgMode
 	OrgHeader string
@@ -93,10 +99,11 @@ type Gateway struct {
 
 // tenant is an org with everything the request path needs prepared once.
 type tenant struct {
-	org    *orgs.Org
-	key    limiter.Key
-	limit  string // decimal, for X-RateLimit-Limit
-	policy string // RateLimit-Policy field value
+	org      *orgs.Org
+	key      limiter.Key // with the org's concurrency cap, if any
+	heavyKey limiter.Key // the same, for heavy calls: the heavy sub-cap applies too
+	limit    string      // decimal, for X-RateLimit-Limit
+	policy   string      // RateLimit-Policy field value
 }
 
 type stateKey struct{}
@@ -104,6 +111,7 @@ type stateKey struct{}
 // callState travels in the request context to the proxy's error hook, which refunds.
 type callState struct {
 	t    *tenant
+	key  limiter.Key
 	d    limiter.Decision
 	rule string
 	body *watchedBody // nil without a request body
@@ -172,13 +180,24 @@ func New(cfg Config) (*Gateway, error) {
 	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
 	for _, o := range cfg.Orgs.Orgs() {
 		limit := cfg.LimitOf(o)
+		var concurrency int64
+		if cfg.ConcurrencyOf != nil {
+			concurrency = cfg.ConcurrencyOf(o)
+		}
 		l := strconv.FormatInt(limit, 10)
-		g.tenants[o] = &tenant{
+		t := &tenant{
 			org:    o,
 			key:    limiter.NewKey(o.ID, limit),
 			limit:  l,
 			policy: `"credits";q=` + l + ";w=" + window,
 		}
+		t.heavyKey = t.key
+		if concurrency > 0 {
+			t.key = t.key.WithConcurrency(concurrency, 0)
+			t.heavyKey = t.key.WithConcurrency(concurrency, cfg.HeavyConcurrency)
+			t.policy += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
+		}
+		g.tenants[o] = t
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
@@ -240,11 +259,36 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.cfg.Clock != nil {
 		now = g.cfg.Clock()
 	}
+	key := t.key
+	if rule.Heavy {
+		key = t.heavyKey
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
-	d, err := g.cfg.Store.Spend(ctx, t.key, cost, now)
+	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
 	cancel()
+	if d.Lease != "" {
+		// Released when the call is over, however it ends: answered, client gone, or panic
+		// (ReverseProxy panics with http.ErrAbortHandler when a client leaves mid-body).
+		defer g.release(r, key, d)
+	}
 	switch {
 	case err == nil:
+	case errors.Is(err, limiter.ErrConcurrency):
+		setLimitFields(h, t, d)
+		h.Set("X-Credits-Charged", "0")
+		scope := "org"
+		if d.ConcurrencyLimit != key.Concurrency {
+			scope = "heavy"
+		}
+		if g.cfg.Shadow {
+			g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+				zap.Int64("cost", cost), zap.String("reason", "concurrency_"+scope), zap.Int64("in_flight", d.InFlight))
+			break
+		}
+		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+			zap.Int64("cost", cost), zap.String("reason", "concurrency_"+scope), zap.Int64("in_flight", d.InFlight))
+		writeError(w, &concurrencyError{limit: d.ConcurrencyLimit, scope: scope}, 1)
+		return
 	case errors.Is(err, limiter.ErrOverLimit), errors.Is(err, limiter.ErrCostExceedsLimit):
 		setLimitFields(h, t, d)
 		if g.cfg.Shadow {
@@ -276,13 +320,24 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errStoreUnavailable, 1)
 			return
 		}
-		g.forward(w, r, &callState{t: t, rule: rule.Name})
+		g.forward(w, r, &callState{t: t, key: key, rule: rule.Name})
 		return
 	}
 	if d.Allowed {
 		setLimitFields(h, t, d)
 	}
-	g.forward(w, r, &callState{t: t, d: d, rule: rule.Name})
+	g.forward(w, r, &callState{t: t, key: key, d: d, rule: rule.Name})
+}
+
+// release ends a call's concurrency lease, with a context of its own: the client's may be
+// gone already.
+func (g *Gateway) release(r *http.Request, key limiter.Key, d limiter.Decision) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), g.cfg.StoreTimeout)
+	defer cancel()
+	if err := g.cfg.Store.Release(ctx, key, d); err != nil {
+		// The lease expires on its own after its TTL.
+		g.log.Error("lease release failed", zap.String("org", key.Org), zap.Error(err))
+	}
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *callState) {
@@ -421,7 +476,7 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if st != nil && st.d.Allowed && st.d.Cost > 0 {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), g.cfg.StoreTimeout)
-		rerr := g.cfg.Store.Refund(ctx, st.t.key, st.d)
+		rerr := g.cfg.Store.Refund(ctx, st.key, st.d)
 		cancel()
 		if rerr != nil {
 			g.log.Error("refund failed", zap.String("org", st.t.org.ID), zap.String("rule", st.rule),

@@ -434,7 +434,8 @@ type brokenStore struct{}
 func (brokenStore) Spend(context.Context, limiter.Key, int64, time.Time) (limiter.Decision, error) {
 	return limiter.Decision{}, errors.New("dial tcp 127.0.0.1:1: connection refused")
 }
-func (brokenStore) Refund(context.Context, limiter.Key, limiter.Decision) error { return nil }
+func (brokenStore) Refund(context.Context, limiter.Key, limiter.Decision) error  { return nil }
+func (brokenStore) Release(context.Context, limiter.Key, limiter.Decision) error { return nil }
 
 func TestFailModes(t *testing.T) {
 	tests := []struct {

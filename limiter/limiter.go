@@ -2,8 +2,12 @@ package limiter
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,6 +19,9 @@ var (
 	// ErrCostExceedsLimit means the cost is larger than the whole limit: the call can never
 	// succeed, however long the caller waits.
 	ErrCostExceedsLimit = errors.New("cost exceeds the whole limit")
+	// ErrConcurrency means the org already has as many calls in flight as its cap allows
+	// (Decision.ConcurrencyLimit says which cap); nothing was debited.
+	ErrConcurrency = errors.New("too many calls in flight")
 )
 
 // Store debits credits from rolling windows. Both implementations (RedisStore,
@@ -30,6 +37,9 @@ type Store interface {
 	// Refund gives back the credits of an allowed Decision (e.g. the upstream was never
 	// reached). Credits whose bucket has expired meanwhile are free already.
 	Refund(ctx context.Context, key Key, d Decision) error
+	// Release ends the concurrency lease of an allowed Decision, when the call is over. A
+	// lease that is never released (the replica died) expires after Options.LeaseTTL.
+	Release(ctx context.Context, key Key, d Decision) error
 }
 
 // Key names one org's window and its size. Build it with NewKey, once per org, so the
@@ -39,13 +49,26 @@ type Key struct {
 	Org string
 	// Limit is the credits allowed per window.
 	Limit int64
+	// Concurrency caps the org's calls in flight; 0 means no cap. With a cap, an allowed
+	// Spend holds a lease (Decision.Lease) until Release.
+	Concurrency int64
+	// HeavyConcurrency, when above 0 (and Concurrency too), marks this call heavy: it also
+	// takes one of the org's HeavyConcurrency slots for heavy calls.
+	HeavyConcurrency int64
 
-	redisKeys []string // sorted set, hash, total; all tagged {Org}
+	redisKeys []string // sorted set, hash, total, leases, heavy leases; all tagged {Org}
 }
 
-// NewKey returns the Key of org with the given limit.
+// NewKey returns the Key of org with the given limit, and no concurrency cap.
 func NewKey(org string, limit int64) Key {
 	return Key{Org: org, Limit: limit, redisKeys: redisKeysFor(org)}
+}
+
+// WithConcurrency returns k with concurrency caps: calls in flight at most concurrency, and,
+// when heavy is above 0, heavy calls (as this one) at most heavy.
+func (k Key) WithConcurrency(concurrency, heavy int64) Key {
+	k.Concurrency, k.HeavyConcurrency = concurrency, heavy
+	return k
 }
 
 // WithLimit returns k with another limit, keeping its prebuilt Redis key names.
@@ -56,7 +79,7 @@ func (k Key) WithLimit(limit int64) Key {
 
 func redisKeysFor(org string) []string {
 	prefix := "cg:{" + org + "}:"
-	return []string{prefix + "win", prefix + "cred", prefix + "total"}
+	return []string{prefix + "win", prefix + "cred", prefix + "total", prefix + "inflight", prefix + "heavy"}
 }
 
 // Decision is the result of Spend. It is a value so the request path does not allocate.
@@ -79,6 +102,13 @@ type Decision struct {
 	Reset time.Duration
 	// Bucket is the start (unix ms) of the bucket an allowed debit landed in; Refund uses it.
 	Bucket int64
+	// Lease identifies the concurrency lease an allowed call holds until Release; empty
+	// without a cap.
+	Lease string
+	// InFlight is the calls in flight under the cap that applied (this one included when
+	// allowed), and ConcurrencyLimit that cap; both 0 without a cap. A call refused with
+	// ErrConcurrency names the cap it hit: the heavy one or the org's.
+	InFlight, ConcurrencyLimit int64
 }
 
 // Options sets the window of a store.
@@ -89,6 +119,9 @@ type Options struct {
 	// a credit frees up between Window and Window+Bucket after it was consumed, and a window
 	// holds at most Window/Bucket+1 buckets whatever the request rate.
 	Bucket time.Duration
+	// LeaseTTL is how long a concurrency lease lasts if it is never released (default 2m):
+	// longer than any call, short enough that a dead replica's slots come back soon.
+	LeaseTTL time.Duration
 }
 
 // DefaultBucket returns the bucket used for window when none is configured: window/1440
@@ -108,6 +141,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Bucket == 0 {
 		o.Bucket = DefaultBucket(o.Window)
 	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 2 * time.Minute
+	}
 	switch {
 	case o.Window < time.Millisecond || o.Window%time.Millisecond != 0:
 		return o, fmt.Errorf("window must be a positive whole number of milliseconds, got %s", o.Window)
@@ -115,18 +151,20 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("bucket must be a positive whole number of milliseconds, got %s", o.Bucket)
 	case o.Bucket > o.Window:
 		return o, fmt.Errorf("bucket %s is longer than the window %s", o.Bucket, o.Window)
+	case o.LeaseTTL < time.Millisecond:
+		return o, fmt.Errorf("lease TTL must be at least 1ms, got %s", o.LeaseTTL)
 	}
 	return o, nil
 }
 
 // decide fills in a Decision from a window's state, the same way in both stores.
-// status: 1 allowed, 0 over limit, -1 cost exceeds limit.
-func decide(status, cost, limit, used, retryMs, resetMs, bucket int64) (Decision, error) {
+// status: 1 allowed, 0 over limit, -1 cost exceeds limit, -2 concurrency cap, -3 heavy cap.
+func decide(status int64, key Key, cost, used, retryMs, resetMs, bucket, inFlight int64, lease string) (Decision, error) {
 	d := Decision{
 		Allowed:    status == 1,
-		Limit:      limit,
+		Limit:      key.Limit,
 		Used:       used,
-		Remaining:  max(limit-used, 0),
+		Remaining:  max(key.Limit-used, 0),
 		RetryAfter: time.Duration(retryMs) * time.Millisecond,
 		Reset:      time.Duration(resetMs) * time.Millisecond,
 		Bucket:     bucket,
@@ -134,13 +172,36 @@ func decide(status, cost, limit, used, retryMs, resetMs, bucket int64) (Decision
 	switch status {
 	case 1:
 		d.Cost = cost
+		if key.Concurrency > 0 && cost > 0 {
+			d.Lease, d.InFlight, d.ConcurrencyLimit = lease, inFlight, key.Concurrency
+		}
 		return d, nil
 	case 0:
 		return d, ErrOverLimit
+	case -2:
+		d.InFlight, d.ConcurrencyLimit = inFlight, key.Concurrency
+		return d, ErrConcurrency
+	case -3:
+		d.InFlight, d.ConcurrencyLimit = inFlight, key.HeavyConcurrency
+		return d, ErrConcurrency
 	default:
 		return d, ErrCostExceedsLimit
 	}
 }
+
+// leasePrefix makes lease ids unique across processes; leaseSeq within one.
+var (
+	leasePrefix = func() string {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			panic("limiter: no randomness for lease ids: " + err.Error())
+		}
+		return hex.EncodeToString(b[:]) + "-"
+	}()
+	leaseSeq atomic.Uint64
+)
+
+func newLeaseID() string { return leasePrefix + strconv.FormatUint(leaseSeq.Add(1), 36) }
 
 func checkCost(key Key, cost int64) error {
 	if cost < 0 {

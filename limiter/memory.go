@@ -13,7 +13,7 @@ var _ Store = (*MemoryStore)(nil)
 // across restarts. Each org's window holds at most Window/Bucket+1 buckets; a window stays
 // allocated once its org has been seen (orgs come from configuration, so they are bounded).
 type MemoryStore struct {
-	window, bucket int64 // ms
+	window, bucket, leaseTTL int64 // ms
 
 	mu      sync.RWMutex
 	windows map[string]*memWindow
@@ -23,6 +23,8 @@ type memWindow struct {
 	mu      sync.Mutex
 	buckets []memBucket // ordered by start, oldest first (add keeps the order even if a clock runs back)
 	used    int64
+	leases  map[string]int64 // lease id -> expiry (unix ms), calls in flight
+	heavy   map[string]int64 // the same, heavy calls
 }
 
 type memBucket struct {
@@ -37,9 +39,10 @@ func NewMemoryStore(opts Options) (*MemoryStore, error) {
 		return nil, err
 	}
 	return &MemoryStore{
-		window:  opts.Window.Milliseconds(),
-		bucket:  opts.Bucket.Milliseconds(),
-		windows: make(map[string]*memWindow),
+		window:   opts.Window.Milliseconds(),
+		bucket:   opts.Bucket.Milliseconds(),
+		leaseTTL: opts.LeaseTTL.Milliseconds(),
+		windows:  make(map[string]*memWindow),
 	}, nil
 }
 
@@ -73,19 +76,68 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	defer w.mu.Unlock()
 
 	w.expire(ms - s.window - s.bucket)
+	if cost > key.Limit {
+		return decide(-1, key, cost, w.used, 0, s.reset(w, ms), 0, 0, "")
+	}
+	// Concurrency comes before credits: a call refused for it is not debited.
+	var inFlight int64
+	if key.Concurrency > 0 && cost > 0 {
+		inFlight = expireLeases(w.leases, ms)
+		if inFlight >= key.Concurrency {
+			return decide(-2, key, cost, w.used, 0, s.reset(w, ms), 0, inFlight, "")
+		}
+		if key.HeavyConcurrency > 0 {
+			if heavy := expireLeases(w.heavy, ms); heavy >= key.HeavyConcurrency {
+				return decide(-3, key, cost, w.used, 0, s.reset(w, ms), 0, heavy, "")
+			}
+		}
+	}
 	switch {
-	case cost > key.Limit:
-		return decide(-1, cost, key.Limit, w.used, 0, s.reset(w, ms), 0)
 	case w.used+cost > key.Limit:
-		return decide(0, cost, key.Limit, w.used, s.retryAfter(w, w.used+cost-key.Limit, ms), s.reset(w, ms), 0)
+		return decide(0, key, cost, w.used, s.retryAfter(w, w.used+cost-key.Limit, ms), s.reset(w, ms), 0, 0, "")
 	case cost == 0:
-		return decide(1, 0, key.Limit, w.used, 0, s.reset(w, ms), 0)
+		return decide(1, key, 0, w.used, 0, s.reset(w, ms), 0, 0, "")
 	}
 
 	b := ms - ms%s.bucket
 	w.add(b, cost)
 	w.used += cost
-	return decide(1, cost, key.Limit, w.used, 0, s.reset(w, ms), b)
+	var lease string
+	if key.Concurrency > 0 {
+		lease = newLeaseID()
+		if w.leases == nil {
+			w.leases, w.heavy = make(map[string]int64), make(map[string]int64)
+		}
+		w.leases[lease] = ms + s.leaseTTL
+		if key.HeavyConcurrency > 0 {
+			w.heavy[lease] = ms + s.leaseTTL
+		}
+		inFlight++
+	}
+	return decide(1, key, cost, w.used, 0, s.reset(w, ms), b, inFlight, lease)
+}
+
+// expireLeases drops the leases that expired by now and returns how many remain.
+func expireLeases(leases map[string]int64, now int64) int64 {
+	for id, exp := range leases {
+		if exp <= now {
+			delete(leases, id)
+		}
+	}
+	return int64(len(leases))
+}
+
+// Release implements Store.
+func (s *MemoryStore) Release(_ context.Context, key Key, d Decision) error {
+	if d.Lease == "" {
+		return nil
+	}
+	w := s.get(key.Org)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.leases, d.Lease)
+	delete(w.heavy, d.Lease)
+	return nil
 }
 
 // Refund implements Store.

@@ -14,8 +14,9 @@ import (
 var luaFS embed.FS
 
 var (
-	spendScript  = mustScript("lua/spend.lua")
-	refundScript = mustScript("lua/refund.lua")
+	spendScript   = mustScript("lua/spend.lua")
+	refundScript  = mustScript("lua/refund.lua")
+	releaseScript = mustScript("lua/release.lua")
 )
 
 func mustScript(name string) *redis.Script {
@@ -33,9 +34,10 @@ var _ Store = (*RedisStore)(nil)
 // (one round trip, run by SHA) trims, checks and debits atomically, on a single server or a
 // Redis Cluster alike. Time comes from the Redis server's clock unless the caller passes one.
 type RedisStore struct {
-	client    redis.Scripter
-	windowArg string // ms, preformatted for the script
-	bucketArg string
+	client      redis.Scripter
+	windowArg   string // ms, preformatted for the script
+	bucketArg   string
+	leaseTTLArg string
 }
 
 // NewRedisStore returns a RedisStore on client: a *redis.Client, *redis.ClusterClient,
@@ -46,16 +48,17 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 		return nil, err
 	}
 	return &RedisStore{
-		client:    client,
-		windowArg: strconv.FormatInt(opts.Window.Milliseconds(), 10),
-		bucketArg: strconv.FormatInt(opts.Bucket.Milliseconds(), 10),
+		client:      client,
+		windowArg:   strconv.FormatInt(opts.Window.Milliseconds(), 10),
+		bucketArg:   strconv.FormatInt(opts.Bucket.Milliseconds(), 10),
+		leaseTTLArg: strconv.FormatInt(opts.LeaseTTL.Milliseconds(), 10),
 	}, nil
 }
 
 // LoadScripts loads the scripts into the server's cache (on every master of a cluster);
 // it doubles as a readiness check. Spend falls back to EVAL if the cache is flushed later.
 func (s *RedisStore) LoadScripts(ctx context.Context) error {
-	for _, sc := range []*redis.Script{spendScript, refundScript} {
+	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return fmt.Errorf("load scripts: %w", err)
 		}
@@ -76,14 +79,19 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
-	reply, err := spendScript.Run(ctx, s.client, keys, cost, key.Limit, s.windowArg, s.bucketArg, nowArg).Int64Slice()
+	var lease string
+	if key.Concurrency > 0 && cost > 0 {
+		lease = newLeaseID()
+	}
+	reply, err := spendScript.Run(ctx, s.client, keys, cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
+		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
-	if len(reply) != 5 {
-		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 5", key.Org, len(reply))
+	if len(reply) != 6 {
+		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 6", key.Org, len(reply))
 	}
-	return decide(reply[0], cost, key.Limit, reply[1], reply[2], reply[3], reply[4])
+	return decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], lease)
 }
 
 // Refund implements Store.
@@ -95,12 +103,27 @@ func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
-	if err := refundScript.Run(ctx, s.client, keys, d.Cost, strconv.FormatInt(d.Bucket, 10)).Err(); err != nil {
+	if err := refundScript.Run(ctx, s.client, keys[:3], d.Cost, strconv.FormatInt(d.Bucket, 10)).Err(); err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil
 }
 
-// RedisKeys returns the Redis keys that hold org's window (sorted set, hash, total), for
-// tools and tests that inspect them.
+// Release implements Store.
+func (s *RedisStore) Release(ctx context.Context, key Key, d Decision) error {
+	if d.Lease == "" {
+		return nil
+	}
+	keys := key.redisKeys
+	if keys == nil {
+		keys = redisKeysFor(key.Org)
+	}
+	if err := releaseScript.Run(ctx, s.client, keys[3:5], d.Lease).Err(); err != nil {
+		return fmt.Errorf("release %s: %w", key.Org, err)
+	}
+	return nil
+}
+
+// RedisKeys returns the Redis keys that hold org's window (sorted set, hash, total) and its
+// leases (calls in flight, heavy calls in flight), for tools and tests that inspect them.
 func RedisKeys(org string) []string { return redisKeysFor(org) }

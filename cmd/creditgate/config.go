@@ -40,6 +40,12 @@ type Config struct {
 	// closed (503).
 	FailMode string `env:"CREDITGATE_FAIL_MODE" envDefault:"open"`
 
+	// HeavyConcurrency caps each org's heavy calls in flight (bulk and multi-record writes),
+	// inside its own cap; 0 disables the sub-cap.
+	HeavyConcurrency int64 `env:"CREDITGATE_HEAVY_CONCURRENCY" envDefault:"10"`
+	// LeaseTTL is how long a concurrency slot stays taken if its gateway dies mid-call.
+	LeaseTTL time.Duration `env:"CREDITGATE_LEASE_TTL" envDefault:"2m"`
+
 	// Window is how long a consumed credit stays consumed.
 	Window time.Duration `env:"CREDITGATE_WINDOW" envDefault:"24h"`
 	// Bucket is the granularity of the window's records; zero: Window/1440 (1m for 24h).
@@ -209,6 +215,12 @@ func (c *Config) validate(environ map[string]string) error {
 		}
 	}
 
+	if c.HeavyConcurrency < 0 {
+		bad("CREDITGATE_HEAVY_CONCURRENCY", "must be 0 (no sub-cap) or more, got %d", c.HeavyConcurrency)
+	}
+	if c.LeaseTTL < time.Second {
+		bad("CREDITGATE_LEASE_TTL", "must be at least 1s, got %s", c.LeaseTTL)
+	}
 	if c.MaxBodyBytes < 1 {
 		bad("CREDITGATE_MAX_BODY_BYTES", "must be at least 1, got %d", c.MaxBodyBytes)
 	}
@@ -285,6 +297,18 @@ func checkOrg(o orgs.Org, mode string) error {
 		errs = append(errs, fmt.Errorf("org %q: field \"keys\": needed in apikey mode (the org could never call)", o.ID))
 	}
 	return errors.Join(errs...)
+}
+
+// concurrencyOf returns an org's cap on calls in flight: its own, else its edition's, else
+// none.
+func concurrencyOf(o *orgs.Org) int64 {
+	if o.Concurrency > 0 {
+		return o.Concurrency
+	}
+	if e, ok := costtable.LookupEdition(o.Edition); ok {
+		return e.Concurrency
+	}
+	return 0
 }
 
 // showURL returns a URL fit for an error message: its password masked, or nothing when it

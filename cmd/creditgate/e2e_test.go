@@ -724,3 +724,117 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 		}
 	}
 }
+
+// TestConcurrencyAcrossGateways: two gateway processes on one redis-server hold one org to its
+// cap of calls in flight; when a gateway is killed mid-call, its slots come back after the
+// lease TTL.
+func TestConcurrencyAcrossGateways(t *testing.T) {
+	srv := redistest.Start(t)
+	var (
+		mu          sync.Mutex
+		inFlight    int
+		peak        int
+		mode        atomic.Int32 // 0: answer after 300ms; 1: hold until the client leaves; 2: answer at once
+		holdRelease = make(chan struct{})
+	)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		peak = max(peak, inFlight)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+		}()
+		switch mode.Load() {
+		case 0:
+			select {
+			case <-time.After(300 * time.Millisecond):
+			case <-r.Context().Done():
+			}
+		case 1:
+			select {
+			case <-holdRelease:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	defer slow.Close()
+	defer close(holdRelease)
+	vars := map[string]string{
+		"CREDITGATE_UPSTREAM_URL": slow.URL,
+		"CREDITGATE_REDIS_URL":    srv.URL,
+		"CREDITGATE_ORGS":         "acme:limit=100000,concurrency=3,keys=acme-key",
+		"CREDITGATE_LEASE_TTL":    "2s",
+	}
+	a, b := startGateway(t, vars), startGateway(t, vars)
+
+	var (
+		wg            sync.WaitGroup
+		ok, refused   atomic.Int64
+		unexpected    atomic.Int64
+		concurrencyOK atomic.Int64
+	)
+	for i := range 24 { // bounded: 24 clients × 4 calls
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gw := []*process{a, b}[i%2]
+			for range 4 {
+				resp, body := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "acme-key")
+				switch {
+				case resp.StatusCode == 200:
+					ok.Add(1)
+				case resp.StatusCode == 429 && strings.Contains(body, `"concurrency_limit":3`):
+					refused.Add(1)
+					if resp.Header.Get("X-Credits-Charged") == "0" {
+						concurrencyOK.Add(1)
+					}
+				default:
+					unexpected.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	p := peak
+	mu.Unlock()
+	t.Logf("%d calls admitted, %d refused for concurrency; peak in flight at the upstream: %d (cap 3)", ok.Load(), refused.Load(), p)
+	if p > 3 || unexpected.Load() != 0 || ok.Load() == 0 || refused.Load() == 0 || concurrencyOK.Load() != refused.Load() {
+		t.Fatalf("peak %d, admitted %d, refused %d (uncharged %d), unexpected %d", p, ok.Load(), refused.Load(), concurrencyOK.Load(), unexpected.Load())
+	}
+	held, _ := srv.Client.Get(context.Background(), limiter.RedisKeys("acme")[2]).Int64()
+	if held != ok.Load() {
+		t.Errorf("Redis holds %d credits for %d admitted calls", held, ok.Load())
+	}
+
+	// Three calls held at the upstream through gateway a, which is then killed.
+	mode.Store(1)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for range 3 {
+		go func() {
+			req, _ := http.NewRequest("GET", a.base+"/crm/v2/users", nil)
+			req.Header.Set("X-Api-Key", "acme-key")
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		n, _ := srv.Client.ZCard(context.Background(), limiter.RedisKeys("acme")[3]).Result()
+		return n == 3
+	})
+	_ = a.cmd.Process.Kill()
+	killed := time.Now()
+	if resp, body := call(t, http.DefaultClient, "GET", b.base+"/crm/v2/users", "acme-key"); resp.StatusCode != 429 {
+		t.Fatalf("right after the kill: %d %s, want 429 (the dead gateway's leases still count)", resp.StatusCode, body)
+	}
+	mode.Store(2)
+	waitFor(t, 6*time.Second, func() bool {
+		resp, _ := call(t, http.DefaultClient, "GET", b.base+"/crm/v2/users", "acme-key")
+		return resp.StatusCode == 200
+	})
+	t.Logf("slots of the killed gateway came back %s after the kill (lease TTL 2s)", time.Since(killed).Round(10*time.Millisecond))
+}

@@ -74,7 +74,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	defer func() { _ = log.Sync() }()
 
-	storeOpts := limiter.Options{Window: cfg.Window, Bucket: cfg.Bucket}
+	storeOpts := limiter.Options{Window: cfg.Window, Bucket: cfg.Bucket, LeaseTTL: cfg.LeaseTTL}
 	var (
 		store limiter.Store
 		ready func(context.Context) error
@@ -132,6 +132,8 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Costs:            cfg.costTable,
 		Orgs:             dir,
 		LimitOf:          limitOf,
+		ConcurrencyOf:    concurrencyOf,
+		HeavyConcurrency: cfg.HeavyConcurrency,
 		Mode:             gateway.OrgMode(cfg.OrgMode),
 		OrgHeader:        cfg.OrgHeader,
 		StripCredentials: cfg.StripCredentials,

@@ -1,8 +1,11 @@
--- spend.lua: expire old buckets, check, and debit one org's rolling window, atomically.
+-- spend.lua: expire old buckets, check, and debit one org's rolling window, and take a
+-- concurrency lease, atomically.
 --
 -- A credit consumed at time t is recorded in the bucket starting at b = t - t % bucket and is
 -- live while now < b + bucket + window: never freed before t + window, at most one bucket later.
--- A rejected call writes nothing except the removal of buckets that have already expired.
+-- A lease is a member of a sorted set scored by its expiry; leases of a replica that died
+-- expire on their own. A rejected call writes nothing except the removal of expired buckets and
+-- leases.
 --
 -- KEYS[1]  sorted set: member = bucket start (unix ms, decimal), score = the same
 -- KEYS[2]  hash: bucket start (unix ms) -> credits consumed in that bucket
@@ -11,14 +14,22 @@
 -- ARGV[2]  limit (credits per window, integer)
 -- ARGV[3]  window (ms)
 -- ARGV[4]  bucket (ms)
+-- KEYS[4]  sorted set: lease id -> expiry (unix ms) of the org's calls in flight
+-- KEYS[5]  sorted set: the same for its heavy calls in flight
 -- ARGV[5]  now (unix ms), or "" to use the Redis server's clock (TIME)
+-- ARGV[6]  concurrency cap (calls in flight; 0: no cap and no lease)
+-- ARGV[7]  heavy cap (heavy calls in flight; 0: this call is not heavy or has no sub-cap)
+-- ARGV[8]  lease id (unique per call)
+-- ARGV[9]  lease time to live (ms)
 --
--- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms}
---   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit)
+-- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight}
+--   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
+--                   -2 rejected (concurrency cap), -3 rejected (heavy cap)
 --   used            credits held by live buckets after this call
 --   retry_after_ms  rejected (0): ms until enough credits free up for this cost; else 0
 --   reset_ms        ms until the oldest live bucket frees up; 0 when nothing is held
 --   bucket_ms       allowed with cost > 0: the bucket debited (a refund names it); else 0
+--   in_flight       calls in flight for the cap that applied, this one included when allowed
 
 local cost = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -31,6 +42,11 @@ if ARGV[5] == nil or ARGV[5] == '' then
 else
 	now = tonumber(ARGV[5])
 end
+
+local cap = tonumber(ARGV[6] or '0')
+local heavy_cap = tonumber(ARGV[7] or '0')
+local lease = ARGV[8]
+local lease_ttl = tonumber(ARGV[9] or '0')
 
 local chunk = 512
 
@@ -72,7 +88,24 @@ local function reset_ms()
 end
 
 if cost > limit then
-	return {-1, used, 0, reset_ms(), 0}
+	return {-1, used, 0, reset_ms(), 0, 0}
+end
+
+-- Concurrency comes before credits: a call refused for it is not debited.
+local in_flight = 0
+if cap > 0 and cost > 0 then
+	redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+	in_flight = redis.call('ZCARD', KEYS[4])
+	if in_flight >= cap then
+		return {-2, used, 0, reset_ms(), 0, in_flight}
+	end
+	if heavy_cap > 0 then
+		redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+		local heavy = redis.call('ZCARD', KEYS[5])
+		if heavy >= heavy_cap then
+			return {-3, used, 0, reset_ms(), 0, heavy}
+		end
+	end
 end
 
 if used + cost > limit then
@@ -89,17 +122,17 @@ if used + cost > limit then
 		for i = 1, #vals do
 			got = got + (tonumber(vals[i]) or 0)
 			if got >= need then
-				return {0, used, tonumber(members[i]) + bucket + window - now, reset_ms(), 0}
+				return {0, used, tonumber(members[i]) + bucket + window - now, reset_ms(), 0, 0}
 			end
 		end
 		start = start + chunk
 	end
 	-- Unreachable while the total matches the buckets; answer a full window rather than 0.
-	return {0, used, window + bucket, reset_ms(), 0}
+	return {0, used, window + bucket, reset_ms(), 0, 0}
 end
 
 if cost == 0 then
-	return {1, used, 0, reset_ms(), 0}
+	return {1, used, 0, reset_ms(), 0, 0}
 end
 
 local b = now - now % bucket
@@ -115,4 +148,14 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
 
-return {1, used, 0, reset_ms(), b}
+if cap > 0 then
+	redis.call('ZADD', KEYS[4], now + lease_ttl, lease)
+	redis.call('PEXPIRE', KEYS[4], lease_ttl)
+	in_flight = in_flight + 1
+	if heavy_cap > 0 then
+		redis.call('ZADD', KEYS[5], now + lease_ttl, lease)
+		redis.call('PEXPIRE', KEYS[5], lease_ttl)
+	end
+end
+
+return {1, used, 0, reset_ms(), b, in_flight}

@@ -55,6 +55,10 @@ func Run(t *testing.T, newStore NewStore) {
 		{"LimitChange", testLimitChange},
 		{"MatchesModel", testMatchesModel},
 		{"ConcurrentSpendsNeverOverAdmit", testConcurrent},
+		{"ConcurrencyCap", testConcurrencyCap},
+		{"HeavySubCap", testHeavySubCap},
+		{"LeasesExpire", testLeasesExpire},
+		{"RacingLeasesNeverExceedCap", testRacingLeases},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore) })
@@ -65,7 +69,8 @@ func Run(t *testing.T, newStore NewStore) {
 func spend(t *testing.T, s limiter.Store, k limiter.Key, cost int64, at time.Time) (limiter.Decision, error) {
 	t.Helper()
 	d, err := s.Spend(context.Background(), k, cost, at)
-	if err != nil && !errors.Is(err, limiter.ErrOverLimit) && !errors.Is(err, limiter.ErrCostExceedsLimit) {
+	if err != nil && !errors.Is(err, limiter.ErrOverLimit) && !errors.Is(err, limiter.ErrCostExceedsLimit) &&
+		!errors.Is(err, limiter.ErrConcurrency) {
 		t.Fatalf("Spend(%d at +%s): %v", cost, at.Sub(t0), err)
 	}
 	return d, err
@@ -415,5 +420,155 @@ func testConcurrent(t *testing.T, newStore NewStore) {
 	}
 	if u := used(t, s, k, t0.Add(time.Second)); u != got {
 		t.Fatalf("window holds %d credits, admitted %d", u, got)
+	}
+}
+
+func mustConcurrency(t *testing.T, s limiter.Store, k limiter.Key, cost int64, at time.Time) limiter.Decision {
+	t.Helper()
+	d, err := spend(t, s, k, cost, at)
+	if !errors.Is(err, limiter.ErrConcurrency) || d.Allowed {
+		t.Fatalf("Spend(%d at +%s) = %+v, %v; want ErrConcurrency", cost, at.Sub(t0), d, err)
+	}
+	return d
+}
+
+// testConcurrencyCap: at most Concurrency calls hold leases; a call refused for it is not
+// debited; a release frees a slot.
+func testConcurrencyCap(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	ctx := context.Background()
+	k := limiter.NewKey(newOrg(), 100).WithConcurrency(3, 0)
+
+	var held []limiter.Decision
+	for i := range 3 {
+		d := mustAllow(t, s, k, 2, t0)
+		if d.Lease == "" || d.InFlight != int64(i+1) || d.ConcurrencyLimit != 3 {
+			t.Fatalf("call %d: %+v; want a lease, %d in flight of 3", i, d, i+1)
+		}
+		held = append(held, d)
+	}
+	if held[0].Lease == held[1].Lease {
+		t.Fatal("two calls share a lease id")
+	}
+	d := mustConcurrency(t, s, k, 2, t0)
+	if d.InFlight != 3 || d.ConcurrencyLimit != 3 || d.Cost != 0 {
+		t.Fatalf("refused decision %+v", d)
+	}
+	if got := used(t, s, k, t0); got != 6 {
+		t.Fatalf("used %d after a refusal for concurrency, want 6 (nothing debited)", got)
+	}
+	// Reading (cost 0) takes no lease and is never refused for concurrency.
+	if d := mustAllow(t, s, k, 0, t0); d.Lease != "" {
+		t.Fatalf("a read took a lease: %+v", d)
+	}
+	if err := s.Release(ctx, k, held[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, k, held[1]); err != nil { // twice is harmless
+		t.Fatal(err)
+	}
+	mustAllow(t, s, k, 2, t0)
+	mustConcurrency(t, s, k, 2, t0)
+	// A call refused for credits takes no lease either.
+	for _, d := range append(held[:1], held[2:]...) {
+		if err := s.Release(ctx, k, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustReject(t, s, k, 100, t0)
+	mustAllow(t, s, k, 1, t0)
+	mustAllow(t, s, k, 1, t0)
+	mustConcurrency(t, s, k, 1, t0)
+}
+
+// testHeavySubCap: heavy calls share a smaller cap inside the org's.
+func testHeavySubCap(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	ctx := context.Background()
+	org := newOrg()
+	light := limiter.NewKey(org, 100).WithConcurrency(4, 0)
+	heavy := light.WithConcurrency(4, 2)
+
+	h1 := mustAllow(t, s, heavy, 10, t0)
+	mustAllow(t, s, heavy, 10, t0)
+	d := mustConcurrency(t, s, heavy, 10, t0)
+	if d.ConcurrencyLimit != 2 || d.InFlight != 2 {
+		t.Fatalf("heavy refusal %+v; want the heavy cap 2 named", d)
+	}
+	mustAllow(t, s, light, 1, t0) // a light call still fits the org's cap
+	if err := s.Release(ctx, heavy, h1); err != nil {
+		t.Fatal(err)
+	}
+	mustAllow(t, s, heavy, 10, t0)
+	mustAllow(t, s, light, 1, t0)
+	// Now 4 in flight (2 heavy, 2 light): the org's cap refuses even a light call.
+	if d := mustConcurrency(t, s, light, 1, t0); d.ConcurrencyLimit != 4 {
+		t.Fatalf("org refusal %+v; want the org cap 4 named", d)
+	}
+}
+
+// testLeasesExpire: leases never released (a replica died) free up after the lease TTL.
+func testLeasesExpire(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute, LeaseTTL: 30 * time.Second})
+	k := limiter.NewKey(newOrg(), 100).WithConcurrency(2, 0)
+	mustAllow(t, s, k, 1, t0)
+	mustAllow(t, s, k, 1, t0.Add(10*time.Second))
+	mustConcurrency(t, s, k, 1, t0.Add(30*time.Second-time.Millisecond))
+	d := mustAllow(t, s, k, 1, t0.Add(30*time.Second)) // the first lease expired
+	if d.InFlight != 2 {
+		t.Fatalf("in flight %d, want 2", d.InFlight)
+	}
+	mustConcurrency(t, s, k, 1, t0.Add(39*time.Second))
+	mustAllow(t, s, k, 1, t0.Add(60*time.Second)) // both older leases gone
+}
+
+// testRacingLeases: goroutines acquire and release; the calls holding a lease at once never
+// exceed the cap, and every allowed call held one.
+func testRacingLeases(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	const capacity = 4
+	k := limiter.NewKey(newOrg(), 1<<40).WithConcurrency(capacity, 0)
+	var (
+		holding, peak, allowed atomic.Int64
+		wg                     sync.WaitGroup
+		errs                   = make(chan error, 16)
+	)
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 30 {
+				d, err := s.Spend(context.Background(), k, 1, t0)
+				if errors.Is(err, limiter.ErrConcurrency) {
+					continue
+				}
+				if err != nil || d.Lease == "" {
+					errs <- fmt.Errorf("Spend: %+v, %v", d, err)
+					return
+				}
+				allowed.Add(1)
+				n := holding.Add(1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				time.Sleep(time.Millisecond)
+				holding.Add(-1)
+				if err := s.Release(context.Background(), k, d); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if peak.Load() > capacity || allowed.Load() == 0 {
+		t.Fatalf("peak %d calls holding leases with a cap of %d (%d allowed)", peak.Load(), capacity, allowed.Load())
+	}
+	// Everything was released: a full set of slots is free.
+	for range capacity {
+		mustAllow(t, s, k, 1, t0)
 	}
 }
