@@ -241,63 +241,92 @@ func fieldIndex(name string) int {
 
 // set parses value into the field name of o.
 func (p *entryParser) set(o *Org, name, value string) {
+	if name == "keys" {
+		p.add(setKeyList(o, value)...)
+		return
+	}
+	p.add(setField(o, name, value))
+}
+
+// add records errs (nil ones are skipped), each prefixed with how the entry is named.
+func (p *entryParser) add(errs ...error) {
+	for _, err := range errs {
+		if err != nil {
+			p.errs = append(p.errs, fmt.Errorf("%s: %w", p.where, err))
+		}
+	}
+}
+
+// The field checks below are shared by Parse and ParseFile, so that both read a field the
+// same way. Their errors name the field, but not the org (the caller adds it), and never
+// show a key.
+
+// setField parses value, the text of the field name (any field but keys), into o.
+func setField(o *Org, name, value string) error {
 	switch name {
 	case "edition":
 		if !validEdition(value) {
-			p.fail(`field "edition": must be lower-case letters, digits and "-", got %s`, quote(value))
-			return
+			return fmt.Errorf(`field "edition": must be lower-case letters, digits and "-", got %s`, quote(value))
 		}
 		o.Edition = value
 	case "commercial":
 		b, err := strconv.ParseBool(value)
 		if err != nil {
-			p.fail(`field "commercial": must be true or false, got %s`, quote(value))
-			return
+			return fmt.Errorf(`field "commercial": must be true or false, got %s`, quote(value))
 		}
 		o.Commercial = b
-	case "keys":
-		// Errors here never quote the value: it is a credential.
-		for i, k := range strings.Split(value, "|") {
-			k = strings.TrimSpace(k)
-			if k == "" {
-				p.fail(`field "keys": key %d is empty`, i+1)
-				continue
-			}
-			key, err := ParseKey(k)
-			if err != nil {
-				p.fail(`field "keys": key %d: %w`, i+1, err)
-				continue
-			}
-			o.Keys = append(o.Keys, key)
-		}
 	default:
-		n, ok := p.count(name, value)
-		if !ok {
-			return
+		n, err := count(name, value)
+		if err != nil {
+			return err
 		}
 		if name == "limit" {
 			if n < 1 {
-				p.fail(`field "limit": must be at least 1, got %s`, quote(value))
-				return
+				return fmt.Errorf(`field "limit": must be at least 1, got %s`, quote(value))
 			}
 			o.HasLimit = true
 		}
 		*intField(o, name) = n
 	}
+	return nil
 }
 
-// count parses a non-negative base-10 integer with no sign.
-func (p *entryParser) count(name, value string) (int64, bool) {
+// setKeyList adds the keys of value, separated by '|', to o.
+func setKeyList(o *Org, value string) []error {
+	var errs []error
+	for i, k := range strings.Split(value, "|") {
+		if err := addKey(o, i+1, k); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// addKey adds k, the n-th key of o (counting from 1), to o after trimming white space. Its
+// errors never quote the key: it is a credential.
+func addKey(o *Org, n int, k string) error {
+	k = strings.TrimSpace(k)
+	if k == "" {
+		return fmt.Errorf(`field "keys": key %d is empty`, n)
+	}
+	key, err := ParseKey(k)
+	if err != nil {
+		return fmt.Errorf(`field "keys": key %d: %w`, n, err)
+	}
+	o.Keys = append(o.Keys, key)
+	return nil
+}
+
+// count parses a non-negative base-10 integer with no sign, the value of the field name.
+func count(name, value string) (int64, error) {
 	if value == "" || strings.Trim(value, "0123456789") != "" {
-		p.fail("field %q: must be a non-negative integer, got %s", name, quote(value))
-		return 0, false
+		return 0, fmt.Errorf("field %q: must be a non-negative integer, got %s", name, quote(value))
 	}
 	n, err := strconv.ParseInt(value, 10, 64)
 	if err != nil { // only overflow is left
-		p.fail("field %q: must be at most %d, got %s", name, int64(1<<63-1), quote(value))
-		return 0, false
+		return 0, fmt.Errorf("field %q: must be at most %d, got %s", name, int64(1<<63-1), quote(value))
 	}
-	return n, true
+	return n, nil
 }
 
 // quote quotes a configured value for an error message, cut to 64 bytes so that a runaway
