@@ -90,11 +90,17 @@ type Config struct {
 
 // Gateway is the proxy's http.Handler: identify, price, debit, forward.
 type Gateway struct {
-	cfg     Config
-	costs   atomic.Pointer[costtable.Table]
+	cfg    Config
+	costs  atomic.Pointer[costtable.Table]
+	roster atomic.Pointer[roster]
+	proxy  *httputil.ReverseProxy
+	log    *zap.Logger
+}
+
+// roster is the orgs in force: swapped whole on reload, read without locks.
+type roster struct {
+	dir     *orgs.Directory
 	tenants map[*orgs.Org]*tenant
-	proxy   *httputil.ReverseProxy
-	log     *zap.Logger
 }
 
 // tenant is an org with everything the request path needs prepared once.
@@ -172,33 +178,11 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Transport = NewTransport(cfg.UpstreamTimeout)
 	}
 	g := &Gateway{
-		cfg:     cfg,
-		tenants: make(map[*orgs.Org]*tenant, cfg.Orgs.Len()),
-		log:     cfg.Logger.Named("gateway"),
+		cfg: cfg,
+		log: cfg.Logger.Named("gateway"),
 	}
 	g.costs.Store(cfg.Costs)
-	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
-	for _, o := range cfg.Orgs.Orgs() {
-		limit := cfg.LimitOf(o)
-		var concurrency int64
-		if cfg.ConcurrencyOf != nil {
-			concurrency = cfg.ConcurrencyOf(o)
-		}
-		l := strconv.FormatInt(limit, 10)
-		t := &tenant{
-			org:    o,
-			key:    limiter.NewKey(o.ID, limit),
-			limit:  l,
-			policy: `"credits";q=` + l + ";w=" + window,
-		}
-		t.heavyKey = t.key
-		if concurrency > 0 {
-			t.key = t.key.WithConcurrency(concurrency, 0)
-			t.heavyKey = t.key.WithConcurrency(concurrency, cfg.HeavyConcurrency)
-			t.policy += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
-		}
-		g.tenants[o] = t
-	}
+	g.SetOrgs(cfg.Orgs)
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
 		Transport:      cfg.Transport,
@@ -220,6 +204,37 @@ func NewTransport(responseHeaderTimeout time.Duration) *http.Transport {
 	t.ResponseHeaderTimeout = responseHeaderTimeout
 	t.Proxy = nil // the upstream is addressed directly, never through HTTP_PROXY
 	return t
+}
+
+// SetOrgs swaps the orgs for new requests (requests in flight finish with the org they
+// started with). Windows live in the store under the org ID, so an org that stays keeps its
+// consumption.
+func (g *Gateway) SetOrgs(dir *orgs.Directory) {
+	cfg := g.cfg
+	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
+	r := &roster{dir: dir, tenants: make(map[*orgs.Org]*tenant, dir.Len())}
+	for _, o := range dir.Orgs() {
+		limit := cfg.LimitOf(o)
+		var concurrency int64
+		if cfg.ConcurrencyOf != nil {
+			concurrency = cfg.ConcurrencyOf(o)
+		}
+		l := strconv.FormatInt(limit, 10)
+		t := &tenant{
+			org:    o,
+			key:    limiter.NewKey(o.ID, limit),
+			limit:  l,
+			policy: `"credits";q=` + l + ";w=" + window,
+		}
+		t.heavyKey = t.key
+		if concurrency > 0 {
+			t.key = t.key.WithConcurrency(concurrency, 0)
+			t.heavyKey = t.key.WithConcurrency(concurrency, cfg.HeavyConcurrency)
+			t.policy += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
+		}
+		r.tenants[o] = t
+	}
+	g.roster.Store(r)
 }
 
 // SetCosts swaps the cost table for new requests; requests in flight keep the one they read.

@@ -7,16 +7,17 @@ import (
 
 // identify returns the calling org's tenant, or an error that writeError renders as 401.
 func (g *Gateway) identify(r *http.Request) (*tenant, error) {
+	ros := g.roster.Load()
 	if g.cfg.Mode == OrgModeHeader {
 		id := r.Header.Get(g.cfg.OrgHeader)
 		if id == "" {
 			return nil, errNoOrgHeader
 		}
-		o, ok := g.cfg.Orgs.ByID(id)
+		o, ok := ros.dir.ByID(id)
 		if !ok {
 			return nil, errUnknownOrg
 		}
-		return g.tenants[o], nil
+		return ros.tenants[o], nil
 	}
 
 	key, ok := bearerKey(r.Header.Get("Authorization"))
@@ -26,11 +27,11 @@ func (g *Gateway) identify(r *http.Request) (*tenant, error) {
 	if key == "" {
 		return nil, errNoCredential
 	}
-	o, ok := g.cfg.Orgs.ByKey(key)
+	o, ok := ros.dir.ByKey(key)
 	if !ok {
 		return nil, errUnknownCredential
 	}
-	return g.tenants[o], nil
+	return ros.tenants[o], nil
 }
 
 // bearerKey returns the key of an "Authorization: Bearer <key>" or
