@@ -604,3 +604,29 @@ func TestCostExceedsLimitDoesNotInviteRetry(t *testing.T) {
 		t.Fatalf("status %d, reset %q, retry-after %q", resp.StatusCode, resp.Header.Get("X-Ratelimit-Reset"), resp.Header.Get("Retry-After"))
 	}
 }
+
+// TestSetOrgs: a new roster takes effect for new calls; an org that stays keeps its window.
+func TestSetOrgs(t *testing.T) {
+	f := newFixture(t, nil)
+	do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"X-Api-Key": "acme-key"}, "") // 50 of 1000
+	list, err := orgs.Parse("acme:limit=60,keys=acme-key2;newco:limit=5,keys=new-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := orgs.NewDirectory(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.gw.SetOrgs(dir)
+	if resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, ""); resp.StatusCode != 401 {
+		t.Errorf("old key: status %d, want 401", resp.StatusCode)
+	}
+	resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key2"}, "")
+	if resp.StatusCode != 200 || resp.Header.Get("X-Ratelimit-Limit") != "60" || resp.Header.Get("X-Ratelimit-Remaining") != "9" {
+		t.Errorf("acme after reload: %d limit %s remaining %s; want 200, 60, 9 (its 51 credits kept)",
+			resp.StatusCode, resp.Header.Get("X-Ratelimit-Limit"), resp.Header.Get("X-Ratelimit-Remaining"))
+	}
+	if resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "new-key"}, ""); resp.StatusCode != 200 {
+		t.Errorf("new org: status %d", resp.StatusCode)
+	}
+}
