@@ -1,11 +1,6 @@
 package costtable
 
-import (
-	"fmt"
-	"maps"
-	"slices"
-	"strings"
-)
+import "fmt"
 
 // MaxAllotment is the most credits Allotment returns: the largest integer a Redis Lua number
 // (a double) holds exactly, so a window's limit survives the trip through the limiter's
@@ -144,17 +139,9 @@ var editions = map[string]Edition{
 	"monthly": {Kind: KindMonthly, Concurrency: 10},
 }
 
-// LookupEdition returns the edition with this configuration name, such as "crm-professional",
-// ignoring case.
-func LookupEdition(name string) (Edition, bool) {
-	name = strings.ToLower(name)
-	e, ok := editions[name]
-	if !ok {
-		return Edition{}, false
-	}
-	e.Name = name
-	return e, true
-}
+// LookupEdition returns the built-in edition with this configuration name, such as
+// "crm-professional", ignoring case.
+func LookupEdition(name string) (Edition, bool) { return BuiltinEditions().Lookup(name) }
 
-// EditionNames returns the configuration names of all editions, sorted.
-func EditionNames() []string { return slices.Sorted(maps.Keys(editions)) }
+// EditionNames returns the configuration names of the built-in editions, sorted.
+func EditionNames() []string { return BuiltinEditions().Names() }

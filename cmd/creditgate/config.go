@@ -17,7 +17,6 @@ import (
 	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/limiter"
-	"github.com/creditgate/creditgate/orgs"
 )
 
 // Config is the whole configuration, read from the environment. Every variable is documented
@@ -62,8 +61,10 @@ type Config struct {
 	OrgHeader        string `env:"CREDITGATE_ORG_HEADER" envDefault:"X-Org-Id"`
 	StripCredentials bool   `env:"CREDITGATE_STRIP_CREDENTIALS"`
 	Orgs             string `env:"CREDITGATE_ORGS"`
-	// OrgsFile is part of the contract but not implemented yet: set, it is a start-up error.
+	// OrgsFile holds more orgs (YAML or JSON), added to CREDITGATE_ORGS; read again on SIGHUP.
 	OrgsFile string `env:"CREDITGATE_ORGS_FILE"`
+	// EditionsFile changes or adds editions (YAML or JSON); read again on SIGHUP.
+	EditionsFile string `env:"CREDITGATE_EDITIONS_FILE"`
 	// AdminTokens authorize the admin API: role:token pairs separated by ';'. Unset: the admin
 	// API refuses every call (health endpoints stay open).
 	AdminTokens string `env:"CREDITGATE_ADMIN_TOKENS"`
@@ -74,7 +75,7 @@ type Config struct {
 	// Derived by validate.
 	upstream    *url.URL
 	logLevel    zapcore.Level
-	orgList     []orgs.Org
+	plans       *plans
 	costTable   *costtable.Table
 	adminTokens *gateway.AdminTokens
 	demo        bool
@@ -157,11 +158,11 @@ func (c *Config) validate(environ map[string]string) error {
 		c.logLevel = lvl
 	}
 
-	c.demo = c.UpstreamURL == "" && c.Orgs == ""
+	c.demo = c.UpstreamURL == "" && c.Orgs == "" && c.OrgsFile == ""
 	switch {
 	case c.demo:
 	case c.UpstreamURL == "":
-		bad("CREDITGATE_UPSTREAM_URL", "must be set when CREDITGATE_ORGS is (unset both for the demo)")
+		bad("CREDITGATE_UPSTREAM_URL", "must be set when CREDITGATE_ORGS or CREDITGATE_ORGS_FILE is (unset all three for the demo)")
 	default:
 		u, err := url.Parse(c.UpstreamURL)
 		shown := showURL(c.UpstreamURL)
@@ -240,10 +241,6 @@ func (c *Config) validate(environ map[string]string) error {
 	} else {
 		c.adminTokens = toks
 	}
-	if c.OrgsFile != "" {
-		bad("CREDITGATE_ORGS_FILE", "orgs files are not supported by this version; use CREDITGATE_ORGS")
-	}
-
 	if c.OrgMode != "apikey" && c.OrgMode != "header" {
 		bad("CREDITGATE_ORG_MODE", "must be apikey or header, got %q", c.OrgMode)
 	}
@@ -251,21 +248,10 @@ func (c *Config) validate(environ map[string]string) error {
 		bad("CREDITGATE_ORG_HEADER", "must be a header name, got %q", c.OrgHeader)
 	}
 	if !c.demo {
-		list, err := orgs.Parse(c.Orgs)
-		if err != nil {
-			errs = append(errs, prefixLines("CREDITGATE_ORGS", err))
-		} else if len(list) == 0 {
-			bad("CREDITGATE_ORGS", "no orgs configured")
+		if p, err := c.loadPlans(); err != nil {
+			errs = append(errs, err)
 		} else {
-			for _, o := range list {
-				if err := checkOrg(o, c.OrgMode); err != nil {
-					errs = append(errs, prefixLines("CREDITGATE_ORGS", err))
-				}
-			}
-			if _, err := orgs.NewDirectory(list); err != nil {
-				errs = append(errs, prefixLines("CREDITGATE_ORGS", err))
-			}
-			c.orgList = list
+			c.plans = p
 		}
 	}
 
@@ -273,42 +259,6 @@ func (c *Config) validate(environ map[string]string) error {
 		bad("CREDITGATE_SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
 	}
 	return errors.Join(errs...)
-}
-
-// checkOrg checks what the parser cannot: the edition exists and the org has some limit.
-func checkOrg(o orgs.Org, mode string) error {
-	var errs []error
-	if o.Edition != "" {
-		if _, ok := costtable.LookupEdition(o.Edition); !ok {
-			errs = append(errs, fmt.Errorf("org %q: field \"edition\": unknown edition %q (known: %s)",
-				o.ID, o.Edition, strings.Join(costtable.EditionNames(), ", ")))
-		}
-	}
-	if !o.HasLimit && o.Edition == "" {
-		errs = append(errs, fmt.Errorf("org %q: needs a \"limit\" or an \"edition\"", o.ID))
-	}
-	if e, ok := costtable.LookupEdition(o.Edition); ok && e.Kind == costtable.KindMonthly && !o.HasLimit {
-		errs = append(errs, fmt.Errorf("org %q: field \"edition\": monthly plans are not supported by this version; set \"limit\"", o.ID))
-	}
-	if o.Limit > costtable.MaxAllotment {
-		errs = append(errs, fmt.Errorf("org %q: field \"limit\": at most %d, got %d", o.ID, costtable.MaxAllotment, o.Limit))
-	}
-	if mode == "apikey" && len(o.Keys) == 0 {
-		errs = append(errs, fmt.Errorf("org %q: field \"keys\": needed in apikey mode (the org could never call)", o.ID))
-	}
-	return errors.Join(errs...)
-}
-
-// concurrencyOf returns an org's cap on calls in flight: its own, else its edition's, else
-// none.
-func concurrencyOf(o *orgs.Org) int64 {
-	if o.Concurrency > 0 {
-		return o.Concurrency
-	}
-	if e, ok := costtable.LookupEdition(o.Edition); ok {
-		return e.Concurrency
-	}
-	return 0
 }
 
 // showURL returns a URL fit for an error message: its password masked, or nothing when it
@@ -321,21 +271,6 @@ func showURL(raw string) string {
 		return "(not shown: it may contain a password)"
 	}
 	return strconv.Quote(raw)
-}
-
-// limitOf returns an org's credits per window: its explicit limit, or its edition's
-// allotment for its seats.
-func limitOf(o *orgs.Org) int64 {
-	if o.HasLimit {
-		return o.Limit
-	}
-	e, ok := costtable.LookupEdition(o.Edition)
-	if !ok {
-		return 0
-	}
-	return e.Allotment(costtable.Seats{
-		Users: o.Users, Agents: o.Agents, LightAgents: o.LightAgents, Addon: o.Addon, Legacy: o.Legacy,
-	})
 }
 
 // prefixLines puts name in front of every error joined in err.
@@ -367,7 +302,7 @@ func (c *Config) logFields() []zap.Field {
 		zap.String("upstream", upstream), zap.String("store", store), zap.String("fail_mode", c.FailMode),
 		zap.Duration("window", c.Window), zap.Duration("bucket", c.Bucket), zap.Bool("shadow", c.Shadow),
 		zap.String("cost_table", c.costTable.Name()), zap.String("cost_table_file", c.CostTableFile),
-		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", len(c.orgList)),
+		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", c.plans.dir.Len()), zap.String("orgs_file", c.OrgsFile), zap.String("editions_file", c.EditionsFile),
 		zap.Bool("strip_credentials", c.StripCredentials), zap.String("log_level", c.LogLevel),
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +33,7 @@ func TestLoadConfigProduction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.demo || cfg.upstream.Path != "/api" || len(cfg.orgList) != 2 || cfg.Bucket != time.Second {
+	if cfg.demo || cfg.upstream.Path != "/api" || cfg.plans.dir.Len() != 2 || cfg.Bucket != time.Second {
 		t.Fatalf("%+v", cfg)
 	}
 	tests := []struct {
@@ -42,8 +44,8 @@ func TestLoadConfigProduction(t *testing.T) {
 		{1, 5000},  // explicit limit
 	}
 	for _, tt := range tests {
-		if got := limitOf(&cfg.orgList[tt.org]); got != tt.want {
-			t.Errorf("limit of %s = %d, want %d", cfg.orgList[tt.org].ID, got, tt.want)
+		if got := cfg.plans.limitOf(&cfg.plans.orgs[tt.org]); got != tt.want {
+			t.Errorf("limit of %s = %d, want %d", cfg.plans.orgs[tt.org].ID, got, tt.want)
 		}
 	}
 }
@@ -80,6 +82,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"max body not int", map[string]string{"CREDITGATE_MAX_BODY_BYTES": "10MB"}, []string{"CREDITGATE_MAX_BODY_BYTES", "integer"}},
 		{"unknown cost table", map[string]string{"CREDITGATE_COST_TABLE": "nope"}, []string{"CREDITGATE_COST_TABLE", "zoho-crm"}},
 		{"cost table file missing", map[string]string{"CREDITGATE_COST_TABLE_FILE": "/nonexistent/x.yaml"}, []string{"CREDITGATE_COST_TABLE_FILE", "no such file"}},
+		{"orgs file missing", map[string]string{"CREDITGATE_ORGS_FILE": "/nonexistent/orgs.yaml"}, []string{"CREDITGATE_ORGS_FILE", "no such file"}},
+		{"orgs file bad org", map[string]string{"CREDITGATE_ORGS_FILE": "../../orgs/testdata/files/bad-limit-zero.yaml"}, []string{"CREDITGATE_ORGS_FILE: bad-limit-zero.yaml: line"}},
+		{"editions file missing", map[string]string{"CREDITGATE_EDITIONS_FILE": "/nonexistent/editions.yaml"}, []string{"CREDITGATE_EDITIONS_FILE", "no such file"}},
 		{"org mode", map[string]string{"CREDITGATE_ORG_MODE": "jwt"}, []string{"CREDITGATE_ORG_MODE", "jwt"}},
 		{"unknown variable", map[string]string{"CREDITGATE_WINDWO": "4s"}, []string{"CREDITGATE_WINDWO", "unknown variable"}},
 	}
@@ -137,5 +142,93 @@ func TestLoadConfigCostTableFile(t *testing.T) {
 	_, err = loadConfig(base)
 	if err == nil || !strings.Contains(err.Error(), `CREDITGATE_COST_TABLE_FILE: bad-unknown-field.yaml: line 5: rules[0] "list_orders": unknown field "coast"`) {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// TestLoadConfigOrgsAndEditionsFiles: the orgs file adds to CREDITGATE_ORGS, an editions file
+// changes what an edition allots, and an ID in both places is refused.
+func TestLoadConfigOrgsAndEditionsFiles(t *testing.T) {
+	dir := t.TempDir()
+	orgsFile := filepath.Join(dir, "orgs.yaml")
+	writeFile(t, orgsFile, `orgs:
+  - id: gamma
+    edition: partner-gold
+    agents: 3
+    light_agents: 7
+    keys: [k5]
+  - id: delta
+    edition: crm-professional
+    users: 10
+    keys: k6
+`)
+	edFile := filepath.Join(dir, "editions.yaml")
+	writeFile(t, edFile, `editions:
+  - name: partner-gold
+    kind: desk
+    base: 20000
+    per_seat: 800
+    concurrency: 12
+  - name: crm-professional
+    per_seat: 600
+`)
+	env := map[string]string{
+		"CREDITGATE_UPSTREAM_URL":  "http://127.0.0.1:9000",
+		"CREDITGATE_ORGS":          validOrgs,
+		"CREDITGATE_ORGS_FILE":     orgsFile,
+		"CREDITGATE_EDITIONS_FILE": edFile,
+	}
+	cfg, err := loadConfig(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		id          string
+		limit, conc int64
+	}{
+		{"acme", 10_000 + 20*600, 15}, // from CREDITGATE_ORGS, edition changed by the file
+		{"beta", 5000, 0},
+		{"gamma", 20_000 + 3*800, 12}, // a new edition; light agents earn nothing
+		{"delta", 10_000 + 10*600, 15},
+	}
+	for _, tt := range tests {
+		o, ok := cfg.plans.dir.ByID(tt.id)
+		if !ok {
+			t.Fatalf("org %s missing", tt.id)
+		}
+		if got := cfg.plans.limitOf(o); got != tt.limit {
+			t.Errorf("limit of %s = %d, want %d", tt.id, got, tt.limit)
+		}
+		if got := cfg.plans.concurrencyOf(o); got != tt.conc {
+			t.Errorf("concurrency of %s = %d, want %d", tt.id, got, tt.conc)
+		}
+	}
+
+	// Without the editions file, partner-gold is unknown: the error names the file's variable.
+	delete(env, "CREDITGATE_EDITIONS_FILE")
+	_, err = loadConfig(env)
+	if err == nil || !strings.Contains(err.Error(), `CREDITGATE_ORGS_FILE: org "gamma": field "edition": unknown edition "partner-gold"`) {
+		t.Fatalf("error %v", err)
+	}
+
+	// The same ID in CREDITGATE_ORGS and in the file.
+	env["CREDITGATE_EDITIONS_FILE"] = edFile
+	env["CREDITGATE_ORGS"] = validOrgs + ";gamma:limit=5,keys=k9"
+	_, err = loadConfig(env)
+	if err == nil || !strings.Contains(err.Error(), "CREDITGATE_ORGS and CREDITGATE_ORGS_FILE") || !strings.Contains(err.Error(), "gamma") {
+		t.Fatalf("error %v", err)
+	}
+
+	// An orgs file alone, without CREDITGATE_ORGS, is a configuration (not the demo).
+	delete(env, "CREDITGATE_ORGS")
+	cfg, err = loadConfig(env)
+	if err != nil || cfg.demo || cfg.plans.dir.Len() != 2 {
+		t.Fatalf("orgs file alone: demo=%v err=%v", cfg.demo, err)
+	}
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

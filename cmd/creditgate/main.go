@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -105,23 +106,28 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		store = ms
 	}
 
-	upstream, orgList, adminTokens := cfg.upstream, cfg.orgList, cfg.adminTokens
+	upstream, adminTokens := cfg.upstream, cfg.adminTokens
 	if cfg.demo {
 		demoURL, closeDemo, err := startDemoUpstream()
 		if err != nil {
 			return err
 		}
 		defer closeDemo()
-		upstream, orgList = demoURL, demoOrgs()
-		cfg.orgList = orgList
+		upstream = demoURL
+		list := demoOrgs()
+		dir, err := orgs.NewDirectory(list)
+		if err != nil {
+			return err
+		}
+		cfg.plans = &plans{editions: costtable.BuiltinEditions(), orgs: list, dir: dir}
 		if adminTokens.Len() == 0 {
 			adminTokens = demoAdminTokens()
 		}
 	}
-	dir, err := orgs.NewDirectory(orgList)
-	if err != nil {
-		return configError{fmt.Errorf("CREDITGATE_ORGS: %w", err)}
-	}
+	// The plans in force. The gateway asks for limits only when it is handed a roster
+	// (gw.SetOrgs), so a reload stores the new plans first and then hands over their orgs.
+	var current atomic.Pointer[plans]
+	current.Store(cfg.plans)
 
 	gw, err := gateway.New(gateway.Config{
 		Upstream:         upstream,
@@ -130,9 +136,9 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		StoreTimeout:     cfg.RedisTimeout,
 		FailOpen:         cfg.FailMode == "open",
 		Costs:            cfg.costTable,
-		Orgs:             dir,
-		LimitOf:          limitOf,
-		ConcurrencyOf:    concurrencyOf,
+		Orgs:             cfg.plans.dir,
+		LimitOf:          func(o *orgs.Org) int64 { return current.Load().limitOf(o) },
+		ConcurrencyOf:    func(o *orgs.Org) int64 { return current.Load().concurrencyOf(o) },
 		HeavyConcurrency: cfg.HeavyConcurrency,
 		Mode:             gateway.OrgMode(cfg.OrgMode),
 		OrgHeader:        cfg.OrgHeader,
@@ -193,7 +199,7 @@ serve:
 			log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout))
 			break serve
 		case <-hup:
-			reload(cfg, gw, log)
+			reload(cfg, gw, &current, log)
 		case err := <-serveErr:
 			log.Error("server stopped", zap.Error(err))
 			_ = adminSrv.Close()
@@ -217,21 +223,34 @@ serve:
 	return err
 }
 
-// reload reads the cost table file again on SIGHUP. A valid table takes effect for new
-// requests at once (requests in flight keep the one they started with); an invalid one is
-// refused with a log line and the running table stays.
-func reload(cfg Config, gw *gateway.Gateway, log *zap.Logger) {
-	if cfg.CostTableFile == "" {
-		log.Info("SIGHUP: nothing to reload (no CREDITGATE_COST_TABLE_FILE)")
+// reload reads the files of the configuration again on SIGHUP: the cost table, the editions
+// and the orgs. Each part that is valid takes effect for new requests at once (requests in
+// flight finish with what they started with); a part with an error is refused with a log line
+// and its running version stays.
+func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[plans], log *zap.Logger) {
+	if cfg.CostTableFile == "" && cfg.OrgsFile == "" && cfg.EditionsFile == "" {
+		log.Info("SIGHUP: nothing to reload (no CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE or CREDITGATE_EDITIONS_FILE)")
 		return
 	}
-	tbl, err := costtable.LoadFile(cfg.CostTableFile)
-	if err != nil {
-		log.Error("SIGHUP: cost table refused, the running table stays", zap.Error(err))
-		return
+	if cfg.CostTableFile != "" {
+		if tbl, err := costtable.LoadFile(cfg.CostTableFile); err != nil {
+			log.Error("SIGHUP: cost table refused, the running table stays", zap.Error(err))
+		} else {
+			gw.SetCosts(tbl)
+			log.Info("SIGHUP: cost table reloaded", zap.String("cost_table", tbl.Name()), zap.Int("rules", len(tbl.Rules())))
+		}
 	}
-	gw.SetCosts(tbl)
-	log.Info("SIGHUP: cost table reloaded", zap.String("cost_table", tbl.Name()), zap.Int("rules", len(tbl.Rules())))
+	if cfg.OrgsFile != "" || cfg.EditionsFile != "" {
+		start := time.Now()
+		p, err := cfg.loadPlans()
+		if err != nil {
+			log.Error("SIGHUP: orgs or editions refused, the running ones stay", zap.Error(err))
+			return
+		}
+		current.Store(p)
+		gw.SetOrgs(p.dir)
+		log.Info("SIGHUP: orgs and editions reloaded", zap.Int("orgs", p.dir.Len()), zap.Duration("took", time.Since(start)))
+	}
 }
 
 // redisLogger sends go-redis's own messages (pool dial failures, …) to zap as warnings, so
