@@ -123,6 +123,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		return configError{fmt.Errorf("CREDITGATE_ORGS: %w", err)}
 	}
 
+	metrics := gateway.NewMetrics(gateway.MetricsOptions{MaxOrgs: cfg.MetricsMaxOrgs})
 	gw, err := gateway.New(gateway.Config{
 		Upstream:         upstream,
 		UpstreamTimeout:  cfg.UpstreamTimeout,
@@ -141,10 +142,15 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		Window:           cfg.Window,
 		Logger:           log,
+		Metrics:          metrics,
+		BreakerFailures:  cfg.BreakerFailures,
+		BreakerCooldown:  cfg.BreakerCooldown,
+		Probe:            ready,
 	})
 	if err != nil {
 		return err
 	}
+	defer gw.Close()
 
 	proxyLn, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -163,7 +169,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		ErrorLog:          errLog,
 	}
 	adminSrv := &http.Server{
-		Handler:           gateway.NewAdminHandler(gateway.AdminConfig{Ready: ready, Gateway: gw, Tokens: adminTokens}),
+		Handler:           gateway.NewAdminHandler(gateway.AdminConfig{Ready: ready, Gateway: gw, Tokens: adminTokens, Metrics: metrics}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errLog,
 	}
@@ -201,6 +207,7 @@ serve:
 			return err
 		}
 	}
+	gw.Drain() // /readyz answers 503 from now on
 	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	// The proxy first: no new calls, the calls in flight finish. Admin last, so /healthz
