@@ -12,65 +12,10 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"github.com/creditgate/creditgate/internal/metricstest"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
 )
-
-// scrape reads base+"/metrics" over HTTP and parses it.
-func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
-	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("/metrics: status %d", resp.StatusCode)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("/metrics does not parse: %v", err)
-	}
-	return fams
-}
-
-// sample returns the value of the series of family name with exactly labels (a counter's or
-// gauge's value, a histogram's count), and whether it exists.
-func sample(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-	want := map[string]string{}
-	for i := 0; i+1 < len(labels); i += 2 {
-		want[labels[i]] = labels[i+1]
-	}
-next:
-	for _, m := range f.GetMetric() {
-		if len(m.GetLabel()) != len(want) {
-			continue
-		}
-		for _, l := range m.GetLabel() {
-			if want[l.GetName()] != l.GetValue() {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue(), true
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount()), true
-		}
-	}
-	return 0, false
-}
 
 // failingTransport fails the calls to /unreachable, as a dead upstream would.
 type failingTransport struct{ next http.RoundTripper }
@@ -133,7 +78,7 @@ func TestMetricsAfterMixedWorkload(t *testing.T) {
 	wg.Wait()
 	f.up.handler = nil
 
-	fams := scrape(t, admin.URL)
+	fams := metricstest.Scrape(t, admin.URL+"/metrics")
 	tests := []struct {
 		name   string
 		labels []string
@@ -172,12 +117,12 @@ func TestMetricsAfterMixedWorkload(t *testing.T) {
 		{"creditgate_in_flight_requests", nil, 0},
 	}
 	for _, tt := range tests {
-		got, ok := sample(fams, tt.name, tt.labels...)
+		got, ok := fams.Value(tt.name, tt.labels...)
 		if !ok || got != tt.want {
 			t.Errorf("%s%v = %v (present %v), want %v", tt.name, tt.labels, got, ok, tt.want)
 		}
 	}
-	if _, ok := sample(fams, "creditgate_requests_total", "org", "pro", "edition", "crm-professional", "outcome", "allowed"); ok {
+	if _, ok := fams.Value("creditgate_requests_total", "org", "pro", "edition", "crm-professional", "outcome", "allowed"); ok {
 		t.Error("pro has a series of its own past MaxOrgs")
 	}
 }
@@ -191,7 +136,7 @@ func TestAddAddonCredits(t *testing.T) {
 	m.AddAddonCredits("nobody", 7)
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
-	if got, _ := sample(scrape(t, srv.URL), "creditgate_addon_credits_total", "org", "acme", "edition", "custom"); got != 42 {
+	if got, _ := metricstest.Scrape(t, srv.URL+"/metrics").Value("creditgate_addon_credits_total", "org", "acme", "edition", "custom"); got != 42 {
 		t.Errorf("add-on credits %v, want 42", got)
 	}
 }
@@ -275,7 +220,7 @@ func TestBreaker(t *testing.T) {
 			if resp, body := do(t, "GET", admin.URL+"/readyz", nil, ""); resp.StatusCode != 200 || body != "ready\n" {
 				t.Errorf("/readyz after recovery: %d %q", resp.StatusCode, body)
 			}
-			fams := scrape(t, admin.URL)
+			fams := metricstest.Scrape(t, admin.URL+"/metrics")
 			outcome := map[bool]string{true: "fail_open", false: "fail_closed"}[failOpen]
 			for _, c := range []struct {
 				name   string
@@ -289,7 +234,7 @@ func TestBreaker(t *testing.T) {
 				{"creditgate_breaker_transitions_total", []string{"state", "closed"}, 1},
 				{"creditgate_breaker_state", nil, 0},
 			} {
-				if got, _ := sample(fams, c.name, c.labels...); got != c.want {
+				if got, _ := fams.Value(c.name, c.labels...); got != c.want {
 					t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 				}
 			}
@@ -334,5 +279,25 @@ func TestReadyzDraining(t *testing.T) {
 	f.gw.Drain()
 	if resp, body := do(t, "GET", admin.URL+"/readyz", nil, ""); resp.StatusCode != 503 || !strings.Contains(body, "shutting down") {
 		t.Fatalf("draining: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestCountingAllocatesNothing: what the request path records on an allowed call (the
+// outcome, the store and upstream timings, the in-flight gauge) allocates nothing.
+func TestCountingAllocatesNothing(t *testing.T) {
+	m := NewMetrics(MetricsOptions{MaxOrgs: 10})
+	f := newFixture(t, func(c *Config) { c.Metrics = m })
+	tn := f.gw.roster.Load().tenants[f.gw.roster.Load().dir.Orgs()[0]]
+	start := time.Now()
+	allocs := testing.AllocsPerRun(1000, func() {
+		m.inFlight.Inc()
+		rs := m.rule("users")
+		m.observeStore(opSpend, resultOK, start)
+		m.count(tn.m, rs, outAllowed, 0, 3)
+		rs.observeUpstream(200, start)
+		m.inFlight.Dec()
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per call, want 0", allocs)
 	}
 }
