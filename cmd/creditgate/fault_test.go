@@ -1,0 +1,147 @@
+package main
+
+// Fault tests: a real redis-server that the test kills and restarts under a running gateway.
+
+import (
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creditgate/creditgate/internal/metricstest"
+	"github.com/creditgate/creditgate/internal/redistest"
+)
+
+// latencies times n calls of GET path with key (sequential, on kept-alive connections) and
+// returns them sorted; check sees every response.
+func latencies(t *testing.T, client *http.Client, n int, url, key string, check func(*http.Response, string)) []time.Duration {
+	t.Helper()
+	out := make([]time.Duration, 0, n)
+	for range n {
+		req, _ := http.NewRequest("GET", url, nil)
+		if key != "" {
+			req.Header.Set("X-Api-Key", key)
+		}
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out = append(out, time.Since(start))
+		if check != nil {
+			check(resp, string(b))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
+}
+
+// TestRedisDiesAndReturns kills the gateway's redis-server under traffic and starts it again,
+// in both fail modes: calls are answered as configured without waiting on the dead Redis once
+// the breaker is open, /readyz and the metrics say so, the breaker logs each change once, and
+// traffic is charged again within seconds of Redis returning.
+func TestRedisDiesAndReturns(t *testing.T) {
+	for _, mode := range []string{"open", "closed"} {
+		t.Run(mode, func(t *testing.T) {
+			srv := redistest.Start(t, "--appendonly", "no") // extra args: always a process of our own to kill
+			up := newCostUpstream(t, 0)
+			gw := startGateway(t, map[string]string{
+				"CREDITGATE_UPSTREAM_URL":     up.URL,
+				"CREDITGATE_REDIS_URL":        srv.URL,
+				"CREDITGATE_ORGS":             "acme:limit=1000000,keys=acme-key",
+				"CREDITGATE_FAIL_MODE":        mode,
+				"CREDITGATE_BREAKER_COOLDOWN": "200ms",
+				"CREDITGATE_LOG_LEVEL":        "info",
+			})
+			client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+			const n = 400 // calls per measurement, sequential: bounded in count
+			target := gw.base + "/crm/v2/users"
+
+			direct := latencies(t, client, n, up.URL+"/crm/v2/users", "", nil)
+			healthy := latencies(t, client, n, target, "acme-key", func(resp *http.Response, body string) {
+				if resp.StatusCode != 200 || resp.Header.Get("X-Credits-Charged") != "1" {
+					t.Fatalf("healthy Redis: %d charged %q %s", resp.StatusCode, resp.Header.Get("X-Credits-Charged"), body)
+				}
+			})
+
+			srv.Kill()
+			killed := time.Now()
+			wantStatus := map[string]int{"open": 200, "closed": 503}[mode]
+			deadCheck := func(resp *http.Response, body string) {
+				if resp.StatusCode != wantStatus || resp.Header.Get("X-Credits-Charged") != "0" {
+					t.Fatalf("dead Redis, fail mode %s: status %d charged %q %s", mode, resp.StatusCode, resp.Header.Get("X-Credits-Charged"), body)
+				}
+				if mode == "closed" && (!strings.Contains(body, `"code":"SERVICE_UNAVAILABLE"`) || resp.Header.Get("Retry-After") == "") {
+					t.Fatalf("fail closed answered %s", body)
+				}
+			}
+			// The first calls meet the dead Redis and open the breaker (3 failures in a row).
+			latencies(t, client, 3, target, "acme-key", deadCheck)
+			m := metricstest.Scrape(t, gw.admin+"/metrics")
+			if st, _ := m.Value("creditgate_breaker_state"); st != 2 {
+				t.Fatalf("breaker state %v after 3 failed calls, want 2 (open)", st)
+			}
+			spendsBefore := m.Sum("creditgate_limiter_duration_seconds")
+
+			open := latencies(t, client, n, target, "acme-key", deadCheck)
+
+			m = metricstest.Scrape(t, gw.admin+"/metrics")
+			if got := m.Sum("creditgate_limiter_duration_seconds"); got != spendsBefore {
+				t.Errorf("%v store calls were made with the breaker open, want none", got-spendsBefore)
+			}
+			outcome := map[string]string{"open": "fail_open", "closed": "fail_closed"}[mode]
+			if got, _ := m.Value("creditgate_requests_total", "org", "acme", "edition", "custom", "outcome", outcome); got != n+3 {
+				t.Errorf("requests %s = %v, want %d", outcome, got, n+3)
+			}
+			if got, _ := m.Value("creditgate_redis_errors_total", "op", "spend"); got != 3 {
+				t.Errorf("redis errors %v, want 3", got)
+			}
+			resp, body := call(t, client, "GET", gw.admin+"/readyz", "")
+			wantReady := map[string]int{"open": 200, "closed": 503}[mode]
+			if resp.StatusCode != wantReady || !strings.Contains(body, "credit store unavailable") {
+				t.Errorf("/readyz on a dead Redis: %d %q", resp.StatusCode, body)
+			}
+			if mode == "open" && up.calls.Load() != int64(3*n+3) { // direct, healthy, and the dead-Redis calls
+				t.Errorf("upstream received %d calls, want %d (fail open forwards)", up.calls.Load(), 3*n+3)
+			}
+
+			srv.Restart()
+			restarted := time.Now()
+			var back time.Duration
+			for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				resp, _ := call(t, client, "GET", target, "acme-key")
+				if resp.StatusCode == 200 && resp.Header.Get("X-Credits-Charged") == "1" {
+					back = time.Since(restarted)
+					break
+				}
+			}
+			if back == 0 {
+				t.Fatal("calls not charged again within 15s of Redis returning")
+			}
+			if resp, body := call(t, client, "GET", gw.admin+"/readyz", ""); resp.StatusCode != 200 || body != "ready\n" {
+				t.Errorf("/readyz after Redis returned: %d %q", resp.StatusCode, body)
+			}
+			logs := gw.stderr.String()
+			for _, line := range []string{"credit store breaker opened", "credit store breaker half-open", "credit store breaker closed"} {
+				if c := strings.Count(logs, line); c != 1 {
+					t.Errorf("%q logged %d times, want once", line, c)
+				}
+			}
+			if c := strings.Count(logs, `"credit store error"`); c > 3 {
+				t.Errorf("%d per-call store error lines, want at most the 3 before the breaker opened", c)
+			}
+
+			t.Logf("fail mode %s, %d sequential calls each: p50/p99 direct to the upstream %s/%s; through the gateway with Redis up %s/%s, with the breaker open %s/%s; p99 added by the gateway with Redis dead: %s",
+				mode, n, pct(direct, .5), pct(direct, .99), pct(healthy, .5), pct(healthy, .99), pct(open, .5), pct(open, .99), pct(open, .99)-pct(direct, .99))
+			t.Logf("Redis down for %s; calls charged again %s after it restarted", restarted.Sub(killed).Round(time.Millisecond), back.Round(time.Millisecond))
+		})
+	}
+}
