@@ -103,8 +103,8 @@ func (b *breaker) set(s int32, cause error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	prev := b.state.Load()
-	if prev == s {
-		return
+	if prev == s || (s == breakerHalfOpen && prev != breakerOpen) {
+		return // half-open only from open: a late success may have closed it meanwhile
 	}
 	b.state.Store(s)
 	b.metrics.breakerSt.Set(float64(s))
