@@ -44,13 +44,24 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
 }
 
-// TestRedisDiesAndReturns kills the gateway's redis-server under traffic and starts it again,
-// in both fail modes: calls are answered as configured without waiting on the dead Redis once
-// the breaker is open, /readyz and the metrics say so, the breaker logs each change once, and
-// traffic is charged again within seconds of Redis returning.
+// TestRedisDiesAndReturns takes the gateway's redis-server away under traffic and brings it
+// back: killed (connections refused) in both fail modes, and hung (SIGSTOP: connections open,
+// nothing answered, so every call would wait for CREDITGATE_REDIS_TIMEOUT). Calls are
+// answered as configured without waiting on the dead Redis once the breaker is open, /readyz
+// and the metrics say so, the breaker logs each change once, and traffic is charged again
+// within seconds of Redis returning.
 func TestRedisDiesAndReturns(t *testing.T) {
-	for _, mode := range []string{"open", "closed"} {
-		t.Run(mode, func(t *testing.T) {
+	tests := []struct {
+		name, mode string
+		hang       bool
+	}{
+		{"killed/open", "open", false},
+		{"killed/closed", "closed", false},
+		{"hung/open", "open", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mode := tt.mode
 			srv := redistest.Start(t, "--appendonly", "no") // extra args: always a process of our own to kill
 			up := newCostUpstream(t, 0)
 			gw := startGateway(t, map[string]string{
@@ -58,6 +69,7 @@ func TestRedisDiesAndReturns(t *testing.T) {
 				"CREDITGATE_REDIS_URL":        srv.URL,
 				"CREDITGATE_ORGS":             "acme:limit=1000000,keys=acme-key",
 				"CREDITGATE_FAIL_MODE":        mode,
+				"CREDITGATE_REDIS_TIMEOUT":    "200ms",
 				"CREDITGATE_BREAKER_COOLDOWN": "200ms",
 				"CREDITGATE_LOG_LEVEL":        "info",
 			})
@@ -72,7 +84,11 @@ func TestRedisDiesAndReturns(t *testing.T) {
 				}
 			})
 
-			srv.Kill()
+			if tt.hang {
+				srv.Pause()
+			} else {
+				srv.Kill()
+			}
 			killed := time.Now()
 			wantStatus := map[string]int{"open": 200, "closed": 503}[mode]
 			deadCheck := func(resp *http.Response, body string) {
@@ -84,7 +100,7 @@ func TestRedisDiesAndReturns(t *testing.T) {
 				}
 			}
 			// The first calls meet the dead Redis and open the breaker (3 failures in a row).
-			latencies(t, client, 3, target, "acme-key", deadCheck)
+			tripping := latencies(t, client, 3, target, "acme-key", deadCheck)
 			m := metricstest.Scrape(t, gw.admin+"/metrics")
 			if st, _ := m.Value("creditgate_breaker_state"); st != 2 {
 				t.Fatalf("breaker state %v after 3 failed calls, want 2 (open)", st)
@@ -113,7 +129,11 @@ func TestRedisDiesAndReturns(t *testing.T) {
 				t.Errorf("upstream received %d calls, want %d (fail open forwards)", up.calls.Load(), 3*n+3)
 			}
 
-			srv.Restart()
+			if tt.hang {
+				srv.Resume()
+			} else {
+				srv.Restart()
+			}
 			restarted := time.Now()
 			var back time.Duration
 			for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -139,9 +159,10 @@ func TestRedisDiesAndReturns(t *testing.T) {
 				t.Errorf("%d per-call store error lines, want at most the 3 before the breaker opened", c)
 			}
 
+			t.Logf("the 3 calls that opened the breaker took %s to %s", tripping[0].Round(time.Microsecond), tripping[2].Round(time.Microsecond))
 			t.Logf("fail mode %s, %d sequential calls each: p50/p99 direct to the upstream %s/%s; through the gateway with Redis up %s/%s, with the breaker open %s/%s; p99 added by the gateway with Redis dead: %s",
 				mode, n, pct(direct, .5), pct(direct, .99), pct(healthy, .5), pct(healthy, .99), pct(open, .5), pct(open, .99), pct(open, .99)-pct(direct, .99))
-			t.Logf("Redis down for %s; calls charged again %s after it restarted", restarted.Sub(killed).Round(time.Millisecond), back.Round(time.Millisecond))
+			t.Logf("Redis away for %s; calls charged again %s after it returned", restarted.Sub(killed).Round(time.Millisecond), back.Round(time.Millisecond))
 		})
 	}
 }
