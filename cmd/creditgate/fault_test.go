@@ -158,6 +158,11 @@ func TestRedisDiesAndReturns(t *testing.T) {
 			if c := strings.Count(logs, `"credit store error"`); c > 3 {
 				t.Errorf("%d per-call store error lines, want at most the 3 before the breaker opened", c)
 			}
+			// go-redis's own dial failures: at most one per call before the breaker opened, none
+			// for the probes while it was open.
+			if c := strings.Count(logs, `"logger":"redis"`); c > 3 {
+				t.Errorf("%d go-redis log lines, want at most 3", c)
+			}
 
 			t.Logf("the 3 calls that opened the breaker took %s to %s", tripping[0].Round(time.Microsecond), tripping[2].Round(time.Microsecond))
 			t.Logf("fail mode %s, %d sequential calls each: p50/p99 direct to the upstream %s/%s; through the gateway with Redis up %s/%s, with the breaker open %s/%s; p99 added by the gateway with Redis dead: %s",

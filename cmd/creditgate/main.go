@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -75,12 +76,13 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	defer func() { _ = log.Sync() }()
 
 	storeOpts := limiter.Options{Window: cfg.Window, Bucket: cfg.Bucket, LeaseTTL: cfg.LeaseTTL}
+	redisLog := &redisLogger{s: log.Named("redis").Sugar()}
 	var (
 		store limiter.Store
 		ready func(context.Context) error
 	)
 	if cfg.RedisURL != "" {
-		redis.SetLogger(redisLogger{log.Named("redis").Sugar()})
+		redis.SetLogger(redisLog)
 		client, err := limiter.NewRedisClient(cfg.RedisURL)
 		if err != nil {
 			return configError{fmt.Errorf("CREDITGATE_REDIS_URL: %w", err)}
@@ -151,6 +153,8 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		return err
 	}
 	defer gw.Close()
+	quiet := gw.BreakerOpen
+	redisLog.quiet.Store(&quiet)
 
 	proxyLn, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -242,10 +246,20 @@ func reload(cfg Config, gw *gateway.Gateway, log *zap.Logger) {
 }
 
 // redisLogger sends go-redis's own messages (pool dial failures, …) to zap as warnings, so
-// they are structured like every other line.
-type redisLogger struct{ s *zap.SugaredLogger }
+// they are structured like every other line. While quiet reports true (the breaker is open:
+// it has logged the cause once and probes on its own), they are dropped, or every failed
+// probe would log a line.
+type redisLogger struct {
+	s     *zap.SugaredLogger
+	quiet atomic.Pointer[func() bool]
+}
 
-func (l redisLogger) Printf(_ context.Context, format string, v ...any) { l.s.Warnf(format, v...) }
+func (l *redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if q := l.quiet.Load(); q != nil && (*q)() {
+		return
+	}
+	l.s.Warnf(format, v...)
+}
 
 func newLogger(cfg Config) (*zap.Logger, error) {
 	zc := zap.NewProductionConfig()
