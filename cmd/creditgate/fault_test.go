@@ -14,29 +14,41 @@ import (
 	"github.com/creditgate/creditgate/internal/redistest"
 )
 
-// latencies times n calls of GET path with key (sequential, on kept-alive connections) and
-// returns them sorted; check sees every response.
-func latencies(t *testing.T, client *http.Client, n int, url, key string, check func(*http.Response, string)) []time.Duration {
+// probe is one kind of call a measurement makes: GET url, with key when set; check sees
+// every response.
+type probe struct {
+	url, key string
+	check    func(*http.Response, string)
+}
+
+// latencies makes n rounds of calls, one of each probe per round (interleaved, so that both
+// see the same load on a shared machine), sequential on kept-alive connections, and returns
+// each probe's times sorted.
+func latencies(t *testing.T, client *http.Client, n int, probes ...probe) [][]time.Duration {
 	t.Helper()
-	out := make([]time.Duration, 0, n)
+	out := make([][]time.Duration, len(probes))
 	for range n {
-		req, _ := http.NewRequest("GET", url, nil)
-		if key != "" {
-			req.Header.Set("X-Api-Key", key)
-		}
-		start := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		out = append(out, time.Since(start))
-		if check != nil {
-			check(resp, string(b))
+		for i, p := range probes {
+			req, _ := http.NewRequest("GET", p.url, nil)
+			if p.key != "" {
+				req.Header.Set("X-Api-Key", p.key)
+			}
+			start := time.Now()
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			out[i] = append(out[i], time.Since(start))
+			if p.check != nil {
+				p.check(resp, string(b))
+			}
 		}
 	}
-	slices.Sort(out)
+	for _, l := range out {
+		slices.Sort(l)
+	}
 	return out
 }
 
@@ -77,12 +89,13 @@ func TestRedisDiesAndReturns(t *testing.T) {
 			const n = 400 // calls per measurement, sequential: bounded in count
 			target := gw.base + "/crm/v2/users"
 
-			direct := latencies(t, client, n, up.URL+"/crm/v2/users", "", nil)
-			healthy := latencies(t, client, n, target, "acme-key", func(resp *http.Response, body string) {
+			direct := probe{url: up.URL + "/crm/v2/users"}
+			before := latencies(t, client, n, direct, probe{target, "acme-key", func(resp *http.Response, body string) {
 				if resp.StatusCode != 200 || resp.Header.Get("X-Credits-Charged") != "1" {
 					t.Fatalf("healthy Redis: %d charged %q %s", resp.StatusCode, resp.Header.Get("X-Credits-Charged"), body)
 				}
-			})
+			}})
+			directUp, healthy := before[0], before[1]
 
 			if tt.hang {
 				srv.Pause()
@@ -100,14 +113,15 @@ func TestRedisDiesAndReturns(t *testing.T) {
 				}
 			}
 			// The first calls meet the dead Redis and open the breaker (3 failures in a row).
-			tripping := latencies(t, client, 3, target, "acme-key", deadCheck)
+			tripping := latencies(t, client, 3, probe{target, "acme-key", deadCheck})[0]
 			m := metricstest.Scrape(t, gw.admin+"/metrics")
 			if st, _ := m.Value("creditgate_breaker_state"); st != 2 {
 				t.Fatalf("breaker state %v after 3 failed calls, want 2 (open)", st)
 			}
 			spendsBefore := m.Sum("creditgate_limiter_duration_seconds")
 
-			open := latencies(t, client, n, target, "acme-key", deadCheck)
+			during := latencies(t, client, n, direct, probe{target, "acme-key", deadCheck})
+			directDead, open := during[0], during[1]
 
 			m = metricstest.Scrape(t, gw.admin+"/metrics")
 			if got := m.Sum("creditgate_limiter_duration_seconds"); got != spendsBefore {
@@ -125,8 +139,8 @@ func TestRedisDiesAndReturns(t *testing.T) {
 			if resp.StatusCode != wantReady || !strings.Contains(body, "credit store unavailable") {
 				t.Errorf("/readyz on a dead Redis: %d %q", resp.StatusCode, body)
 			}
-			if mode == "open" && up.calls.Load() != int64(3*n+3) { // direct, healthy, and the dead-Redis calls
-				t.Errorf("upstream received %d calls, want %d (fail open forwards)", up.calls.Load(), 3*n+3)
+			if mode == "open" && up.calls.Load() != int64(4*n+3) { // 2n direct, n healthy, n+3 on a dead Redis
+				t.Errorf("upstream received %d calls, want %d (fail open forwards)", up.calls.Load(), 4*n+3)
 			}
 
 			if tt.hang {
@@ -165,8 +179,11 @@ func TestRedisDiesAndReturns(t *testing.T) {
 			}
 
 			t.Logf("the 3 calls that opened the breaker took %s to %s", tripping[0].Round(time.Microsecond), tripping[2].Round(time.Microsecond))
-			t.Logf("fail mode %s, %d sequential calls each: p50/p99 direct to the upstream %s/%s; through the gateway with Redis up %s/%s, with the breaker open %s/%s; p99 added by the gateway with Redis dead: %s",
-				mode, n, pct(direct, .5), pct(direct, .99), pct(healthy, .5), pct(healthy, .99), pct(open, .5), pct(open, .99), pct(open, .99)-pct(direct, .99))
+			t.Logf("fail mode %s, %d calls each, interleaved with as many direct to the upstream: Redis up: p50/p99 %s/%s through the gateway, %s/%s direct",
+				mode, n, pct(healthy, .5), pct(healthy, .99), pct(directUp, .5), pct(directUp, .99))
+			t.Logf("breaker open: p50/p99 %s/%s through the gateway, %s/%s direct: the gateway adds %s at p50, %s at p99",
+				pct(open, .5), pct(open, .99), pct(directDead, .5), pct(directDead, .99),
+				pct(open, .5)-pct(directDead, .5), pct(open, .99)-pct(directDead, .99))
 			t.Logf("Redis away for %s; calls charged again %s after it returned", restarted.Sub(killed).Round(time.Millisecond), back.Round(time.Millisecond))
 		})
 	}
