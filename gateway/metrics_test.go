@@ -301,3 +301,32 @@ func TestCountingAllocatesNothing(t *testing.T) {
 		t.Errorf("%v allocations per call, want 0", allocs)
 	}
 }
+
+// TestMetricsShadow: in shadow mode a call over the limit is forwarded, and counted both as
+// shadow_rejected and as a rejection with its reason.
+func TestMetricsShadow(t *testing.T) {
+	m := NewMetrics(MetricsOptions{MaxOrgs: 10})
+	f := newFixture(t, func(c *Config) { c.Metrics = m; c.Shadow = true })
+	admin := httptest.NewServer(NewAdminHandler(AdminConfig{Metrics: m}))
+	defer admin.Close()
+	for range 12 {
+		if resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "tiny-key"}, ""); resp.StatusCode != 200 {
+			t.Fatalf("shadow mode answered %d", resp.StatusCode)
+		}
+	}
+	fams := metricstest.Scrape(t, admin.URL+"/metrics")
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"creditgate_requests_total", []string{"org", "tiny", "edition", "custom", "outcome", "allowed"}, 10},
+		{"creditgate_requests_total", []string{"org", "tiny", "edition", "custom", "outcome", "shadow_rejected"}, 2},
+		{"creditgate_rejections_total", []string{"org", "tiny", "edition", "custom", "reason", "credits"}, 2},
+		{"creditgate_credits_debited_total", []string{"org", "tiny", "edition", "custom"}, 10},
+	} {
+		if got, _ := fams.Value(c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+}
