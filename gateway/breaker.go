@@ -192,7 +192,8 @@ func (g *Gateway) spend(client context.Context, key limiter.Key, cost int64, now
 		g.metrics.observeStore(opSpend, resultRejected, start)
 		g.breaker.done(nil)
 	case client.Err() != nil:
-		g.metrics.observeStore(opSpend, resultError, start)
+		// The client left: its cancellation, not the store's failure.
+		g.metrics.storeOps[opSpend][resultError].Observe(time.Since(start).Seconds())
 	default:
 		g.metrics.observeStore(opSpend, resultError, start)
 		g.breaker.done(err)
