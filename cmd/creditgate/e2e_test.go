@@ -348,6 +348,7 @@ func hammer(t *testing.T, redisURL string, held func(key string) (int64, error))
 		t.Error("the limits were never reached")
 	}
 	var total, totalCalls int64
+	var metricsRejected float64
 	for i, id := range orgIDs {
 		got := admitted[i].Load()
 		total += got
@@ -363,14 +364,22 @@ func hammer(t *testing.T, redisURL string, held func(key string) (int64, error))
 		if h != got {
 			t.Errorf("org %s: admitted %d, Redis holds %d", id, got, h)
 		}
-		var counted float64 // what the two gateways' /metrics say they debited
+		var counted, allowed float64 // what the two gateways' /metrics say
 		for _, gw := range gws {
-			v, _ := metricstest.Scrape(t, gw.admin+"/metrics").Value("creditgate_credits_debited_total", "org", id, "edition", "custom")
+			m := metricstest.Scrape(t, gw.admin+"/metrics")
+			v, _ := m.Value("creditgate_credits_debited_total", "org", id, "edition", "custom")
 			counted += v
+			v, _ = m.Value("creditgate_requests_total", "org", id, "edition", "custom", "outcome", "allowed")
+			allowed += v
+			v, _ = m.Value("creditgate_requests_total", "org", id, "edition", "custom", "outcome", "rejected")
+			metricsRejected += v
 		}
-		if counted != float64(got) {
-			t.Errorf("org %s: admitted %d, /metrics of the gateways count %v", id, got, counted)
+		if counted != float64(got) || allowed != float64(calls[i].Load()) {
+			t.Errorf("org %s: admitted %d credits in %d calls, /metrics of the gateways count %v in %v", id, got, calls[i].Load(), counted, allowed)
 		}
+	}
+	if metricsRejected != float64(rejected.Load()) {
+		t.Errorf("%d calls rejected, /metrics of the gateways count %v", rejected.Load(), metricsRejected)
 	}
 	t.Logf("%d calls rejected; upstream received %d credits in %d calls", rejected.Load(), up.credits.Load(), up.calls.Load())
 	if up.credits.Load() != total || up.calls.Load() != totalCalls {
