@@ -18,10 +18,17 @@ type AdminConfig struct {
 	Gateway *Gateway
 	// Tokens authorize the admin API; with none, every admin API call is refused.
 	Tokens *AdminTokens
+	// Metrics are served at /metrics; nil serves none.
+	Metrics *Metrics
 }
 
-// NewAdminHandler serves the admin listener: /healthz (the process is up), /readyz, and the
-// admin API under /admin/v1/.
+// NewAdminHandler serves the admin listener: /healthz (the process is up), /readyz, /metrics
+// and the admin API under /admin/v1/.
+//
+// /readyz answers 503 while the gateway drains for shutdown, and when the credit store is
+// unavailable (its breaker is open, or Ready fails) under CREDITGATE_FAIL_MODE=closed. Under
+// fail-open it answers 200 with a "degraded" body instead: every replica shares the store, so
+// taking them all out of a load balancer would turn "fail open" into "fail everything".
 func NewAdminHandler(cfg AdminConfig) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -30,17 +37,34 @@ func NewAdminHandler(cfg AdminConfig) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if cfg.Ready != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := cfg.Ready(ctx); err != nil {
-				w.WriteHeader(http.StatusServiceUnavailable)
-				_, _ = w.Write([]byte("not ready: credit store unavailable\n"))
-				return
-			}
+		w.Header().Set("Cache-Control", "no-store")
+		g := cfg.Gateway
+		if g != nil && g.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: shutting down\n"))
+			return
 		}
-		_, _ = w.Write([]byte("ready\n"))
+		var storeErr error
+		if g != nil && g.BreakerOpen() {
+			storeErr = errBreakerOpen // known dead: no wait on it here either
+		} else if cfg.Ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			storeErr = cfg.Ready(ctx)
+			cancel()
+		}
+		switch {
+		case storeErr == nil:
+			_, _ = w.Write([]byte("ready\n"))
+		case g != nil && (g.cfg.FailOpen || g.cfg.Shadow):
+			_, _ = w.Write([]byte("ready (degraded): credit store unavailable, calls pass uncharged (fail mode open)\n"))
+		default:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: credit store unavailable\n"))
+		}
 	})
+	if cfg.Metrics != nil {
+		mux.Handle("GET /metrics", cfg.Metrics.Handler())
+	}
 	if cfg.Gateway != nil {
 		mux.Handle("POST /admin/v1/explain", cfg.require(RoleViewer, cfg.Gateway.explain))
 	}

@@ -7,6 +7,11 @@
 // X-Credits-Charged. When the gateway itself cannot reach the upstream it refunds the call;
 // any answer of the upstream, whatever its status, keeps the charge.
 //
+// Metrics (NewMetrics, served by NewAdminHandler at /metrics) count every call once, by org,
+// outcome and reason, with series resolved at load time so counting allocates nothing. A
+// circuit breaker sits at the gateway's calls to the store: once the store is known dead,
+// calls skip it and the fail mode answers at once, and a background probe brings it back.
+//
 // What a call costs is package costtable's business, who may call is package orgs', and the
 // window arithmetic is package limiter's; this package only wires them into HTTP.
 package gateway

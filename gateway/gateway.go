@@ -86,6 +86,17 @@ type Config struct {
 	Clock func() time.Time
 	// Logger receives one line per rejection and per error (nil: no logs).
 	Logger *zap.Logger
+
+	// Metrics receives the gateway's metrics (nil: metrics of its own, not served).
+	Metrics *Metrics
+	// BreakerFailures is how many store calls in a row must fail before the breaker opens
+	// and calls stop waiting on the store (zero: 3).
+	BreakerFailures int
+	// BreakerCooldown is how often an open breaker probes the store (zero: 1s).
+	BreakerCooldown time.Duration
+	// Probe checks the store while the breaker is open (e.g. RedisStore.LoadScripts); nil
+	// lets one call per BreakerCooldown through as the probe.
+	Probe func(context.Context) error
 }
 
 // Gateway is the proxy's http.Handler: identify, price, debit, forward.
@@ -95,6 +106,10 @@ type Gateway struct {
 	roster atomic.Pointer[roster]
 	proxy  *httputil.ReverseProxy
 	log    *zap.Logger
+
+	metrics  *Metrics
+	breaker  *breaker
+	draining atomic.Bool
 }
 
 // roster is the orgs in force: swapped whole on reload, read without locks.
@@ -110,6 +125,7 @@ type tenant struct {
 	heavyKey limiter.Key // the same, for heavy calls: the heavy sub-cap applies too
 	limit    string      // decimal, for X-RateLimit-Limit
 	policy   string      // RateLimit-Policy field value
+	m        *orgSeries  // the org's metrics
 }
 
 type stateKey struct{}
@@ -121,6 +137,8 @@ type callState struct {
 	d    limiter.Decision
 	rule string
 	body *watchedBody // nil without a request body
+	rs   *ruleSeries  // the rule's metrics
+	sent time.Time    // when the call was handed to the proxy
 }
 
 // watchedBody records whether reading the client's body failed, so that a broken client
@@ -177,16 +195,28 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Transport == nil {
 		cfg.Transport = NewTransport(cfg.UpstreamTimeout)
 	}
-	g := &Gateway{
-		cfg: cfg,
-		log: cfg.Logger.Named("gateway"),
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(MetricsOptions{})
 	}
-	g.costs.Store(cfg.Costs)
+	if cfg.BreakerFailures <= 0 {
+		cfg.BreakerFailures = 3
+	}
+	if cfg.BreakerCooldown <= 0 {
+		cfg.BreakerCooldown = time.Second
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		log:     cfg.Logger.Named("gateway"),
+		metrics: cfg.Metrics,
+	}
+	g.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, cfg.StoreTimeout, cfg.Probe,
+		cfg.Logger.Named("breaker"), cfg.Metrics)
+	g.SetCosts(cfg.Costs)
 	g.SetOrgs(cfg.Orgs)
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
 		Transport:      cfg.Transport,
-		ModifyResponse: dropUpstreamLimitFields,
+		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
 		BufferPool:     newBufferPool(),
 		ErrorLog:       zap.NewStdLog(g.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
@@ -213,6 +243,7 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 	cfg := g.cfg
 	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
 	r := &roster{dir: dir, tenants: make(map[*orgs.Org]*tenant, dir.Len())}
+	series := g.metrics.setOrgs(dir.Orgs())
 	for _, o := range dir.Orgs() {
 		limit := cfg.LimitOf(o)
 		var concurrency int64
@@ -225,6 +256,7 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 			key:    limiter.NewKey(o.ID, limit),
 			limit:  l,
 			policy: `"credits";q=` + l + ";w=" + window,
+			m:      series[o],
 		}
 		t.heavyKey = t.key
 		if concurrency > 0 {
@@ -238,13 +270,19 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 }
 
 // SetCosts swaps the cost table for new requests; requests in flight keep the one they read.
-func (g *Gateway) SetCosts(t *costtable.Table) { g.costs.Store(t) }
+func (g *Gateway) SetCosts(t *costtable.Table) {
+	g.metrics.setRules(ruleNames(t)...)
+	g.costs.Store(t)
+}
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.metrics.inFlight.Inc()
+	defer g.metrics.inFlight.Dec()
 	h := w.Header()
 	t, err := g.identify(r)
 	if err != nil {
+		g.metrics.count(nil, nil, outUnauthorized, 0, 0)
 		h.Set("X-Credits-Charged", "0")
 		g.log.Debug("unauthenticated", zap.String("reason", err.Error()))
 		writeError(w, err, 0)
@@ -252,9 +290,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cleanPath(r)
 	rule := g.costs.Load().Match(r.Method, r.URL.Path, r.URL.RawQuery)
+	rs := g.metrics.rule(rule.Name)
 	var body []byte
 	if rule.CountsBody() {
 		if body, err = g.bufferBody(r); err != nil {
+			g.metrics.count(t.m, rs, outBadRequest, 0, 0)
 			h.Set("X-Credits-Charged", "0")
 			g.log.Info("body not buffered", zap.String("org", t.org.ID), zap.String("rule", rule.Name), zap.Error(err))
 			writeError(w, err, 0)
@@ -278,9 +318,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rule.Heavy {
 		key = t.heavyKey
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
-	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
-	cancel()
+	d, err := g.spend(r.Context(), key, cost, now)
 	if d.Lease != "" {
 		// Released when the call is over, however it ends: answered, client gone, or panic
 		// (ReverseProxy panics with http.ErrAbortHandler when a client leaves mid-body).
@@ -291,26 +329,34 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, limiter.ErrConcurrency):
 		setLimitFields(h, t, d)
 		h.Set("X-Credits-Charged", "0")
-		scope := "org"
+		scope, why := "org", reasonConcurrency
 		if d.ConcurrencyLimit != key.Concurrency {
-			scope = "heavy"
+			scope, why = "heavy", reasonHeavyConcurrency
 		}
 		if g.cfg.Shadow {
+			g.metrics.count(t.m, rs, outShadowRejected, why, 0)
 			g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
 				zap.Int64("cost", cost), zap.String("reason", "concurrency_"+scope), zap.Int64("in_flight", d.InFlight))
 			break
 		}
+		g.metrics.count(t.m, rs, outRejected, why, 0)
 		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
 			zap.Int64("cost", cost), zap.String("reason", "concurrency_"+scope), zap.Int64("in_flight", d.InFlight))
 		writeError(w, &concurrencyError{limit: d.ConcurrencyLimit, scope: scope}, 1)
 		return
 	case errors.Is(err, limiter.ErrOverLimit), errors.Is(err, limiter.ErrCostExceedsLimit):
 		setLimitFields(h, t, d)
+		why := reasonCredits
+		if errors.Is(err, limiter.ErrCostExceedsLimit) {
+			why = reasonCostExceedsLimit
+		}
 		if g.cfg.Shadow {
+			g.metrics.count(t.m, rs, outShadowRejected, why, 0)
 			g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
 				zap.Int64("cost", cost), zap.String("reason", reason(err)), zap.Int64("used", d.Used))
 			break
 		}
+		g.metrics.count(t.m, rs, outRejected, why, 0)
 		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
 			zap.Int64("cost", cost), zap.String("reason", reason(err)), zap.Int64("used", d.Used),
 			zap.Duration("retry_after", d.RetryAfter))
@@ -322,11 +368,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 		if r.Context().Err() != nil {
+			g.metrics.count(t.m, rs, outClientClosed, 0, 0)
 			return // the client left while we waited for the store; nothing was charged
 		}
 		failOpen := g.cfg.FailOpen || g.cfg.Shadow // shadow mode never rejects
-		g.log.Error("credit store error", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
-			zap.Int64("cost", cost), zap.Bool("fail_open", failOpen), zap.Error(err))
+		if failOpen {
+			g.metrics.count(t.m, rs, outFailOpen, 0, 0)
+		} else {
+			g.metrics.count(t.m, rs, outFailClosed, 0, 0)
+		}
+		// The breaker logs once when it opens; while it is open, calls are not logged one by one.
+		if err != errBreakerOpen {
+			g.log.Warn("credit store error", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+				zap.Int64("cost", cost), zap.Bool("fail_open", failOpen), zap.Error(err))
+		}
 		// Remaining and reset are unknown; the policy is not.
 		h.Set("X-Ratelimit-Limit", t.limit)
 		h.Set("Ratelimit-Policy", t.policy)
@@ -335,27 +390,27 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errStoreUnavailable, 1)
 			return
 		}
-		g.forward(w, r, &callState{t: t, key: key, rule: rule.Name})
+		g.forward(w, r, &callState{t: t, key: key, rule: rule.Name, rs: rs})
 		return
 	}
 	if d.Allowed {
+		g.metrics.count(t.m, rs, outAllowed, 0, d.Cost)
 		setLimitFields(h, t, d)
 	}
-	g.forward(w, r, &callState{t: t, key: key, d: d, rule: rule.Name})
+	g.forward(w, r, &callState{t: t, key: key, d: d, rule: rule.Name, rs: rs})
 }
 
 // release ends a call's concurrency lease, with a context of its own: the client's may be
 // gone already.
 func (g *Gateway) release(r *http.Request, key limiter.Key, d limiter.Decision) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), g.cfg.StoreTimeout)
-	defer cancel()
-	if err := g.cfg.Store.Release(ctx, key, d); err != nil {
+	if err := g.releaseLease(r.Context(), key, d); err != nil && err != errBreakerOpen {
 		// The lease expires on its own after its TTL.
-		g.log.Error("lease release failed", zap.String("org", key.Org), zap.Error(err))
+		g.log.Warn("lease release failed", zap.String("org", key.Org), zap.Error(err))
 	}
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *callState) {
+	st.sent = time.Now()
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
 	if r.Body != nil && r.Body != http.NoBody {
 		st.body = &watchedBody{ReadCloser: r.Body}
@@ -421,6 +476,14 @@ var limitFields = []string{
 	"Ratelimit-Policy", "Ratelimit", "X-Credits-Charged",
 }
 
+// modifyResponse measures the upstream's answer and drops its limit fields.
+func (g *Gateway) modifyResponse(resp *http.Response) error {
+	if st, _ := resp.Request.Context().Value(stateKey{}).(*callState); st != nil && st.rs != nil {
+		st.rs.observeUpstream(resp.StatusCode, st.sent)
+	}
+	return dropUpstreamLimitFields(resp)
+}
+
 func dropUpstreamLimitFields(resp *http.Response) error {
 	for _, k := range limitFields {
 		delete(resp.Header, k)
@@ -470,6 +533,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 // gateway answers 502/504 itself, and the call is refunded.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(stateKey{}).(*callState)
+	if st != nil && st.rs != nil {
+		st.rs.observeUpstream(0, st.sent)
+	}
 	if r.Context().Err() != nil {
 		// The client went away. The upstream may have done the work, so the charge stays.
 		if st != nil {
@@ -490,13 +556,12 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		status = errUpstreamTimeout
 	}
 	if st != nil && st.d.Allowed && st.d.Cost > 0 {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), g.cfg.StoreTimeout)
-		rerr := g.cfg.Store.Refund(ctx, st.key, st.d)
-		cancel()
+		rerr := g.refund(r.Context(), st.key, st.d)
 		if rerr != nil {
 			g.log.Error("refund failed", zap.String("org", st.t.org.ID), zap.String("rule", st.rule),
 				zap.Int64("cost", st.d.Cost), zap.Error(rerr))
 		} else {
+			st.t.m.refunded.Add(float64(st.d.Cost))
 			h := w.Header()
 			h.Set("X-Credits-Charged", "0")
 			remaining := strconv.FormatInt(min(st.d.Remaining+st.d.Cost, st.d.Limit), 10)

@@ -38,6 +38,14 @@ type Config struct {
 	// FailMode is what happens when the store cannot decide: open (forward, uncharged) or
 	// closed (503).
 	FailMode string `env:"CREDITGATE_FAIL_MODE" envDefault:"open"`
+	// BreakerFailures is how many credit store calls in a row must fail before the breaker
+	// opens: then calls stop waiting on Redis and the fail mode answers them at once.
+	BreakerFailures int `env:"CREDITGATE_BREAKER_FAILURES" envDefault:"3"`
+	// BreakerCooldown is how often an open breaker probes Redis to close again.
+	BreakerCooldown time.Duration `env:"CREDITGATE_BREAKER_COOLDOWN" envDefault:"1s"`
+	// MetricsMaxOrgs is how many orgs get an org label of their own in /metrics (the first
+	// configured); the others share org="other". 0: all share it.
+	MetricsMaxOrgs int `env:"CREDITGATE_METRICS_MAX_ORGS" envDefault:"100"`
 
 	// HeavyConcurrency caps each org's heavy calls in flight (bulk and multi-record writes),
 	// inside its own cap; 0 disables the sub-cap.
@@ -122,7 +130,7 @@ func describeParseError(pe env.ParseError) string {
 		return "must be a Go duration such as 24h, 90s or 500ms: " + pe.Err.Error()
 	case reflect.TypeFor[bool]():
 		return "must be true or false: " + pe.Err.Error()
-	case reflect.TypeFor[int64]():
+	case reflect.TypeFor[int64](), reflect.TypeFor[int]():
 		return "must be an integer: " + pe.Err.Error()
 	}
 	return pe.Err.Error()
@@ -195,6 +203,15 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	if c.FailMode != "open" && c.FailMode != "closed" {
 		bad("CREDITGATE_FAIL_MODE", "must be open or closed, got %q", c.FailMode)
+	}
+	if c.BreakerFailures < 1 || c.BreakerFailures > 1000 {
+		bad("CREDITGATE_BREAKER_FAILURES", "must be between 1 and 1000, got %d", c.BreakerFailures)
+	}
+	if c.BreakerCooldown < 10*time.Millisecond || c.BreakerCooldown > 5*time.Minute {
+		bad("CREDITGATE_BREAKER_COOLDOWN", "must be between 10ms and 5m, got %s", c.BreakerCooldown)
+	}
+	if c.MetricsMaxOrgs < 0 || c.MetricsMaxOrgs > 10_000 {
+		bad("CREDITGATE_METRICS_MAX_ORGS", "must be between 0 and 10000 (each org adds about 20 series), got %d", c.MetricsMaxOrgs)
 	}
 
 	switch {
@@ -300,6 +317,8 @@ func (c *Config) logFields() []zap.Field {
 	}
 	return []zap.Field{
 		zap.String("upstream", upstream), zap.String("store", store), zap.String("fail_mode", c.FailMode),
+		zap.Int("breaker_failures", c.BreakerFailures), zap.Duration("breaker_cooldown", c.BreakerCooldown),
+		zap.Int("metrics_max_orgs", c.MetricsMaxOrgs),
 		zap.Duration("window", c.Window), zap.Duration("bucket", c.Bucket), zap.Bool("shadow", c.Shadow),
 		zap.String("cost_table", c.costTable.Name()), zap.String("cost_table_file", c.CostTableFile),
 		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", c.plans.dir.Len()), zap.String("orgs_file", c.OrgsFile), zap.String("editions_file", c.EditionsFile),

@@ -17,7 +17,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 	if !cfg.demo || cfg.ListenAddr != ":8080" || cfg.AdminAddr != ":9090" || cfg.Window != 24*time.Hour ||
 		cfg.Bucket != time.Minute || cfg.FailMode != "open" || cfg.MaxBodyBytes != 10<<20 ||
-		cfg.CostTable != "zoho-crm" || cfg.OrgMode != "apikey" || cfg.OrgHeader != "X-Org-Id" {
+		cfg.CostTable != "zoho-crm" || cfg.OrgMode != "apikey" || cfg.OrgHeader != "X-Org-Id" ||
+		cfg.BreakerFailures != 3 || cfg.BreakerCooldown != time.Second || cfg.MetricsMaxOrgs != 100 {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 }
@@ -77,6 +78,10 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bucket longer than window", map[string]string{"CREDITGATE_WINDOW": "4s", "CREDITGATE_BUCKET": "5s"}, []string{"CREDITGATE_BUCKET"}},
 		{"too many buckets", map[string]string{"CREDITGATE_WINDOW": "24h", "CREDITGATE_BUCKET": "1ms"}, []string{"CREDITGATE_BUCKET", "100000"}},
 		{"fail mode", map[string]string{"CREDITGATE_FAIL_MODE": "sideways"}, []string{"CREDITGATE_FAIL_MODE", "sideways"}},
+		{"breaker failures zero", map[string]string{"CREDITGATE_BREAKER_FAILURES": "0"}, []string{"CREDITGATE_BREAKER_FAILURES", "between 1 and 1000"}},
+		{"breaker failures not int", map[string]string{"CREDITGATE_BREAKER_FAILURES": "few"}, []string{"CREDITGATE_BREAKER_FAILURES", "integer"}},
+		{"breaker cooldown too short", map[string]string{"CREDITGATE_BREAKER_COOLDOWN": "1ms"}, []string{"CREDITGATE_BREAKER_COOLDOWN", "10ms"}},
+		{"metrics max orgs negative", map[string]string{"CREDITGATE_METRICS_MAX_ORGS": "-1"}, []string{"CREDITGATE_METRICS_MAX_ORGS", "-1"}},
 		{"log level", map[string]string{"CREDITGATE_LOG_LEVEL": "loud"}, []string{"CREDITGATE_LOG_LEVEL", "loud"}},
 		{"shadow not bool", map[string]string{"CREDITGATE_SHADOW": "perhaps"}, []string{"CREDITGATE_SHADOW", "true or false"}},
 		{"max body not int", map[string]string{"CREDITGATE_MAX_BODY_BYTES": "10MB"}, []string{"CREDITGATE_MAX_BODY_BYTES", "integer"}},

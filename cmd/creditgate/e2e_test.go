@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creditgate/creditgate/internal/metricstest"
 	"github.com/creditgate/creditgate/internal/redistest"
 	"github.com/creditgate/creditgate/limiter"
 )
@@ -203,9 +204,9 @@ func call(t *testing.T, client *http.Client, method, url, key string) (*http.Res
 }
 
 // TestTwoGatewaysShareOneRedis hammers two gateway processes sharing one Redis (a single
-// server, then a three-master Redis Cluster) with three orgs spread over slots: per org,
-// admitted credits never exceed the limit, and equal what Redis holds and what the upstream
-// received.
+// server, then a three-master Redis Cluster) with three orgs whose keys live on the three
+// different masters: per org, admitted credits never exceed the limit, and equal what Redis
+// holds and what the upstream received.
 func TestTwoGatewaysShareOneRedis(t *testing.T) {
 	type backend struct {
 		url  string
@@ -221,6 +222,7 @@ func TestTwoGatewaysShareOneRedis(t *testing.T) {
 		}},
 		{"cluster", func(t *testing.T) backend {
 			c := redistest.StartCluster(t, 3)
+			checkSpread(t, c, hammerOrgs)
 			return backend{c.URL, func(k string) (int64, error) { return c.Client.Get(context.Background(), k).Int64() }}
 		}},
 	}
@@ -232,9 +234,48 @@ func TestTwoGatewaysShareOneRedis(t *testing.T) {
 	}
 }
 
+// hammerOrgs hash to slots 865, 8623 and 14438: one on each master of a three-master cluster.
+var hammerOrgs = []string{"alpha", "bravo", "echo"}
+
+// checkSpread fails unless the orgs' keys are served by as many different masters as there
+// are orgs, so the cluster test exercises every master.
+func checkSpread(t *testing.T, c *redistest.Cluster, orgIDs []string) {
+	t.Helper()
+	ctx := context.Background()
+	slots, err := c.Client.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	masters := map[string]string{}
+	for _, id := range orgIDs {
+		for _, k := range limiter.RedisKeys(id) {
+			slot, err := c.Client.ClusterKeySlot(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range slots {
+				if int64(r.Start) <= slot && slot <= int64(r.End) {
+					if prev, ok := masters[id]; ok && prev != r.Nodes[0].Addr {
+						t.Fatalf("org %s has keys on two masters (%s, %s): its hash tag is broken", id, prev, r.Nodes[0].Addr)
+					}
+					masters[id] = r.Nodes[0].Addr
+				}
+			}
+		}
+	}
+	distinct := map[string]bool{}
+	for _, a := range masters {
+		distinct[a] = true
+	}
+	t.Logf("orgs on masters: %v", masters)
+	if len(masters) != len(orgIDs) || len(distinct) != len(orgIDs) {
+		t.Fatalf("orgs %v are on %d masters (%v), want %d", orgIDs, len(distinct), masters, len(orgIDs))
+	}
+}
+
 func hammer(t *testing.T, redisURL string, held func(key string) (int64, error)) {
 	const limit = 1500
-	orgIDs := []string{"alpha", "bravo", "charlie"}
+	orgIDs := hammerOrgs
 	up := newCostUpstream(t, 0)
 	var spec []string
 	for _, id := range orgIDs {
@@ -307,6 +348,7 @@ func hammer(t *testing.T, redisURL string, held func(key string) (int64, error))
 		t.Error("the limits were never reached")
 	}
 	var total, totalCalls int64
+	var metricsRejected float64
 	for i, id := range orgIDs {
 		got := admitted[i].Load()
 		total += got
@@ -322,6 +364,22 @@ func hammer(t *testing.T, redisURL string, held func(key string) (int64, error))
 		if h != got {
 			t.Errorf("org %s: admitted %d, Redis holds %d", id, got, h)
 		}
+		var counted, allowed float64 // what the two gateways' /metrics say
+		for _, gw := range gws {
+			m := metricstest.Scrape(t, gw.admin+"/metrics")
+			v, _ := m.Value("creditgate_credits_debited_total", "org", id, "edition", "custom")
+			counted += v
+			v, _ = m.Value("creditgate_requests_total", "org", id, "edition", "custom", "outcome", "allowed")
+			allowed += v
+			v, _ = m.Value("creditgate_requests_total", "org", id, "edition", "custom", "outcome", "rejected")
+			metricsRejected += v
+		}
+		if counted != float64(got) || allowed != float64(calls[i].Load()) {
+			t.Errorf("org %s: admitted %d credits in %d calls, /metrics of the gateways count %v in %v", id, got, calls[i].Load(), counted, allowed)
+		}
+	}
+	if metricsRejected != float64(rejected.Load()) {
+		t.Errorf("%d calls rejected, /metrics of the gateways count %v", rejected.Load(), metricsRejected)
 	}
 	t.Logf("%d calls rejected; upstream received %d credits in %d calls", rejected.Load(), up.credits.Load(), up.calls.Load())
 	if up.credits.Load() != total || up.calls.Load() != totalCalls {

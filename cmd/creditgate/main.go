@@ -76,12 +76,13 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	defer func() { _ = log.Sync() }()
 
 	storeOpts := limiter.Options{Window: cfg.Window, Bucket: cfg.Bucket, LeaseTTL: cfg.LeaseTTL}
+	redisLog := &redisLogger{s: log.Named("redis").Sugar()}
 	var (
 		store limiter.Store
 		ready func(context.Context) error
 	)
 	if cfg.RedisURL != "" {
-		redis.SetLogger(redisLogger{log.Named("redis").Sugar()})
+		redis.SetLogger(redisLog)
 		client, err := limiter.NewRedisClient(cfg.RedisURL)
 		if err != nil {
 			return configError{fmt.Errorf("CREDITGATE_REDIS_URL: %w", err)}
@@ -129,6 +130,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	var current atomic.Pointer[plans]
 	current.Store(cfg.plans)
 
+	metrics := gateway.NewMetrics(gateway.MetricsOptions{MaxOrgs: cfg.MetricsMaxOrgs})
 	gw, err := gateway.New(gateway.Config{
 		Upstream:         upstream,
 		UpstreamTimeout:  cfg.UpstreamTimeout,
@@ -147,10 +149,17 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		Window:           cfg.Window,
 		Logger:           log,
+		Metrics:          metrics,
+		BreakerFailures:  cfg.BreakerFailures,
+		BreakerCooldown:  cfg.BreakerCooldown,
+		Probe:            ready,
 	})
 	if err != nil {
 		return err
 	}
+	defer gw.Close()
+	quiet := gw.BreakerOpen
+	redisLog.quiet.Store(&quiet)
 
 	proxyLn, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -169,7 +178,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		ErrorLog:          errLog,
 	}
 	adminSrv := &http.Server{
-		Handler:           gateway.NewAdminHandler(gateway.AdminConfig{Ready: ready, Gateway: gw, Tokens: adminTokens}),
+		Handler:           gateway.NewAdminHandler(gateway.AdminConfig{Ready: ready, Gateway: gw, Tokens: adminTokens, Metrics: metrics}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errLog,
 	}
@@ -207,6 +216,7 @@ serve:
 			return err
 		}
 	}
+	gw.Drain() // /readyz answers 503 from now on
 	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	// The proxy first: no new calls, the calls in flight finish. Admin last, so /healthz
@@ -254,10 +264,20 @@ func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[plans], log
 }
 
 // redisLogger sends go-redis's own messages (pool dial failures, …) to zap as warnings, so
-// they are structured like every other line.
-type redisLogger struct{ s *zap.SugaredLogger }
+// they are structured like every other line. While quiet reports true (the breaker is open:
+// it has logged the cause once and probes on its own), they are dropped, or every failed
+// probe would log a line.
+type redisLogger struct {
+	s     *zap.SugaredLogger
+	quiet atomic.Pointer[func() bool]
+}
 
-func (l redisLogger) Printf(_ context.Context, format string, v ...any) { l.s.Warnf(format, v...) }
+func (l *redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if q := l.quiet.Load(); q != nil && (*q)() {
+		return
+	}
+	l.s.Warnf(format, v...)
+}
 
 func newLogger(cfg Config) (*zap.Logger, error) {
 	zc := zap.NewProductionConfig()

@@ -1,0 +1,243 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/creditgate/creditgate/limiter"
+)
+
+// Breaker states, as exported by creditgate_breaker_state.
+const (
+	breakerClosed   int32 = iota // the store is used
+	breakerHalfOpen              // the store answered a probe; the next call's result decides
+	breakerOpen                  // the store is known dead: calls skip it and the fail mode applies
+)
+
+var breakerNames = [...]string{"closed", "half_open", "open"}
+
+// errBreakerOpen is a call decided without the store because the breaker is open.
+var errBreakerOpen = fmt.Errorf("%w (circuit breaker open)", errStoreUnavailable)
+
+// breaker is the circuit breaker in front of the credit store. After Failures store calls
+// in a row fail, it opens: calls no longer wait on the store, the fail mode answers at once.
+// While open it probes the store every Cooldown (with Probe, in the background, so no call
+// ever waits on a dead store; without Probe, one call per Cooldown goes through as the
+// probe). A probe that succeeds half-opens it: calls use the store again, and the first
+// result closes it or opens it again. Each change of state is logged once.
+type breaker struct {
+	failures int32
+	cooldown time.Duration
+	probe    func(context.Context) error
+	timeout  time.Duration // bounds one probe
+	log      *zap.Logger
+	metrics  *Metrics
+
+	state     atomic.Int32
+	failed    atomic.Int32 // store calls failed in a row
+	nextProbe atomic.Int64 // unix ns after which a call may probe (no Probe func)
+
+	mu       sync.Mutex // serializes changes of state, their log lines and the prober
+	openedAt time.Time
+	probing  bool
+	stop     chan struct{}
+	stopped  bool
+}
+
+func newBreaker(failures int, cooldown, timeout time.Duration, probe func(context.Context) error, log *zap.Logger, m *Metrics) *breaker {
+	b := &breaker{
+		failures: int32(failures),
+		cooldown: cooldown,
+		probe:    probe,
+		timeout:  timeout,
+		log:      log,
+		metrics:  m,
+		stop:     make(chan struct{}),
+	}
+	m.breakerSt.Set(float64(breakerClosed))
+	return b
+}
+
+// allow reports whether a call may use the store now.
+func (b *breaker) allow() bool {
+	if b.state.Load() != breakerOpen {
+		return true
+	}
+	if b.probe != nil {
+		return false
+	}
+	next := b.nextProbe.Load()
+	now := time.Now().UnixNano()
+	return now >= next && b.nextProbe.CompareAndSwap(next, now+int64(b.cooldown))
+}
+
+// open reports whether the breaker is open (the store is being skipped).
+func (b *breaker) open() bool { return b.state.Load() == breakerOpen }
+
+// done records the result of a store call that was allowed: err is nil when the store
+// decided (allowed or rejected), else the store's failure.
+func (b *breaker) done(err error) {
+	if err == nil {
+		if b.failed.Load() != 0 {
+			b.failed.Store(0)
+		}
+		if b.state.Load() != breakerClosed {
+			b.set(breakerClosed, nil)
+		}
+		return
+	}
+	n := b.failed.Add(1)
+	if n >= b.failures || b.state.Load() == breakerHalfOpen {
+		b.set(breakerOpen, err)
+	}
+}
+
+// set moves the breaker to state s (cause: the failure that opened it) and logs the change.
+func (b *breaker) set(s int32, cause error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	prev := b.state.Load()
+	if prev == s || (s == breakerHalfOpen && prev != breakerOpen) {
+		return // half-open only from open: a late success may have closed it meanwhile
+	}
+	b.state.Store(s)
+	b.metrics.breakerSt.Set(float64(s))
+	b.metrics.breakerTr.WithLabelValues(breakerNames[s]).Inc()
+	switch s {
+	case breakerOpen:
+		b.openedAt = time.Now()
+		b.nextProbe.Store(b.openedAt.Add(b.cooldown).UnixNano())
+		b.log.Error("credit store breaker opened: calls skip the store and the fail mode applies",
+			zap.Int32("failures_in_a_row", b.failed.Load()), zap.Duration("probe_every", b.cooldown), zap.Error(cause))
+		if b.probe != nil && !b.probing && !b.stopped {
+			b.probing = true
+			go b.probeLoop()
+		}
+	case breakerHalfOpen:
+		b.log.Info("credit store breaker half-open: the store answered a probe", zap.Duration("open_for", time.Since(b.openedAt)))
+	case breakerClosed:
+		b.failed.Store(0)
+		b.log.Info("credit store breaker closed: the store is in use again", zap.Duration("open_for", time.Since(b.openedAt)))
+	}
+}
+
+// probeLoop probes the store every cooldown while the breaker is open.
+func (b *breaker) probeLoop() {
+	tick := time.NewTicker(b.cooldown)
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.stop:
+			b.mu.Lock()
+			b.probing = false
+			b.mu.Unlock()
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		err := b.probe(ctx)
+		cancel()
+		b.mu.Lock()
+		if err != nil && b.state.Load() == breakerOpen && !b.stopped {
+			b.mu.Unlock()
+			continue
+		}
+		b.probing = false
+		b.mu.Unlock()
+		if err == nil {
+			b.set(breakerHalfOpen, nil)
+		}
+		return
+	}
+}
+
+// close stops the prober; the breaker keeps answering allow.
+func (b *breaker) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.stopped {
+		b.stopped = true
+		close(b.stop)
+	}
+}
+
+// storeFailed reports whether err from a store call is a failure of the store (as opposed
+// to one of its decisions: over limit, cost too high, concurrency cap).
+func storeFailed(err error) bool {
+	return err != nil && !errors.Is(err, limiter.ErrOverLimit) && !errors.Is(err, limiter.ErrCostExceedsLimit) &&
+		!errors.Is(err, limiter.ErrConcurrency)
+}
+
+// spend runs Store.Spend behind the breaker and measures it. client is the caller's own
+// context: a failure seen after the client left is not held against the store.
+func (g *Gateway) spend(client context.Context, key limiter.Key, cost int64, now time.Time) (limiter.Decision, error) {
+	if !g.breaker.allow() {
+		return limiter.Decision{}, errBreakerOpen
+	}
+	ctx, cancel := context.WithTimeout(client, g.cfg.StoreTimeout)
+	start := time.Now()
+	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
+	cancel()
+	switch {
+	case err == nil:
+		g.metrics.observeStore(opSpend, resultOK, start)
+		g.breaker.done(nil)
+	case !storeFailed(err):
+		g.metrics.observeStore(opSpend, resultRejected, start)
+		g.breaker.done(nil)
+	case client.Err() != nil:
+		// The client left: its cancellation, not the store's failure.
+		g.metrics.storeOps[opSpend][resultError].Observe(time.Since(start).Seconds())
+	default:
+		g.metrics.observeStore(opSpend, resultError, start)
+		g.breaker.done(err)
+	}
+	return d, err
+}
+
+// refund runs Store.Refund behind the breaker, with a context of its own (the client's
+// may be gone already). With the breaker open the refund is skipped and reported as an error.
+func (g *Gateway) refund(parent context.Context, key limiter.Key, d limiter.Decision) error {
+	return g.storeCall(parent, opRefund, func(ctx context.Context) error { return g.cfg.Store.Refund(ctx, key, d) })
+}
+
+// release runs Store.Release behind the breaker; with it open, the lease is left to expire
+// after its TTL.
+func (g *Gateway) releaseLease(parent context.Context, key limiter.Key, d limiter.Decision) error {
+	return g.storeCall(parent, opRelease, func(ctx context.Context) error { return g.cfg.Store.Release(ctx, key, d) })
+}
+
+func (g *Gateway) storeCall(parent context.Context, op int, call func(context.Context) error) error {
+	if !g.breaker.allow() {
+		return errBreakerOpen
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), g.cfg.StoreTimeout)
+	start := time.Now()
+	err := call(ctx)
+	cancel()
+	if err != nil {
+		g.metrics.observeStore(op, resultError, start)
+	} else {
+		g.metrics.observeStore(op, resultOK, start)
+	}
+	g.breaker.done(err)
+	return err
+}
+
+// Close stops the gateway's background work (the breaker's prober). Calls still in flight
+// are not affected.
+func (g *Gateway) Close() { g.breaker.close() }
+
+// Drain marks the gateway as shutting down: /readyz answers 503 so load balancers stop
+// sending calls, while calls keep being served.
+func (g *Gateway) Drain() { g.draining.Store(true) }
+
+// BreakerOpen reports whether the credit store's breaker is open: calls skip the store and
+// the fail mode answers them.
+func (g *Gateway) BreakerOpen() bool { return g.breaker.open() }

@@ -1,0 +1,354 @@
+package gateway
+
+import (
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/creditgate/creditgate/costtable"
+	"github.com/creditgate/creditgate/orgs"
+)
+
+// Metrics holds the Prometheus metrics of a gateway in a private registry, served on the
+// admin listener at /metrics. Every label value comes from a set fixed at start-up (or at a
+// reload): the org (bounded, see MetricsOptions.MaxOrgs), its edition, the cost table's rule
+// names, and the fixed outcome, reason, op and code sets below. The series a request touches
+// are resolved when the orgs and the cost table are loaded, so counting a request allocates
+// nothing.
+type Metrics struct {
+	reg     *prometheus.Registry
+	maxOrgs int
+
+	requests    *prometheus.CounterVec
+	rejections  *prometheus.CounterVec
+	debited     *prometheus.CounterVec
+	refunded    *prometheus.CounterVec
+	addon       *prometheus.CounterVec
+	ruleReqs    *prometheus.CounterVec
+	ruleCredits *prometheus.CounterVec
+	limiterDur  *prometheus.HistogramVec
+	upstreamDur *prometheus.HistogramVec
+	redisErrors *prometheus.CounterVec
+	breakerSt   prometheus.Gauge
+	breakerTr   *prometheus.CounterVec
+	inFlight    prometheus.Gauge
+
+	storeOps [numStoreOps][numStoreResults]prometheus.Observer
+	storeErr [numStoreOps]prometheus.Counter
+	unknown  *orgSeries // calls that named no known org
+
+	mu     sync.Mutex                 // guards labels and series while orgs or rules are loaded
+	labels map[string]string          // org ID → org label value ("other" past MaxOrgs)
+	series map[[2]string]*orgSeries   // {org label, edition} → series
+	byOrg  atomic.Pointer[orgSeriesM] // org ID → series, for callers outside the request path
+	rules  atomic.Pointer[ruleSeriesM]
+}
+
+type (
+	orgSeriesM  = map[string]*orgSeries
+	ruleSeriesM = map[string]*ruleSeries
+)
+
+// MetricsOptions configures NewMetrics.
+type MetricsOptions struct {
+	// MaxOrgs is how many orgs get a label value of their own (the first ones configured);
+	// the others share org="other". Zero puts every org under "other".
+	MaxOrgs int
+}
+
+// Outcomes of a call (label "outcome"): each call counts once, under one of them.
+const (
+	outAllowed        = iota // debited and forwarded
+	outRejected              // answered 429, nothing debited
+	outShadowRejected        // would have been rejected; forwarded uncharged (CREDITGATE_SHADOW)
+	outFailOpen              // the store could not decide; forwarded uncharged
+	outFailClosed            // the store could not decide; answered 503
+	outBadRequest            // the body could not be buffered or was too large; not forwarded
+	outUnauthorized          // no known org; answered 401
+	outClientClosed          // the client left while the store decided
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{
+	"allowed", "rejected", "shadow_rejected", "fail_open", "fail_closed", "bad_request", "unauthorized", "client_closed",
+}
+
+// Rejection reasons (label "reason"). monthly_quota is fed by monthly plans.
+const (
+	reasonCredits = iota
+	reasonConcurrency
+	reasonHeavyConcurrency
+	reasonCostExceedsLimit
+	reasonMonthlyQuota
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"credits", "concurrency", "heavy_concurrency", "cost_exceeds_limit", "monthly_quota"}
+
+// Store operations and their results (labels "op" and "result" of the limiter histogram).
+const (
+	opSpend = iota
+	opRefund
+	opRelease
+	numStoreOps
+)
+
+var storeOpNames = [numStoreOps]string{"spend", "refund", "release"}
+
+const (
+	resultOK       = iota // the store decided: allowed, or a refund/release done
+	resultRejected        // the store decided: rejected
+	resultError           // the store could not decide (counted in creditgate_redis_errors_total too)
+	numStoreResults
+)
+
+var storeResultNames = [numStoreResults]string{"ok", "rejected", "error"}
+
+// Upstream status classes (label "code"); "error" is a call the gateway could not complete
+// (502/504 answered by the gateway, or the client left).
+var codeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx", "error"}
+
+const codeError = 5
+
+// orgSeries are the series of one {org, edition} label pair.
+type orgSeries struct {
+	requests   [numOutcomes]prometheus.Counter
+	rejections [numReasons]prometheus.Counter
+	debited    prometheus.Counter
+	refunded   prometheus.Counter
+	addon      prometheus.Counter
+}
+
+// ruleSeries are the series of one cost-table rule.
+type ruleSeries struct {
+	requests [numOutcomes]prometheus.Counter
+	credits  prometheus.Counter
+	upstream [len(codeClasses)]prometheus.Observer
+}
+
+// Histogram buckets. A Redis script answers in well under a millisecond on a healthy
+// network, so the limiter's buckets start at 50µs; the upstream's span an API's range.
+var (
+	limiterBuckets  = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
+	upstreamBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+)
+
+// NewMetrics returns the metrics of one gateway, registered in a registry of their own
+// together with the Go runtime and process collectors.
+func NewMetrics(opts MetricsOptions) *Metrics {
+	const ns = "creditgate"
+	orgLabels := []string{"org", "edition"}
+	m := &Metrics{
+		reg:     prometheus.NewRegistry(),
+		maxOrgs: max(opts.MaxOrgs, 0),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_total",
+			Help: "Calls to the proxy listener by org and outcome (allowed, rejected, shadow_rejected, fail_open, fail_closed, bad_request, unauthorized, client_closed)."},
+			[]string{"org", "edition", "outcome"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rejections_total",
+			Help: "Calls refused (or, in shadow mode, that would have been) by org and reason (credits, concurrency, heavy_concurrency, cost_exceeds_limit, monthly_quota)."},
+			[]string{"org", "edition", "reason"}),
+		debited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "credits_debited_total",
+			Help: "Credits debited from orgs' windows (refunds are counted apart)."}, orgLabels),
+		refunded: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "credits_refunded_total",
+			Help: "Credits given back because the gateway could not reach the upstream."}, orgLabels),
+		addon: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "addon_credits_total",
+			Help: "Add-on credits consumed: the part of debits above the org's free allotment."}, orgLabels),
+		ruleReqs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rule_requests_total",
+			Help: "Calls by the cost-table rule that priced them, and outcome."}, []string{"rule", "outcome"}),
+		ruleCredits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rule_credits_total",
+			Help: "Credits debited by the cost-table rule that priced the calls."}, []string{"rule"}),
+		limiterDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "limiter_duration_seconds",
+			Help: "Time of one credit store call (spend, refund, release) by result (ok, rejected, error).", Buckets: limiterBuckets},
+			[]string{"op", "result"}),
+		upstreamDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "upstream_duration_seconds",
+			Help: "Time from forwarding a call to the upstream's response headers, by rule and status class.", Buckets: upstreamBuckets},
+			[]string{"rule", "code"}),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "redis_errors_total",
+			Help: "Credit store calls that failed (Redis unreachable, timed out or erring), by op."}, []string{"op"}),
+		breakerSt: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "breaker_state",
+			Help: "The credit store circuit breaker: 0 closed (Redis in use), 1 half-open (probing), 2 open (Redis skipped, fail mode applies)."}),
+		breakerTr: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "breaker_transitions_total",
+			Help: "Changes of the credit store circuit breaker, by the state entered."}, []string{"state"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "in_flight_requests",
+			Help: "Calls on the proxy listener being served right now."}),
+		labels: map[string]string{},
+		series: map[[2]string]*orgSeries{},
+	}
+	m.reg.MustRegister(m.requests, m.rejections, m.debited, m.refunded, m.addon, m.ruleReqs, m.ruleCredits,
+		m.limiterDur, m.upstreamDur, m.redisErrors, m.breakerSt, m.breakerTr, m.inFlight,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for op := range numStoreOps {
+		for res := range numStoreResults {
+			m.storeOps[op][res] = m.limiterDur.WithLabelValues(storeOpNames[op], storeResultNames[res])
+		}
+		m.storeErr[op] = m.redisErrors.WithLabelValues(storeOpNames[op])
+	}
+	for _, s := range breakerNames {
+		m.breakerTr.WithLabelValues(s)
+	}
+	m.unknown = &orgSeries{}
+	m.unknown.requests[outUnauthorized] = m.requests.WithLabelValues("unknown", "unknown", outcomeNames[outUnauthorized])
+	m.byOrg.Store(&orgSeriesM{})
+	m.rules.Store(&ruleSeriesM{})
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Registry returns the private registry, for collectors of other components.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// AddAddonCredits counts credits of org's debits that were add-on consumption (above its
+// free allotment). The billing code calls it once per debit with the add-on part of the
+// Decision; an org not configured is ignored.
+func (m *Metrics) AddAddonCredits(org string, credits int64) {
+	if credits <= 0 {
+		return
+	}
+	if s := (*m.byOrg.Load())[org]; s != nil {
+		s.addon.Add(float64(credits))
+	}
+}
+
+// setOrgs resolves the series of every org in list. Orgs get label values of their own in
+// the order they are configured until MaxOrgs are taken; an org keeps its label across
+// reloads, so series never change hands.
+func (m *Metrics) setOrgs(list []*orgs.Org) map[*orgs.Org]*orgSeries {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[*orgs.Org]*orgSeries, len(list))
+	byOrg := make(orgSeriesM, len(list))
+	for _, o := range list {
+		label, ok := m.labels[o.ID]
+		if !ok {
+			label = "other"
+			if len(m.labels) < m.maxOrgs {
+				label = o.ID
+				m.labels[o.ID] = label
+			}
+		}
+		edition := o.Edition
+		if edition == "" {
+			edition = "custom"
+		}
+		k := [2]string{label, edition}
+		s := m.series[k]
+		if s == nil {
+			s = &orgSeries{
+				debited:  m.debited.WithLabelValues(label, edition),
+				refunded: m.refunded.WithLabelValues(label, edition),
+				addon:    m.addon.WithLabelValues(label, edition),
+			}
+			for i := range numOutcomes {
+				if i != outUnauthorized {
+					s.requests[i] = m.requests.WithLabelValues(label, edition, outcomeNames[i])
+				}
+			}
+			for i := range numReasons {
+				s.rejections[i] = m.rejections.WithLabelValues(label, edition, reasonNames[i])
+			}
+			m.series[k] = s
+		}
+		out[o] = s
+		byOrg[o.ID] = s
+	}
+	m.byOrg.Store(&byOrg)
+	return out
+}
+
+// setRules resolves the series of every rule name in names (a cost table's rules), keeping
+// those of the rules already known: a call priced by the table being replaced still finds
+// its rule.
+func (m *Metrics) setRules(names ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.rules.Load()
+	next := make(ruleSeriesM, len(old)+len(names))
+	for name, s := range old {
+		next[name] = s
+	}
+	for _, name := range names {
+		if next[name] != nil {
+			continue
+		}
+		s := &ruleSeries{credits: m.ruleCredits.WithLabelValues(name)}
+		for i := range numOutcomes {
+			if i != outUnauthorized {
+				s.requests[i] = m.ruleReqs.WithLabelValues(name, outcomeNames[i])
+			}
+		}
+		for i, c := range codeClasses {
+			s.upstream[i] = m.upstreamDur.WithLabelValues(name, c)
+		}
+		next[name] = s
+	}
+	m.rules.Store(&next)
+}
+
+// rule returns the series of a rule of a loaded table.
+func (m *Metrics) rule(name string) *ruleSeries {
+	if s := (*m.rules.Load())[name]; s != nil {
+		return s
+	}
+	m.setRules(name) // not reached for rules of loaded tables
+	return (*m.rules.Load())[name]
+}
+
+// count records the outcome of one call: the one place the request path counts. s and rs
+// are nil for calls that named no known org; reason is used for rejections only.
+func (m *Metrics) count(s *orgSeries, rs *ruleSeries, outcome, reason int, credits int64) {
+	if s == nil {
+		m.unknown.requests[outUnauthorized].Inc()
+		return
+	}
+	s.requests[outcome].Inc()
+	if rs != nil {
+		rs.requests[outcome].Inc()
+	}
+	switch outcome {
+	case outAllowed:
+		if credits > 0 {
+			s.debited.Add(float64(credits))
+			if rs != nil {
+				rs.credits.Add(float64(credits))
+			}
+		}
+	case outRejected, outShadowRejected:
+		s.rejections[reason].Inc()
+	}
+}
+
+// observeStore records one store call.
+func (m *Metrics) observeStore(op, result int, since time.Time) {
+	m.storeOps[op][result].Observe(time.Since(since).Seconds())
+	if result == resultError {
+		m.storeErr[op].Inc()
+	}
+}
+
+// observeUpstream records one forwarded call, by the upstream's status (0: no answer).
+func (rs *ruleSeries) observeUpstream(status int, since time.Time) {
+	c := codeError
+	if status >= 100 && status < 600 {
+		c = status/100 - 1
+	}
+	rs.upstream[c].Observe(time.Since(since).Seconds())
+}
+
+// ruleNames lists the names of t's rules, its fallback included.
+func ruleNames(t *costtable.Table) []string {
+	rules := t.Rules()
+	names := make([]string, 0, len(rules)+1)
+	for _, r := range rules {
+		names = append(names, r.Name)
+	}
+	return append(names, t.Fallback().Name)
+}
