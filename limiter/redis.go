@@ -29,8 +29,8 @@ func mustScript(name string) *redis.Script {
 
 var _ Store = (*RedisStore)(nil)
 
-// RedisStore keeps rolling windows in Redis: per org a sorted set of buckets, a hash of
-// bucket credits and a running total, all under the org's hash tag so one Lua script
+// RedisStore keeps rolling windows in Redis: per org a ring of per-bucket counters in one
+// string (Window/Bucket+1 eight-byte slots), a hash of its head and tail and a running total, all under the org's hash tag so one Lua script
 // (one round trip, run by SHA) trims, checks and debits atomically, on a single server or a
 // Redis Cluster alike. Time comes from the Redis server's clock unless the caller passes one.
 type RedisStore struct {
@@ -103,7 +103,8 @@ func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
-	if err := refundScript.Run(ctx, s.client, keys[:3], d.Cost, strconv.FormatInt(d.Bucket, 10)).Err(); err != nil {
+	err := refundScript.Run(ctx, s.client, keys[:3], d.Cost, strconv.FormatInt(d.Bucket, 10), s.windowArg, s.bucketArg).Err()
+	if err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil
@@ -124,6 +125,6 @@ func (s *RedisStore) Release(ctx context.Context, key Key, d Decision) error {
 	return nil
 }
 
-// RedisKeys returns the Redis keys that hold org's window (sorted set, hash, total) and its
+// RedisKeys returns the Redis keys that hold org's window (ring, ring positions, total) and its
 // leases (calls in flight, heavy calls in flight), for tools and tests that inspect them.
 func RedisKeys(org string) []string { return redisKeysFor(org) }
