@@ -1,0 +1,363 @@
+// Command bench measures what creditgate adds to every call, on one machine over loopback.
+//
+// It starts a fast upstream, a bare httputil.ReverseProxy with default settings (and one with
+// the gateway's transport and buffer pool, for reference), and the creditgate binary with the
+// in-memory store and with a redis-server it starts itself; drives each with the same load in
+// interleaved rounds (wrk when installed, else a Go load generator); and prints requests/s,
+// p50/p99 and CPU per request, as ratios of the bare proxy. Then: latency at half the bare
+// proxy's saturation rate, limiter decisions/s against one Redis as a ratio of redis-benchmark
+// running the same script, Redis memory per org at a saturated 24h window, and allocations
+// per request on the hot path.
+//
+//	go run ./bench [-rounds 3] [-duration 5s] [-conns 32]
+//
+// Every process listens on 127.0.0.1 only; every load run is bounded in time.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/creditgate/creditgate/limiter"
+)
+
+const (
+	benchPath = "/crm/v2/users" // 1 credit in the built-in table
+	benchKey  = "bench-key"
+	capKey    = "bench-cap-key"
+	// Limits no run can reach: every call is admitted and debited.
+	benchOrgs = "bench:limit=1000000000000000,keys=" + benchKey +
+		";benchcap:limit=1000000000000000,concurrency=100000,keys=" + capKey
+)
+
+func main() {
+	if runRole() {
+		return
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// target is one server under load.
+type target struct {
+	name  string
+	p     *proc
+	key   string
+	redis bool // counts the redis-server's CPU and EVALSHAs too
+
+	runs      []load
+	ticks     int64 // CPU of p over all runs
+	redisTick int64
+	evalsha   int64
+	fixed     []load
+}
+
+func (t *target) url() string { return "http://" + t.p.addr + benchPath }
+
+func (t *target) total() (n int64, elapsed time.Duration) {
+	for _, r := range t.runs {
+		n += r.requests
+		elapsed += r.elapsed
+	}
+	return n, elapsed
+}
+
+func (t *target) rps() float64 {
+	n, el := t.total()
+	if el == 0 {
+		return 0
+	}
+	return float64(n) / el.Seconds()
+}
+
+func run() error {
+	rounds := flag.Int("rounds", 3, "interleaved rounds of saturation runs")
+	duration := flag.Duration("duration", 5*time.Second, "length of one run")
+	conns := flag.Int("conns", 32, "connections of the load generator")
+	threads := flag.Int("threads", 2, "wrk threads")
+	gen := flag.String("load", "auto", "load generator: wrk, go, or auto (wrk when installed)")
+	flag.Parse()
+	if *rounds < 1 || *duration < time.Second || *conns < 1 {
+		return fmt.Errorf("-rounds must be at least 1, -duration at least 1s, -conns at least 1")
+	}
+	useWrk := *gen == "wrk"
+	if *gen == "auto" {
+		_, err := exec.LookPath("wrk")
+		useWrk = err == nil
+	}
+	saturate := func(t *target) (load, error) {
+		if useWrk {
+			return wrkRun(t.url(), t.key, *threads, *conns, *duration)
+		}
+		return closedLoop(t.url(), t.key, *conns, *duration), nil
+	}
+	started := time.Now()
+	ctx := context.Background()
+
+	tmp, err := os.MkdirTemp("", "creditgate-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	fmt.Fprintln(os.Stderr, "building the gateway and starting the servers…")
+	bin, err := buildGateway(tmp)
+	if err != nil {
+		return err
+	}
+	var procs []*proc
+	defer func() {
+		for _, p := range procs {
+			p.stop()
+		}
+	}()
+	start := func(p *proc, err error) (*proc, error) {
+		if p != nil {
+			procs = append(procs, p)
+		}
+		return p, err
+	}
+	upstream, err := start(startRole("upstream"))
+	if err != nil {
+		return err
+	}
+	upEnv := "CREDITGATE_BENCH_UPSTREAM=http://" + upstream.addr
+	bare, err := start(startRole("bare", upEnv))
+	if err != nil {
+		return err
+	}
+	tuned, err := start(startRole("bare-tuned", upEnv))
+	if err != nil {
+		return err
+	}
+	rds, err := start(startRedis(tmp))
+	if err != nil {
+		return err
+	}
+	gwMem, err := start(startGateway(bin, "gateway-memory", upstream.addr, "", benchOrgs))
+	if err != nil {
+		return err
+	}
+	gwRedis, err := start(startGateway(bin, "gateway-redis", upstream.addr, "redis://"+rds.addr, benchOrgs))
+	if err != nil {
+		return err
+	}
+	rc := redis.NewClient(&redis.Options{Addr: rds.addr})
+	defer rc.Close()
+
+	direct := &target{name: "upstream, direct", p: upstream, key: benchKey}
+	targets := []*target{
+		{name: "bare ReverseProxy, default", p: bare, key: benchKey},
+		{name: "bare ReverseProxy, tuned transport+pool", p: tuned, key: benchKey},
+		{name: "gateway, memory store", p: gwMem, key: benchKey},
+		{name: "gateway, Redis store", p: gwRedis, key: benchKey, redis: true},
+		{name: "gateway, Redis, concurrency cap", p: gwRedis, key: capKey, redis: true},
+	}
+	baseline := targets[0]
+
+	// Warm up: connections, pools, the JIT-free but cache-hungry rest.
+	for _, t := range append([]*target{direct}, targets...) {
+		if useWrk {
+			_, _ = wrkRun(t.url(), t.key, *threads, *conns, time.Second)
+		} else {
+			closedLoop(t.url(), t.key, *conns, time.Second)
+		}
+	}
+
+	measure := func(t *target) error {
+		before, _ := cpuTicks(t.p.pid())
+		rBefore, _ := cpuTicks(rds.pid())
+		eBefore, _ := evalshaCalls(ctx, rc)
+		l, err := saturate(t)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		after, _ := cpuTicks(t.p.pid())
+		rAfter, _ := cpuTicks(rds.pid())
+		eAfter, _ := evalshaCalls(ctx, rc)
+		t.runs = append(t.runs, l)
+		t.ticks += after - before
+		if t.redis {
+			t.redisTick += rAfter - rBefore
+			t.evalsha += eAfter - eBefore
+		}
+		if l.failures > 0 {
+			fmt.Fprintf(os.Stderr, "  %s: %d failed requests\n", t.name, l.failures)
+		}
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "saturation: %d rounds of %s per target, %d connections, load by %s\n",
+		*rounds, *duration, *conns, map[bool]string{true: "wrk", false: "the Go generator"}[useWrk])
+	if err := measure(direct); err != nil {
+		return err
+	}
+	for r := range *rounds {
+		for i := range targets {
+			t := targets[(i+r)%len(targets)] // rotate, so no target always runs first or last
+			if err := measure(t); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(os.Stderr, "  round %d: bare %s rps, gateway memory %s, Redis %s\n", r+1,
+			fmtInt(baseline.runs[r].rps()), fmtInt(targets[2].runs[r].rps()), fmtInt(targets[3].runs[r].rps()))
+	}
+
+	// Latency at half the bare proxy's saturation rate.
+	rate := baseline.rps() / 2
+	fixed := []*target{targets[0], targets[1], targets[2], targets[3]}
+	fmt.Fprintf(os.Stderr, "latency at %s rps (half the bare proxy's saturation)…\n", fmtInt(rate))
+	for r := range 2 {
+		for i := range fixed {
+			t := fixed[(i+r)%len(fixed)]
+			t.fixed = append(t.fixed, openLoop(t.url(), t.key, rate, *duration))
+		}
+	}
+
+	// Limiter decisions against one Redis: the store as the gateway calls it, and
+	// redis-benchmark running the same script.
+	fmt.Fprintln(os.Stderr, "limiter decisions/s against one Redis…")
+	client, err := limiter.NewRedisClient("redis://" + rds.addr)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	store, err := limiter.NewRedisStore(client, limiter.Options{})
+	if err != nil {
+		return err
+	}
+	if err := store.LoadScripts(ctx); err != nil {
+		return err
+	}
+	est, err := redisBenchmark(rds.addr, "bench-rb", *conns, 20_000)
+	if err != nil {
+		return err
+	}
+	n := max(int(est*duration.Seconds()), 10_000)
+	var rbRate, storeRate []float64
+	for range 2 {
+		v, err := redisBenchmark(rds.addr, "bench-rb", *conns, n)
+		if err != nil {
+			return err
+		}
+		rbRate = append(rbRate, v)
+		v, err = storeDecisions(store, "bench-store", *conns, n)
+		if err != nil {
+			return err
+		}
+		storeRate = append(storeRate, v)
+	}
+
+	fmt.Fprintln(os.Stderr, "Redis memory per org, allocations per request…")
+	mem, buckets, err := memoryPerOrg(ctx, rc, store)
+	if err != nil {
+		return err
+	}
+	al, err := hotPathAllocs()
+	if err != nil {
+		return err
+	}
+
+	// The report.
+	out := os.Stdout
+	fmt.Fprintf(out, "\ncreditgate bench: %s, %d CPUs, GOMAXPROCS %d, %s/%s, load by %s (%d connections), %d rounds of %s\n\n",
+		time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH,
+		map[bool]string{true: "wrk", false: "Go generator"}[useWrk], *conns, *rounds, *duration)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "saturation\trequests/s\t× bare\tp50\tp99\tCPU/request\tRedis CPU/request\tEVALSHA/request\t")
+	for _, t := range append([]*target{direct}, targets...) {
+		n, _ := t.total()
+		var p50, p99 time.Duration
+		for _, r := range t.runs {
+			p50, p99 = max(p50, r.p50), max(p99, r.p99)
+		}
+		ratio := "-"
+		if t != direct {
+			ratio = fmt.Sprintf("%.2f", t.rps()/baseline.rps())
+		}
+		cpu := fmtDur(time.Duration(t.ticks) * tick / time.Duration(max(n, 1)))
+		rcpu, calls := "-", "-"
+		if t.redis {
+			rcpu = fmtDur(time.Duration(t.redisTick) * tick / time.Duration(max(n, 1)))
+			calls = fmt.Sprintf("%.2f", float64(t.evalsha)/float64(max(n, 1)))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.name, fmtInt(t.rps()), ratio, fmtDur(p50), fmtDur(p99), cpu, rcpu, calls)
+	}
+	tw.Flush()
+	fmt.Fprintln(out, "  (requests/s over all rounds; p50/p99 the worst round's; CPU of the server's own process)")
+	var ratios []string
+	for r := range *rounds {
+		b := baseline.runs[r].rps()
+		ratios = append(ratios, fmt.Sprintf("memory %.2f / Redis %.2f", targets[2].runs[r].rps()/b, targets[3].runs[r].rps()/b))
+	}
+	fmt.Fprintf(out, "  per round, × bare: %s\n\n", strings.Join(ratios, "; "))
+
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "at %s requests/s\tp50\tp99\tp99 added\tadded vs tuned\t\n", fmtInt(rate))
+	var baseP99, tunedP99 time.Duration
+	for _, t := range fixed {
+		var all load
+		for _, f := range t.fixed {
+			all.requests += f.requests
+			all.failures += f.failures
+			all.p50, all.p99 = max(all.p50, f.p50), max(all.p99, f.p99)
+		}
+		added, vsTuned := "-", "-"
+		switch t {
+		case baseline:
+			baseP99 = all.p99
+		case targets[1]:
+			tunedP99 = all.p99
+			added = fmtSigned(all.p99 - baseP99)
+		default:
+			added, vsTuned = fmtSigned(all.p99-baseP99), fmtSigned(all.p99-tunedP99)
+		}
+		if all.failures > 0 {
+			added += fmt.Sprintf(" (%d failed)", all.failures)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", t.name, fmtDur(all.p50), fmtDur(all.p99), added, vsTuned)
+	}
+	tw.Flush()
+	fmt.Fprintln(out, "  (open loop: latency from each request's scheduled start; the worse of 2 interleaved runs)")
+	fmt.Fprintln(out)
+
+	rb, st := mean(rbRate), mean(storeRate)
+	fmt.Fprintf(out, "limiter decisions/s on one Redis (%d clients, spend.lua, no pipelining):\n", *conns)
+	fmt.Fprintf(out, "  redis-benchmark EVALSHA  %s/s\n  RedisStore.Spend (Go)    %s/s  = %.2f× redis-benchmark\n\n",
+		fmtInt(rb), fmtInt(st), st/rb)
+	fmt.Fprintf(out, "Redis memory per org, saturated 24h window (1-minute buckets, %d live): %s bytes (MEMORY USAGE of its keys)\n\n",
+		buckets, fmtInt(float64(mem)))
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "hot path, canned upstream\tallocs/request\tbytes/request\tns/request\t")
+	for _, a := range al {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t\n", a.name, a.allocs, fmtInt(float64(a.bytes)), fmtInt(float64(a.nsPerOp)))
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\nbench took %s\n", time.Since(started).Round(time.Second))
+	return nil
+}
+
+func mean(v []float64) float64 {
+	var s float64
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(max(len(v), 1))
+}
+
+func fmtSigned(d time.Duration) string {
+	if d < 0 {
+		return "-" + fmtDur(-d)
+	}
+	return "+" + fmtDur(d)
+}
