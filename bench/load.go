@@ -202,6 +202,8 @@ func percentiles(lat []time.Duration) (p50, p99 time.Duration) {
 
 func fmtDur(d time.Duration) string {
 	switch {
+	case d < 10*time.Microsecond:
+		return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 1, 64) + "µs"
 	case d >= 10*time.Millisecond:
 		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + "ms"
 	case d >= time.Millisecond:

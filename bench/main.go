@@ -18,9 +18,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -87,6 +89,7 @@ func run() error {
 	conns := flag.Int("conns", 32, "connections of the load generator")
 	threads := flag.Int("threads", 2, "wrk threads")
 	gen := flag.String("load", "auto", "load generator: wrk, go, or auto (wrk when installed)")
+	limiterOnly := flag.Bool("limiter-only", false, "only the Redis parts: decisions/s and memory per org")
 	flag.Parse()
 	if *rounds < 1 || *duration < time.Second || *conns < 1 {
 		return fmt.Errorf("-rounds must be at least 1, -duration at least 1s, -conns at least 1")
@@ -111,11 +114,6 @@ func run() error {
 	}
 	defer os.RemoveAll(tmp)
 
-	fmt.Fprintln(os.Stderr, "building the gateway and starting the servers…")
-	bin, err := buildGateway(tmp)
-	if err != nil {
-		return err
-	}
 	var procs []*proc
 	defer func() {
 		for _, p := range procs {
@@ -128,99 +126,18 @@ func run() error {
 		}
 		return p, err
 	}
-	upstream, err := start(startRole("upstream"))
-	if err != nil {
-		return err
-	}
-	upEnv := "CREDITGATE_BENCH_UPSTREAM=http://" + upstream.addr
-	bare, err := start(startRole("bare", upEnv))
-	if err != nil {
-		return err
-	}
-	tuned, err := start(startRole("bare-tuned", upEnv))
-	if err != nil {
-		return err
-	}
 	rds, err := start(startRedis(tmp))
-	if err != nil {
-		return err
-	}
-	gwMem, err := start(startGateway(bin, "gateway-memory", upstream.addr, "", benchOrgs))
-	if err != nil {
-		return err
-	}
-	gwRedis, err := start(startGateway(bin, "gateway-redis", upstream.addr, "redis://"+rds.addr, benchOrgs))
 	if err != nil {
 		return err
 	}
 	rc := redis.NewClient(&redis.Options{Addr: rds.addr})
 	defer rc.Close()
 
-	direct := &target{name: "upstream, direct", p: upstream, key: benchKey}
-	targets := []*target{
-		{name: "bare ReverseProxy, default", p: bare, key: benchKey},
-		{name: "bare ReverseProxy, tuned transport+pool", p: tuned, key: benchKey},
-		{name: "gateway, memory store", p: gwMem, key: benchKey},
-		{name: "gateway, Redis store", p: gwRedis, key: benchKey, redis: true},
-		{name: "gateway, Redis, concurrency cap", p: gwRedis, key: capKey, redis: true},
-	}
-	baseline := targets[0]
-
-	// Warm up: connections, pools, the JIT-free but cache-hungry rest.
-	for _, t := range append([]*target{direct}, targets...) {
-		if useWrk {
-			_, _ = wrkRun(t.url(), t.key, *threads, *conns, time.Second)
-		} else {
-			closedLoop(t.url(), t.key, *conns, time.Second)
-		}
-	}
-
-	measure := func(t *target) error {
-		before, _ := cpuTicks(t.p.pid())
-		rBefore, _ := cpuTicks(rds.pid())
-		eBefore, _ := evalshaCalls(ctx, rc)
-		l, err := saturate(t)
-		if err != nil {
-			return fmt.Errorf("%s: %w", t.name, err)
-		}
-		after, _ := cpuTicks(t.p.pid())
-		rAfter, _ := cpuTicks(rds.pid())
-		eAfter, _ := evalshaCalls(ctx, rc)
-		t.runs = append(t.runs, l)
-		t.ticks += after - before
-		if t.redis {
-			t.redisTick += rAfter - rBefore
-			t.evalsha += eAfter - eBefore
-		}
-		if l.failures > 0 {
-			fmt.Fprintf(os.Stderr, "  %s: %d failed requests\n", t.name, l.failures)
-		}
-		return nil
-	}
-	fmt.Fprintf(os.Stderr, "saturation: %d rounds of %s per target, %d connections, load by %s\n",
-		*rounds, *duration, *conns, map[bool]string{true: "wrk", false: "the Go generator"}[useWrk])
-	if err := measure(direct); err != nil {
-		return err
-	}
-	for r := range *rounds {
-		for i := range targets {
-			t := targets[(i+r)%len(targets)] // rotate, so no target always runs first or last
-			if err := measure(t); err != nil {
-				return err
-			}
-		}
-		fmt.Fprintf(os.Stderr, "  round %d: bare %s rps, gateway memory %s, Redis %s\n", r+1,
-			fmtInt(baseline.runs[r].rps()), fmtInt(targets[2].runs[r].rps()), fmtInt(targets[3].runs[r].rps()))
-	}
-
-	// Latency at half the bare proxy's saturation rate.
-	rate := baseline.rps() / 2
-	fixed := []*target{targets[0], targets[1], targets[2], targets[3]}
-	fmt.Fprintf(os.Stderr, "latency at %s rps (half the bare proxy's saturation)…\n", fmtInt(rate))
-	for r := range 2 {
-		for i := range fixed {
-			t := fixed[(i+r)%len(fixed)]
-			t.fixed = append(t.fixed, openLoop(t.url(), t.key, rate, *duration))
+	var httpReport strings.Builder
+	if !*limiterOnly {
+		if err := httpBench(&httpReport, httpOpts{rounds: *rounds, duration: *duration, conns: *conns,
+			threads: *threads, useWrk: useWrk, saturate: saturate}, tmp, rds, rc, start); err != nil {
+			return err
 		}
 	}
 
@@ -243,20 +160,37 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	n := max(int(est*duration.Seconds()), 10_000)
-	var rbRate, storeRate []float64
-	for range 2 {
+	// Runs of about a second, interleaved, so both sides see the same machine; the ratio is
+	// taken per pair. Redis CPU per decision is the script's own cost, whatever the noise.
+	n := max(int(est), 10_000)
+	var rbRate, storeRate, ratios []float64
+	var rbTicks, storeTicks int64
+	calls0, usec0, err := evalshaCalls(ctx, rc)
+	if err != nil {
+		return err
+	}
+	for range *rounds * 2 {
+		t0, _ := cpuTicks(rds.pid())
 		v, err := redisBenchmark(rds.addr, "bench-rb", *conns, n)
 		if err != nil {
 			return err
 		}
-		rbRate = append(rbRate, v)
-		v, err = storeDecisions(store, "bench-store", *conns, n)
+		t1, _ := cpuTicks(rds.pid())
+		w, err := storeDecisions(store, "bench-store", *conns, n)
 		if err != nil {
 			return err
 		}
-		storeRate = append(storeRate, v)
+		t2, _ := cpuTicks(rds.pid())
+		rbRate, storeRate, ratios = append(rbRate, v), append(storeRate, w), append(ratios, w/v)
+		rbTicks, storeTicks = rbTicks+t1-t0, storeTicks+t2-t1
 	}
+	calls1, usec1, err := evalshaCalls(ctx, rc)
+	if err != nil {
+		return err
+	}
+	scriptTime := time.Duration(usec1-usec0) * time.Microsecond / time.Duration(max(calls1-calls0, 1))
+	calls := time.Duration(n * len(ratios))
+	rbCPU, storeCPU := time.Duration(rbTicks)*tick/calls, time.Duration(storeTicks)*tick/calls
 
 	fmt.Fprintln(os.Stderr, "Redis memory per org, allocations per request…")
 	mem, buckets, err := memoryPerOrg(ctx, rc, store)
@@ -270,9 +204,170 @@ func run() error {
 
 	// The report.
 	out := os.Stdout
-	fmt.Fprintf(out, "\ncreditgate bench: %s, %d CPUs, GOMAXPROCS %d, %s/%s, load by %s (%d connections), %d rounds of %s\n\n",
-		time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH,
-		map[bool]string{true: "wrk", false: "Go generator"}[useWrk], *conns, *rounds, *duration)
+	fmt.Fprintf(out, "\ncreditgate bench: %s, %d CPUs, GOMAXPROCS %d, %s/%s\n\n",
+		time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprint(out, httpReport.String())
+	fmt.Fprintf(out, "limiter decisions/s on one Redis (%d clients, spend.lua, no pipelining, %d interleaved pairs of %s):\n",
+		*conns, len(ratios), fmtInt(float64(n)))
+	fmt.Fprintf(out, "  redis-benchmark EVALSHA  %s/s  (Redis CPU %s/decision)\n", fmtInt(mean(rbRate)), fmtDur(rbCPU))
+	fmt.Fprintf(out, "  RedisStore.Spend (Go)    %s/s  (Redis CPU %s/decision)\n", fmtInt(mean(storeRate)), fmtDur(storeCPU))
+	fmt.Fprintf(out, "  spend.lua itself         %s/call in Redis (INFO commandstats, network excluded)\n", fmtDur(scriptTime))
+	fmt.Fprintf(out, "  ratio, median of pairs   %.2f× redis-benchmark  (pairs: %s)\n\n", median(ratios), fmtRatios(ratios))
+	fmt.Fprintf(out, "Redis memory per org, saturated 24h window (1-minute buckets, %d live): %s bytes (MEMORY USAGE of its keys)\n\n",
+		buckets, fmtInt(float64(mem)))
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "hot path, canned upstream\tallocs/request\tbytes/request\tns/request\t")
+	for _, a := range al {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t\n", a.name, a.allocs, fmtInt(float64(a.bytes)), fmtInt(float64(a.nsPerOp)))
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\nbench took %s\n", time.Since(started).Round(time.Second))
+	return nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+func fmtRatios(v []float64) string {
+	var parts []string
+	for _, x := range v {
+		parts = append(parts, fmt.Sprintf("%.2f", x))
+	}
+	return strings.Join(parts, " ")
+}
+
+func mean(v []float64) float64 {
+	var s float64
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(max(len(v), 1))
+}
+
+func fmtSigned(d time.Duration) string {
+	if d < 0 {
+		return "-" + fmtDur(-d)
+	}
+	return "+" + fmtDur(d)
+}
+
+type httpOpts struct {
+	rounds, conns, threads int
+	duration               time.Duration
+	useWrk                 bool
+	saturate               func(*target) (load, error)
+}
+
+// httpBench runs the proxies: saturation rounds and latency at half the bare proxy's rate.
+func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Client,
+	start func(*proc, error) (*proc, error)) error {
+	ctx := context.Background()
+	fmt.Fprintln(os.Stderr, "building the gateway and starting the servers…")
+	bin, err := buildGateway(tmp)
+	if err != nil {
+		return err
+	}
+	upstream, err := start(startRole("upstream"))
+	if err != nil {
+		return err
+	}
+	upEnv := "CREDITGATE_BENCH_UPSTREAM=http://" + upstream.addr
+	bare, err := start(startRole("bare", upEnv))
+	if err != nil {
+		return err
+	}
+	tuned, err := start(startRole("bare-tuned", upEnv))
+	if err != nil {
+		return err
+	}
+	gwMem, err := start(startGateway(bin, "gateway-memory", upstream.addr, "", benchOrgs))
+	if err != nil {
+		return err
+	}
+	gwRedis, err := start(startGateway(bin, "gateway-redis", upstream.addr, "redis://"+rds.addr, benchOrgs))
+	if err != nil {
+		return err
+	}
+
+	direct := &target{name: "upstream, direct", p: upstream, key: benchKey}
+	targets := []*target{
+		{name: "bare ReverseProxy, default", p: bare, key: benchKey},
+		{name: "bare ReverseProxy, tuned transport+pool", p: tuned, key: benchKey},
+		{name: "gateway, memory store", p: gwMem, key: benchKey},
+		{name: "gateway, Redis store", p: gwRedis, key: benchKey, redis: true},
+		{name: "gateway, Redis, concurrency cap", p: gwRedis, key: capKey, redis: true},
+	}
+	baseline := targets[0]
+
+	// Warm up: connections, pools, the JIT-free but cache-hungry rest.
+	for _, t := range append([]*target{direct}, targets...) {
+		if o.useWrk {
+			_, _ = wrkRun(t.url(), t.key, o.threads, o.conns, time.Second)
+		} else {
+			closedLoop(t.url(), t.key, o.conns, time.Second)
+		}
+	}
+
+	measure := func(t *target) error {
+		before, _ := cpuTicks(t.p.pid())
+		rBefore, _ := cpuTicks(rds.pid())
+		eBefore, _, _ := evalshaCalls(ctx, rc)
+		l, err := o.saturate(t)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		after, _ := cpuTicks(t.p.pid())
+		rAfter, _ := cpuTicks(rds.pid())
+		eAfter, _, _ := evalshaCalls(ctx, rc)
+		t.runs = append(t.runs, l)
+		t.ticks += after - before
+		if t.redis {
+			t.redisTick += rAfter - rBefore
+			t.evalsha += eAfter - eBefore
+		}
+		if l.failures > 0 {
+			fmt.Fprintf(os.Stderr, "  %s: %d failed requests\n", t.name, l.failures)
+		}
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "saturation: %d rounds of %s per target, %d connections, load by %s\n",
+		o.rounds, o.duration, o.conns, map[bool]string{true: "wrk", false: "the Go generator"}[o.useWrk])
+	if err := measure(direct); err != nil {
+		return err
+	}
+	for r := range o.rounds {
+		for i := range targets {
+			t := targets[(i+r)%len(targets)] // rotate, so no target always runs first or last
+			if err := measure(t); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(os.Stderr, "  round %d: bare %s rps, gateway memory %s, Redis %s\n", r+1,
+			fmtInt(baseline.runs[r].rps()), fmtInt(targets[2].runs[r].rps()), fmtInt(targets[3].runs[r].rps()))
+	}
+
+	// Latency at half the bare proxy's saturation rate.
+	rate := baseline.rps() / 2
+	fixed := []*target{targets[0], targets[1], targets[2], targets[3]}
+	fmt.Fprintf(os.Stderr, "latency at %s rps (half the bare proxy's saturation)…\n", fmtInt(rate))
+	for r := range 2 {
+		for i := range fixed {
+			t := fixed[(i+r)%len(fixed)]
+			t.fixed = append(t.fixed, openLoop(t.url(), t.key, rate, o.duration))
+		}
+	}
+
+	fmt.Fprintf(out, "load by %s (%d connections), %d rounds of %s per target\n\n",
+		map[bool]string{true: "wrk", false: "Go generator"}[o.useWrk], o.conns, o.rounds, o.duration)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "saturation\trequests/s\t× bare\tp50\tp99\tCPU/request\tRedis CPU/request\tEVALSHA/request\t")
 	for _, t := range append([]*target{direct}, targets...) {
@@ -296,7 +391,7 @@ func run() error {
 	tw.Flush()
 	fmt.Fprintln(out, "  (requests/s over all rounds; p50/p99 the worst round's; CPU of the server's own process)")
 	var ratios []string
-	for r := range *rounds {
+	for r := range o.rounds {
 		b := baseline.runs[r].rps()
 		ratios = append(ratios, fmt.Sprintf("memory %.2f / Redis %.2f", targets[2].runs[r].rps()/b, targets[3].runs[r].rps()/b))
 	}
@@ -331,33 +426,5 @@ func run() error {
 	fmt.Fprintln(out, "  (open loop: latency from each request's scheduled start; the worse of 2 interleaved runs)")
 	fmt.Fprintln(out)
 
-	rb, st := mean(rbRate), mean(storeRate)
-	fmt.Fprintf(out, "limiter decisions/s on one Redis (%d clients, spend.lua, no pipelining):\n", *conns)
-	fmt.Fprintf(out, "  redis-benchmark EVALSHA  %s/s\n  RedisStore.Spend (Go)    %s/s  = %.2f× redis-benchmark\n\n",
-		fmtInt(rb), fmtInt(st), st/rb)
-	fmt.Fprintf(out, "Redis memory per org, saturated 24h window (1-minute buckets, %d live): %s bytes (MEMORY USAGE of its keys)\n\n",
-		buckets, fmtInt(float64(mem)))
-	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "hot path, canned upstream\tallocs/request\tbytes/request\tns/request\t")
-	for _, a := range al {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t\n", a.name, a.allocs, fmtInt(float64(a.bytes)), fmtInt(float64(a.nsPerOp)))
-	}
-	tw.Flush()
-	fmt.Fprintf(out, "\nbench took %s\n", time.Since(started).Round(time.Second))
 	return nil
-}
-
-func mean(v []float64) float64 {
-	var s float64
-	for _, x := range v {
-		s += x
-	}
-	return s / float64(max(len(v), 1))
-}
-
-func fmtSigned(d time.Duration) string {
-	if d < 0 {
-		return "-" + fmtDur(-d)
-	}
-	return "+" + fmtDur(d)
 }

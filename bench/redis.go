@@ -17,23 +17,30 @@ import (
 	"github.com/creditgate/creditgate/limiter"
 )
 
-// evalshaCalls returns how many EVALSHA and EVAL commands the server has run.
-func evalshaCalls(ctx context.Context, c *redis.Client) (int64, error) {
+// evalshaCalls returns how many EVALSHA and EVAL commands the server has run, and the
+// microseconds it spent in them (script execution only, no network).
+func evalshaCalls(ctx context.Context, c *redis.Client) (calls, usec int64, err error) {
 	info, err := c.Info(ctx, "commandstats").Result()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var n int64
 	for _, line := range strings.Split(info, "\n") {
 		if !strings.HasPrefix(line, "cmdstat_evalsha:") && !strings.HasPrefix(line, "cmdstat_eval:") {
 			continue
 		}
-		_, rest, _ := strings.Cut(line, "calls=")
-		v, _, _ := strings.Cut(rest, ",")
-		c, _ := strconv.ParseInt(v, 10, 64)
-		n += c
+		_, stats, _ := strings.Cut(strings.TrimSpace(line), ":")
+		for _, kv := range strings.Split(stats, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "calls":
+				calls += n
+			case "usec":
+				usec += n
+			}
+		}
 	}
-	return n, nil
+	return calls, usec, nil
 }
 
 var benchCSV = regexp.MustCompile(`"EVALSHA[^"]*","([\d.]+)"`)

@@ -192,6 +192,7 @@ if cost == 0 then
 end
 
 local k = math.floor(now / bucket)
+local moved = true -- head or tail changes: write them, and push the expiry out
 if fresh then
 	redis.call('SET', KEYS[1], string.rep('\0', slots * 8))
 	head, tail = k, k
@@ -203,18 +204,23 @@ elseif k < tail then
 	-- The clock ran back: keep the ring's span within slots.
 	k = math.max(k, head - slots + 1)
 	tail = k
+else
+	moved = false
 end
 redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i64', '#' .. string.format('%d', k % slots), ARGV[1])
-redis.call('HSET', KEYS[2], 'head', string.format('%d', head), 'tail', string.format('%d', tail))
 used = used + cost
-redis.call('SET', KEYS[3], string.format('%d', used))
+redis.call('SET', KEYS[3], string.format('%d', used), 'KEEPTTL')
 local b = k * bucket
 
--- Every live bucket frees by now + window + bucket, so idle keys vanish by then.
-local ttl = window + bucket
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
+if moved then
+	redis.call('HSET', KEYS[2], 'head', string.format('%d', head), 'tail', string.format('%d', tail))
+	-- The keys live until the newest bucket frees (it frees last): later debits into the
+	-- same bucket or older ones need not push the expiry again.
+	local ttl = head * bucket + bucket + window - now
+	redis.call('PEXPIRE', KEYS[1], ttl)
+	redis.call('PEXPIRE', KEYS[2], ttl)
+	redis.call('PEXPIRE', KEYS[3], ttl)
+end
 
 if cap > 0 then
 	redis.call('ZADD', KEYS[4], now + lease_ttl, lease)
