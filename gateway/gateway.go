@@ -398,22 +398,6 @@ func reason(err error) string {
 	return "credits"
 }
 
-// setLimitFields writes the rate-limit fields of SPEC §7 for decision d.
-func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
-	wait := d.Reset
-	if !d.Allowed && d.RetryAfter > 0 {
-		wait = d.RetryAfter // 0 for a cost above the whole limit: waiting never helps, show the reset
-	}
-	secs := strconv.FormatInt(ceilSeconds(wait), 10)
-	remaining := strconv.FormatInt(d.Remaining, 10)
-	h.Set("X-Ratelimit-Limit", t.limit)
-	h.Set("X-Ratelimit-Remaining", remaining)
-	h.Set("X-Ratelimit-Reset", secs)
-	h.Set("Ratelimit-Policy", t.policy)
-	h.Set("Ratelimit", `"credits";r=`+remaining+";t="+secs)
-	h.Set("X-Credits-Charged", strconv.FormatInt(d.Cost, 10))
-}
-
 // limitFields are the fields the gateway owns; the upstream's versions are dropped so a
 // client never sees two answers. The upstream's own Retry-After (say, on a 503) stays.
 var limitFields = []string{
