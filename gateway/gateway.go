@@ -13,7 +13,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -112,9 +111,7 @@ type tenant struct {
 	policy   string      // RateLimit-Policy field value
 }
 
-type stateKey struct{}
-
-// callState travels in the request context to the proxy's error hook, which refunds.
+// callState travels to the proxy's error hook, which refunds, in a callWriter.
 type callState struct {
 	t    *tenant
 	key  limiter.Key
@@ -335,13 +332,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errStoreUnavailable, 1)
 			return
 		}
-		g.forward(w, r, &callState{t: t, key: key, rule: rule.Name})
+		g.forward(w, r, callState{t: t, key: key, rule: rule.Name})
 		return
 	}
 	if d.Allowed {
 		setLimitFields(h, t, d)
 	}
-	g.forward(w, r, &callState{t: t, key: key, d: d, rule: rule.Name})
+	g.forward(w, r, callState{t: t, key: key, d: d, rule: rule.Name})
 }
 
 // release ends a call's concurrency lease, with a context of its own: the client's may be
@@ -355,13 +352,17 @@ func (g *Gateway) release(r *http.Request, key limiter.Key, d limiter.Decision) 
 	}
 }
 
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *callState) {
-	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st callState) {
+	cw := callWriters.Get().(*callWriter)
+	cw.ResponseWriter, cw.st = w, st
 	if r.Body != nil && r.Body != http.NoBody {
-		st.body = &watchedBody{ReadCloser: r.Body}
-		r.Body = st.body
+		// Not pooled: the transport may still read a body after the proxy returns.
+		cw.st.body = &watchedBody{ReadCloser: r.Body}
+		r.Body = cw.st.body
 	}
-	g.proxy.ServeHTTP(w, r)
+	g.proxy.ServeHTTP(cw, r)
+	*cw = callWriter{}
+	callWriters.Put(cw)
 }
 
 // bufferBody reads the whole body of a call whose records are counted, so it can be counted
@@ -453,7 +454,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 // proxyError runs when the upstream could not be reached or did not answer in time: the
 // gateway answers 502/504 itself, and the call is refunded.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	st, _ := r.Context().Value(stateKey{}).(*callState)
+	st := stateOf(w)
 	if r.Context().Err() != nil {
 		// The client went away. The upstream may have done the work, so the charge stays.
 		if st != nil {
@@ -495,16 +496,3 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	g.log.Error("upstream error", zap.String("org", org), zap.String("rule", rule), zap.Error(err))
 	writeError(w, status, 0)
 }
-
-// bufferPool lends the proxy its 32 KiB copy buffers instead of allocating one per response.
-type bufferPool struct{ p sync.Pool }
-
-func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { return make([]byte, 32*1024) }}}
-}
-
-func (b *bufferPool) Get() []byte { return b.p.Get().([]byte) }
-
-// Put returns buf to the pool. Boxing the slice header allocates 24 bytes; the buffer it
-// saves is 32 KiB.
-func (b *bufferPool) Put(buf []byte) { b.p.Put(buf) } //nolint:staticcheck // SA6002, see above

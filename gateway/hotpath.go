@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/creditgate/creditgate/limiter"
 )
@@ -37,4 +38,45 @@ func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 	h["Ratelimit-Policy"] = v[3:4:4]
 	h["Ratelimit"] = v[4:5:5]
 	h["X-Credits-Charged"] = v[5:6:6]
+}
+
+// callWriter carries a proxied call's state to the proxy's error hook. ReverseProxy hands
+// its ResponseWriter to ErrorHandler unchanged, so the state rides there: no copy of the
+// request (WithContext) and no context value per call. Pooled: a call without a body
+// allocates nothing for it. Unwrap lets http.ResponseController reach the server's writer
+// (flush, hijack for upgrades).
+type callWriter struct {
+	http.ResponseWriter
+	st callState
+}
+
+func (c *callWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+var callWriters = sync.Pool{New: func() any { return new(callWriter) }}
+
+// stateOf returns the state of the call w belongs to, or nil.
+func stateOf(w http.ResponseWriter) *callState {
+	if c, ok := w.(*callWriter); ok {
+		return &c.st
+	}
+	return nil
+}
+
+// bufferPool lends the proxy its 32 KiB copy buffers instead of allocating one per response.
+// It stores array pointers, which fit in an interface without an allocation.
+type bufferPool struct{ p sync.Pool }
+
+type copyBuffer [32 << 10]byte
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { return new(copyBuffer) }}}
+}
+
+func (b *bufferPool) Get() []byte { return b.p.Get().(*copyBuffer)[:] }
+
+// Put returns buf to the pool; ReverseProxy only puts back what Get gave it.
+func (b *bufferPool) Put(buf []byte) {
+	if len(buf) == len(copyBuffer{}) {
+		b.p.Put((*copyBuffer)(buf))
+	}
 }
