@@ -94,6 +94,8 @@ type Gateway struct {
 	roster atomic.Pointer[roster]
 	proxy  *httputil.ReverseProxy
 	log    *zap.Logger
+
+	storeLocal bool // the store is a *limiter.MemoryStore, which never waits
 }
 
 // roster is the orgs in force: swapped whole on reload, read without locks.
@@ -178,6 +180,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg: cfg,
 		log: cfg.Logger.Named("gateway"),
 	}
+	_, g.storeLocal = cfg.Store.(*limiter.MemoryStore)
 	g.costs.Store(cfg.Costs)
 	g.SetOrgs(cfg.Orgs)
 	g.proxy = &httputil.ReverseProxy{
@@ -275,7 +278,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rule.Heavy {
 		key = t.heavyKey
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
+	ctx, cancel := g.spendContext(r.Context())
 	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
 	cancel()
 	if d.Lease != "" {

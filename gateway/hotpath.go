@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"sync"
@@ -79,4 +80,16 @@ func (b *bufferPool) Put(buf []byte) {
 	if len(buf) == len(copyBuffer{}) {
 		b.p.Put((*copyBuffer)(buf))
 	}
+}
+
+// noCancel is the cancel func of a context that has none.
+func noCancel() {}
+
+// spendContext bounds a Spend by StoreTimeout. The in-memory store never waits, so its calls
+// skip the timer (four allocations and a timer-heap update per call).
+func (g *Gateway) spendContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if g.storeLocal {
+		return ctx, noCancel
+	}
+	return context.WithTimeout(ctx, g.cfg.StoreTimeout)
 }
