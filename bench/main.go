@@ -163,8 +163,12 @@ func run() error {
 	// Runs of about a second, interleaved, so both sides see the same machine; the ratio is
 	// taken per pair. Redis CPU per decision is the script's own cost, whatever the noise.
 	n := max(int(est), 10_000)
-	var rbRate, storeRate, ratios []float64
-	var rbTicks, storeTicks int64
+	piped, err := limiter.NewPipelinedStore(ctx, store, 128, 2)
+	if err != nil {
+		return err
+	}
+	var rbRate, storeRate, pipedRate, ratios, pipedRatios []float64
+	var rbTicks, storeTicks, pipedTicks int64
 	calls0, usec0, err := evalshaCalls(ctx, rc)
 	if err != nil {
 		return err
@@ -181,8 +185,14 @@ func run() error {
 			return err
 		}
 		t2, _ := cpuTicks(rds.pid())
+		x, err := storeDecisions(piped, "bench-piped", *conns, n)
+		if err != nil {
+			return err
+		}
+		t3, _ := cpuTicks(rds.pid())
 		rbRate, storeRate, ratios = append(rbRate, v), append(storeRate, w), append(ratios, w/v)
-		rbTicks, storeTicks = rbTicks+t1-t0, storeTicks+t2-t1
+		pipedRate, pipedRatios = append(pipedRate, x), append(pipedRatios, x/v)
+		rbTicks, storeTicks, pipedTicks = rbTicks+t1-t0, storeTicks+t2-t1, pipedTicks+t3-t2
 	}
 	calls1, usec1, err := evalshaCalls(ctx, rc)
 	if err != nil {
@@ -191,6 +201,7 @@ func run() error {
 	scriptTime := time.Duration(usec1-usec0) * time.Microsecond / time.Duration(max(calls1-calls0, 1))
 	calls := time.Duration(n * len(ratios))
 	rbCPU, storeCPU := time.Duration(rbTicks)*tick/calls, time.Duration(storeTicks)*tick/calls
+	pipedCPU := time.Duration(pipedTicks) * tick / calls
 
 	fmt.Fprintln(os.Stderr, "Redis memory per org, allocations per request…")
 	mem, buckets, err := memoryPerOrg(ctx, rc, store)
@@ -211,8 +222,10 @@ func run() error {
 		*conns, len(ratios), fmtInt(float64(n)))
 	fmt.Fprintf(out, "  redis-benchmark EVALSHA  %s/s  (Redis CPU %s/decision)\n", fmtInt(mean(rbRate)), fmtDur(rbCPU))
 	fmt.Fprintf(out, "  RedisStore.Spend (Go)    %s/s  (Redis CPU %s/decision)\n", fmtInt(mean(storeRate)), fmtDur(storeCPU))
+	fmt.Fprintf(out, "  PipelinedStore.Spend     %s/s  (Redis CPU %s/decision)  = %.2f× redis-benchmark (median; pairs: %s)\n",
+		fmtInt(mean(pipedRate)), fmtDur(pipedCPU), median(pipedRatios), fmtRatios(pipedRatios))
 	fmt.Fprintf(out, "  spend.lua itself         %s/call in Redis (INFO commandstats, network excluded)\n", fmtDur(scriptTime))
-	fmt.Fprintf(out, "  ratio, median of pairs   %.2f× redis-benchmark  (pairs: %s)\n\n", median(ratios), fmtRatios(ratios))
+	fmt.Fprintf(out, "  RedisStore / redis-benchmark, median of pairs: %.2f×  (pairs: %s)\n\n", median(ratios), fmtRatios(ratios))
 	fmt.Fprintf(out, "Redis memory per org, saturated 24h window (1-minute buckets, %d live): %s bytes (MEMORY USAGE of its keys)\n\n",
 		buckets, fmtInt(float64(mem)))
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -156,7 +156,7 @@ func startGateway(bin, name, upstream, redisURL, orgs string) (*proc, error) {
 		"CREDITGATE_LISTEN_ADDR="+addr,
 		"CREDITGATE_ADMIN_ADDR="+admin,
 		"CREDITGATE_ORGS="+orgs,
-		"CREDITGATE_LOG_LEVEL=error",
+		"CREDITGATE_LOG_LEVEL=warn", // error would make zap complain about the proxy's warn-level log
 		"CREDITGATE_REDIS_URL="+redisURL,
 	)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr

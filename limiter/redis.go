@@ -71,6 +71,17 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	if err := checkCost(key, cost); err != nil {
 		return Decision{}, err
 	}
+	keys, args, lease := s.spendArgs(key, cost, now)
+	reply, err := spendScript.Run(ctx, s.client, keys, args...).Int64Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
+	}
+	return decodeSpend(reply, key, cost, lease)
+}
+
+// spendArgs returns the KEYS and ARGV of spend.lua for one call (both stores' Spend use it),
+// and the lease id the call takes, if any.
+func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []any, string) {
 	nowArg := ""
 	if !now.IsZero() {
 		nowArg = strconv.FormatInt(now.UnixMilli(), 10)
@@ -83,11 +94,12 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	if key.Concurrency > 0 && cost > 0 {
 		lease = newLeaseID()
 	}
-	reply, err := spendScript.Run(ctx, s.client, keys, cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
-		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg).Int64Slice()
-	if err != nil {
-		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
-	}
+	return keys, []any{cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
+		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg}, lease
+}
+
+// decodeSpend turns spend.lua's reply into a Decision.
+func decodeSpend(reply []int64, key Key, cost int64, lease string) (Decision, error) {
 	if len(reply) != 6 {
 		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 6", key.Org, len(reply))
 	}
