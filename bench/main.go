@@ -310,6 +310,11 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 	if err != nil {
 		return err
 	}
+	gwPiped, err := start(startGateway(bin, "gateway-redis-pipelined", upstream.addr, "redis://"+rds.addr, benchOrgs,
+		"CREDITGATE_REDIS_PIPELINE=true"))
+	if err != nil {
+		return err
+	}
 
 	direct := &target{name: "upstream, direct", p: upstream, key: benchKey}
 	targets := []*target{
@@ -318,6 +323,7 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 		{name: "gateway, memory store", p: gwMem, key: benchKey},
 		{name: "gateway, Redis store", p: gwRedis, key: benchKey, redis: true},
 		{name: "gateway, Redis, concurrency cap", p: gwRedis, key: capKey, redis: true},
+		{name: "gateway, Redis, pipelined", p: gwPiped, key: benchKey, redis: true},
 	}
 	baseline := targets[0]
 
@@ -370,7 +376,7 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 
 	// Latency at half the bare proxy's saturation rate.
 	rate := baseline.rps() / 2
-	fixed := []*target{targets[0], targets[1], targets[2], targets[3]}
+	fixed := []*target{targets[0], targets[1], targets[2], targets[3], targets[5]}
 	fmt.Fprintf(os.Stderr, "latency at %s rps (half the bare proxy's saturation)…\n", fmtInt(rate))
 	for r := range 2 {
 		for i := range fixed {

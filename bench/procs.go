@@ -141,7 +141,7 @@ func buildGateway(dir string) (string, error) {
 
 // startGateway runs the creditgate binary in front of upstream; redisURL "" means the
 // in-memory store.
-func startGateway(bin, name, upstream, redisURL, orgs string) (*proc, error) {
+func startGateway(bin, name, upstream, redisURL, orgs string, env ...string) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -159,6 +159,7 @@ func startGateway(bin, name, upstream, redisURL, orgs string) (*proc, error) {
 		"CREDITGATE_LOG_LEVEL=warn", // error would make zap complain about the proxy's warn-level log
 		"CREDITGATE_REDIS_URL="+redisURL,
 	)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -97,6 +97,11 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 			return fmt.Errorf("CREDITGATE_REDIS_URL: Redis is not reachable at start: %w", err)
 		}
 		store, ready = rs, rs.LoadScripts
+		if cfg.RedisPipeline {
+			if store, err = limiter.NewPipelinedStore(ctx, rs, 128, 2); err != nil {
+				return configError{fmt.Errorf("CREDITGATE_REDIS_PIPELINE: %w", err)}
+			}
+		}
 	} else {
 		ms, err := limiter.NewMemoryStore(storeOpts)
 		if err != nil {
