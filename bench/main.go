@@ -360,12 +360,10 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 	}
 	fmt.Fprintf(os.Stderr, "saturation: %d rounds of %s per target, %d connections, load by %s\n",
 		o.rounds, o.duration, o.conns, map[bool]string{true: "wrk", false: "the Go generator"}[o.useWrk])
-	if err := measure(direct); err != nil {
-		return err
-	}
+	all := append([]*target{direct}, targets...)
 	for r := range o.rounds {
-		for i := range targets {
-			t := targets[(i+r)%len(targets)] // rotate, so no target always runs first or last
+		for i := range all {
+			t := all[(i+r)%len(all)] // rotate, so no target always runs first or last
 			if err := measure(t); err != nil {
 				return err
 			}
@@ -374,14 +372,27 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 			fmtInt(baseline.runs[r].rps()), fmtInt(targets[2].runs[r].rps()), fmtInt(targets[3].runs[r].rps()))
 	}
 
-	// Latency at half the bare proxy's saturation rate.
+	// Latency at half the bare proxy's saturation rate, with the time the servers spent
+	// ready to run but waiting for a CPU (what a shared machine adds to the tail).
 	rate := baseline.rps() / 2
 	fixed := []*target{targets[0], targets[1], targets[2], targets[3], targets[5]}
+	fixedDur := max(o.duration*3/5, time.Second)
 	fmt.Fprintf(os.Stderr, "latency at %s rps (half the bare proxy's saturation)…\n", fmtInt(rate))
-	for r := range 2 {
+	waits := map[*target]time.Duration{}
+	for r := range 3 {
 		for i := range fixed {
 			t := fixed[(i+r)%len(fixed)]
-			t.fixed = append(t.fixed, openLoop(t.url(), t.key, rate, o.duration))
+			w0 := schedWait(t.p.pid())
+			if t.redis {
+				w0 += schedWait(rds.pid())
+			}
+			l := openLoop(t.url(), t.key, rate, fixedDur)
+			w1 := schedWait(t.p.pid())
+			if t.redis {
+				w1 += schedWait(rds.pid())
+			}
+			t.fixed = append(t.fixed, l)
+			waits[t] += (w1 - w0) / time.Duration(max(l.requests, 1))
 		}
 	}
 
@@ -389,15 +400,16 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 		map[bool]string{true: "wrk", false: "Go generator"}[o.useWrk], o.conns, o.rounds, o.duration)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "saturation\trequests/s\t× bare\tp50\tp99\tCPU/request\tRedis CPU/request\tEVALSHA/request\t")
-	for _, t := range append([]*target{direct}, targets...) {
+	for _, t := range all {
 		n, _ := t.total()
-		var p50, p99 time.Duration
-		for _, r := range t.runs {
-			p50, p99 = max(p50, r.p50), max(p99, r.p99)
+		var p50s, p99s, ratios []float64
+		for r, run := range t.runs {
+			p50s, p99s = append(p50s, float64(run.p50)), append(p99s, float64(run.p99))
+			ratios = append(ratios, run.rps()/baseline.runs[r].rps())
 		}
 		ratio := "-"
 		if t != direct {
-			ratio = fmt.Sprintf("%.2f", t.rps()/baseline.rps())
+			ratio = fmt.Sprintf("%.2f", median(ratios))
 		}
 		cpu := fmtDur(time.Duration(t.ticks) * tick / time.Duration(max(n, 1)))
 		rcpu, calls := "-", "-"
@@ -405,10 +417,11 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 			rcpu = fmtDur(time.Duration(t.redisTick) * tick / time.Duration(max(n, 1)))
 			calls = fmt.Sprintf("%.2f", float64(t.evalsha)/float64(max(n, 1)))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.name, fmtInt(t.rps()), ratio, fmtDur(p50), fmtDur(p99), cpu, rcpu, calls)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.name, fmtInt(t.rps()), ratio,
+			fmtDur(time.Duration(median(p50s))), fmtDur(time.Duration(median(p99s))), cpu, rcpu, calls)
 	}
 	tw.Flush()
-	fmt.Fprintln(out, "  (requests/s over all rounds; p50/p99 the worst round's; CPU of the server's own process)")
+	fmt.Fprintln(out, "  (requests/s over all rounds; × bare, p50 and p99: medians of the rounds; CPU of the server's own process)")
 	var ratios []string
 	for r := range o.rounds {
 		b := baseline.runs[r].rps()
@@ -417,32 +430,35 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 	fmt.Fprintf(out, "  per round, × bare: %s\n\n", strings.Join(ratios, "; "))
 
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "at %s requests/s\tp50\tp99\tp99 added\tadded vs tuned\t\n", fmtInt(rate))
+	fmt.Fprintf(tw, "at %s requests/s\tp50\tp99\tp99 added\tadded vs tuned\tCPU wait/request\t\n", fmtInt(rate))
 	var baseP99, tunedP99 time.Duration
 	for _, t := range fixed {
-		var all load
+		var p50s, p99s []float64
+		var failures int64
 		for _, f := range t.fixed {
-			all.requests += f.requests
-			all.failures += f.failures
-			all.p50, all.p99 = max(all.p50, f.p50), max(all.p99, f.p99)
+			p50s, p99s = append(p50s, float64(f.p50)), append(p99s, float64(f.p99))
+			failures += f.failures
 		}
+		p50, p99 := time.Duration(median(p50s)), time.Duration(median(p99s))
 		added, vsTuned := "-", "-"
 		switch t {
 		case baseline:
-			baseP99 = all.p99
+			baseP99 = p99
 		case targets[1]:
-			tunedP99 = all.p99
-			added = fmtSigned(all.p99 - baseP99)
+			tunedP99 = p99
+			added = fmtSigned(p99 - baseP99)
 		default:
-			added, vsTuned = fmtSigned(all.p99-baseP99), fmtSigned(all.p99-tunedP99)
+			added, vsTuned = fmtSigned(p99-baseP99), fmtSigned(p99-tunedP99)
 		}
-		if all.failures > 0 {
-			added += fmt.Sprintf(" (%d failed)", all.failures)
+		if failures > 0 {
+			added += fmt.Sprintf(" (%d failed)", failures)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", t.name, fmtDur(all.p50), fmtDur(all.p99), added, vsTuned)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", t.name, fmtDur(p50), fmtDur(p99), added, vsTuned,
+			fmtDur(waits[t]/time.Duration(len(t.fixed))))
 	}
 	tw.Flush()
-	fmt.Fprintln(out, "  (open loop: latency from each request's scheduled start; the worse of 2 interleaved runs)")
+	fmt.Fprintf(out, "  (open loop, 3 interleaved runs of %s: latency from each request's scheduled start, medians of the runs;\n", fixedDur)
+	fmt.Fprintln(out, "   CPU wait: time the server (and Redis) were ready to run but had no CPU, from /proc/<pid>/task/*/schedstat)")
 	fmt.Fprintln(out)
 
 	return nil

@@ -254,3 +254,23 @@ func cpuTicks(pid int) (int64, bool) {
 
 // tick is one clock tick of /proc/<pid>/stat (USER_HZ, 100 on Linux).
 const tick = 10 * time.Millisecond
+
+// schedWait returns how long the threads of pid have waited on a run queue, ready but not
+// running, from /proc/<pid>/task/*/schedstat (Linux; 0 elsewhere).
+func schedWait(pid int) time.Duration {
+	dirs, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/schedstat")
+	var total time.Duration
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		ns, _ := strconv.ParseInt(f[1], 10, 64)
+		total += time.Duration(ns)
+	}
+	return total
+}
