@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -90,6 +91,7 @@ func run() error {
 	threads := flag.Int("threads", 2, "wrk threads")
 	gen := flag.String("load", "auto", "load generator: wrk, go, or auto (wrk when installed)")
 	limiterOnly := flag.Bool("limiter-only", false, "only the Redis parts: decisions/s and memory per org")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process's RedisStore.Spend runs (the Go client side) to this file")
 	flag.Parse()
 	if *rounds < 1 || *duration < time.Second || *conns < 1 {
 		return fmt.Errorf("-rounds must be at least 1, -duration at least 1s, -conns at least 1")
@@ -180,7 +182,12 @@ func run() error {
 			return err
 		}
 		t1, _ := cpuTicks(rds.pid())
+		stopProfile, err := startProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
 		w, err := storeDecisions(store, "bench-store", *conns, n)
+		stopProfile()
 		if err != nil {
 			return err
 		}
@@ -237,6 +244,31 @@ func run() error {
 	fmt.Fprintf(out, "\nbench took %s\n", time.Since(started).Round(time.Second))
 	return nil
 }
+
+// startProfile starts (or resumes, appending a numbered file) a CPU profile; "" does nothing.
+func startProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	profileSeq++
+	if profileSeq > 1 {
+		path = fmt.Sprintf("%s.%d", path, profileSeq)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+var profileSeq int
 
 func median(v []float64) float64 {
 	s := slices.Clone(v)
