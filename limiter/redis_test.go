@@ -291,3 +291,41 @@ func productionStore(t *testing.T, rawURL string) *limiter.RedisStore {
 	}
 	return s
 }
+
+// TestRedisLayoutChangeKeepsCredits: a new bucket (or window) makes the ring's slots mean
+// other buckets. What the org holds stays held, and frees one new window after the change,
+// never earlier than it would have.
+func TestRedisLayoutChangeKeepsCredits(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	t0 := time.UnixMilli(1_767_225_600_000 + 37_123)
+	k := limiter.NewKey("relayout", 10)
+	before, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: 24 * time.Hour, Bucket: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := before.Spend(ctx, k, 10, t0); err != nil || !d.Allowed {
+		t.Fatalf("Spend = %+v, %v", d, err)
+	}
+	after, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: 24 * time.Hour, Bucket: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	change := t0.Add(time.Hour)
+	d, err := after.Spend(ctx, k, 1, change)
+	if !errors.Is(err, limiter.ErrOverLimit) || d.Used != 10 {
+		t.Fatalf("after the bucket changed: %+v, %v; want the 10 credits still held", d, err)
+	}
+	// Refunding a debit of the old layout gives nothing back.
+	if err := after.Refund(ctx, k, limiter.Decision{Allowed: true, Cost: 10, Bucket: t0.UnixMilli() - t0.UnixMilli()%60_000}); err != nil {
+		t.Fatal(err)
+	}
+	// Held until the change's bucket plus a window, then free.
+	free := time.UnixMilli(change.UnixMilli() - change.UnixMilli()%30_000).Add(30*time.Second + 24*time.Hour)
+	if _, err := after.Spend(ctx, k, 1, free.Add(-time.Millisecond)); !errors.Is(err, limiter.ErrOverLimit) {
+		t.Fatalf("a millisecond before %s: %v, want still held", free.Sub(t0), err)
+	}
+	if d, err := after.Spend(ctx, k, 10, free); err != nil || d.Used != 10 {
+		t.Fatalf("at %s: %+v, %v; want all 10 free again", free.Sub(t0), d, err)
+	}
+}

@@ -4,7 +4,7 @@
 -- The window is stored as in spend.lua (a ring of per-bucket counters; see its header).
 --
 -- KEYS[1]  string: the ring of per-bucket credits
--- KEYS[2]  hash: head, tail (bucket numbers)
+-- KEYS[2]  hash: head, tail (bucket numbers), bucket and slots of the layout
 -- KEYS[3]  string: running total of the credits held by live buckets
 -- ARGV[1]  credits to give back (integer > 0)
 -- ARGV[2]  bucket start (unix ms) named by the debit
@@ -19,10 +19,13 @@ local bucket = tonumber(ARGV[4])
 local slots = math.ceil(window / bucket) + 1
 local k = math.floor(tonumber(ARGV[2]) / bucket)
 
-local pos = redis.call('HMGET', KEYS[2], 'head', 'tail')
+local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
 if head == nil or tail == nil or k < tail or k > head then
 	return 0
+end
+if tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots then
+	return 0 -- laid out for another window or bucket: the debit's bucket is gone
 end
 local used = tonumber(redis.call('GET', KEYS[3]) or '0')
 if used <= 0 then

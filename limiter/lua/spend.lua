@@ -11,12 +11,12 @@
 -- string of slots = ceil(window / bucket) + 1 big-endian signed 64-bit counters (BITFIELD i64),
 -- so an org's window takes slots * 8 bytes (11,528 for 24h in minutes) whatever the request
 -- rate. A hash holds head (newest bucket number written) and tail (oldest live bucket number
--- holding credits). Invariants: head - tail < slots; every slot outside tail..head is zero;
+-- holding credits), and the bucket (ms) and slots the ring was laid out for. Invariants: head - tail < slots; every slot outside tail..head is zero;
 -- when used > 0 the tail slot is not zero. Expiry walks forward from the tail, so each bucket
 -- is read and cleared once (amortized O(1) per call).
 --
 -- KEYS[1]  string: the ring of per-bucket credits (slots * 8 bytes)
--- KEYS[2]  hash: head, tail (bucket numbers)
+-- KEYS[2]  hash: head, tail (bucket numbers), bucket (ms) and slots of the layout
 -- KEYS[3]  string: running total of the credits held by live buckets
 -- ARGV[1]  cost (credits, integer >= 0; 0 only reads)
 -- ARGV[2]  limit (credits per window, integer)
@@ -108,12 +108,30 @@ local function ring_first_held(from, to)
 	return to
 end
 
-local pos = redis.call('HMGET', KEYS[2], 'head', 'tail')
+local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
 local fresh = head == nil or tail == nil -- no ring (never used, idle, or evicted)
 local used = 0
 if not fresh then
 	used = tonumber(redis.call('GET', KEYS[3]) or '0')
+end
+
+-- The window or bucket changed since the ring was laid out: its slots mean other buckets now.
+-- Keep what is held, all of it in the current bucket: it frees one window from now, never
+-- earlier than it would have.
+if not fresh and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
+	local k = math.floor(now / bucket)
+	redis.call('SET', KEYS[1], string.rep('\0', slots * 8))
+	if used > 0 then
+		redis.call('BITFIELD', KEYS[1], 'SET', 'i64', '#' .. string.format('%d', k % slots), string.format('%d', used))
+	end
+	head, tail = k, k
+	redis.call('HSET', KEYS[2], 'head', string.format('%d', k), 'tail', string.format('%d', k),
+		'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots))
+	local ttl = k * bucket + bucket + window - now
+	redis.call('PEXPIRE', KEYS[1], ttl)
+	redis.call('PEXPIRE', KEYS[2], ttl)
+	redis.call('PEXPIRE', KEYS[3], ttl)
 end
 
 -- Expire: buckets with start <= now - window - bucket are free again.
@@ -195,6 +213,7 @@ local k = math.floor(now / bucket)
 local moved = true -- head or tail changes: write them, and push the expiry out
 if fresh then
 	redis.call('SET', KEYS[1], string.rep('\0', slots * 8))
+	redis.call('HSET', KEYS[2], 'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots))
 	head, tail = k, k
 elseif used <= 0 then
 	head, tail = k, k -- every slot is zero
