@@ -98,7 +98,8 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		}
 		store, ready = rs, rs.LoadScripts
 		if cfg.RedisPipeline {
-			if store, err = limiter.NewPipelinedStore(ctx, rs, 128, 2); err != nil {
+			// The flushers outlive ctx: calls still draining after a signal need them.
+			if store, err = limiter.NewPipelinedStore(context.WithoutCancel(ctx), rs, 128, 2); err != nil {
 				return configError{fmt.Errorf("CREDITGATE_REDIS_PIPELINE: %w", err)}
 			}
 		}
