@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -92,6 +93,7 @@ func run() error {
 	gen := flag.String("load", "auto", "load generator: wrk, go, or auto (wrk when installed)")
 	limiterOnly := flag.Bool("limiter-only", false, "only the Redis parts: decisions/s and memory per org")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process's RedisStore.Spend runs (the Go client side) to this file")
+	profiles := flag.String("profiles", "", "directory: also profile an in-process gateway (memory and Redis store) under load into gateway-*.prof there")
 	flag.Parse()
 	if *rounds < 1 || *duration < time.Second || *conns < 1 {
 		return fmt.Errorf("-rounds must be at least 1, -duration at least 1s, -conns at least 1")
@@ -138,7 +140,7 @@ func run() error {
 	var httpReport strings.Builder
 	if !*limiterOnly {
 		if err := httpBench(&httpReport, httpOpts{rounds: *rounds, duration: *duration, conns: *conns,
-			threads: *threads, useWrk: useWrk, saturate: saturate}, tmp, rds, rc, start); err != nil {
+			threads: *threads, useWrk: useWrk, saturate: saturate, profiles: *profiles}, tmp, rds, rc, start); err != nil {
 			return err
 		}
 	}
@@ -310,6 +312,7 @@ type httpOpts struct {
 	duration               time.Duration
 	useWrk                 bool
 	saturate               func(*target) (load, error)
+	profiles               string // directory for hot-path profiles; "" for none
 }
 
 // httpBench runs the proxies: saturation rounds and latency at half the bare proxy's rate.
@@ -428,6 +431,12 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 		}
 	}
 
+	if o.profiles != "" {
+		if err := profileHotPath(o, upstream.addr, rds.addr); err != nil {
+			return err
+		}
+	}
+
 	fmt.Fprintf(out, "load by %s (%d connections), %d rounds of %s per target\n\n",
 		map[bool]string{true: "wrk", false: "Go generator"}[o.useWrk], o.conns, o.rounds, o.duration)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -494,4 +503,41 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 	fmt.Fprintln(out)
 
 	return nil
+}
+
+// profileHotPath writes CPU profiles of an in-process gateway under the same load: with the
+// memory store, and with the Redis store on the bench's redis-server.
+func profileHotPath(o httpOpts, upstream, redisAddr string) error {
+	if err := os.MkdirAll(o.profiles, 0o755); err != nil {
+		return err
+	}
+	drive := func(url string) error {
+		if o.useWrk {
+			_, err := wrkRun(url, benchKey, o.threads, o.conns, o.duration)
+			return err
+		}
+		closedLoop(url, benchKey, o.conns, o.duration) // in this process: its own frames show
+		return nil
+	}
+	mem, err := limiter.NewMemoryStore(limiter.Options{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "profiling the hot path…")
+	if err := profileGateway(filepath.Join(o.profiles, "gateway-memory.prof"), upstream, mem, time.Second, drive); err != nil {
+		return err
+	}
+	client, err := limiter.NewRedisClient("redis://" + redisAddr)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	rs, err := limiter.NewRedisStore(client, limiter.Options{})
+	if err != nil {
+		return err
+	}
+	if err := rs.LoadScripts(context.Background()); err != nil {
+		return err
+	}
+	return profileGateway(filepath.Join(o.profiles, "gateway-redis.prof"), upstream, rs, time.Second, drive)
 }
