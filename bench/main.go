@@ -25,6 +25,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -148,7 +149,8 @@ func run() error {
 	// Limiter decisions against one Redis: the store as the gateway calls it, and
 	// redis-benchmark running the same script.
 	fmt.Fprintln(os.Stderr, "limiter decisions/s against one Redis…")
-	client, err := limiter.NewRedisClient("redis://" + rds.addr)
+	// As many connections as redis-benchmark gets (the gateway's default pool is 10 per CPU).
+	client, err := limiter.NewRedisClient("redis://" + rds.addr + "?pool_size=" + strconv.Itoa(*conns))
 	if err != nil {
 		return err
 	}
