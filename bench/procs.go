@@ -158,6 +158,7 @@ func startGateway(bin, name, upstream, redisURL, orgs string, env ...string) (*p
 		"CREDITGATE_ORGS="+orgs,
 		"CREDITGATE_LOG_LEVEL=warn", // error would make zap complain about the proxy's warn-level log
 		"CREDITGATE_REDIS_URL="+redisURL,
+		"CREDITGATE_ADMIN_TOKENS=viewer:bench-viewer-token", // else a warning per gateway
 	)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
