@@ -180,7 +180,7 @@ func (g *Gateway) spend(client context.Context, key limiter.Key, cost int64, now
 	if !g.breaker.allow() {
 		return limiter.Decision{}, errBreakerOpen
 	}
-	ctx, cancel := context.WithTimeout(client, g.cfg.StoreTimeout)
+	ctx, cancel := g.spendContext(client)
 	start := time.Now()
 	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
 	cancel()

@@ -13,7 +13,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -107,9 +106,10 @@ type Gateway struct {
 	proxy  *httputil.ReverseProxy
 	log    *zap.Logger
 
-	metrics  *Metrics
-	breaker  *breaker
-	draining atomic.Bool
+	metrics    *Metrics
+	breaker    *breaker
+	draining   atomic.Bool
+	storeLocal bool // the store is a *limiter.MemoryStore, which never waits
 }
 
 // roster is the orgs in force: swapped whole on reload, read without locks.
@@ -128,9 +128,7 @@ type tenant struct {
 	m        *orgSeries  // the org's metrics
 }
 
-type stateKey struct{}
-
-// callState travels in the request context to the proxy's error hook, which refunds.
+// callState travels to the proxy's error hook, which refunds, in a callWriter.
 type callState struct {
 	t    *tenant
 	key  limiter.Key
@@ -139,6 +137,9 @@ type callState struct {
 	body *watchedBody // nil without a request body
 	rs   *ruleSeries  // the rule's metrics
 	sent time.Time    // when the call was handed to the proxy
+	// observed: the upstream latency is recorded (when the response's headers are written,
+	// or when the proxy gives up).
+	observed bool
 }
 
 // watchedBody records whether reading the client's body failed, so that a broken client
@@ -211,6 +212,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, cfg.StoreTimeout, cfg.Probe,
 		cfg.Logger.Named("breaker"), cfg.Metrics)
+	_, g.storeLocal = cfg.Store.(*limiter.MemoryStore)
 	g.SetCosts(cfg.Costs)
 	g.SetOrgs(cfg.Orgs)
 	g.proxy = &httputil.ReverseProxy{
@@ -390,14 +392,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errStoreUnavailable, 1)
 			return
 		}
-		g.forward(w, r, &callState{t: t, key: key, rule: rule.Name, rs: rs})
+		g.forward(w, r, callState{t: t, key: key, rule: rule.Name, rs: rs})
 		return
 	}
 	if d.Allowed {
 		g.metrics.count(t.m, rs, outAllowed, 0, d.Cost)
 		setLimitFields(h, t, d)
 	}
-	g.forward(w, r, &callState{t: t, key: key, d: d, rule: rule.Name, rs: rs})
+	g.forward(w, r, callState{t: t, key: key, d: d, rule: rule.Name, rs: rs})
 }
 
 // release ends a call's concurrency lease, with a context of its own: the client's may be
@@ -409,14 +411,18 @@ func (g *Gateway) release(r *http.Request, key limiter.Key, d limiter.Decision) 
 	}
 }
 
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st *callState) {
-	st.sent = time.Now()
-	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st callState) {
+	cw := callWriters.Get().(*callWriter)
+	cw.ResponseWriter, cw.st = w, st
+	cw.st.sent = time.Now()
 	if r.Body != nil && r.Body != http.NoBody {
-		st.body = &watchedBody{ReadCloser: r.Body}
-		r.Body = st.body
+		// Not pooled: the transport may still read a body after the proxy returns.
+		cw.st.body = &watchedBody{ReadCloser: r.Body}
+		r.Body = cw.st.body
 	}
-	g.proxy.ServeHTTP(w, r)
+	g.proxy.ServeHTTP(cw, r)
+	*cw = callWriter{}
+	callWriters.Put(cw)
 }
 
 // bufferBody reads the whole body of a call whose records are counted, so it can be counted
@@ -453,22 +459,6 @@ func reason(err error) string {
 	return "credits"
 }
 
-// setLimitFields writes the rate-limit fields of SPEC §7 for decision d.
-func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
-	wait := d.Reset
-	if !d.Allowed && d.RetryAfter > 0 {
-		wait = d.RetryAfter // 0 for a cost above the whole limit: waiting never helps, show the reset
-	}
-	secs := strconv.FormatInt(ceilSeconds(wait), 10)
-	remaining := strconv.FormatInt(d.Remaining, 10)
-	h.Set("X-Ratelimit-Limit", t.limit)
-	h.Set("X-Ratelimit-Remaining", remaining)
-	h.Set("X-Ratelimit-Reset", secs)
-	h.Set("Ratelimit-Policy", t.policy)
-	h.Set("Ratelimit", `"credits";r=`+remaining+";t="+secs)
-	h.Set("X-Credits-Charged", strconv.FormatInt(d.Cost, 10))
-}
-
 // limitFields are the fields the gateway owns; the upstream's versions are dropped so a
 // client never sees two answers. The upstream's own Retry-After (say, on a 503) stays.
 var limitFields = []string{
@@ -478,9 +468,6 @@ var limitFields = []string{
 
 // modifyResponse measures the upstream's answer and drops its limit fields.
 func (g *Gateway) modifyResponse(resp *http.Response) error {
-	if st, _ := resp.Request.Context().Value(stateKey{}).(*callState); st != nil && st.rs != nil {
-		st.rs.observeUpstream(resp.StatusCode, st.sent)
-	}
 	return dropUpstreamLimitFields(resp)
 }
 
@@ -532,8 +519,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 // proxyError runs when the upstream could not be reached or did not answer in time: the
 // gateway answers 502/504 itself, and the call is refunded.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	st, _ := r.Context().Value(stateKey{}).(*callState)
-	if st != nil && st.rs != nil {
+	st := stateOf(w)
+	if st != nil && st.rs != nil && !st.observed {
+		st.observed = true
 		st.rs.observeUpstream(0, st.sent)
 	}
 	if r.Context().Err() != nil {
@@ -576,16 +564,3 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	g.log.Error("upstream error", zap.String("org", org), zap.String("rule", rule), zap.Error(err))
 	writeError(w, status, 0)
 }
-
-// bufferPool lends the proxy its 32 KiB copy buffers instead of allocating one per response.
-type bufferPool struct{ p sync.Pool }
-
-func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { return make([]byte, 32*1024) }}}
-}
-
-func (b *bufferPool) Get() []byte { return b.p.Get().([]byte) }
-
-// Put returns buf to the pool. Boxing the slice header allocates 24 bytes; the buffer it
-// saves is 32 KiB.
-func (b *bufferPool) Put(buf []byte) { b.p.Put(buf) } //nolint:staticcheck // SA6002, see above

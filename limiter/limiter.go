@@ -56,7 +56,7 @@ type Key struct {
 	// takes one of the org's HeavyConcurrency slots for heavy calls.
 	HeavyConcurrency int64
 
-	redisKeys []string // sorted set, hash, total, leases, heavy leases; all tagged {Org}
+	redisKeys []string // ring, ring positions, total, leases, heavy leases; all tagged {Org}
 }
 
 // NewKey returns the Key of org with the given limit, and no concurrency cap.
@@ -79,7 +79,10 @@ func (k Key) WithLimit(limit int64) Key {
 
 func redisKeysFor(org string) []string {
 	prefix := "cg:{" + org + "}:"
-	return []string{prefix + "win", prefix + "cred", prefix + "total", prefix + "inflight", prefix + "heavy"}
+	// The window's keys are named for their layout (a ring since the sorted set and hash of
+	// earlier versions), so a server holding the old layout never meets a script expecting
+	// the new one.
+	return []string{prefix + "ring", prefix + "pos", prefix + "used", prefix + "inflight", prefix + "heavy"}
 }
 
 // Decision is the result of Spend. It is a value so the request path does not allocate.

@@ -29,8 +29,8 @@ func mustScript(name string) *redis.Script {
 
 var _ Store = (*RedisStore)(nil)
 
-// RedisStore keeps rolling windows in Redis: per org a sorted set of buckets, a hash of
-// bucket credits and a running total, all under the org's hash tag so one Lua script
+// RedisStore keeps rolling windows in Redis: per org a ring of per-bucket counters in one
+// string (Window/Bucket+1 eight-byte slots), a hash of its head and tail and a running total, all under the org's hash tag so one Lua script
 // (one round trip, run by SHA) trims, checks and debits atomically, on a single server or a
 // Redis Cluster alike. Time comes from the Redis server's clock unless the caller passes one.
 type RedisStore struct {
@@ -71,6 +71,17 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	if err := checkCost(key, cost); err != nil {
 		return Decision{}, err
 	}
+	keys, args, lease := s.spendArgs(key, cost, now)
+	reply, err := spendScript.Run(ctx, s.client, keys, args...).Int64Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
+	}
+	return decodeSpend(reply, key, cost, lease)
+}
+
+// spendArgs returns the KEYS and ARGV of spend.lua for one call (both stores' Spend use it),
+// and the lease id the call takes, if any.
+func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []any, string) {
 	nowArg := ""
 	if !now.IsZero() {
 		nowArg = strconv.FormatInt(now.UnixMilli(), 10)
@@ -83,11 +94,12 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	if key.Concurrency > 0 && cost > 0 {
 		lease = newLeaseID()
 	}
-	reply, err := spendScript.Run(ctx, s.client, keys, cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
-		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg).Int64Slice()
-	if err != nil {
-		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
-	}
+	return keys, []any{cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
+		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg}, lease
+}
+
+// decodeSpend turns spend.lua's reply into a Decision.
+func decodeSpend(reply []int64, key Key, cost int64, lease string) (Decision, error) {
 	if len(reply) != 6 {
 		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 6", key.Org, len(reply))
 	}
@@ -103,7 +115,8 @@ func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
-	if err := refundScript.Run(ctx, s.client, keys[:3], d.Cost, strconv.FormatInt(d.Bucket, 10)).Err(); err != nil {
+	err := refundScript.Run(ctx, s.client, keys[:3], d.Cost, strconv.FormatInt(d.Bucket, 10), s.windowArg, s.bucketArg).Err()
+	if err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil
@@ -124,6 +137,6 @@ func (s *RedisStore) Release(ctx context.Context, key Key, d Decision) error {
 	return nil
 }
 
-// RedisKeys returns the Redis keys that hold org's window (sorted set, hash, total) and its
+// RedisKeys returns the Redis keys that hold org's window (ring, ring positions, total) and its
 // leases (calls in flight, heavy calls in flight), for tools and tests that inspect them.
 func RedisKeys(org string) []string { return redisKeysFor(org) }

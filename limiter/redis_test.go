@@ -77,8 +77,9 @@ func TestRedisKeysShareHashTag(t *testing.T) {
 	}
 }
 
-// TestRedisMemoryBounded spends 100,000 times spread over a saturated 24h window and checks
-// the org holds at most window/bucket+1 buckets. It logs MEMORY USAGE of the keys.
+// TestRedisMemoryBounded spends 100,000 times spread over two saturated 24h windows and
+// checks the org's window keys stay at one ring of window/bucket+1 slots, at most 100 KB in
+// all (MEMORY USAGE), and still agree with the credits held.
 func TestRedisMemoryBounded(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
@@ -98,10 +99,8 @@ func TestRedisMemoryBounded(t *testing.T) {
 		}
 	}
 	keys := limiter.RedisKeys(org)[:3] // the window; no cap, so no lease keys
-	zcard, _ := srv.Client.ZCard(ctx, keys[0]).Result()
-	hlen, _ := srv.Client.HLen(ctx, keys[1]).Result()
-	if zcard > 1441 || hlen != zcard {
-		t.Fatalf("ZCARD %d, HLEN %d; want equal and at most 1441", zcard, hlen)
+	if size, _ := srv.Client.StrLen(ctx, keys[0]).Result(); size != 1441*8 {
+		t.Fatalf("ring is %d bytes, want 1441 slots of 8", size)
 	}
 	var total int64
 	for _, key := range keys {
@@ -111,8 +110,16 @@ func TestRedisMemoryBounded(t *testing.T) {
 		}
 		total += b
 	}
+	if total > 100_000 {
+		t.Fatalf("MEMORY USAGE of the window's keys = %d bytes, want at most 100,000", total)
+	}
 	d, _ := s.Spend(ctx, k, 0, start.Add(time.Duration(n)*step))
-	t.Logf("after %d debits over 48h: %d buckets, %d credits held, MEMORY USAGE of the org's keys: %d bytes", n, zcard, d.Used, total)
+	// A debit every 1.728s: one window holds 86,400,000/1,728 = 50,000 of them, give or take
+	// the bucket at either edge.
+	if d.Used < 50_000-40 || d.Used > 50_000+40 {
+		t.Fatalf("used = %d after two windows of steady debits, want about 50,000", d.Used)
+	}
+	t.Logf("after %d debits over 48h: %d credits held, MEMORY USAGE of the org's window: %d bytes", n, d.Used, total)
 }
 
 func TestNewRedisClient(t *testing.T) {
@@ -283,4 +290,42 @@ func productionStore(t *testing.T, rawURL string) *limiter.RedisStore {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestRedisLayoutChangeKeepsCredits: a new bucket (or window) makes the ring's slots mean
+// other buckets. What the org holds stays held, and frees one new window after the change,
+// never earlier than it would have.
+func TestRedisLayoutChangeKeepsCredits(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	t0 := time.UnixMilli(1_767_225_600_000 + 37_123)
+	k := limiter.NewKey("relayout", 10)
+	before, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: 24 * time.Hour, Bucket: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := before.Spend(ctx, k, 10, t0); err != nil || !d.Allowed {
+		t.Fatalf("Spend = %+v, %v", d, err)
+	}
+	after, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: 24 * time.Hour, Bucket: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	change := t0.Add(time.Hour)
+	d, err := after.Spend(ctx, k, 1, change)
+	if !errors.Is(err, limiter.ErrOverLimit) || d.Used != 10 {
+		t.Fatalf("after the bucket changed: %+v, %v; want the 10 credits still held", d, err)
+	}
+	// Refunding a debit of the old layout gives nothing back.
+	if err := after.Refund(ctx, k, limiter.Decision{Allowed: true, Cost: 10, Bucket: t0.UnixMilli() - t0.UnixMilli()%60_000}); err != nil {
+		t.Fatal(err)
+	}
+	// Held until the change's bucket plus a window, then free.
+	free := time.UnixMilli(change.UnixMilli() - change.UnixMilli()%30_000).Add(30*time.Second + 24*time.Hour)
+	if _, err := after.Spend(ctx, k, 1, free.Add(-time.Millisecond)); !errors.Is(err, limiter.ErrOverLimit) {
+		t.Fatalf("a millisecond before %s: %v, want still held", free.Sub(t0), err)
+	}
+	if d, err := after.Spend(ctx, k, 10, free); err != nil || d.Used != 10 {
+		t.Fatalf("at %s: %+v, %v; want all 10 free again", free.Sub(t0), d, err)
+	}
 }

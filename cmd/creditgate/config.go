@@ -35,6 +35,9 @@ type Config struct {
 	RedisURL string `env:"CREDITGATE_REDIS_URL"`
 	// RedisTimeout bounds one credit decision in Redis; past it the fail mode applies.
 	RedisTimeout time.Duration `env:"CREDITGATE_REDIS_TIMEOUT" envDefault:"1s"`
+	// RedisPipeline sends concurrent credit decisions to Redis together, one pipeline per
+	// flush (limiter.PipelinedStore); false: one round trip per decision.
+	RedisPipeline bool `env:"CREDITGATE_REDIS_PIPELINE" envDefault:"false"`
 	// FailMode is what happens when the store cannot decide: open (forward, uncharged) or
 	// closed (503).
 	FailMode string `env:"CREDITGATE_FAIL_MODE" envDefault:"open"`
@@ -323,5 +326,6 @@ func (c *Config) logFields() []zap.Field {
 		zap.String("cost_table", c.costTable.Name()), zap.String("cost_table_file", c.CostTableFile),
 		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", c.plans.dir.Len()), zap.String("orgs_file", c.OrgsFile), zap.String("editions_file", c.EditionsFile),
 		zap.Bool("strip_credentials", c.StripCredentials), zap.String("log_level", c.LogLevel),
+		zap.Bool("redis_pipeline", c.RedisPipeline),
 	}
 }

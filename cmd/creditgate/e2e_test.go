@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -211,6 +212,7 @@ func TestTwoGatewaysShareOneRedis(t *testing.T) {
 	type backend struct {
 		url  string
 		held func(key string) (int64, error)
+		vars map[string]string // more settings for both gateways
 	}
 	backends := []struct {
 		name  string
@@ -218,18 +220,23 @@ func TestTwoGatewaysShareOneRedis(t *testing.T) {
 	}{
 		{"server", func(t *testing.T) backend {
 			srv := redistest.Start(t)
-			return backend{srv.URL, func(k string) (int64, error) { return srv.Client.Get(context.Background(), k).Int64() }}
+			return backend{srv.URL, func(k string) (int64, error) { return srv.Client.Get(context.Background(), k).Int64() }, nil}
+		}},
+		{"server-pipelined", func(t *testing.T) backend {
+			srv := redistest.Start(t)
+			return backend{srv.URL, func(k string) (int64, error) { return srv.Client.Get(context.Background(), k).Int64() },
+				map[string]string{"CREDITGATE_REDIS_PIPELINE": "true"}}
 		}},
 		{"cluster", func(t *testing.T) backend {
 			c := redistest.StartCluster(t, 3)
 			checkSpread(t, c, hammerOrgs)
-			return backend{c.URL, func(k string) (int64, error) { return c.Client.Get(context.Background(), k).Int64() }}
+			return backend{c.URL, func(k string) (int64, error) { return c.Client.Get(context.Background(), k).Int64() }, nil}
 		}},
 	}
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
 			b := be.start(t)
-			hammer(t, b.url, b.held)
+			hammer(t, b.url, b.held, b.vars)
 		})
 	}
 }
@@ -273,7 +280,7 @@ func checkSpread(t *testing.T, c *redistest.Cluster, orgIDs []string) {
 	}
 }
 
-func hammer(t *testing.T, redisURL string, held func(key string) (int64, error)) {
+func hammer(t *testing.T, redisURL string, held func(key string) (int64, error), more map[string]string) {
 	const limit = 1500
 	orgIDs := hammerOrgs
 	up := newCostUpstream(t, 0)
@@ -286,6 +293,7 @@ func hammer(t *testing.T, redisURL string, held func(key string) (int64, error))
 		"CREDITGATE_REDIS_URL":    redisURL,
 		"CREDITGATE_ORGS":         strings.Join(spec, ";"),
 	}
+	maps.Copy(vars, more)
 	gws := []*process{startGateway(t, vars), startGateway(t, vars)}
 
 	paths := make([]string, 0, len(testCosts))

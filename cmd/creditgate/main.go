@@ -99,6 +99,12 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 			return fmt.Errorf("CREDITGATE_REDIS_URL: Redis is not reachable at start: %w", err)
 		}
 		store, ready = rs, rs.LoadScripts
+		if cfg.RedisPipeline {
+			// The flushers outlive ctx: calls still draining after a signal need them.
+			if store, err = limiter.NewPipelinedStore(context.WithoutCancel(ctx), rs, 128, 2); err != nil {
+				return configError{fmt.Errorf("CREDITGATE_REDIS_PIPELINE: %w", err)}
+			}
+		}
 	} else {
 		ms, err := limiter.NewMemoryStore(storeOpts)
 		if err != nil {

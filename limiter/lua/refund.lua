@@ -1,36 +1,55 @@
 -- refund.lua: give back credits of an earlier debit, from the bucket that recorded it.
 --
 -- If that bucket has expired already, the credits are free anyway and nothing changes.
+-- The window is stored as in spend.lua (a ring of per-bucket counters; see its header).
 --
--- KEYS[1]  sorted set: member = bucket start (unix ms), score = the same
--- KEYS[2]  hash: bucket start (unix ms) -> credits
+-- KEYS[1]  string: the ring of per-bucket credits
+-- KEYS[2]  hash: head, tail (bucket numbers), bucket and slots of the layout
 -- KEYS[3]  string: running total of the credits held by live buckets
 -- ARGV[1]  credits to give back (integer > 0)
 -- ARGV[2]  bucket start (unix ms) named by the debit
+-- ARGV[3]  window (ms)
+-- ARGV[4]  bucket (ms)
 --
 -- Reply (integer): the credits given back (0 when the bucket had expired)
 
 local credits = tonumber(ARGV[1])
-local member = ARGV[2]
+local window = tonumber(ARGV[3])
+local bucket = tonumber(ARGV[4])
+local slots = math.ceil(window / bucket) + 1
+local k = math.floor(tonumber(ARGV[2]) / bucket)
 
-local held = tonumber(redis.call('HGET', KEYS[2], member) or '0')
+local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
+local head, tail = tonumber(pos[1]), tonumber(pos[2])
+if head == nil or tail == nil or k < tail or k > head then
+	return 0
+end
+if tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots then
+	return 0 -- laid out for another window or bucket: the debit's bucket is gone
+end
+local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+if used <= 0 then
+	return 0
+end
+local function slot(n)
+	return '#' .. string.format('%d', n % slots)
+end
+local held = redis.call('BITFIELD', KEYS[1], 'GET', 'i64', slot(k))[1]
 if held <= 0 then
 	return 0
 end
 if credits > held then
 	credits = held
 end
-if held == credits then
-	redis.call('HDEL', KEYS[2], member)
-	redis.call('ZREM', KEYS[1], member)
-else
-	redis.call('HINCRBY', KEYS[2], member, -credits)
-end
+redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i64', slot(k), string.format('%d', -credits))
+used = used - credits
+redis.call('SET', KEYS[3], string.format('%d', math.max(used, 0)), 'KEEPTTL')
 
-local total = tonumber(redis.call('GET', KEYS[3]) or '0') - credits
-if total <= 0 then
-	redis.call('DEL', KEYS[3])
-else
-	redis.call('SET', KEYS[3], string.format('%d', total), 'KEEPTTL')
+-- Keep the tail on the oldest bucket that holds credits.
+if used > 0 and k == tail and held == credits then
+	while tail < head and redis.call('BITFIELD', KEYS[1], 'GET', 'i64', slot(tail))[1] == 0 do
+		tail = tail + 1
+	end
+	redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
 end
 return credits

@@ -7,8 +7,16 @@
 -- expire on their own. A rejected call writes nothing except the removal of expired buckets and
 -- leases.
 --
--- KEYS[1]  sorted set: member = bucket start (unix ms, decimal), score = the same
--- KEYS[2]  hash: bucket start (unix ms) -> credits consumed in that bucket
+-- Window storage (a ring): bucket number k = start / bucket is counted in slot k % slots of a
+-- string of slots = ceil(window / bucket) + 1 big-endian signed 64-bit counters (BITFIELD i64),
+-- so an org's window takes slots * 8 bytes (11,528 for 24h in minutes) whatever the request
+-- rate. A hash holds head (newest bucket number written) and tail (oldest live bucket number
+-- holding credits), and the bucket (ms) and slots the ring was laid out for. Invariants: head - tail < slots; every slot outside tail..head is zero;
+-- when used > 0 the tail slot is not zero. Expiry walks forward from the tail, so each bucket
+-- is read and cleared once (amortized O(1) per call).
+--
+-- KEYS[1]  string: the ring of per-bucket credits (slots * 8 bytes)
+-- KEYS[2]  hash: head, tail (bucket numbers), bucket (ms) and slots of the layout
 -- KEYS[3]  string: running total of the credits held by live buckets
 -- ARGV[1]  cost (credits, integer >= 0; 0 only reads)
 -- ARGV[2]  limit (credits per window, integer)
@@ -48,43 +56,112 @@ local heavy_cap = tonumber(ARGV[7] or '0')
 local lease = ARGV[8]
 local lease_ttl = tonumber(ARGV[9] or '0')
 
-local chunk = 512
+-- Window storage: the ring (see the header). These helpers touch KEYS[1] only.
+local slots = math.ceil(window / bucket) + 1
+
+-- ring_read returns the counters of buckets from..to (to - from < slots), oldest first.
+local function ring_read(from, to)
+	local vals = {}
+	local k = from
+	while k <= to do
+		local s = k % slots
+		local n = math.min(to - k + 1, slots - s) -- contiguous up to the end of the string
+		local raw = redis.call('GETRANGE', KEYS[1], s * 8, (s + n) * 8 - 1)
+		local pos = 1
+		for _ = 1, n do
+			local v = 0
+			if pos + 7 <= #raw then
+				v = struct.unpack('>i8', raw, pos)
+			end
+			pos = pos + 8
+			vals[#vals + 1] = v
+		end
+		k = k + n
+	end
+	return vals
+end
+
+-- ring_clear zeroes the counters of buckets from..to (to - from < slots).
+local function ring_clear(from, to)
+	local k = from
+	while k <= to do
+		local s = k % slots
+		local n = math.min(to - k + 1, slots - s)
+		redis.call('SETRANGE', KEYS[1], s * 8, string.rep('\0', n * 8))
+		k = k + n
+	end
+end
+
+-- ring_first_held returns the first bucket in from..to holding credits (to if none does).
+local function ring_first_held(from, to)
+	local k = from
+	while k < to do
+		local last = math.min(k + 63, to)
+		local vals = ring_read(k, last)
+		for i = 1, #vals do
+			if vals[i] ~= 0 then
+				return k + i - 1
+			end
+		end
+		k = last + 1
+	end
+	return to
+end
+
+local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
+local head, tail = tonumber(pos[1]), tonumber(pos[2])
+local fresh = head == nil or tail == nil -- no ring (never used, idle, or evicted)
+local used = 0
+if not fresh then
+	used = tonumber(redis.call('GET', KEYS[3]) or '0')
+end
+
+-- The window or bucket changed since the ring was laid out: its slots mean other buckets now.
+-- Keep what is held, all of it in the current bucket: it frees one window from now, never
+-- earlier than it would have.
+if not fresh and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
+	local k = math.floor(now / bucket)
+	redis.call('SET', KEYS[1], string.rep('\0', slots * 8))
+	if used > 0 then
+		redis.call('BITFIELD', KEYS[1], 'SET', 'i64', '#' .. string.format('%d', k % slots), string.format('%d', used))
+	end
+	head, tail = k, k
+	redis.call('HSET', KEYS[2], 'head', string.format('%d', k), 'tail', string.format('%d', k),
+		'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots))
+	local ttl = k * bucket + bucket + window - now
+	redis.call('PEXPIRE', KEYS[1], ttl)
+	redis.call('PEXPIRE', KEYS[2], ttl)
+	redis.call('PEXPIRE', KEYS[3], ttl)
+end
 
 -- Expire: buckets with start <= now - window - bucket are free again.
 local cutoff = now - window - bucket
-local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-local freed = 0
-while true do
-	local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, chunk)
-	if #dead == 0 then
-		break
-	end
-	local vals = redis.call('HMGET', KEYS[2], unpack(dead))
-	for i = 1, #vals do
-		freed = freed + (tonumber(vals[i]) or 0)
-	end
-	redis.call('HDEL', KEYS[2], unpack(dead))
-	redis.call('ZREM', KEYS[1], unpack(dead))
-	if #dead < chunk then
-		break
-	end
-end
-if freed > 0 then
-	used = used - freed
-	if used <= 0 then
+if used > 0 then
+	if head * bucket <= cutoff then
 		used = 0
-		redis.call('DEL', KEYS[3])
-	else
+		fresh = true
+		redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+	elseif tail * bucket <= cutoff then
+		local last = math.floor(cutoff / bucket) -- the newest dead bucket, before head
+		local vals = ring_read(tail, last)
+		for i = 1, #vals do
+			used = used - vals[i]
+		end
+		ring_clear(tail, last)
+		tail = ring_first_held(last + 1, head)
+		if used < 0 then
+			used = 0
+		end
 		redis.call('SET', KEYS[3], string.format('%d', used), 'KEEPTTL')
+		redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
 	end
 end
 
 local function reset_ms()
-	local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-	if #first == 0 then
+	if used <= 0 then
 		return 0
 	end
-	return tonumber(first[2]) + bucket + window - now
+	return tail * bucket + bucket + window - now
 end
 
 if cost > limit then
@@ -112,20 +189,17 @@ if used + cost > limit then
 	-- Walk the buckets oldest first until enough credits would be free for this cost.
 	local need = used + cost - limit
 	local got = 0
-	local start = 0
-	while true do
-		local members = redis.call('ZRANGE', KEYS[1], start, start + chunk - 1)
-		if #members == 0 then
-			break
-		end
-		local vals = redis.call('HMGET', KEYS[2], unpack(members))
+	local k = tail
+	while used > 0 and k <= head do
+		local last = math.min(k + 63, head)
+		local vals = ring_read(k, last)
 		for i = 1, #vals do
-			got = got + (tonumber(vals[i]) or 0)
+			got = got + vals[i]
 			if got >= need then
-				return {0, used, tonumber(members[i]) + bucket + window - now, reset_ms(), 0, 0}
+				return {0, used, (k + i - 1) * bucket + bucket + window - now, reset_ms(), 0, 0}
 			end
 		end
-		start = start + chunk
+		k = last + 1
 	end
 	-- Unreachable while the total matches the buckets; answer a full window rather than 0.
 	return {0, used, window + bucket, reset_ms(), 0, 0}
@@ -135,18 +209,37 @@ if cost == 0 then
 	return {1, used, 0, reset_ms(), 0, 0}
 end
 
-local b = now - now % bucket
-local member = string.format('%d', b)
-if redis.call('HINCRBY', KEYS[2], member, cost) == cost then
-	redis.call('ZADD', KEYS[1], b, member)
+local k = math.floor(now / bucket)
+local moved = true -- head or tail changes: write them, and push the expiry out
+if fresh then
+	redis.call('SET', KEYS[1], string.rep('\0', slots * 8))
+	redis.call('HSET', KEYS[2], 'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots))
+	head, tail = k, k
+elseif used <= 0 then
+	head, tail = k, k -- every slot is zero
+elseif k > head then
+	head = k -- head - tail < slots: the tail is live, so it started after now - window - bucket
+elseif k < tail then
+	-- The clock ran back: keep the ring's span within slots.
+	k = math.max(k, head - slots + 1)
+	tail = k
+else
+	moved = false
 end
-used = redis.call('INCRBY', KEYS[3], cost)
+redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i64', '#' .. string.format('%d', k % slots), ARGV[1])
+used = used + cost
+redis.call('SET', KEYS[3], string.format('%d', used), 'KEEPTTL')
+local b = k * bucket
 
--- Every live bucket frees by now + window + bucket, so idle keys vanish by then.
-local ttl = window + bucket
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
+if moved then
+	redis.call('HSET', KEYS[2], 'head', string.format('%d', head), 'tail', string.format('%d', tail))
+	-- The keys live until the newest bucket frees (it frees last): later debits into the
+	-- same bucket or older ones need not push the expiry again.
+	local ttl = head * bucket + bucket + window - now
+	redis.call('PEXPIRE', KEYS[1], ttl)
+	redis.call('PEXPIRE', KEYS[2], ttl)
+	redis.call('PEXPIRE', KEYS[3], ttl)
+end
 
 if cap > 0 then
 	redis.call('ZADD', KEYS[4], now + lease_ttl, lease)

@@ -50,6 +50,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"RejectedWritesNothing", testRejectedWritesNothing},
 		{"ZeroCostReads", testZeroCostReads},
 		{"Refund", testRefund},
+		{"RefundOldestMovesReset", testRefundOldest},
+		{"IdleLongerThanWindow", testIdle},
 		{"OrgsAreIndependent", testOrgsIndependent},
 		{"NegativeCost", testNegativeCost},
 		{"LimitChange", testLimitChange},
@@ -244,6 +246,46 @@ func testRefund(t *testing.T, newStore NewStore) {
 	if got := used(t, s, k, later); got != 7 {
 		t.Fatalf("used after refunding an expired debit = %d, want 7", got)
 	}
+}
+
+// testRefundOldest: refunding the oldest debit makes the next one the oldest, for Reset and
+// RetryAfter alike.
+func testRefundOldest(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	k := limiter.NewKey(newOrg(), 10)
+	a := mustAllow(t, s, k, 3, t0)
+	mustAllow(t, s, k, 4, t0.Add(time.Hour))
+	mustAllow(t, s, k, 3, t0.Add(5*time.Hour))
+	if err := s.Refund(context.Background(), k, a); err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(6 * time.Hour)
+	d := mustAllow(t, s, k, 0, now)
+	if want := bucketEnd(t0.Add(time.Hour), minute).Add(day).Sub(now); d.Used != 7 || d.Reset != want {
+		t.Fatalf("after refunding the oldest debit: %+v; want used 7, reset %s", d, want)
+	}
+	d = mustReject(t, s, k, 8, now) // needs the +1h and the +5h debits to free up
+	if want := bucketEnd(t0.Add(5*time.Hour), minute).Add(day).Sub(now); d.RetryAfter != want {
+		t.Fatalf("RetryAfter = %s, want %s", d.RetryAfter, want)
+	}
+}
+
+// testIdle: an org idle for longer than a window starts afresh, and one idle for less keeps
+// what it still holds.
+func testIdle(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	k := limiter.NewKey(newOrg(), 10)
+	mustAllow(t, s, k, 6, t0)
+	mustAllow(t, s, k, 4, t0.Add(23*time.Hour))
+	later := t0.Add(30 * time.Hour)
+	if d := mustAllow(t, s, k, 6, later); d.Used != 10 {
+		t.Fatalf("after 7h idle: %+v; want the 4 credits of +23h still held", d)
+	}
+	much := later.Add(3 * day)
+	if d := mustAllow(t, s, k, 10, much); d.Used != 10 || d.Reset != bucketEnd(much, minute).Add(day).Sub(much) {
+		t.Fatalf("after 3 idle windows: %+v; want a fresh window", d)
+	}
+	mustReject(t, s, k, 1, much.Add(day-time.Millisecond))
 }
 
 func testOrgsIndependent(t *testing.T, newStore NewStore) {

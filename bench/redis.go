@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/creditgate/creditgate/limiter"
+)
+
+// evalshaCalls returns how many EVALSHA and EVAL commands the server has run, and the
+// microseconds it spent in them (script execution only, no network).
+func evalshaCalls(ctx context.Context, c *redis.Client) (calls, usec int64, err error) {
+	info, err := c.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if !strings.HasPrefix(line, "cmdstat_evalsha:") && !strings.HasPrefix(line, "cmdstat_eval:") {
+			continue
+		}
+		_, stats, _ := strings.Cut(strings.TrimSpace(line), ":")
+		for _, kv := range strings.Split(stats, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "calls":
+				calls += n
+			case "usec":
+				usec += n
+			}
+		}
+	}
+	return calls, usec, nil
+}
+
+var benchCSV = regexp.MustCompile(`"EVALSHA[^"]*","([\d.]+)"`)
+
+// redisBenchmark runs the spend script with redis-benchmark (EVALSHA, conns clients, no
+// pipelining): the ceiling of one server for this script, with a client that costs nothing.
+func redisBenchmark(addr, org string, conns int, n int) (float64, error) {
+	if _, err := exec.LookPath("redis-benchmark"); err != nil {
+		return 0, errors.New("redis-benchmark not found (it comes with redis-server)")
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	keys := limiter.RedisKeys(org)
+	args := []string{"-h", host, "-p", port, "-c", strconv.Itoa(conns), "-n", strconv.Itoa(n), "--csv",
+		"EVALSHA", limiter.SpendScriptHash(), "5"}
+	args = append(args, keys...)
+	// cost, limit, window ms, bucket ms, now ("": server TIME), cap, heavy cap, lease, lease TTL
+	args = append(args, "1", "1000000000000000", "86400000", "60000", "", "0", "0", "", "120000")
+	out, err := exec.Command("redis-benchmark", args...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("redis-benchmark: %w: %s", err, out)
+	}
+	m := benchCSV.FindStringSubmatch(string(out))
+	if m == nil {
+		return 0, fmt.Errorf("redis-benchmark output not understood: %s", out)
+	}
+	return strconv.ParseFloat(m[1], 64)
+}
+
+// storeDecisions runs RedisStore.Spend from conns goroutines, n decisions in all, as the
+// gateway calls it (one org, server clock), and returns decisions per second.
+func storeDecisions(s limiter.Store, org string, conns, n int) (float64, error) {
+	k := limiter.NewKey(org, 1_000_000_000_000_000)
+	var (
+		left  atomic.Int64
+		wg    sync.WaitGroup
+		first atomic.Value
+	)
+	left.Store(int64(n))
+	start := time.Now()
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for left.Add(-1) >= 0 {
+				if _, err := s.Spend(context.Background(), k, 1, time.Time{}); err != nil {
+					first.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := first.Load().(error); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// memoryPerOrg saturates one org's 24h window (a debit every 30s for a day, so every
+// one-minute bucket holds credits) and returns MEMORY USAGE of its window keys.
+func memoryPerOrg(ctx context.Context, c *redis.Client, s limiter.Store) (int64, int64, error) {
+	const org = "bench-memory"
+	k := limiter.NewKey(org, 1_000_000_000)
+	start := time.UnixMilli(1_767_225_600_000)
+	var buckets int64
+	for at := start; at.Before(start.Add(24*time.Hour + time.Minute)); at = at.Add(30 * time.Second) {
+		if _, err := s.Spend(ctx, k, 1, at); err != nil {
+			return 0, 0, err
+		}
+	}
+	var total int64
+	for _, key := range limiter.RedisKeys(org)[:3] {
+		b, err := c.MemoryUsage(ctx, key).Result()
+		if err != nil {
+			return 0, 0, fmt.Errorf("MEMORY USAGE %s: %w", key, err)
+		}
+		total += b
+	}
+	d, err := s.Spend(ctx, k, 0, start.Add(24*time.Hour+time.Minute))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Credits held one per 30s, so the live buckets are used/2.
+	buckets = d.Used / 2
+	return total, buckets, nil
+}

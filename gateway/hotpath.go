@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/creditgate/creditgate/limiter"
+)
+
+// setLimitFields writes the rate-limit fields of SPEC §7 for decision d. It allocates twice
+// whatever the decision: one string holding every number (the values are slices of it) and
+// one array behind the six header values. The names are already canonical.
+func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
+	wait := d.Reset
+	if !d.Allowed && d.RetryAfter > 0 {
+		wait = d.RetryAfter // 0 for a cost above the whole limit: waiting never helps, show the reset
+	}
+	var buf [160]byte // room for every number at its longest
+	b := strconv.AppendInt(buf[:0], d.Remaining, 10)
+	nRemaining := len(b)
+	b = strconv.AppendInt(b, ceilSeconds(wait), 10)
+	nSecs := len(b)
+	b = append(b, `"credits";r=`...)
+	b = append(b, b[:nRemaining]...)
+	b = append(b, ";t="...)
+	b = append(b, b[nRemaining:nSecs]...)
+	nField := len(b)
+	b = strconv.AppendInt(b, d.Cost, 10)
+	s := string(b)
+
+	v := make([]string, 6)
+	v[0], v[1], v[2] = t.limit, s[:nRemaining], s[nRemaining:nSecs]
+	v[3], v[4], v[5] = t.policy, s[nSecs:nField], s[nField:]
+	h["X-Ratelimit-Limit"] = v[0:1:1]
+	h["X-Ratelimit-Remaining"] = v[1:2:2]
+	h["X-Ratelimit-Reset"] = v[2:3:3]
+	h["Ratelimit-Policy"] = v[3:4:4]
+	h["Ratelimit"] = v[4:5:5]
+	h["X-Credits-Charged"] = v[5:6:6]
+}
+
+// callWriter carries a proxied call's state to the proxy's error hook. ReverseProxy hands
+// its ResponseWriter to ErrorHandler unchanged, so the state rides there: no copy of the
+// request (WithContext) and no context value per call. Pooled: a call without a body
+// allocates nothing for it. Unwrap lets http.ResponseController reach the server's writer
+// (flush, hijack for upgrades).
+type callWriter struct {
+	http.ResponseWriter
+	st callState
+}
+
+func (c *callWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// WriteHeader records the upstream's latency to its response headers: ReverseProxy writes
+// the header of the upstream's final response right after reading it (1xx are interim).
+func (c *callWriter) WriteHeader(code int) {
+	if st := &c.st; code >= 200 && st.rs != nil && !st.observed {
+		st.observed = true
+		st.rs.observeUpstream(code, st.sent)
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+var callWriters = sync.Pool{New: func() any { return new(callWriter) }}
+
+// stateOf returns the state of the call w belongs to, or nil.
+func stateOf(w http.ResponseWriter) *callState {
+	if c, ok := w.(*callWriter); ok {
+		return &c.st
+	}
+	return nil
+}
+
+// bufferPool lends the proxy its 32 KiB copy buffers instead of allocating one per response.
+// It stores array pointers, which fit in an interface without an allocation.
+type bufferPool struct{ p sync.Pool }
+
+type copyBuffer [32 << 10]byte
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { return new(copyBuffer) }}}
+}
+
+func (b *bufferPool) Get() []byte { return b.p.Get().(*copyBuffer)[:] }
+
+// Put returns buf to the pool; ReverseProxy only puts back what Get gave it.
+func (b *bufferPool) Put(buf []byte) {
+	if len(buf) == len(copyBuffer{}) {
+		b.p.Put((*copyBuffer)(buf))
+	}
+}
+
+// noCancel is the cancel func of a context that has none.
+func noCancel() {}
+
+// spendContext bounds a Spend by StoreTimeout. The in-memory store never waits, so its calls
+// skip the timer (four allocations and a timer-heap update per call).
+func (g *Gateway) spendContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if g.storeLocal {
+		return ctx, noCancel
+	}
+	return context.WithTimeout(ctx, g.cfg.StoreTimeout)
+}
