@@ -55,8 +55,14 @@ type Key struct {
 	// HeavyConcurrency, when above 0 (and Concurrency too), marks this call heavy: it also
 	// takes one of the org's HeavyConcurrency slots for heavy calls.
 	HeavyConcurrency int64
+	// Free, when above 0, turns on add-on credits (see WithAddons): the limit is Free plus the
+	// org's add-on limit held by the store, or Addon while the store holds none, and the part
+	// of each debit above Free is metered for billing. Zero: Limit applies as is.
+	Free, Addon int64
 
-	redisKeys []string // sorted set, hash, total, leases, heavy leases; all tagged {Org}
+	redisKeys []string // sorted set, hash, total, leases, heavy leases, add-on limit, meter, reserved; all tagged {Org}
+	freeArg   string   // Free and Addon preformatted for the script; "" without add-ons
+	addonArg  string
 }
 
 // NewKey returns the Key of org with the given limit, and no concurrency cap.
@@ -79,7 +85,8 @@ func (k Key) WithLimit(limit int64) Key {
 
 func redisKeysFor(org string) []string {
 	prefix := "cg:{" + org + "}:"
-	return []string{prefix + "win", prefix + "cred", prefix + "total", prefix + "inflight", prefix + "heavy"}
+	return []string{prefix + "win", prefix + "cred", prefix + "total", prefix + "inflight", prefix + "heavy",
+		prefix + "addon", prefix + "meter", prefix + "billing"}
 }
 
 // Decision is the result of Spend. It is a value so the request path does not allocate.
@@ -109,6 +116,10 @@ type Decision struct {
 	// allowed), and ConcurrencyLimit that cap; both 0 without a cap. A call refused with
 	// ErrConcurrency names the cap it hit: the heavy one or the org's.
 	InFlight, ConcurrencyLimit int64
+	// Addon is, for an allowed debit of an org with add-ons, the part of Cost above the free
+	// allotment: add-on credits, metered for billing on the UTC day of Bucket. Refund
+	// un-meters it.
+	Addon int64
 }
 
 // Options sets the window of a store.

@@ -84,14 +84,18 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 		lease = newLeaseID()
 	}
 	reply, err := spendScript.Run(ctx, s.client, keys, cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
-		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg).Int64Slice()
+		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
+		key.freeArg, key.addonArg, meterDaysArg).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
-	if len(reply) != 6 {
-		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 6", key.Org, len(reply))
+	if len(reply) != 8 {
+		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 8", key.Org, len(reply))
 	}
-	return decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], lease)
+	key.Limit = reply[7] // with add-ons, the script read the add-on limit
+	d, err := decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], lease)
+	d.Addon = reply[6]
+	return d, err
 }
 
 // Refund implements Store.
@@ -103,7 +107,9 @@ func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
-	if err := refundScript.Run(ctx, s.client, keys[:3], d.Cost, strconv.FormatInt(d.Bucket, 10)).Err(); err != nil {
+	refundKeys := []string{keys[0], keys[1], keys[2], keys[6]}
+	if err := refundScript.Run(ctx, s.client, refundKeys, d.Cost, strconv.FormatInt(d.Bucket, 10),
+		d.Addon, meterDay(d.Bucket)).Err(); err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil
