@@ -152,9 +152,9 @@ func TestMicros(t *testing.T) {
 // usage grows, and the slab amounts sum to it.
 func FuzzSlabPrice(f *testing.F) {
 	f.Add("25000:0.14,75000:0.06,150000:0.05,*:0.025", int64(252_886), int64(1)) // the defaults, the reference's day
-	f.Add("*:0.0015", int64(1), int64(1))                                         // rounding half up
-	f.Add("1:1000000,*:0", int64(MaxAllotment), int64(3))                         // a free top slab
-	f.Add("5:0.000001,*:1000000", int64(MaxAllotment-1), int64(1))                // saturation
+	f.Add("*:0.0015", int64(1), int64(1))                                        // rounding half up
+	f.Add("1:1000000,*:0", int64(MaxAllotment), int64(3))                        // a free top slab
+	f.Add("5:0.000001,*:1000000", int64(MaxAllotment-1), int64(1))               // saturation
 	f.Fuzz(func(t *testing.T, spec string, n, more int64) {
 		s, err := ParseSlabs(spec)
 		if err != nil {

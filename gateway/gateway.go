@@ -69,6 +69,10 @@ type Config struct {
 	// HeavyConcurrency caps each org's heavy calls in flight (rules marked heavy), inside its
 	// own cap; 0 means no sub-cap. It applies only to orgs with a cap.
 	HeavyConcurrency int64
+	// AddonPlanOf says what an org may buy in add-on credits (see AddonPlan); nil: no org
+	// has add-ons. Slabs price consumed add-on credits (nil: costtable.DefaultSlabs).
+	AddonPlanOf func(*orgs.Org) AddonPlan
+	Slabs       costtable.Slabs
 	// Mode and OrgHeader say how a request names its org (zero: OrgModeAPIKey, "X-Org-Id").
 	Mode      OrgMode
 	OrgHeader string
@@ -110,6 +114,9 @@ type tenant struct {
 	heavyKey limiter.Key // the same, for heavy calls: the heavy sub-cap applies too
 	limit    string      // decimal, for X-RateLimit-Limit
 	policy   string      // RateLimit-Policy field value
+	// policyTail follows q=<limit> in policy, for a limit changed by add-ons at run time.
+	policyTail string
+	plan       AddonPlan // add-on credits: what the org may buy
 }
 
 type stateKey struct{}
@@ -221,17 +228,23 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 		}
 		l := strconv.FormatInt(limit, 10)
 		t := &tenant{
-			org:    o,
-			key:    limiter.NewKey(o.ID, limit),
-			limit:  l,
-			policy: `"credits";q=` + l + ";w=" + window,
+			org:        o,
+			key:        limiter.NewKey(o.ID, limit),
+			policyTail: ";w=" + window,
+		}
+		if cfg.AddonPlanOf != nil {
+			if t.plan = cfg.AddonPlanOf(o); t.plan.Cap > 0 {
+				t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon)
+				l = strconv.FormatInt(t.key.Limit, 10)
+			}
 		}
 		t.heavyKey = t.key
 		if concurrency > 0 {
 			t.key = t.key.WithConcurrency(concurrency, 0)
 			t.heavyKey = t.key.WithConcurrency(concurrency, cfg.HeavyConcurrency)
-			t.policy += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
+			t.policyTail += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
 		}
+		t.limit, t.policy = l, `"credits";q=`+l+t.policyTail
 		r.tenants[o] = t
 	}
 	g.roster.Store(r)
@@ -406,10 +419,15 @@ func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 	}
 	secs := strconv.FormatInt(ceilSeconds(wait), 10)
 	remaining := strconv.FormatInt(d.Remaining, 10)
-	h.Set("X-Ratelimit-Limit", t.limit)
+	limit, policy := t.limit, t.policy
+	if d.Limit != t.key.Limit { // an add-on limit changed at run time
+		limit = strconv.FormatInt(d.Limit, 10)
+		policy = `"credits";q=` + limit + t.policyTail
+	}
+	h.Set("X-Ratelimit-Limit", limit)
 	h.Set("X-Ratelimit-Remaining", remaining)
 	h.Set("X-Ratelimit-Reset", secs)
-	h.Set("Ratelimit-Policy", t.policy)
+	h.Set("Ratelimit-Policy", policy)
 	h.Set("Ratelimit", `"credits";r=`+remaining+";t="+secs)
 	h.Set("X-Credits-Charged", strconv.FormatInt(d.Cost, 10))
 }

@@ -68,6 +68,10 @@ type Config struct {
 	// API refuses every call (health endpoints stay open).
 	AdminTokens string `env:"CREDITGATE_ADMIN_TOKENS"`
 
+	// AddonSlabs prices consumed add-on credits per 1,000 per day: "credits:dollars" slabs
+	// separated by ',', the last "*:dollars".
+	AddonSlabs string `env:"CREDITGATE_ADDON_SLABS" envDefault:"25000:0.14,75000:0.06,150000:0.05,*:0.025"`
+
 	LogLevel        string        `env:"CREDITGATE_LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"CREDITGATE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
 
@@ -77,6 +81,7 @@ type Config struct {
 	orgList     []orgs.Org
 	costTable   *costtable.Table
 	adminTokens *gateway.AdminTokens
+	slabs       costtable.Slabs
 	demo        bool
 }
 
@@ -240,6 +245,11 @@ func (c *Config) validate(environ map[string]string) error {
 	} else {
 		c.adminTokens = toks
 	}
+	if sl, err := costtable.ParseSlabs(c.AddonSlabs); err != nil {
+		errs = append(errs, prefixLines("CREDITGATE_ADDON_SLABS", err))
+	} else {
+		c.slabs = sl
+	}
 	if c.OrgsFile != "" {
 		bad("CREDITGATE_ORGS_FILE", "orgs files are not supported by this version; use CREDITGATE_ORGS")
 	}
@@ -290,6 +300,13 @@ func checkOrg(o orgs.Org, mode string) error {
 	if e, ok := costtable.LookupEdition(o.Edition); ok && e.Kind == costtable.KindMonthly && !o.HasLimit {
 		errs = append(errs, fmt.Errorf("org %q: field \"edition\": monthly plans are not supported by this version; set \"limit\"", o.ID))
 	}
+	if p := addonPlanOf(&o); o.Addon > p.Cap {
+		if p.Cap == 0 {
+			errs = append(errs, fmt.Errorf("org %q: field \"addon\": this org cannot have add-on credits (free and trial editions, monthly plans and orgs without an edition cannot)", o.ID))
+		} else {
+			errs = append(errs, fmt.Errorf("org %q: field \"addon\": at most %d (500,000, and at most the edition's maximum minus the free allotment), got %d", o.ID, p.Cap, o.Addon))
+		}
+	}
 	if o.Limit > costtable.MaxAllotment {
 		errs = append(errs, fmt.Errorf("org %q: field \"limit\": at most %d, got %d", o.ID, costtable.MaxAllotment, o.Limit))
 	}
@@ -338,6 +355,23 @@ func limitOf(o *orgs.Org) int64 {
 	})
 }
 
+// addonPlanOf returns what an org may buy in add-on credits: its free allotment (its explicit
+// limit, else its edition's allotment without add-ons), the configured add-on limit, and the
+// cap on it (costtable.AddonCap; 0 without an edition that sells add-ons).
+func addonPlanOf(o *orgs.Org) gateway.AddonPlan {
+	e, ok := costtable.LookupEdition(o.Edition)
+	if !ok {
+		return gateway.AddonPlan{Free: limitOf(o)}
+	}
+	free := o.Limit
+	if !o.HasLimit {
+		free = e.Allotment(costtable.Seats{Users: o.Users, Agents: o.Agents, LightAgents: o.LightAgents, Legacy: o.Legacy})
+	}
+	p := gateway.AddonPlan{Edition: e.Name, Free: free, Cap: costtable.AddonCap(e, free)}
+	p.Addon = min(o.Addon, p.Cap)
+	return p
+}
+
 // prefixLines puts name in front of every error joined in err.
 func prefixLines(name string, err error) error {
 	var out []error
@@ -369,5 +403,6 @@ func (c *Config) logFields() []zap.Field {
 		zap.String("cost_table", c.costTable.Name()), zap.String("cost_table_file", c.CostTableFile),
 		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", len(c.orgList)),
 		zap.Bool("strip_credentials", c.StripCredentials), zap.String("log_level", c.LogLevel),
+		zap.String("addon_slabs", c.slabs.String()),
 	}
 }

@@ -133,6 +133,8 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Orgs:             dir,
 		LimitOf:          limitOf,
 		ConcurrencyOf:    concurrencyOf,
+		AddonPlanOf:      addonPlanOf,
+		Slabs:            cfg.slabs,
 		HeavyConcurrency: cfg.HeavyConcurrency,
 		Mode:             gateway.OrgMode(cfg.OrgMode),
 		OrgHeader:        cfg.OrgHeader,
