@@ -177,7 +177,7 @@ func (g *Gateway) writeAddonUsage(w http.ResponseWriter, r *http.Request, t *ten
 		now = g.cfg.Clock()
 	}
 	d, err := g.cfg.Store.Spend(ctx, t.key.WithConcurrency(0, 0), 0, now) // cost 0 only reads
-	if err != nil && !errors.Is(err, limiter.ErrOverLimit) { // over: a lowered limit below what is held
+	if err != nil && !errors.Is(err, limiter.ErrOverLimit) {              // over: a lowered limit below what is held
 		g.log.Error("usage not read", zap.String("org", t.org.ID), zap.Error(err))
 		writeError(w, errStoreUnavailable, 1)
 		return
