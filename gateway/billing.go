@@ -176,8 +176,9 @@ func (g *Gateway) writeAddonUsage(w http.ResponseWriter, r *http.Request, t *ten
 	if g.cfg.Clock != nil {
 		now = g.cfg.Clock()
 	}
-	d, err := g.cfg.Store.Spend(ctx, t.key.WithConcurrency(0, 0), 0, now) // cost 0 only reads
-	if err != nil && !errors.Is(err, limiter.ErrOverLimit) {              // over: a lowered limit below what is held
+	// Cost 0 only reads. ErrOverLimit is no failure here: a lowered limit below what is held.
+	d, err := g.cfg.Store.Spend(ctx, t.key.WithConcurrency(0, 0), 0, now)
+	if err != nil && !errors.Is(err, limiter.ErrOverLimit) {
 		g.log.Error("usage not read", zap.String("org", t.org.ID), zap.Error(err))
 		writeError(w, errStoreUnavailable, 1)
 		return
