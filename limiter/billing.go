@@ -202,7 +202,13 @@ func (w *memWindow) meterDebit(key Key, before, after, bucket int64) int64 {
 	if n <= 0 {
 		return 0
 	}
-	day := meterDay(bucket)
+	w.meterDay(meterDay(bucket), n)
+	return n
+}
+
+// meterDay adds n to the meter's record of day, dropping the days past retention when day is
+// new. w.mu is held.
+func (w *memWindow) meterDay(day, n int64) {
 	if w.meter == nil {
 		w.meter = make(map[int64]int64)
 	}
@@ -214,7 +220,6 @@ func (w *memWindow) meterDebit(key Key, before, after, bucket int64) int64 {
 		}
 	}
 	w.meter[day] += n
-	return n
 }
 
 // unmeter takes back what a refunded debit metered. w.mu is held.

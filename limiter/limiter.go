@@ -60,7 +60,7 @@ type Key struct {
 	// of each debit above Free is metered for billing. Zero: Limit applies as is.
 	Free, Addon int64
 
-	redisKeys []string // sorted set, hash, total, leases, heavy leases, add-on limit, meter, reserved; all tagged {Org}
+	redisKeys []string // sorted set, hash, total, leases, heavy leases, add-on limit, meter, period calls; all tagged {Org}
 	freeArg   string   // Free and Addon preformatted for the script; "" without add-ons
 	addonArg  string
 }
@@ -86,7 +86,7 @@ func (k Key) WithLimit(limit int64) Key {
 func redisKeysFor(org string) []string {
 	prefix := "cg:{" + org + "}:"
 	return []string{prefix + "win", prefix + "cred", prefix + "total", prefix + "inflight", prefix + "heavy",
-		prefix + "addon", prefix + "meter", prefix + "billing"}
+		prefix + "addon", prefix + "meter", prefix + "period"}
 }
 
 // Decision is the result of Spend. It is a value so the request path does not allocate.

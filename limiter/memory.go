@@ -28,7 +28,8 @@ type memWindow struct {
 
 	addon    int64           // billing: add-on limit set through Meter.SetAddon...
 	addonSet bool            // ...if ever set
-	meter    map[int64]int64 // billing: UTC day -> add-on credits consumed
+	meter    map[int64]int64 // billing: UTC day -> add-on credits (or additional calls) consumed
+	periods  map[int64]int64 // monthly plans: period start (UTC day) -> calls counted
 }
 
 type memBucket struct {

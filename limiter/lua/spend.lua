@@ -23,7 +23,7 @@
 -- ARGV[9]  lease time to live (ms)
 -- KEYS[6]  string: the org's add-on limit (credits) set through the admin API; "0" is off
 -- KEYS[7]  hash: UTC day (days since 1970-01-01) -> add-on credits consumed that day
--- KEYS[8]  reserved for billing (same hash tag; unused)
+-- KEYS[8]  billing: the monthly plan's period counter (period.lua; unused here)
 -- ARGV[10] free allotment (credits), or "" when the org has no add-ons: then ARGV[2] is the limit
 -- ARGV[11] add-on limit to use while KEYS[6] does not exist (the configured one)
 -- ARGV[12] days the meter keeps (its fields older than that are deleted, its TTL is that)

@@ -63,6 +63,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"AddonMetering", testAddonMetering},
 		{"AddonMeterRetention", testAddonRetention},
 		{"RacingAddonMeterExact", testAddonRacing},
+		{"PeriodQuota", testPeriodQuota},
+		{"PeriodCalendar", testPeriodCalendar},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore) })
