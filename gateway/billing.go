@@ -28,6 +28,12 @@ type AddonPlan struct {
 	// Cap is the largest add-on limit an admin may set (costtable.AddonCap); 0 means the org
 	// cannot have add-ons (free and trial editions, orgs without an edition).
 	Cap int64
+	// Monthly, above 0, makes the org a monthly plan: Monthly calls per subscription period
+	// starting on AnchorDay (1 to 28) of each month. Addon and Cap then count additional calls
+	// (Cap is twice Monthly), each priced CallPrice micro-dollars; Free is unused.
+	Monthly   int64
+	AnchorDay int
+	CallPrice int64
 }
 
 // apiError is an admin API refusal that carries its own status, code, message and details.
@@ -132,6 +138,11 @@ func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, li
 	}
 	p := t.plan
 	switch {
+	case p.Monthly > 0 && (limit < 0 || limit > p.Cap):
+		writeError(w, invalidData("The additional calls must be between 0 and "+strconv.FormatInt(p.Cap, 10)+
+			" (twice the monthly limit).", map[string]any{"cap": p.Cap, "limit": limit}), 0)
+		return
+	case p.Monthly > 0:
 	case p.Cap == 0 && limit > 0:
 		writeError(w, invalidData("This org's edition cannot have add-on credits (free and trial editions, and orgs without an edition, cannot).",
 			map[string]any{"cap": 0, "edition": p.Edition}), 0)
@@ -150,6 +161,10 @@ func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, li
 		return
 	}
 	g.log.Info("add-on limit set", zap.String("org", t.org.ID), zap.Int64("addon", limit))
+	if t.period != nil {
+		g.writeMonthlyUsage(w, r, t)
+		return
+	}
 	g.writeAddonUsage(w, r, t)
 }
 
@@ -305,6 +320,10 @@ func (g *Gateway) billingReport(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		g.log.Error("billing not read", zap.String("org", t.org.ID), zap.Error(err))
 		writeError(w, errStoreUnavailable, 1)
+		return
+	}
+	if t.period != nil {
+		writeMonthlyReport(w, t, from, to, used, format == "csv")
 		return
 	}
 	rep := billingReport{Org: t.org.ID, From: dayString(from), To: dayString(to), Currency: "USD", Days: []billingDay{}}

@@ -116,7 +116,8 @@ type tenant struct {
 	policy   string      // RateLimit-Policy field value
 	// policyTail follows q=<limit> in policy, for a limit changed by add-ons at run time.
 	policyTail string
-	plan       AddonPlan // add-on credits: what the org may buy
+	plan       AddonPlan          // add-on credits: what the org may buy
+	period     *limiter.PeriodKey // monthly plans: the call quota per period; nil otherwise
 }
 
 type stateKey struct{}
@@ -127,7 +128,8 @@ type callState struct {
 	key  limiter.Key
 	d    limiter.Decision
 	rule string
-	body *watchedBody // nil without a request body
+	body *watchedBody           // nil without a request body
+	pd   limiter.PeriodDecision // monthly plans: the call counted in the period
 }
 
 // watchedBody records whether reading the client's body failed, so that a broken client
@@ -233,7 +235,10 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 			policyTail: ";w=" + window,
 		}
 		if cfg.AddonPlanOf != nil {
-			if t.plan = cfg.AddonPlanOf(o); t.plan.Cap > 0 {
+			t.plan = cfg.AddonPlanOf(o)
+			if t.plan.Monthly > 0 {
+				t.period = &limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, AnchorDay: t.plan.AnchorDay}
+			} else if t.plan.Cap > 0 {
 				t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon)
 				l = strconv.FormatInt(t.key.Limit, 10)
 			}
@@ -286,6 +291,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var now time.Time
 	if g.cfg.Clock != nil {
 		now = g.cfg.Clock()
+	}
+	// Monthly plans: the call is counted against the subscription period first, and given
+	// back if it is not forwarded after all.
+	var (
+		pd        limiter.PeriodDecision
+		forwarded bool
+	)
+	if t.period != nil {
+		var ok bool
+		if pd, ok = g.countCall(w, r, t, rule.Name, now); !ok {
+			return
+		}
+		defer func() {
+			if !forwarded {
+				g.uncountCall(r, t, pd)
+			}
+		}()
 	}
 	key := t.key
 	if rule.Heavy {
@@ -348,13 +370,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errStoreUnavailable, 1)
 			return
 		}
-		g.forward(w, r, &callState{t: t, key: key, rule: rule.Name})
+		forwarded = true
+		g.forward(w, r, &callState{t: t, key: key, rule: rule.Name, pd: pd})
 		return
 	}
 	if d.Allowed {
 		setLimitFields(h, t, d)
 	}
-	g.forward(w, r, &callState{t: t, key: key, d: d, rule: rule.Name})
+	forwarded = true
+	g.forward(w, r, &callState{t: t, key: key, d: d, rule: rule.Name, pd: pd})
 }
 
 // release ends a call's concurrency lease, with a context of its own: the client's may be
@@ -506,6 +530,9 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		status = errUpstreamTimeout
+	}
+	if st != nil {
+		g.uncountCall(r, st.t, st.pd) // monthly plans: a call never served is not counted
 	}
 	if st != nil && st.d.Allowed && st.d.Cost > 0 {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), g.cfg.StoreTimeout)

@@ -71,6 +71,13 @@ type Config struct {
 	// AddonSlabs prices consumed add-on credits per 1,000 per day: "credits:dollars" slabs
 	// separated by ',', the last "*:dollars".
 	AddonSlabs string `env:"CREDITGATE_ADDON_SLABS" envDefault:"25000:0.14,75000:0.06,150000:0.05,*:0.025"`
+	// AnchorDay is the day of the month (1 to 28) on which the subscription periods of monthly
+	// plans start, at 00:00 UTC.
+	AnchorDay int `env:"CREDITGATE_BILLING_ANCHOR_DAY" envDefault:"1"`
+	// CallPriceCommercial and CallPriceNonCommercial price one additional call of a monthly
+	// plan, in dollars (at most six decimals), by the org's "commercial" field.
+	CallPriceCommercial    string `env:"CREDITGATE_CALL_PRICE_COMMERCIAL" envDefault:"0.06"`
+	CallPriceNonCommercial string `env:"CREDITGATE_CALL_PRICE_NONCOMMERCIAL" envDefault:"0.02"`
 
 	LogLevel        string        `env:"CREDITGATE_LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"CREDITGATE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
@@ -82,6 +89,7 @@ type Config struct {
 	costTable   *costtable.Table
 	adminTokens *gateway.AdminTokens
 	slabs       costtable.Slabs
+	callPrices  [2]int64 // micro-dollars: non-commercial, commercial
 	demo        bool
 }
 
@@ -250,6 +258,19 @@ func (c *Config) validate(environ map[string]string) error {
 	} else {
 		c.slabs = sl
 	}
+	if c.AnchorDay < 1 || c.AnchorDay > 28 {
+		bad("CREDITGATE_BILLING_ANCHOR_DAY", "must be a day of the month from 1 to 28, got %d", c.AnchorDay)
+	}
+	for i, v := range []struct{ name, value string }{
+		{"CREDITGATE_CALL_PRICE_NONCOMMERCIAL", c.CallPriceNonCommercial},
+		{"CREDITGATE_CALL_PRICE_COMMERCIAL", c.CallPriceCommercial},
+	} {
+		if p, err := costtable.ParseMicros(v.value); err != nil || p > 1_000_000_000 {
+			bad(v.name, "must be dollars per call such as 0.06 (at most six decimals, at most 1000), got %q", v.value)
+		} else {
+			c.callPrices[i] = p
+		}
+	}
 	if c.OrgsFile != "" {
 		bad("CREDITGATE_ORGS_FILE", "orgs files are not supported by this version; use CREDITGATE_ORGS")
 	}
@@ -297,8 +318,18 @@ func checkOrg(o orgs.Org, mode string) error {
 	if !o.HasLimit && o.Edition == "" {
 		errs = append(errs, fmt.Errorf("org %q: needs a \"limit\" or an \"edition\"", o.ID))
 	}
-	if e, ok := costtable.LookupEdition(o.Edition); ok && e.Kind == costtable.KindMonthly && !o.HasLimit {
-		errs = append(errs, fmt.Errorf("org %q: field \"edition\": monthly plans are not supported by this version; set \"limit\"", o.ID))
+	if e, ok := costtable.LookupEdition(o.Edition); ok && e.Kind == costtable.KindMonthly {
+		if o.MonthlyLimit < 1 {
+			errs = append(errs, fmt.Errorf("org %q: field \"monthly_limit\": a monthly plan needs its calls per period (at least 1)", o.ID))
+		}
+		if o.MonthlyLimit > 1<<40 {
+			errs = append(errs, fmt.Errorf("org %q: field \"monthly_limit\": at most %d, got %d", o.ID, int64(1<<40), o.MonthlyLimit))
+		}
+		if o.Additional > 2*o.MonthlyLimit {
+			errs = append(errs, fmt.Errorf("org %q: field \"additional\": at most twice monthly_limit (%d), got %d", o.ID, 2*o.MonthlyLimit, o.Additional))
+		}
+	} else if o.MonthlyLimit > 0 || o.Additional > 0 {
+		errs = append(errs, fmt.Errorf("org %q: fields \"monthly_limit\" and \"additional\" apply to monthly plans only (edition=monthly)", o.ID))
 	}
 	if p := addonPlanOf(&o); o.Addon > p.Cap {
 		if p.Cap == 0 {
@@ -350,6 +381,9 @@ func limitOf(o *orgs.Org) int64 {
 	if !ok {
 		return 0
 	}
+	if e.Kind == costtable.KindMonthly {
+		return costtable.MaxAllotment // a monthly plan without "limit" has no credit window
+	}
 	return e.Allotment(costtable.Seats{
 		Users: o.Users, Agents: o.Agents, LightAgents: o.LightAgents, Addon: o.Addon, Legacy: o.Legacy,
 	})
@@ -370,6 +404,23 @@ func addonPlanOf(o *orgs.Org) gateway.AddonPlan {
 	p := gateway.AddonPlan{Edition: e.Name, Free: free, Cap: costtable.AddonCap(e, free)}
 	p.Addon = min(o.Addon, p.Cap)
 	return p
+}
+
+// planOf returns addonPlanOf(o), and for a monthly plan its calls per period, additional
+// calls (at most twice as many), price per additional call and period anchor.
+func (c *Config) planOf(o *orgs.Org) gateway.AddonPlan {
+	e, ok := costtable.LookupEdition(o.Edition)
+	if !ok || e.Kind != costtable.KindMonthly {
+		return addonPlanOf(o)
+	}
+	price := c.callPrices[0]
+	if o.Commercial {
+		price = c.callPrices[1]
+	}
+	return gateway.AddonPlan{
+		Edition: e.Name, Monthly: o.MonthlyLimit, Addon: min(o.Additional, 2*o.MonthlyLimit), Cap: 2 * o.MonthlyLimit,
+		AnchorDay: c.AnchorDay, CallPrice: price,
+	}
 }
 
 // prefixLines puts name in front of every error joined in err.

@@ -133,7 +133,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Orgs:             dir,
 		LimitOf:          limitOf,
 		ConcurrencyOf:    concurrencyOf,
-		AddonPlanOf:      addonPlanOf,
+		AddonPlanOf:      cfg.planOf,
 		Slabs:            cfg.slabs,
 		HeavyConcurrency: cfg.HeavyConcurrency,
 		Mode:             gateway.OrgMode(cfg.OrgMode),
