@@ -18,7 +18,9 @@ func periods(t *testing.T, s limiter.Store) limiter.PeriodStore {
 	return p
 }
 
-func utc(y int, m time.Month, d, h, min int) time.Time { return time.Date(y, m, d, h, min, 0, 0, time.UTC) }
+func utc(y int, m time.Month, d, h, min int) time.Time {
+	return time.Date(y, m, d, h, min, 0, 0, time.UTC)
+}
 
 // testPeriodQuota: the monthly calls come first, then the additional calls (metered per day);
 // then calls are refused until the next period, which starts from zero (nothing rolls over).
