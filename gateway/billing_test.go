@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -267,5 +268,104 @@ func TestBillingReportParams(t *testing.T) {
 	}
 	if s, body := f.adminCall(t, "GET", "/admin/v1/orgs/nobody/billing", viewerTok, ""); s != 404 {
 		t.Errorf("unknown org: %d %s", s, body)
+	}
+}
+
+// TestMonthlyPlan: a monthly plan's calls, then its additional calls (priced per call), then
+// its own 429 until the next period; admins raise the additional calls up to twice the monthly
+// limit; the billing report lists the additional calls per day.
+func TestMonthlyPlan(t *testing.T) {
+	f := newBillingFixture(t, func(c *Config) {
+		list, err := orgs.Parse("mon:edition=monthly,monthly_limit=3,additional=1,commercial=false,keys=mon-key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Orgs, _ = orgs.NewDirectory(list)
+		inner := c.AddonPlanOf
+		c.AddonPlanOf = func(o *orgs.Org) AddonPlan {
+			if o.ID == "mon" {
+				return AddonPlan{Edition: "monthly", Monthly: 3, Addon: 1, Cap: 6, AnchorDay: 1, CallPrice: 20_000}
+			}
+			return inner(o)
+		}
+	})
+	key := map[string]string{"X-Api-Key": "mon-key"}
+	for i := range 4 {
+		if resp, body := do(t, "GET", f.url+"/crm/v2/users", key, ""); resp.StatusCode != 200 {
+			t.Fatalf("call %d: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	resp, body := do(t, "GET", f.url+"/crm/v2/users", key, "")
+	want := `{"code":"TOO_MANY_REQUESTS","details":{"additional_calls":1,"monthly_limit":3,"period_end":"2026-02-01T00:00:00Z"},` +
+		`"message":"The monthly call limit and the additional calls of this subscription period are used up; calls resume when the next period starts.","status":"error"}`
+	if resp.StatusCode != 429 || strings.TrimSpace(body) != want || resp.Header.Get("Retry-After") != "2678400" || f.up.count() != 4 {
+		t.Fatalf("5th call: %d Retry-After %s %s (upstream saw %d calls)", resp.StatusCode, resp.Header.Get("Retry-After"), body, f.up.count())
+	}
+	if s, body := f.adminCall(t, "PUT", "/admin/v1/orgs/mon/addon", viewerTok, `{"limit":3}`); s != 403 {
+		t.Fatalf("viewer: %d %s", s, body)
+	}
+	if s, body := f.adminCall(t, "PUT", "/admin/v1/orgs/mon/addon", adminTok, `{"limit":7}`); s != 422 || !strings.Contains(body, `"cap":6`) {
+		t.Fatalf("over twice the monthly limit: %d %s", s, body)
+	}
+	s, body := f.adminCall(t, "PUT", "/admin/v1/orgs/mon/addon", adminTok, `{"limit":3}`)
+	if s != 200 || !strings.Contains(body, `"monthly_limit":3,"additional_calls":3,"additional_cap":6,"period_used":4,`+
+		`"period_start":"2026-01-01T00:00:00Z","period_end":"2026-02-01T00:00:00Z"`) {
+		t.Fatalf("PUT additional calls: %d %s", s, body)
+	}
+	for i := range 2 {
+		if resp, body := do(t, "GET", f.url+"/crm/v2/users", key, ""); resp.StatusCode != 200 {
+			t.Fatalf("additional call %d after the raise: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	if resp, _ := do(t, "GET", f.url+"/crm/v2/users", key, ""); resp.StatusCode != 429 {
+		t.Fatalf("past the raised additional calls: %d", resp.StatusCode)
+	}
+	s, body = f.adminCall(t, "GET", "/admin/v1/orgs/mon/billing?from=2026-01-01&to=2026-01-01", viewerTok, "")
+	wantReport := `{"org":"mon","from":"2026-01-01","to":"2026-01-01","currency":"USD","days":[` +
+		`{"date":"2026-01-01","additional_calls":3,"price_per_call_micros":20000,"amount_micros":60000}],` +
+		`"total_additional_calls":3,"total_amount_micros":60000}`
+	if s != 200 || strings.TrimSpace(body) != wantReport {
+		t.Fatalf("report: %d %s\nwant %s", s, body, wantReport)
+	}
+	s, body = f.adminCall(t, "GET", "/admin/v1/orgs/mon/billing?from=2026-01-01&to=2026-01-01&format=csv", viewerTok, "")
+	if wantCSV := "date,additional_calls,price_per_call_micros,amount_micros\n2026-01-01,3,20000,60000\ntotal,3,,60000\n"; s != 200 || body != wantCSV {
+		t.Fatalf("CSV: %d %q", s, body)
+	}
+	// Next period: the count starts again; nothing rolls over.
+	f.now.Store(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	if resp, body := do(t, "GET", f.url+"/crm/v2/users", key, ""); resp.StatusCode != 200 {
+		t.Fatalf("next period: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestMonthlyCallGivenBackWhenNotServed: a monthly plan's call that the gateway could not
+// deliver (502) is not counted against the period, and not billed.
+func TestMonthlyCallGivenBackWhenNotServed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	f := newBillingFixture(t, func(c *Config) {
+		c.Upstream, _ = url.Parse(dead)
+		list, _ := orgs.Parse("mon:edition=monthly,monthly_limit=1,keys=mon-key")
+		c.Orgs, _ = orgs.NewDirectory(list)
+		c.AddonPlanOf = func(o *orgs.Org) AddonPlan {
+			return AddonPlan{Edition: "monthly", Monthly: 1, Addon: 1, Cap: 2, AnchorDay: 1, CallPrice: 60_000}
+		}
+	})
+	for range 3 {
+		if resp, body := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "mon-key"}, ""); resp.StatusCode != 502 {
+			t.Fatalf("%d %s, want 502", resp.StatusCode, body)
+		}
+	}
+	_, body := f.adminCall(t, "PUT", "/admin/v1/orgs/mon/addon", adminTok, `{"limit":1}`)
+	if !strings.Contains(body, `"period_used":0`) {
+		t.Fatalf("calls never served were counted: %s", body)
+	}
+	_, body = f.adminCall(t, "GET", "/admin/v1/orgs/mon/billing?from=2026-01-01&to=2026-01-01", viewerTok, "")
+	if !strings.Contains(body, `"total_additional_calls":0,`) {
+		t.Fatalf("calls never served were billed: %s", body)
 	}
 }
