@@ -74,15 +74,25 @@ func readReport(t *testing.T, p *process) (e2eReport, string) {
 	return rep, body
 }
 
-// TestBillingTwoGatewaysRacing: two gateway processes share one redis-server; an org consumes
-// past its free allotment into add-on credits set through one gateway's admin API; the billing
-// report (read through the other gateway) holds exactly the credits admitted above the free
-// allotment, and the logs hold no token.
+// TestBillingTwoGatewaysRacing: two gateway processes share one Redis (a server, then a
+// three-master Redis Cluster); an org consumes past its free allotment into add-on credits set
+// through one gateway's admin API; the billing report (read through the other gateway) holds
+// exactly the credits admitted above the free allotment, and the logs hold no token.
 func TestBillingTwoGatewaysRacing(t *testing.T) {
-	srv := redistest.Start(t)
+	t.Run("server", func(t *testing.T) {
+		srv := redistest.Start(t)
+		billingRace(t, srv.URL, func(k string) (int64, error) { return srv.Client.Get(context.Background(), k).Int64() })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c := redistest.StartCluster(t, 3)
+		billingRace(t, c.URL, func(k string) (int64, error) { return c.Client.Get(context.Background(), k).Int64() })
+	})
+}
+
+func billingRace(t *testing.T, redisURL string, held func(key string) (int64, error)) {
 	up := newCostUpstream(t, 0)
 	const free, addon = 400, 600
-	vars := billingVars(up.URL, srv.URL, free)
+	vars := billingVars(up.URL, redisURL, free)
 	gws := []*process{startGateway(t, vars), startGateway(t, vars)}
 
 	if s, body := adminDo(t, "PUT", gws[0].admin+"/admin/v1/orgs/acme/addon", e2eViewerToken, `{"limit":600}`); s != 403 {
@@ -143,18 +153,18 @@ func TestBillingTwoGatewaysRacing(t *testing.T) {
 		t.Fatal(f)
 	}
 	a := admitted.Load()
-	held, err := srv.Client.Get(context.Background(), limiter.RedisKeys("acme")[2]).Int64()
+	h, err := held(limiter.RedisKeys("acme")[2])
 	if err != nil {
 		t.Fatal(err)
 	}
 	rep, _ := readReport(t, gws[1])
 	t.Logf("admitted %d credits (free %d, add-on %d), %d calls refused; Redis holds %d; billed %d add-on credits, %d micro-dollars",
-		a, free, addon, rejected.Load(), held, rep.TotalAddonCredits, rep.TotalAmountMicros)
+		a, free, addon, rejected.Load(), h, rep.TotalAddonCredits, rep.TotalAmountMicros)
 	if a > free+addon || a < free+addon-50 || rejected.Load() == 0 {
 		t.Fatalf("admitted %d credits with %d refused; want the limit %d reached, never passed", a, rejected.Load(), free+addon)
 	}
-	if held != a || up.credits.Load() != a {
-		t.Fatalf("admitted %d, Redis holds %d, upstream received %d", a, held, up.credits.Load())
+	if h != a || up.credits.Load() != a {
+		t.Fatalf("admitted %d, Redis holds %d, upstream received %d", a, h, up.credits.Load())
 	}
 	if rep.TotalAddonCredits != a-free {
 		t.Fatalf("billed %d add-on credits, admitted %d above the free %d", rep.TotalAddonCredits, a-free, free)
