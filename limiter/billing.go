@@ -15,7 +15,11 @@ import (
 // metered MeterDays or more days after it, or when the org meters nothing for MeterDays days.
 const MeterDays = 100
 
-var meterDaysArg = strconv.Itoa(MeterDays)
+// meterDaysArg and emptyArg are script arguments boxed once: boxing a string per call allocates.
+var (
+	meterDaysArg any = strconv.Itoa(MeterDays)
+	emptyArg     any = ""
+)
 
 const msPerDay = 24 * 60 * 60 * 1000
 
@@ -38,7 +42,7 @@ func floorDiv(a, b int64) int64 {
 // none; the part of each debit above free is metered per UTC day. free must be at least 1.
 func (k Key) WithAddons(free, addon int64) Key {
 	k.Free, k.Addon, k.Limit = free, addon, free+addon
-	k.freeArg, k.addonArg = strconv.FormatInt(free, 10), strconv.FormatInt(addon, 10)
+	k.freeArg, k.addonArg = any(strconv.FormatInt(free, 10)), any(strconv.FormatInt(addon, 10))
 	return k
 }
 

@@ -61,8 +61,8 @@ type Key struct {
 	Free, Addon int64
 
 	redisKeys []string // sorted set, hash, total, leases, heavy leases, add-on limit, meter, period calls; all tagged {Org}
-	freeArg   string   // Free and Addon preformatted for the script; "" without add-ons
-	addonArg  string
+	freeArg   any      // Free and Addon preformatted (and boxed, so Spend does not allocate)
+	addonArg  any      // for the script; nil without add-ons
 }
 
 // NewKey returns the Key of org with the given limit, and no concurrency cap.

@@ -83,9 +83,13 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	if key.Concurrency > 0 && cost > 0 {
 		lease = newLeaseID()
 	}
+	freeArg, addonArg := key.freeArg, key.addonArg
+	if freeArg == nil {
+		freeArg, addonArg = emptyArg, emptyArg
+	}
 	reply, err := spendScript.Run(ctx, s.client, keys, cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
 		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
-		key.freeArg, key.addonArg, meterDaysArg).Int64Slice()
+		freeArg, addonArg, meterDaysArg).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
