@@ -28,7 +28,7 @@
 -- ARGV[11] add-on limit to use while KEYS[6] does not exist (the configured one)
 -- ARGV[12] days the meter keeps (its fields older than that are deleted, its TTL is that)
 --
--- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight}
+-- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
 --                   -2 rejected (concurrency cap), -3 rejected (heavy cap)
 --   used            credits held by live buckets after this call
@@ -68,6 +68,8 @@ if free then
 	limit = free + addon
 end
 
+-- main is the window and concurrency logic; its replies are completed below with the billing
+-- slots (reply[7..8]), so every early return carries them.
 local function main()
 
 -- Expire: buckets with start <= now - window - bucket are free again.
