@@ -224,3 +224,42 @@ func TestBillingSurvivesRedisRestart(t *testing.T) {
 			resp.StatusCode, resp.Header.Get("X-Ratelimit-Limit"), body)
 	}
 }
+
+// TestMonthlyPlanOnRedis: a monthly plan configured from the environment, on a real
+// redis-server: its monthly calls, its additional calls, its own 429, and the additional calls
+// billed at the non-commercial price.
+func TestMonthlyPlanOnRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	up := newCostUpstream(t, 0)
+	gw := startGateway(t, map[string]string{
+		"CREDITGATE_UPSTREAM_URL":       up.URL,
+		"CREDITGATE_REDIS_URL":          srv.URL,
+		"CREDITGATE_ORGS":               "docs:edition=monthly,monthly_limit=2,additional=1,commercial=false,keys=docs-key",
+		"CREDITGATE_ADMIN_TOKENS":       "admin:" + e2eAdminToken + ";viewer:" + e2eViewerToken,
+		"CREDITGATE_BILLING_ANCHOR_DAY": "28",
+	})
+	for i := range 3 {
+		if resp, body := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "docs-key"); resp.StatusCode != 200 {
+			t.Fatalf("call %d: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	resp, body := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "docs-key")
+	if resp.StatusCode != 429 || !strings.Contains(body, `"additional_calls":1,"monthly_limit":2,"period_end":"`) ||
+		!strings.Contains(body, "subscription period are used up") || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("4th call: %d %s", resp.StatusCode, body)
+	}
+	if up.calls.Load() != 3 {
+		t.Fatalf("upstream saw %d calls, want 3", up.calls.Load())
+	}
+	status, report := adminDo(t, "GET", gw.admin+"/admin/v1/orgs/docs/billing?format=csv", e2eViewerToken, "")
+	if status != 200 || !strings.Contains(report, ",1,20000,20000\n") || !strings.HasSuffix(report, "total,1,,20000\n") {
+		t.Fatalf("billing CSV: %d\n%s", status, report)
+	}
+	if s, body := adminDo(t, "PUT", gw.admin+"/admin/v1/orgs/docs/addon", e2eAdminToken, `{"limit":4}`); s != 200 ||
+		!strings.Contains(body, `"monthly_limit":2,"additional_calls":4,"additional_cap":4,"period_used":3`) {
+		t.Fatalf("PUT additional calls: %d %s", s, body)
+	}
+	if resp, body := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "docs-key"); resp.StatusCode != 200 {
+		t.Fatalf("after raising the additional calls: %d %s", resp.StatusCode, body)
+	}
+}
