@@ -25,6 +25,9 @@ const (
 	e2eViewerToken = "e2e-viewer-token-9b2d"
 )
 
+var reportRange = "from=" + time.Now().UTC().AddDate(0, 0, -2).Format("2006-01-02") +
+	"&to=" + time.Now().UTC().AddDate(0, 0, 2).Format("2006-01-02")
+
 // billingVars configures one org with a free allotment of free credits on an edition that
 // sells add-ons, and admin tokens.
 func billingVars(upstream, redisURL string, free int) map[string]string {
@@ -61,9 +64,11 @@ type e2eReport struct {
 	TotalAmountMicros int64 `json:"total_amount_micros"`
 }
 
+// readReport reads acme's billing report for the days around now (a fixed range, so two reads
+// compare equal across midnight).
 func readReport(t *testing.T, p *process) (e2eReport, string) {
 	t.Helper()
-	status, body := adminDo(t, "GET", p.admin+"/admin/v1/orgs/acme/billing", e2eViewerToken, "")
+	status, body := adminDo(t, "GET", p.admin+"/admin/v1/orgs/acme/billing?"+reportRange, e2eViewerToken, "")
 	if status != 200 {
 		t.Fatalf("billing report: %d %s", status, body)
 	}
@@ -211,7 +216,7 @@ func TestBillingSurvivesRedisRestart(t *testing.T) {
 
 	var afterBody string
 	waitFor(t, 10*time.Second, func() bool { // the gateway's pool reconnects on its own
-		s, body := adminDo(t, "GET", gw.admin+"/admin/v1/orgs/acme/billing", e2eViewerToken, "")
+		s, body := adminDo(t, "GET", gw.admin+"/admin/v1/orgs/acme/billing?"+reportRange, e2eViewerToken, "")
 		afterBody = body
 		return s == 200
 	})
