@@ -200,10 +200,3 @@ func AddonCap(e Edition, free int64) int64 {
 	}
 	return min(most, max(e.Max-free, 0))
 }
-
-// CallPrices are the default prices of one additional call on a monthly plan, in
-// micro-dollars.
-const (
-	DefaultCallPriceCommercial    int64 = 60_000 // $0.06
-	DefaultCallPriceNonCommercial int64 = 20_000 // $0.02
-)
