@@ -239,7 +239,7 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 			if t.plan.Monthly > 0 {
 				t.period = &limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, AnchorDay: t.plan.AnchorDay}
 			} else if t.plan.Cap > 0 {
-				t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon)
+				t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon, t.plan.Cap)
 				l = strconv.FormatInt(t.key.Limit, 10)
 			}
 		}

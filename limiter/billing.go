@@ -13,6 +13,7 @@ import (
 // MeterDays is how many UTC days of add-on consumption a store keeps (at least the 92 days,
 // three months, a billing report may ask for). A day's record goes when a later day is
 // metered MeterDays or more days after it, or when the org meters nothing for MeterDays days.
+// spend.lua holds the same number.
 const MeterDays = 100
 
 // meterDaysArg and emptyArg are script arguments boxed once: boxing a string per call allocates.
@@ -39,10 +40,14 @@ func floorDiv(a, b int64) int64 {
 
 // WithAddons returns k with add-on credits: its limit becomes free plus the add-on limit the
 // store holds for the org (set with Meter.SetAddon), or plus addon while the store holds
-// none; the part of each debit above free is metered per UTC day. free must be at least 1.
-func (k Key) WithAddons(free, addon int64) Key {
-	k.Free, k.Addon, k.Limit = free, addon, free+addon
-	k.freeArg, k.addonArg = any(strconv.FormatInt(free, 10)), any(strconv.FormatInt(addon, 10))
+// none, at most free plus addonCap (so a stored limit above a lowered cap counts as the cap);
+// the part of each debit above free is metered per UTC day. free must be at least 1.
+func (k Key) WithAddons(free, addon, addonCap int64) Key {
+	addon = min(addon, addonCap)
+	k.Free, k.Addon, k.AddonCap, k.Limit = free, addon, addonCap, free+addon
+	k.freeArg = any(strconv.FormatInt(free, 10))
+	k.addonArg = any(strconv.FormatInt(addon, 10))
+	k.capArg = any(strconv.FormatInt(addonCap, 10))
 	return k
 }
 
@@ -191,7 +196,7 @@ func (w *memWindow) limitFor(key Key) int64 {
 		return key.Limit
 	}
 	if w.addonSet {
-		return key.Free + w.addon
+		return key.Free + min(w.addon, key.AddonCap)
 	}
 	return key.Free + key.Addon
 }

@@ -24,7 +24,7 @@ func BenchmarkRedisSpendAddons(b *testing.B) {
 	}
 	keys := map[string]limiter.Key{
 		"plain":  limiter.NewKey("bench-plain", 1<<50),
-		"addons": limiter.NewKey("bench-addons", 1).WithAddons(1, 1<<50),
+		"addons": limiter.NewKey("bench-addons", 1).WithAddons(1, 1<<50, 1<<50),
 	}
 	for _, name := range []string{"plain", "addons"} {
 		k := keys[name]

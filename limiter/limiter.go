@@ -56,13 +56,15 @@ type Key struct {
 	// takes one of the org's HeavyConcurrency slots for heavy calls.
 	HeavyConcurrency int64
 	// Free, when above 0, turns on add-on credits (see WithAddons): the limit is Free plus the
-	// org's add-on limit held by the store, or Addon while the store holds none, and the part
-	// of each debit above Free is metered for billing. Zero: Limit applies as is.
-	Free, Addon int64
+	// org's add-on limit held by the store, or Addon while the store holds none, at most
+	// AddonCap, and the part of each debit above Free is metered for billing. Zero: Limit
+	// applies as is.
+	Free, Addon, AddonCap int64
 
 	redisKeys []string // sorted set, hash, total, leases, heavy leases, add-on limit, meter, period calls; all tagged {Org}
-	freeArg   any      // Free and Addon preformatted (and boxed, so Spend does not allocate)
-	addonArg  any      // for the script; nil without add-ons
+	freeArg   any      // Free, Addon and AddonCap preformatted (and boxed, so Spend does not
+	addonArg  any      // allocate) for the script; nil without add-ons
+	capArg    any
 }
 
 // NewKey returns the Key of org with the given limit, and no concurrency cap.

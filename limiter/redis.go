@@ -83,13 +83,13 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	if key.Concurrency > 0 && cost > 0 {
 		lease = newLeaseID()
 	}
-	freeArg, addonArg := key.freeArg, key.addonArg
+	freeArg, addonArg, capArg := key.freeArg, key.addonArg, key.capArg
 	if freeArg == nil {
-		freeArg, addonArg = emptyArg, emptyArg
+		freeArg, addonArg, capArg = emptyArg, emptyArg, emptyArg
 	}
 	reply, err := spendScript.Run(ctx, s.client, keys, cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
 		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
-		freeArg, addonArg, meterDaysArg).Int64Slice()
+		freeArg, addonArg, capArg).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}

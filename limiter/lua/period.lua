@@ -93,7 +93,8 @@ end
 local finish = days_from_civil(ny, nm, anchor)
 local field = string.format('%d', start)
 
-local additional = tonumber(redis.call('GET', KEYS[2]) or ARGV[3] or '0') or 0
+-- At most twice the monthly limit, even if a larger number was stored under an older limit.
+local additional = math.min(tonumber(redis.call('GET', KEYS[2]) or ARGV[3] or '0') or 0, 2 * monthly)
 local limit = monthly + additional
 local used = tonumber(redis.call('HGET', KEYS[1], field) or '0')
 

@@ -26,7 +26,7 @@
 -- KEYS[8]  billing: the monthly plan's period counter (period.lua; unused here)
 -- ARGV[10] free allotment (credits), or "" when the org has no add-ons: then ARGV[2] is the limit
 -- ARGV[11] add-on limit to use while KEYS[6] does not exist (the configured one)
--- ARGV[12] days the meter keeps (its fields older than that are deleted, its TTL is that)
+-- ARGV[12] add-on cap (credits): a stored add-on limit above it counts as the cap
 --
 -- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
@@ -65,7 +65,7 @@ local free = tonumber(ARGV[10] or '')
 local metered = 0
 if free then
 	local addon = tonumber(redis.call('GET', KEYS[6]) or ARGV[11] or '0') or 0
-	limit = free + addon
+	limit = free + math.min(addon, tonumber(ARGV[12]) or 0)
 end
 
 -- main is the window and concurrency logic; its replies are completed below with the billing
@@ -170,7 +170,7 @@ used = redis.call('INCRBY', KEYS[3], cost)
 if free then
 	metered = math.max(0, used - free) - math.max(0, used_before - free)
 	if metered > 0 then
-		local keep = tonumber(ARGV[12])
+		local keep = 100 -- days the meter keeps: limiter.MeterDays
 		local day = string.format('%d', math.floor(b / 86400000))
 		if redis.call('HINCRBY', KEYS[7], day, metered) == metered then
 			-- A new day: drop the days past retention, so the hash stays bounded.

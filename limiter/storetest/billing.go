@@ -40,7 +40,7 @@ func testAddonLimit(t *testing.T, newStore NewStore) {
 	m := meter(t, s)
 	ctx := context.Background()
 	org := newOrg()
-	k := limiter.NewKey(org, 1).WithAddons(100, 50)
+	k := limiter.NewKey(org, 1).WithAddons(100, 50, 1000)
 
 	if _, set, err := m.Addon(ctx, org); err != nil || set {
 		t.Fatalf("Addon of a new org = set %v, %v; want none", set, err)
@@ -70,6 +70,16 @@ func testAddonLimit(t *testing.T, newStore NewStore) {
 	if err := m.SetAddon(ctx, org, -1); err == nil {
 		t.Fatal("SetAddon(-1) succeeded")
 	}
+	// A stored limit above the key's cap (lowered since, say by a new edition) counts as the cap.
+	if err := m.SetAddon(ctx, org, 5000); err != nil {
+		t.Fatal(err)
+	}
+	if d := mustAllow(t, s, k, 0, t0); d.Limit != 1100 {
+		t.Fatalf("stored add-on 5000 over the cap 1000: limit %d, want 1100", d.Limit)
+	}
+	if d, _ := spend(t, s, limiter.NewKey(org, 1).WithAddons(100, 7, 7), 0, t0); d.Limit != 107 {
+		t.Fatalf("cap 7: limit %d, want 107", d.Limit)
+	}
 
 	plain := limiter.NewKey(org+"-plain", 10)
 	if err := m.SetAddon(ctx, plain.Org, 1000); err != nil {
@@ -90,7 +100,7 @@ func testAddonMetering(t *testing.T, newStore NewStore) {
 	m := meter(t, s)
 	ctx := context.Background()
 	org := newOrg()
-	k := limiter.NewKey(org, 1).WithAddons(100, 1000)
+	k := limiter.NewKey(org, 1).WithAddons(100, 1000, 1000)
 	d0 := limiter.Day(t0)
 
 	steps := []struct {
@@ -148,7 +158,7 @@ func testAddonRetention(t *testing.T, newStore NewStore) {
 	s := newStore(t, limiter.Options{Window: time.Hour, Bucket: minute})
 	m := meter(t, s)
 	org := newOrg()
-	k := limiter.NewKey(org, 1).WithAddons(1, 10)
+	k := limiter.NewKey(org, 1).WithAddons(1, 10, 10)
 	d0 := limiter.Day(t0)
 	at := func(d int64) time.Time {
 		return time.UnixMilli(d * 24 * int64(time.Hour/time.Millisecond)).Add(time.Hour)
@@ -173,7 +183,7 @@ func testAddonRacing(t *testing.T, newStore NewStore) {
 	m := meter(t, s)
 	const free, addon = 300, 400
 	org := newOrg()
-	k := limiter.NewKey(org, 1).WithAddons(free, addon)
+	k := limiter.NewKey(org, 1).WithAddons(free, addon, addon)
 	var (
 		admitted, addons atomic.Int64
 		wg               sync.WaitGroup
