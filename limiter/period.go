@@ -20,7 +20,8 @@ type PeriodKey struct {
 	Monthly int64
 	// Additional is the additional calls allowed per period while the store holds no
 	// additional limit for the org (set with Meter.SetAddon, which holds both the add-on
-	// credits of window plans and the additional calls of monthly plans).
+	// credits of window plans and the additional calls of monthly plans). Whichever applies
+	// counts as at most twice Monthly.
 	Additional int64
 	// AnchorDay is the day of the month (1 to 28) each period starts on, at 00:00 UTC.
 	AnchorDay int
@@ -140,6 +141,7 @@ func (s *MemoryStore) SpendCall(_ context.Context, k PeriodKey, now time.Time, c
 	if w.addonSet {
 		additional = w.addon
 	}
+	additional = min(additional, 2*k.Monthly)
 	sd := Day(start)
 	d := PeriodDecision{Allowed: true, Used: w.periods[sd], Limit: k.Monthly + additional, Day: Day(now), Start: start, End: end}
 	if !count {

@@ -73,7 +73,7 @@ func testPeriodQuota(t *testing.T, newStore NewStore) {
 	if _, err := count(at); !errors.Is(err, limiter.ErrPeriodExhausted) {
 		t.Fatalf("additional calls off: %v, want ErrPeriodExhausted", err)
 	}
-	if err := m.SetAddon(ctx, k.Org, 6); err != nil { // up to twice the monthly limit
+	if err := m.SetAddon(ctx, k.Org, 60); err != nil { // counts as twice the monthly limit, 6
 		t.Fatal(err)
 	}
 	if d, err := count(at.Add(24 * time.Hour)); err != nil || d.Additional != 1 || d.Limit != 9 {
