@@ -313,6 +313,10 @@ func (g *Gateway) billingReport(w http.ResponseWriter, r *http.Request) {
 	case to-from >= limiter.MeterDays:
 		writeError(w, badRequest("A report covers at most "+strconv.Itoa(limiter.MeterDays)+" days (the days kept)."), 0)
 		return
+	case from <= limiter.Day(now)-limiter.MeterDays:
+		writeError(w, badRequest("Daily records are kept "+strconv.Itoa(limiter.MeterDays)+" days: from must be "+
+			dayString(limiter.Day(now)-limiter.MeterDays+1)+" or later."), 0)
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
 	defer cancel()

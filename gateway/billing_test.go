@@ -258,6 +258,7 @@ func TestBillingReportParams(t *testing.T) {
 		{"to=yesterday", 400, `to must be a date`},
 		{"from=2025-01-01&to=2026-01-01", 400, `at most 100 days`},
 		{"from=2025-09-24&to=2026-01-01", 200, `"from":"2025-09-24"`}, // 100 days
+		{"from=2025-09-23&to=2025-10-01", 400, `from must be 2025-09-24 or later`},
 		{"format=pdf", 400, `format must be json or csv`},
 	}
 	for _, tt := range tests {
