@@ -1,5 +1,6 @@
-// Package costtable knows what an API call costs in credits and how many credits an edition
-// allots per window.
+// Package costtable knows what an API call costs in credits, how many credits an edition
+// allots per window, and what consumed add-on credits cost (graduated slabs, in integer
+// micro-dollars; see Slabs).
 //
 // # Cost tables
 //

@@ -67,6 +67,7 @@ func NewAdminHandler(cfg AdminConfig) http.Handler {
 	}
 	if cfg.Gateway != nil {
 		mux.Handle("POST /admin/v1/explain", cfg.require(RoleViewer, cfg.Gateway.explain))
+		cfg.billingRoutes(mux)
 	}
 	return mux
 }

@@ -118,6 +118,14 @@ func errorResponse(err error) (int, errorBody) {
 		b.Details["max_bytes"] = be.max
 		return http.StatusRequestEntityTooLarge, b
 	}
+	var ae *apiError
+	if errors.As(err, &ae) {
+		b.Code, b.Message = ae.code, ae.msg
+		for k, v := range ae.details {
+			b.Details[k] = v
+		}
+		return ae.status, b
+	}
 	var cc *concurrencyError
 	if errors.As(err, &cc) {
 		b.Code = "TOO_MANY_REQUESTS"

@@ -68,6 +68,10 @@ type Config struct {
 	// HeavyConcurrency caps each org's heavy calls in flight (rules marked heavy), inside its
 	// own cap; 0 means no sub-cap. It applies only to orgs with a cap.
 	HeavyConcurrency int64
+	// AddonPlanOf says what an org may buy in add-on credits (see AddonPlan); nil: no org
+	// has add-ons. Slabs price consumed add-on credits (nil: costtable.DefaultSlabs).
+	AddonPlanOf func(*orgs.Org) AddonPlan
+	Slabs       costtable.Slabs
 	// Mode and OrgHeader say how a request names its org (zero: OrgModeAPIKey, "X-Org-Id").
 	Mode      OrgMode
 	OrgHeader string
@@ -126,6 +130,10 @@ type tenant struct {
 	limit    string      // decimal, for X-RateLimit-Limit
 	policy   string      // RateLimit-Policy field value
 	m        *orgSeries  // the org's metrics
+	// policyTail follows q=<limit> in policy, for a limit changed by add-ons at run time.
+	policyTail string
+	plan       AddonPlan          // add-on credits: what the org may buy
+	period     *limiter.PeriodKey // monthly plans: the call quota per period; nil otherwise
 }
 
 // callState travels to the proxy's error hook, which refunds, in a callWriter.
@@ -140,6 +148,7 @@ type callState struct {
 	// observed: the upstream latency is recorded (when the response's headers are written,
 	// or when the proxy gives up).
 	observed bool
+	pd   limiter.PeriodDecision // monthly plans: the call counted in the period
 }
 
 // watchedBody records whether reading the client's body failed, so that a broken client
@@ -254,18 +263,27 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 		}
 		l := strconv.FormatInt(limit, 10)
 		t := &tenant{
-			org:    o,
-			key:    limiter.NewKey(o.ID, limit),
-			limit:  l,
-			policy: `"credits";q=` + l + ";w=" + window,
-			m:      series[o],
+			org:        o,
+			key:        limiter.NewKey(o.ID, limit),
+			policyTail: ";w=" + window,
+			m:          series[o],
+		}
+		if cfg.AddonPlanOf != nil {
+			t.plan = cfg.AddonPlanOf(o)
+			if t.plan.Monthly > 0 {
+				t.period = &limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, AnchorDay: t.plan.AnchorDay}
+			} else if t.plan.Cap > 0 {
+				t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon, t.plan.Cap)
+				l = strconv.FormatInt(t.key.Limit, 10)
+			}
 		}
 		t.heavyKey = t.key
 		if concurrency > 0 {
 			t.key = t.key.WithConcurrency(concurrency, 0)
 			t.heavyKey = t.key.WithConcurrency(concurrency, cfg.HeavyConcurrency)
-			t.policy += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
+			t.policyTail += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
 		}
+		t.limit, t.policy = l, `"credits";q=`+l+t.policyTail
 		r.tenants[o] = t
 	}
 	g.roster.Store(r)
@@ -315,6 +333,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var now time.Time
 	if g.cfg.Clock != nil {
 		now = g.cfg.Clock()
+	}
+	// Monthly plans: the call is counted against the subscription period first, and given
+	// back if it is not forwarded after all.
+	var (
+		pd        limiter.PeriodDecision
+		forwarded bool
+	)
+	if t.period != nil {
+		var ok bool
+		if pd, ok = g.countCall(w, r, t, rule.Name, now); !ok {
+			return
+		}
+		defer func() {
+			if !forwarded {
+				g.uncountCall(r, t, pd)
+			}
+		}()
 	}
 	key := t.key
 	if rule.Heavy {
@@ -392,14 +427,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errStoreUnavailable, 1)
 			return
 		}
-		g.forward(w, r, callState{t: t, key: key, rule: rule.Name, rs: rs})
+		forwarded = true
+		g.forward(w, r, callState{t: t, key: key, rule: rule.Name, rs: rs, pd: pd})
 		return
 	}
 	if d.Allowed {
 		g.metrics.count(t.m, rs, outAllowed, 0, d.Cost)
 		setLimitFields(h, t, d)
 	}
-	g.forward(w, r, callState{t: t, key: key, d: d, rule: rule.Name, rs: rs})
+	forwarded = true
+	g.forward(w, r, callState{t: t, key: key, d: d, rule: rule.Name, rs: rs, pd: pd})
 }
 
 // release ends a call's concurrency lease, with a context of its own: the client's may be
@@ -542,6 +579,9 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		status = errUpstreamTimeout
+	}
+	if st != nil {
+		g.uncountCall(r, st.t, st.pd) // monthly plans: a call never served is not counted
 	}
 	if st != nil && st.d.Allowed && st.d.Cost > 0 {
 		rerr := g.refund(r.Context(), st.key, st.d)

@@ -17,6 +17,11 @@ func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 	if !d.Allowed && d.RetryAfter > 0 {
 		wait = d.RetryAfter // 0 for a cost above the whole limit: waiting never helps, show the reset
 	}
+	limit, policy := t.limit, t.policy
+	if d.Limit != t.key.Limit { // an add-on limit changed at run time (rare: allocates)
+		limit = strconv.FormatInt(d.Limit, 10)
+		policy = `"credits";q=` + limit + t.policyTail
+	}
 	var buf [160]byte // room for every number at its longest
 	b := strconv.AppendInt(buf[:0], d.Remaining, 10)
 	nRemaining := len(b)
@@ -31,8 +36,8 @@ func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 	s := string(b)
 
 	v := make([]string, 6)
-	v[0], v[1], v[2] = t.limit, s[:nRemaining], s[nRemaining:nSecs]
-	v[3], v[4], v[5] = t.policy, s[nSecs:nField], s[nField:]
+	v[0], v[1], v[2] = limit, s[:nRemaining], s[nRemaining:nSecs]
+	v[3], v[4], v[5] = policy, s[nSecs:nField], s[nField:]
 	h["X-Ratelimit-Limit"] = v[0:1:1]
 	h["X-Ratelimit-Remaining"] = v[1:2:2]
 	h["X-Ratelimit-Reset"] = v[2:3:3]

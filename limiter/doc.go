@@ -9,6 +9,14 @@
 // (package storetest): RedisStore, shared by every replica (one Lua script per decision, run by
 // SHA, keys hash-tagged by org for Redis Cluster), and MemoryStore for a single replica.
 //
+// Billing rides on the same decisions. A Key built WithAddons has a free allotment and an
+// add-on limit that the store holds (Meter.SetAddon, read inside the debit script so every
+// replica applies a change at once); the part of each debit above the free allotment is
+// metered per UTC day in the same atomic step, and Refund un-meters it (Meter.Metered reads the
+// days). Monthly plans count calls per subscription period instead (PeriodStore, its own
+// script), their additional calls metered the same way. Both stores implement Meter and
+// PeriodStore.
+//
 // The package does not know what a call costs (package costtable) or who is calling (package
 // orgs); it never reads the environment and never logs.
 package limiter

@@ -55,8 +55,16 @@ type Key struct {
 	// HeavyConcurrency, when above 0 (and Concurrency too), marks this call heavy: it also
 	// takes one of the org's HeavyConcurrency slots for heavy calls.
 	HeavyConcurrency int64
+	// Free, when above 0, turns on add-on credits (see WithAddons): the limit is Free plus the
+	// org's add-on limit held by the store, or Addon while the store holds none, at most
+	// AddonCap, and the part of each debit above Free is metered for billing. Zero: Limit
+	// applies as is.
+	Free, Addon, AddonCap int64
 
-	redisKeys []string // ring, ring positions, total, leases, heavy leases; all tagged {Org}
+	redisKeys []string // ring, ring positions, total, leases, heavy leases, add-on limit, meter, period calls; all tagged {Org}
+	freeArg   any      // Free, Addon and AddonCap preformatted (and boxed, so Spend does not
+	addonArg  any      // allocate) for the script; nil without add-ons
+	capArg    any
 }
 
 // NewKey returns the Key of org with the given limit, and no concurrency cap.
@@ -82,7 +90,8 @@ func redisKeysFor(org string) []string {
 	// The window's keys are named for their layout (a ring since the sorted set and hash of
 	// earlier versions), so a server holding the old layout never meets a script expecting
 	// the new one.
-	return []string{prefix + "ring", prefix + "pos", prefix + "used", prefix + "inflight", prefix + "heavy"}
+	return []string{prefix + "ring", prefix + "pos", prefix + "used", prefix + "inflight", prefix + "heavy",
+		prefix + "addon", prefix + "meter", prefix + "period"}
 }
 
 // Decision is the result of Spend. It is a value so the request path does not allocate.
@@ -112,6 +121,10 @@ type Decision struct {
 	// allowed), and ConcurrencyLimit that cap; both 0 without a cap. A call refused with
 	// ErrConcurrency names the cap it hit: the heavy one or the org's.
 	InFlight, ConcurrencyLimit int64
+	// Addon is, for an allowed debit of an org with add-ons, the part of Cost above the free
+	// allotment: add-on credits, metered for billing on the UTC day of Bucket. Refund
+	// un-meters it.
+	Addon int64
 }
 
 // Options sets the window of a store.

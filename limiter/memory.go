@@ -25,6 +25,11 @@ type memWindow struct {
 	used    int64
 	leases  map[string]int64 // lease id -> expiry (unix ms), calls in flight
 	heavy   map[string]int64 // the same, heavy calls
+
+	addon    int64           // billing: add-on limit set through Meter.SetAddon...
+	addonSet bool            // ...if ever set
+	meter    map[int64]int64 // billing: UTC day -> add-on credits (or additional calls) consumed
+	periods  map[int64]int64 // monthly plans: period start (UTC day) -> calls counted
 }
 
 type memBucket struct {
@@ -76,6 +81,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	defer w.mu.Unlock()
 
 	w.expire(ms - s.window - s.bucket)
+	key.Limit = w.limitFor(key) // billing: with add-ons, free allotment + the add-on limit held
 	if cost > key.Limit {
 		return decide(-1, key, cost, w.used, 0, s.reset(w, ms), 0, 0, "")
 	}
@@ -108,6 +114,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	}
 	w.add(b, cost)
 	w.used += cost
+	addon := w.meterDebit(key, w.used-cost, w.used, b)
 	var lease string
 	if key.Concurrency > 0 {
 		lease = newLeaseID()
@@ -120,7 +127,9 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 		}
 		inFlight++
 	}
-	return decide(1, key, cost, w.used, 0, s.reset(w, ms), b, inFlight, lease)
+	d, err := decide(1, key, cost, w.used, 0, s.reset(w, ms), b, inFlight, lease)
+	d.Addon = addon
+	return d, err
 }
 
 // expireLeases drops the leases that expired by now and returns how many remain.
@@ -154,6 +163,7 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 	w := s.get(key.Org)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.unmeter(d)
 	for i := len(w.buckets) - 1; i >= 0; i-- {
 		b := &w.buckets[i]
 		if b.start != d.Bucket {

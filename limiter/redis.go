@@ -58,7 +58,7 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 // LoadScripts loads the scripts into the server's cache (on every master of a cluster);
 // it doubles as a readiness check. Spend falls back to EVAL if the cache is flushed later.
 func (s *RedisStore) LoadScripts(ctx context.Context) error {
-	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript} {
+	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript, periodScript} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return fmt.Errorf("load scripts: %w", err)
 		}
@@ -94,16 +94,24 @@ func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []
 	if key.Concurrency > 0 && cost > 0 {
 		lease = newLeaseID()
 	}
+	freeArg, addonArg, capArg := key.freeArg, key.addonArg, key.capArg
+	if freeArg == nil {
+		freeArg, addonArg, capArg = emptyArg, emptyArg, emptyArg
+	}
 	return keys, []any{cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
-		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg}, lease
+		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
+		freeArg, addonArg, capArg}, lease
 }
 
 // decodeSpend turns spend.lua's reply into a Decision.
 func decodeSpend(reply []int64, key Key, cost int64, lease string) (Decision, error) {
-	if len(reply) != 6 {
-		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 6", key.Org, len(reply))
+	if len(reply) != 8 {
+		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 8", key.Org, len(reply))
 	}
-	return decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], lease)
+	key.Limit = reply[7] // with add-ons, the script read the add-on limit
+	d, err := decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], lease)
+	d.Addon = reply[6]
+	return d, err
 }
 
 // Refund implements Store.
@@ -115,8 +123,9 @@ func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
-	err := refundScript.Run(ctx, s.client, keys[:3], d.Cost, strconv.FormatInt(d.Bucket, 10), s.windowArg, s.bucketArg).Err()
-	if err != nil {
+	refundKeys := []string{keys[0], keys[1], keys[2], keys[6]}
+	if err := refundScript.Run(ctx, s.client, refundKeys, d.Cost, strconv.FormatInt(d.Bucket, 10),
+		s.windowArg, s.bucketArg, d.Addon, meterDay(d.Bucket)).Err(); err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/limiter"
+	"github.com/creditgate/creditgate/orgs"
 )
 
 // Config is the whole configuration, read from the environment. Every variable is documented
@@ -80,6 +81,17 @@ type Config struct {
 	// API refuses every call (health endpoints stay open).
 	AdminTokens string `env:"CREDITGATE_ADMIN_TOKENS"`
 
+	// AddonSlabs prices consumed add-on credits per 1,000 per day: "credits:dollars" slabs
+	// separated by ',', the last "*:dollars".
+	AddonSlabs string `env:"CREDITGATE_ADDON_SLABS" envDefault:"25000:0.14,75000:0.06,150000:0.05,*:0.025"`
+	// AnchorDay is the day of the month (1 to 28) on which the subscription periods of monthly
+	// plans start, at 00:00 UTC.
+	AnchorDay int `env:"CREDITGATE_BILLING_ANCHOR_DAY" envDefault:"1"`
+	// CallPriceCommercial and CallPriceNonCommercial price one additional call of a monthly
+	// plan, in dollars (at most six decimals), by the org's "commercial" field.
+	CallPriceCommercial    string `env:"CREDITGATE_CALL_PRICE_COMMERCIAL" envDefault:"0.06"`
+	CallPriceNonCommercial string `env:"CREDITGATE_CALL_PRICE_NONCOMMERCIAL" envDefault:"0.02"`
+
 	LogLevel        string        `env:"CREDITGATE_LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"CREDITGATE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
 
@@ -89,6 +101,8 @@ type Config struct {
 	plans       *plans
 	costTable   *costtable.Table
 	adminTokens *gateway.AdminTokens
+	slabs       costtable.Slabs
+	callPrices  [2]int64 // micro-dollars: non-commercial, commercial
 	demo        bool
 }
 
@@ -261,6 +275,25 @@ func (c *Config) validate(environ map[string]string) error {
 	} else {
 		c.adminTokens = toks
 	}
+	if sl, err := costtable.ParseSlabs(c.AddonSlabs); err != nil {
+		errs = append(errs, prefixLines("CREDITGATE_ADDON_SLABS", err))
+	} else {
+		c.slabs = sl
+	}
+	if c.AnchorDay < 1 || c.AnchorDay > 28 {
+		bad("CREDITGATE_BILLING_ANCHOR_DAY", "must be a day of the month from 1 to 28, got %d", c.AnchorDay)
+	}
+	for i, v := range []struct{ name, value string }{
+		{"CREDITGATE_CALL_PRICE_NONCOMMERCIAL", c.CallPriceNonCommercial},
+		{"CREDITGATE_CALL_PRICE_COMMERCIAL", c.CallPriceCommercial},
+	} {
+		if p, err := costtable.ParseMicros(v.value); err != nil || p > 1_000_000_000 {
+			bad(v.name, "must be dollars per call such as 0.06 (at most six decimals, at most 1000), got %q", v.value)
+		} else {
+			c.callPrices[i] = p
+		}
+	}
+
 	if c.OrgMode != "apikey" && c.OrgMode != "header" {
 		bad("CREDITGATE_ORG_MODE", "must be apikey or header, got %q", c.OrgMode)
 	}
@@ -291,6 +324,23 @@ func showURL(raw string) string {
 		return "(not shown: it may contain a password)"
 	}
 	return strconv.Quote(raw)
+}
+
+// planOf returns p.addonPlanOf(o), and for a monthly plan its calls per period, additional
+// calls (at most twice as many), price per additional call and period anchor.
+func (c *Config) planOf(p *plans, o *orgs.Org) gateway.AddonPlan {
+	e, ok := p.editions.Lookup(o.Edition)
+	if !ok || e.Kind != costtable.KindMonthly {
+		return p.addonPlanOf(o)
+	}
+	price := c.callPrices[0]
+	if o.Commercial {
+		price = c.callPrices[1]
+	}
+	return gateway.AddonPlan{
+		Edition: e.Name, Monthly: o.MonthlyLimit, Addon: min(o.Additional, 2*o.MonthlyLimit), Cap: 2 * o.MonthlyLimit,
+		AnchorDay: c.AnchorDay, CallPrice: price,
+	}
 }
 
 // prefixLines puts name in front of every error joined in err.
@@ -327,5 +377,6 @@ func (c *Config) logFields() []zap.Field {
 		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", c.plans.dir.Len()), zap.String("orgs_file", c.OrgsFile), zap.String("editions_file", c.EditionsFile),
 		zap.Bool("strip_credentials", c.StripCredentials), zap.String("log_level", c.LogLevel),
 		zap.Bool("redis_pipeline", c.RedisPipeline),
+		zap.String("addon_slabs", c.slabs.String()),
 	}
 }

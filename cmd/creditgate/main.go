@@ -147,6 +147,8 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Orgs:             cfg.plans.dir,
 		LimitOf:          func(o *orgs.Org) int64 { return current.Load().limitOf(o) },
 		ConcurrencyOf:    func(o *orgs.Org) int64 { return current.Load().concurrencyOf(o) },
+		AddonPlanOf:      func(o *orgs.Org) gateway.AddonPlan { return cfg.planOf(current.Load(), o) },
+		Slabs:            cfg.slabs,
 		HeavyConcurrency: cfg.HeavyConcurrency,
 		Mode:             gateway.OrgMode(cfg.OrgMode),
 		OrgHeader:        cfg.OrgHeader,

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/creditgate/creditgate/costtable"
+	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/orgs"
 )
 
@@ -92,8 +93,25 @@ func (p *plans) checkOrg(o orgs.Org, mode string) error {
 	if !o.HasLimit && o.Edition == "" {
 		errs = append(errs, fmt.Errorf("org %q: needs a \"limit\" or an \"edition\"", o.ID))
 	}
-	if known && e.Kind == costtable.KindMonthly && !o.HasLimit {
-		errs = append(errs, fmt.Errorf("org %q: field \"edition\": monthly plans are not supported by this version; set \"limit\"", o.ID))
+	if known && e.Kind == costtable.KindMonthly {
+		if o.MonthlyLimit < 1 {
+			errs = append(errs, fmt.Errorf("org %q: field \"monthly_limit\": a monthly plan needs its calls per period (at least 1)", o.ID))
+		}
+		if o.MonthlyLimit > 1<<40 {
+			errs = append(errs, fmt.Errorf("org %q: field \"monthly_limit\": at most %d, got %d", o.ID, int64(1<<40), o.MonthlyLimit))
+		}
+		if o.Additional > 2*o.MonthlyLimit {
+			errs = append(errs, fmt.Errorf("org %q: field \"additional\": at most twice monthly_limit (%d), got %d", o.ID, 2*o.MonthlyLimit, o.Additional))
+		}
+	} else if o.MonthlyLimit > 0 || o.Additional > 0 {
+		errs = append(errs, fmt.Errorf("org %q: fields \"monthly_limit\" and \"additional\" apply to monthly plans only (edition=monthly)", o.ID))
+	}
+	if a := p.addonPlanOf(&o); o.Addon > a.Cap {
+		if a.Cap == 0 {
+			errs = append(errs, fmt.Errorf("org %q: field \"addon\": this org cannot have add-on credits (free and trial editions, monthly plans and orgs without an edition cannot)", o.ID))
+		} else {
+			errs = append(errs, fmt.Errorf("org %q: field \"addon\": at most %d (500,000, and at most the edition's maximum minus the free allotment), got %d", o.ID, a.Cap, o.Addon))
+		}
 	}
 	if o.Limit > costtable.MaxAllotment {
 		errs = append(errs, fmt.Errorf("org %q: field \"limit\": at most %d, got %d", o.ID, costtable.MaxAllotment, o.Limit))
@@ -126,7 +144,27 @@ func (p *plans) limitOf(o *orgs.Org) int64 {
 	if !ok {
 		return 0
 	}
+	if e.Kind == costtable.KindMonthly {
+		return costtable.MaxAllotment // a monthly plan without "limit" has no credit window
+	}
 	return e.Allotment(costtable.Seats{
 		Users: o.Users, Agents: o.Agents, LightAgents: o.LightAgents, Addon: o.Addon, Legacy: o.Legacy,
 	})
+}
+
+// addonPlanOf returns what an org may buy in add-on credits: its free allotment (its explicit
+// limit, else its edition's allotment without add-ons), the configured add-on limit, and the
+// cap on it (costtable.AddonCap; 0 without an edition that sells add-ons).
+func (p *plans) addonPlanOf(o *orgs.Org) gateway.AddonPlan {
+	e, ok := p.editions.Lookup(o.Edition)
+	if !ok {
+		return gateway.AddonPlan{Free: p.limitOf(o)}
+	}
+	free := o.Limit
+	if !o.HasLimit {
+		free = e.Allotment(costtable.Seats{Users: o.Users, Agents: o.Agents, LightAgents: o.LightAgents, Legacy: o.Legacy})
+	}
+	a := gateway.AddonPlan{Edition: e.Name, Free: free, Cap: costtable.AddonCap(e, free)}
+	a.Addon = min(o.Addon, a.Cap)
+	return a
 }

@@ -10,6 +10,9 @@
 -- ARGV[2]  bucket start (unix ms) named by the debit
 -- ARGV[3]  window (ms)
 -- ARGV[4]  bucket (ms)
+-- KEYS[4]  billing: hash UTC day -> add-on credits consumed (the meter of spend.lua)
+-- ARGV[5]  billing: add-on credits the debit metered (0 or absent: none)
+-- ARGV[6]  billing: the UTC day (days since 1970-01-01) they were metered on
 --
 -- Reply (integer): the credits given back (0 when the bucket had expired)
 
@@ -18,6 +21,15 @@ local window = tonumber(ARGV[3])
 local bucket = tonumber(ARGV[4])
 local slots = math.ceil(window / bucket) + 1
 local k = math.floor(tonumber(ARGV[2]) / bucket)
+
+-- Billing: un-meter exactly what the debit metered, even when its bucket has expired: a call
+-- the gateway refunds was never served, so it is never billed.
+local unmeter = tonumber(ARGV[5] or '0') or 0
+if unmeter > 0 then
+	if redis.call('HINCRBY', KEYS[4], ARGV[6], -unmeter) <= 0 then
+		redis.call('HDEL', KEYS[4], ARGV[6])
+	end
+end
 
 local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])

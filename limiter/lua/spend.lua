@@ -29,8 +29,14 @@
 -- ARGV[7]  heavy cap (heavy calls in flight; 0: this call is not heavy or has no sub-cap)
 -- ARGV[8]  lease id (unique per call)
 -- ARGV[9]  lease time to live (ms)
+-- KEYS[6]  string: the org's add-on limit (credits) set through the admin API; "0" is off
+-- KEYS[7]  hash: UTC day (days since 1970-01-01) -> add-on credits consumed that day
+-- KEYS[8]  billing: the monthly plan's period counter (period.lua; unused here)
+-- ARGV[10] free allotment (credits), or "" when the org has no add-ons: then ARGV[2] is the limit
+-- ARGV[11] add-on limit to use while KEYS[6] does not exist (the configured one)
+-- ARGV[12] add-on cap (credits): a stored add-on limit above it counts as the cap
 --
--- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight}
+-- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
 --                   -2 rejected (concurrency cap), -3 rejected (heavy cap)
 --   used            credits held by live buckets after this call
@@ -38,6 +44,9 @@
 --   reset_ms        ms until the oldest live bucket frees up; 0 when nothing is held
 --   bucket_ms       allowed with cost > 0: the bucket debited (a refund names it); else 0
 --   in_flight       calls in flight for the cap that applied, this one included when allowed
+--   addon           allowed: the part of this debit above the free allotment, metered on the
+--                   UTC day of bucket_ms; else 0
+--   limit           the limit that applied (free allotment + add-on limit with add-ons)
 
 local cost = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -134,6 +143,19 @@ if not fresh and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
 	redis.call('PEXPIRE', KEYS[3], ttl)
 end
 
+-- Billing: with add-ons the limit is the free allotment plus the add-on limit stored in Redis,
+-- read here so that every replica applies a change on its next call.
+local free = tonumber(ARGV[10] or '')
+local metered = 0
+if free then
+	local addon = tonumber(redis.call('GET', KEYS[6]) or ARGV[11] or '0') or 0
+	limit = free + math.min(addon, tonumber(ARGV[12]) or 0)
+end
+
+-- main is the window and concurrency logic; its replies are completed below with the billing
+-- slots (reply[7..8]), so every early return carries them.
+local function main()
+
 -- Expire: buckets with start <= now - window - bucket are free again.
 local cutoff = now - window - bucket
 if used > 0 then
@@ -227,6 +249,7 @@ else
 	moved = false
 end
 redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i64', '#' .. string.format('%d', k % slots), ARGV[1])
+local used_before = used
 used = used + cost
 redis.call('SET', KEYS[3], string.format('%d', used), 'KEEPTTL')
 local b = k * bucket
@@ -241,6 +264,29 @@ if moved then
 	redis.call('PEXPIRE', KEYS[3], ttl)
 end
 
+-- Billing: the part of the debit above the free allotment is add-on consumption, summed per
+-- UTC day of the bucket (a refund names the bucket, so it finds the day again).
+if free then
+	metered = math.max(0, used - free) - math.max(0, used_before - free)
+	if metered > 0 then
+		local keep = 100 -- days the meter keeps: limiter.MeterDays
+		local day = string.format('%d', math.floor(b / 86400000))
+		if redis.call('HINCRBY', KEYS[7], day, metered) == metered then
+			-- A new day: drop the days past retention, so the hash stays bounded.
+			local old = {}
+			for _, d in ipairs(redis.call('HKEYS', KEYS[7])) do
+				if tonumber(d) <= tonumber(day) - keep then
+					old[#old + 1] = d
+				end
+			end
+			if #old > 0 then
+				redis.call('HDEL', KEYS[7], unpack(old))
+			end
+		end
+		redis.call('PEXPIRE', KEYS[7], keep * 86400000)
+	end
+end
+
 if cap > 0 then
 	redis.call('ZADD', KEYS[4], now + lease_ttl, lease)
 	redis.call('PEXPIRE', KEYS[4], lease_ttl)
@@ -252,3 +298,9 @@ if cap > 0 then
 end
 
 return {1, used, 0, reset_ms(), b, in_flight}
+end
+
+local reply = main()
+reply[7] = metered
+reply[8] = limit
+return reply

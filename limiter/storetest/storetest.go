@@ -61,6 +61,12 @@ func Run(t *testing.T, newStore NewStore) {
 		{"HeavySubCap", testHeavySubCap},
 		{"LeasesExpire", testLeasesExpire},
 		{"RacingLeasesNeverExceedCap", testRacingLeases},
+		{"AddonLimitFromStore", testAddonLimit},
+		{"AddonMetering", testAddonMetering},
+		{"AddonMeterRetention", testAddonRetention},
+		{"RacingAddonMeterExact", testAddonRacing},
+		{"PeriodQuota", testPeriodQuota},
+		{"PeriodCalendar", testPeriodCalendar},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore) })

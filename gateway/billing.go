@@ -1,0 +1,387 @@
+package gateway
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/creditgate/creditgate/costtable"
+	"github.com/creditgate/creditgate/limiter"
+)
+
+// AddonPlan is what an org may buy in add-on credits.
+type AddonPlan struct {
+	// Edition is the org's edition name, shown in answers.
+	Edition string
+	// Free is the org's free allotment: its credits per window without add-ons.
+	Free int64
+	// Addon is the configured add-on limit (the org's "addon" field), in force until an
+	// admin sets one through the admin API; from then on the stored one wins, 0 meaning off.
+	Addon int64
+	// Cap is the largest add-on limit an admin may set (costtable.AddonCap); 0 means the org
+	// cannot have add-ons (free and trial editions, orgs without an edition).
+	Cap int64
+	// Monthly, above 0, makes the org a monthly plan: Monthly calls per subscription period
+	// starting on AnchorDay (1 to 28) of each month. Addon and Cap then count additional calls
+	// (Cap is twice Monthly), each priced CallPrice micro-dollars; Free is unused.
+	Monthly   int64
+	AnchorDay int
+	CallPrice int64
+}
+
+// apiError is an admin API refusal that carries its own status, code, message and details.
+type apiError struct {
+	status  int
+	code    string
+	msg     string
+	details map[string]any
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+var errNoBilling = &apiError{status: http.StatusNotImplemented, code: "NOT_SUPPORTED",
+	msg: "The credit store does not hold add-on credits."}
+
+func notFound(what string) error {
+	return &apiError{status: http.StatusNotFound, code: "NOT_FOUND", msg: what + " is not known."}
+}
+
+func invalidData(msg string, details map[string]any) error {
+	return &apiError{status: http.StatusUnprocessableEntity, code: "INVALID_DATA", msg: msg, details: details}
+}
+
+func badRequest(msg string) error {
+	return &apiError{status: http.StatusBadRequest, code: "INVALID_DATA", msg: msg}
+}
+
+// billingRoutes adds the add-on and billing endpoints of the admin API to mux.
+func (cfg AdminConfig) billingRoutes(mux *http.ServeMux) {
+	g := cfg.Gateway
+	mux.Handle("PUT /admin/v1/orgs/{org}/addon", cfg.require(RoleAdmin, g.putAddon))
+	mux.Handle("DELETE /admin/v1/orgs/{org}/addon", cfg.require(RoleAdmin, g.deleteAddon))
+	mux.Handle("GET /admin/v1/orgs/{org}/billing", cfg.require(RoleViewer, g.billingReport))
+	mux.Handle("GET /admin/v1/quote", cfg.require(RoleViewer, g.quote))
+}
+
+func (g *Gateway) slabs() costtable.Slabs {
+	if len(g.cfg.Slabs) == 0 {
+		return costtable.DefaultSlabs
+	}
+	return g.cfg.Slabs
+}
+
+func (g *Gateway) meter() (limiter.Meter, error) {
+	m, ok := g.cfg.Store.(limiter.Meter)
+	if !ok {
+		return nil, errNoBilling
+	}
+	return m, nil
+}
+
+// tenantByID returns the org named in the request path.
+func (g *Gateway) tenantByID(r *http.Request) (*tenant, error) {
+	ro := g.roster.Load()
+	if o, ok := ro.dir.ByID(r.PathValue("org")); ok {
+		return ro.tenants[o], nil
+	}
+	return nil, notFound("The org")
+}
+
+// addonRequest is the body of PUT /admin/v1/orgs/{org}/addon.
+type addonRequest struct {
+	Limit *int64 `json:"limit"`
+}
+
+func (g *Gateway) putAddon(w http.ResponseWriter, r *http.Request) {
+	t, err := g.tenantByID(r)
+	if err != nil {
+		writeError(w, err, 0)
+		return
+	}
+	var req addonRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.Limit == nil {
+		writeError(w, badRequest(`The body must be {"limit":N}, N the add-on credits per window (0 switches add-ons off).`), 0)
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, badRequest("The body must hold one JSON object."), 0)
+		return
+	}
+	g.setAddon(w, r, t, *req.Limit)
+}
+
+func (g *Gateway) deleteAddon(w http.ResponseWriter, r *http.Request) {
+	t, err := g.tenantByID(r)
+	if err != nil {
+		writeError(w, err, 0)
+		return
+	}
+	g.setAddon(w, r, t, 0)
+}
+
+// setAddon stores t's add-on limit after checking it against the cap, and answers the org's
+// usage with it in force.
+func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, limit int64) {
+	m, err := g.meter()
+	if err != nil {
+		writeError(w, err, 0)
+		return
+	}
+	p := t.plan
+	switch {
+	case p.Monthly > 0 && (limit < 0 || limit > p.Cap):
+		writeError(w, invalidData("The additional calls must be between 0 and "+strconv.FormatInt(p.Cap, 10)+
+			" (twice the monthly limit).", map[string]any{"cap": p.Cap, "limit": limit}), 0)
+		return
+	case p.Monthly > 0:
+	case p.Cap == 0 && limit > 0:
+		writeError(w, invalidData("This org's edition cannot have add-on credits (free and trial editions, and orgs without an edition, cannot).",
+			map[string]any{"cap": 0, "edition": p.Edition}), 0)
+		return
+	case limit < 0 || limit > p.Cap:
+		writeError(w, invalidData("The add-on limit must be between 0 and "+strconv.FormatInt(p.Cap, 10)+
+			": at most 500,000, and at most the edition's maximum minus the free allotment.",
+			map[string]any{"cap": p.Cap, "limit": limit}), 0)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
+	defer cancel()
+	if err := m.SetAddon(ctx, t.org.ID, limit); err != nil {
+		g.log.Error("add-on limit not stored", zap.String("org", t.org.ID), zap.Error(err))
+		writeError(w, errStoreUnavailable, 1)
+		return
+	}
+	g.log.Info("add-on limit set", zap.String("org", t.org.ID), zap.Int64("addon", limit))
+	if t.period != nil {
+		g.writeMonthlyUsage(w, r, t)
+		return
+	}
+	g.writeAddonUsage(w, r, t)
+}
+
+// addonUsage is the answer to an add-on change: the org's usage with the new limit in force
+// (the fields of GET /admin/v1/orgs/{org}/usage).
+type addonUsage struct {
+	Org               string  `json:"org"`
+	Edition           string  `json:"edition"`
+	DailyFreeLimit    int64   `json:"daily_free_limit"`
+	AdditionalCredits int64   `json:"additional_credits"`
+	AddonCap          int64   `json:"addon_cap"`
+	OverallCredits    int64   `json:"overall_credits"`
+	UsedCredits       int64   `json:"used_credits"`
+	UnusedCredits     int64   `json:"unused_credits"`
+	PercentUsed       float64 `json:"percent_used"`
+	WindowSeconds     int64   `json:"window_seconds"`
+	NextFreeAt        *string `json:"next_free_at"`
+}
+
+func (g *Gateway) writeAddonUsage(w http.ResponseWriter, r *http.Request, t *tenant) {
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
+	defer cancel()
+	var now time.Time
+	if g.cfg.Clock != nil {
+		now = g.cfg.Clock()
+	}
+	// Cost 0 only reads. ErrOverLimit is no failure here: a lowered limit below what is held.
+	d, err := g.cfg.Store.Spend(ctx, t.key.WithConcurrency(0, 0), 0, now)
+	if err != nil && !errors.Is(err, limiter.ErrOverLimit) {
+		g.log.Error("usage not read", zap.String("org", t.org.ID), zap.Error(err))
+		writeError(w, errStoreUnavailable, 1)
+		return
+	}
+	free := d.Limit
+	if t.plan.Cap > 0 {
+		free = t.plan.Free
+	}
+	u := addonUsage{
+		Org: t.org.ID, Edition: t.plan.Edition, DailyFreeLimit: free, AdditionalCredits: d.Limit - free,
+		AddonCap: t.plan.Cap, OverallCredits: d.Limit, UsedCredits: d.Used, UnusedCredits: d.Remaining,
+		WindowSeconds: int64(g.cfg.Window / time.Second),
+	}
+	if d.Limit > 0 {
+		u.PercentUsed = float64(d.Used*10000/d.Limit) / 100
+	}
+	if d.Reset > 0 {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		s := now.Add(d.Reset).UTC().Format(time.RFC3339)
+		u.NextFreeAt = &s
+	}
+	writeJSON(w, u)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// quoteResponse is the reference's calculator: what an add-on limit costs if fully used.
+type quoteResponse struct {
+	AddonCredits        int64                  `json:"addon_credits"`
+	DailyAmountMicros   int64                  `json:"daily_amount_micros"`
+	MonthlyAmountMicros int64                  `json:"monthly_amount_micros"` // 30 days
+	Slabs               []costtable.SlabCharge `json:"slabs"`
+}
+
+func (g *Gateway) quote(w http.ResponseWriter, r *http.Request) {
+	raw := r.URL.Query().Get("addon_credits")
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || n < 0 || n > costtable.MaxAllotment {
+		writeError(w, badRequest("addon_credits must be a whole number of credits from 0 to "+
+			strconv.FormatInt(costtable.MaxAllotment, 10)+"."), 0)
+		return
+	}
+	day, slabs := g.slabs().Price(n)
+	writeJSON(w, quoteResponse{AddonCredits: n, DailyAmountMicros: day, MonthlyAmountMicros: min(day, 1<<62/30) * 30, Slabs: slabs})
+}
+
+// billingDay is one UTC day of a billing report.
+type billingDay struct {
+	Date         string                 `json:"date"`
+	AddonCredits int64                  `json:"addon_credits"`
+	AmountMicros int64                  `json:"amount_micros"`
+	Slabs        []costtable.SlabCharge `json:"slabs"`
+}
+
+// billingReport is the answer of GET /admin/v1/orgs/{org}/billing.
+type billingReport struct {
+	Org               string       `json:"org"`
+	From              string       `json:"from"`
+	To                string       `json:"to"`
+	Currency          string       `json:"currency"`
+	Days              []billingDay `json:"days"`
+	TotalAddonCredits int64        `json:"total_addon_credits"`
+	TotalAmountMicros int64        `json:"total_amount_micros"`
+}
+
+const dateLayout = "2006-01-02"
+
+func (g *Gateway) billingReport(w http.ResponseWriter, r *http.Request) {
+	t, err := g.tenantByID(r)
+	if err != nil {
+		writeError(w, err, 0)
+		return
+	}
+	m, err := g.meter()
+	if err != nil {
+		writeError(w, err, 0)
+		return
+	}
+	q := r.URL.Query()
+	format := q.Get("format")
+	if format != "" && format != "json" && format != "csv" {
+		writeError(w, badRequest("format must be json or csv."), 0)
+		return
+	}
+	now := time.Now()
+	if g.cfg.Clock != nil {
+		now = g.cfg.Clock()
+	}
+	to, from := limiter.Day(now), int64(0)
+	if s := q.Get("to"); s != "" {
+		d, err := time.Parse(dateLayout, s)
+		if err != nil {
+			writeError(w, badRequest("to must be a date, YYYY-MM-DD."), 0)
+			return
+		}
+		to = limiter.Day(d)
+	}
+	from = to - 29
+	if s := q.Get("from"); s != "" {
+		d, err := time.Parse(dateLayout, s)
+		if err != nil {
+			writeError(w, badRequest("from must be a date, YYYY-MM-DD."), 0)
+			return
+		}
+		from = limiter.Day(d)
+	}
+	switch {
+	case from > to:
+		writeError(w, badRequest("from must not be after to."), 0)
+		return
+	case to-from >= limiter.MeterDays:
+		writeError(w, badRequest("A report covers at most "+strconv.Itoa(limiter.MeterDays)+" days (the days kept)."), 0)
+		return
+	case from <= limiter.Day(now)-limiter.MeterDays:
+		writeError(w, badRequest("Daily records are kept "+strconv.Itoa(limiter.MeterDays)+" days: from must be "+
+			dayString(limiter.Day(now)-limiter.MeterDays+1)+" or later."), 0)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
+	defer cancel()
+	used, err := m.Metered(ctx, t.org.ID, from, to)
+	if err != nil {
+		g.log.Error("billing not read", zap.String("org", t.org.ID), zap.Error(err))
+		writeError(w, errStoreUnavailable, 1)
+		return
+	}
+	if t.period != nil {
+		writeMonthlyReport(w, t, from, to, used, format == "csv")
+		return
+	}
+	rep := billingReport{Org: t.org.ID, From: dayString(from), To: dayString(to), Currency: "USD", Days: []billingDay{}}
+	slabs := g.slabs()
+	for day := from; day <= to; day++ {
+		credits := used[day]
+		amount, charges := slabs.Price(credits)
+		bd := billingDay{Date: dayString(day), AddonCredits: credits, AmountMicros: amount, Slabs: []costtable.SlabCharge{}}
+		for _, c := range charges {
+			if c.Credits > 0 {
+				bd.Slabs = append(bd.Slabs, c)
+			}
+		}
+		rep.Days = append(rep.Days, bd)
+		rep.TotalAddonCredits += credits
+		rep.TotalAmountMicros += amount
+	}
+	if format == "csv" {
+		writeBillingCSV(w, rep, slabs)
+		return
+	}
+	writeJSON(w, rep)
+}
+
+// writeBillingCSV writes one row per day: date, add-on credits, then credits and amount per
+// slab, then the day's amount; a last row holds the totals.
+func writeBillingCSV(w http.ResponseWriter, rep billingReport, slabs costtable.Slabs) {
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="billing-`+rep.Org+`-`+rep.From+`-`+rep.To+`.csv"`)
+	w.Header().Set("Cache-Control", "no-store")
+	cw := csv.NewWriter(w)
+	head := []string{"date", "addon_credits"}
+	for i, s := range slabs {
+		n := strconv.Itoa(i + 1)
+		head = append(head, "slab"+n+"_credits_at_"+costtable.FormatMicros(s.PricePer1000)+"_per_1000", "slab"+n+"_amount_micros")
+	}
+	head = append(head, "amount_micros")
+	_ = cw.Write(head)
+	for _, d := range rep.Days {
+		row := []string{d.Date, strconv.FormatInt(d.AddonCredits, 10)}
+		_, charges := slabs.Price(d.AddonCredits)
+		for _, c := range charges {
+			row = append(row, strconv.FormatInt(c.Credits, 10), strconv.FormatInt(c.Amount, 10))
+		}
+		_ = cw.Write(append(row, strconv.FormatInt(d.AmountMicros, 10)))
+	}
+	total := []string{"total", strconv.FormatInt(rep.TotalAddonCredits, 10)}
+	for range slabs {
+		total = append(total, "", "")
+	}
+	_ = cw.Write(append(total, strconv.FormatInt(rep.TotalAmountMicros, 10)))
+	cw.Flush()
+}
+
+func dayString(day int64) string {
+	return time.UnixMilli(day * 24 * int64(time.Hour/time.Millisecond)).UTC().Format(dateLayout)
+}

@@ -1,0 +1,243 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MeterDays is how many UTC days of add-on consumption a store keeps (at least the 92 days,
+// three months, a billing report may ask for). A day's record goes when a later day is
+// metered MeterDays or more days after it, or when the org meters nothing for MeterDays days.
+// spend.lua holds the same number.
+const MeterDays = 100
+
+// meterDaysArg and emptyArg are script arguments boxed once: boxing a string per call allocates.
+var (
+	meterDaysArg any = strconv.Itoa(MeterDays)
+	emptyArg     any = ""
+)
+
+const msPerDay = 24 * 60 * 60 * 1000
+
+// Day returns the UTC day (days since 1970-01-01) of t: the unit of the meter.
+func Day(t time.Time) int64 { return floorDiv(t.UnixMilli(), msPerDay) }
+
+// meterDay is the UTC day a debit in the bucket starting at bucket (unix ms) is metered on.
+func meterDay(bucket int64) int64 { return floorDiv(bucket, msPerDay) }
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+// WithAddons returns k with add-on credits: its limit becomes free plus the add-on limit the
+// store holds for the org (set with Meter.SetAddon), or plus addon while the store holds
+// none, at most free plus addonCap (so a stored limit above a lowered cap counts as the cap);
+// the part of each debit above free is metered per UTC day. free must be at least 1.
+func (k Key) WithAddons(free, addon, addonCap int64) Key {
+	addon = min(addon, addonCap)
+	k.Free, k.Addon, k.AddonCap, k.Limit = free, addon, addonCap, free+addon
+	k.freeArg = any(strconv.FormatInt(free, 10))
+	k.addonArg = any(strconv.FormatInt(addon, 10))
+	k.capArg = any(strconv.FormatInt(addonCap, 10))
+	return k
+}
+
+// Meter holds the add-on side of a store: add-on limits changed at run time, and the add-on
+// credits metered by Spend. Both stores implement it, with the same semantics (package
+// storetest checks them).
+type Meter interface {
+	// SetAddon stores org's add-on limit; 0 switches add-ons off. It applies to the org's
+	// next Spend on every replica sharing the store, and overrides Key.Addon from then on.
+	SetAddon(ctx context.Context, org string, limit int64) error
+	// Addon returns the add-on limit stored for org, and false when none was ever stored
+	// (Key.Addon applies).
+	Addon(ctx context.Context, org string) (int64, bool, error)
+	// Metered returns org's add-on credits consumed per UTC day (see Day), for the days from
+	// and to inclusive; days with nothing metered are absent.
+	Metered(ctx context.Context, org string, from, to int64) (map[int64]int64, error)
+}
+
+var (
+	_ Meter = (*RedisStore)(nil)
+	_ Meter = (*MemoryStore)(nil)
+)
+
+// errNegativeAddon guards SetAddon; callers check the cap before.
+var errNegativeAddon = errors.New("negative add-on limit")
+
+// SetAddon implements Meter. The limit is a setting, kept without expiry.
+func (s *RedisStore) SetAddon(ctx context.Context, org string, limit int64) error {
+	if limit < 0 {
+		return fmt.Errorf("set add-on %s: %w", org, errNegativeAddon)
+	}
+	if err := s.setter().Set(ctx, redisKeysFor(org)[5], limit, 0).Err(); err != nil {
+		return fmt.Errorf("set add-on %s: %w", org, err)
+	}
+	return nil
+}
+
+// Addon implements Meter.
+func (s *RedisStore) Addon(ctx context.Context, org string) (int64, bool, error) {
+	n, err := s.setter().Get(ctx, redisKeysFor(org)[5]).Int64()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("add-on %s: %w", org, err)
+	}
+	return n, true, nil
+}
+
+// Metered implements Meter.
+func (s *RedisStore) Metered(ctx context.Context, org string, from, to int64) (map[int64]int64, error) {
+	all, err := s.setter().HGetAll(ctx, redisKeysFor(org)[6]).Result()
+	if err != nil {
+		return nil, fmt.Errorf("meter %s: %w", org, err)
+	}
+	out := make(map[int64]int64)
+	for k, v := range all {
+		day, err1 := strconv.ParseInt(k, 10, 64)
+		n, err2 := strconv.ParseInt(v, 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("meter %s: bad record %q=%q", org, k, v)
+		}
+		if day >= from && day <= to && n > 0 {
+			out[day] = n
+		}
+	}
+	return out, nil
+}
+
+// cmdable is what the billing calls need beyond scripts; every go-redis client has it.
+type cmdable interface {
+	Get(ctx context.Context, key string) *redis.StringCmd
+	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
+	HGetAll(ctx context.Context, key string) *redis.MapStringStringCmd
+}
+
+func (s *RedisStore) setter() cmdable {
+	if c, ok := s.client.(cmdable); ok {
+		return c
+	}
+	return scriptOnly{}
+}
+
+// scriptOnly answers every call with an error: a store built on a bare redis.Scripter cannot
+// hold add-on settings.
+type scriptOnly struct{}
+
+var errNoCommands = errors.New("the Redis client runs scripts only")
+
+func (scriptOnly) Get(ctx context.Context, _ string) *redis.StringCmd {
+	c := redis.NewStringCmd(ctx)
+	c.SetErr(errNoCommands)
+	return c
+}
+
+func (scriptOnly) Set(ctx context.Context, _ string, _ any, _ time.Duration) *redis.StatusCmd {
+	c := redis.NewStatusCmd(ctx)
+	c.SetErr(errNoCommands)
+	return c
+}
+
+func (scriptOnly) HGetAll(ctx context.Context, _ string) *redis.MapStringStringCmd {
+	c := redis.NewMapStringStringCmd(ctx)
+	c.SetErr(errNoCommands)
+	return c
+}
+
+// SetAddon implements Meter.
+func (s *MemoryStore) SetAddon(_ context.Context, org string, limit int64) error {
+	if limit < 0 {
+		return fmt.Errorf("set add-on %s: %w", org, errNegativeAddon)
+	}
+	w := s.get(org)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.addon, w.addonSet = limit, true
+	return nil
+}
+
+// Addon implements Meter.
+func (s *MemoryStore) Addon(_ context.Context, org string) (int64, bool, error) {
+	w := s.get(org)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.addon, w.addonSet, nil
+}
+
+// Metered implements Meter.
+func (s *MemoryStore) Metered(_ context.Context, org string, from, to int64) (map[int64]int64, error) {
+	w := s.get(org)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[int64]int64)
+	for day, n := range w.meter {
+		if day >= from && day <= to && n > 0 {
+			out[day] = n
+		}
+	}
+	return out, nil
+}
+
+// limitFor returns the limit of key in w: with add-ons, the free allotment plus the add-on
+// limit held, as spend.lua computes it. w.mu is held.
+func (w *memWindow) limitFor(key Key) int64 {
+	if key.Free <= 0 {
+		return key.Limit
+	}
+	if w.addonSet {
+		return key.Free + min(w.addon, key.AddonCap)
+	}
+	return key.Free + key.Addon
+}
+
+// meter records the add-on part of a debit that took the window from before to after
+// credits, on the UTC day of bucket, and returns it. w.mu is held.
+func (w *memWindow) meterDebit(key Key, before, after, bucket int64) int64 {
+	if key.Free <= 0 {
+		return 0
+	}
+	n := max(0, after-key.Free) - max(0, before-key.Free)
+	if n <= 0 {
+		return 0
+	}
+	w.meterDay(meterDay(bucket), n)
+	return n
+}
+
+// meterDay adds n to the meter's record of day, dropping the days past retention when day is
+// new. w.mu is held.
+func (w *memWindow) meterDay(day, n int64) {
+	if w.meter == nil {
+		w.meter = make(map[int64]int64)
+	}
+	if _, ok := w.meter[day]; !ok {
+		for d := range w.meter {
+			if d <= day-MeterDays {
+				delete(w.meter, d)
+			}
+		}
+	}
+	w.meter[day] += n
+}
+
+// unmeter takes back what a refunded debit metered. w.mu is held.
+func (w *memWindow) unmeter(d Decision) {
+	if d.Addon <= 0 {
+		return
+	}
+	day := meterDay(d.Bucket)
+	if w.meter[day] -= d.Addon; w.meter[day] <= 0 {
+		delete(w.meter, day)
+	}
+}

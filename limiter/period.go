@@ -1,0 +1,189 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// ErrPeriodExhausted means a monthly plan's calls for the subscription period (monthly limit
+// plus additional calls) are used up; PeriodDecision.End says when the next period starts.
+var ErrPeriodExhausted = errors.New("calls of the subscription period used up")
+
+// PeriodKey names one org's monthly plan: a call quota per subscription period.
+type PeriodKey struct {
+	// Org is the organization ID (the Redis hash tag, as in Key).
+	Org string
+	// Monthly is the calls per subscription period.
+	Monthly int64
+	// Additional is the additional calls allowed per period while the store holds no
+	// additional limit for the org (set with Meter.SetAddon, which holds both the add-on
+	// credits of window plans and the additional calls of monthly plans). Whichever applies
+	// counts as at most twice Monthly.
+	Additional int64
+	// AnchorDay is the day of the month (1 to 28) each period starts on, at 00:00 UTC.
+	AnchorDay int
+}
+
+// PeriodDecision is the result of counting one call of a monthly plan.
+type PeriodDecision struct {
+	// Allowed reports whether the call was counted.
+	Allowed bool
+	// Used is the calls counted in the period (this one included when allowed); Limit is the
+	// monthly limit plus the additional calls allowed.
+	Used, Limit int64
+	// Additional is 1 when this call was beyond the monthly limit: an additional call,
+	// metered for billing on Day (see Meter.Metered), else 0.
+	Additional int64
+	// Day is the UTC day of the call (days since 1970-01-01).
+	Day int64
+	// Start and End bound the subscription period (End is the start of the next).
+	Start, End time.Time
+}
+
+// PeriodStore counts the calls of monthly plans. Both stores implement it, with the same
+// semantics.
+type PeriodStore interface {
+	// SpendCall counts one call of k's plan at now (zero: the store's clock), or rejects it
+	// with ErrPeriodExhausted and counts nothing. With count false it only reads.
+	SpendCall(ctx context.Context, k PeriodKey, now time.Time, count bool) (PeriodDecision, error)
+	// RefundCall takes back a counted call (the upstream was never reached, or the window
+	// refused it), and un-meters it if it was an additional call.
+	RefundCall(ctx context.Context, k PeriodKey, d PeriodDecision) error
+}
+
+var (
+	_ PeriodStore = (*RedisStore)(nil)
+	_ PeriodStore = (*MemoryStore)(nil)
+)
+
+var periodScript = mustScript("lua/period.lua")
+
+// PeriodOf returns the subscription period containing t for periods starting on day anchor
+// (1 to 28) of each month, at 00:00 UTC.
+func PeriodOf(t time.Time, anchor int) (start, end time.Time) {
+	t = t.UTC()
+	start = time.Date(t.Year(), t.Month(), anchor, 0, 0, 0, 0, time.UTC)
+	if t.Day() < anchor {
+		start = start.AddDate(0, -1, 0)
+	}
+	return start, start.AddDate(0, 1, 0)
+}
+
+func dayTime(day int64) time.Time { return time.UnixMilli(day * msPerDay).UTC() }
+
+func checkAnchor(k PeriodKey) error {
+	if k.AnchorDay < 1 || k.AnchorDay > 28 {
+		return fmt.Errorf("period %s: anchor day %d not in 1..28", k.Org, k.AnchorDay)
+	}
+	return nil
+}
+
+// SpendCall implements PeriodStore.
+func (s *RedisStore) SpendCall(ctx context.Context, k PeriodKey, now time.Time, count bool) (PeriodDecision, error) {
+	if err := checkAnchor(k); err != nil {
+		return PeriodDecision{}, err
+	}
+	nowArg := ""
+	if !now.IsZero() {
+		nowArg = strconv.FormatInt(now.UnixMilli(), 10)
+	}
+	mode := "read"
+	if count {
+		mode = "spend"
+	}
+	keys := redisKeysFor(k.Org)
+	reply, err := periodScript.Run(ctx, s.client, []string{keys[7], keys[5], keys[6]}, mode, k.Monthly, k.Additional,
+		k.AnchorDay, nowArg, meterDaysArg).Int64Slice()
+	if err != nil {
+		return PeriodDecision{}, fmt.Errorf("period %s: %w", k.Org, err)
+	}
+	if len(reply) != 7 {
+		return PeriodDecision{}, fmt.Errorf("period %s: script replied %d values, want 7", k.Org, len(reply))
+	}
+	d := PeriodDecision{Allowed: reply[0] == 1, Used: reply[1], Limit: reply[2], Additional: reply[3],
+		Start: dayTime(reply[4]), End: dayTime(reply[5]), Day: reply[6]}
+	if !d.Allowed {
+		return d, ErrPeriodExhausted
+	}
+	return d, nil
+}
+
+// RefundCall implements PeriodStore.
+func (s *RedisStore) RefundCall(ctx context.Context, k PeriodKey, d PeriodDecision) error {
+	if !d.Allowed {
+		return nil
+	}
+	keys := redisKeysFor(k.Org)
+	err := periodScript.Run(ctx, s.client, []string{keys[7], keys[5], keys[6]}, "refund", k.Monthly, k.Additional,
+		1, "", meterDaysArg, Day(d.Start), d.Additional, d.Day).Err()
+	if err != nil {
+		return fmt.Errorf("period refund %s: %w", k.Org, err)
+	}
+	return nil
+}
+
+// SpendCall implements PeriodStore.
+func (s *MemoryStore) SpendCall(_ context.Context, k PeriodKey, now time.Time, count bool) (PeriodDecision, error) {
+	if err := checkAnchor(k); err != nil {
+		return PeriodDecision{}, err
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	start, end := PeriodOf(now, k.AnchorDay)
+	w := s.get(k.Org)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	additional := k.Additional
+	if w.addonSet {
+		additional = w.addon
+	}
+	additional = min(additional, 2*k.Monthly)
+	sd := Day(start)
+	d := PeriodDecision{Allowed: true, Used: w.periods[sd], Limit: k.Monthly + additional, Day: Day(now), Start: start, End: end}
+	if !count {
+		return d, nil
+	}
+	if d.Used+1 > d.Limit {
+		d.Allowed = false
+		return d, ErrPeriodExhausted
+	}
+	if w.periods == nil {
+		w.periods = make(map[int64]int64)
+	}
+	if _, ok := w.periods[sd]; !ok {
+		for p := range w.periods {
+			if p < sd-MeterDays {
+				delete(w.periods, p)
+			}
+		}
+	}
+	w.periods[sd]++
+	d.Used++
+	if d.Used > k.Monthly {
+		d.Additional = 1
+		w.meterDay(d.Day, 1)
+	}
+	return d, nil
+}
+
+// RefundCall implements PeriodStore.
+func (s *MemoryStore) RefundCall(_ context.Context, k PeriodKey, d PeriodDecision) error {
+	if !d.Allowed {
+		return nil
+	}
+	w := s.get(k.Org)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sd := Day(d.Start)
+	if w.periods[sd]--; w.periods[sd] <= 0 {
+		delete(w.periods, sd)
+	}
+	if d.Additional > 0 {
+		w.unmeter(Decision{Addon: d.Additional, Bucket: d.Day * msPerDay})
+	}
+	return nil
+}
