@@ -55,8 +55,11 @@ type Key struct {
 	// HeavyConcurrency, when above 0 (and Concurrency too), marks this call heavy: it also
 	// takes one of the org's HeavyConcurrency slots for heavy calls.
 	HeavyConcurrency int64
+	// Rule names the cost-table rule that priced this call; an allowed Spend records its
+	// credits under it for per-rule usage (see UsageReader). Empty records nothing.
+	Rule string
 
-	redisKeys []string // sorted set, hash, total, leases, heavy leases; all tagged {Org}
+	redisKeys []string // spend.lua's KEYS[1..10]; all tagged {Org}
 }
 
 // NewKey returns the Key of org with the given limit, and no concurrency cap.
@@ -71,6 +74,12 @@ func (k Key) WithConcurrency(concurrency, heavy int64) Key {
 	return k
 }
 
+// WithRule returns k for a call priced by the cost-table rule named rule.
+func (k Key) WithRule(rule string) Key {
+	k.Rule = rule
+	return k
+}
+
 // WithLimit returns k with another limit, keeping its prebuilt Redis key names.
 func (k Key) WithLimit(limit int64) Key {
 	k.Limit = limit
@@ -79,7 +88,11 @@ func (k Key) WithLimit(limit int64) Key {
 
 func redisKeysFor(org string) []string {
 	prefix := "cg:{" + org + "}:"
-	return []string{prefix + "win", prefix + "cred", prefix + "total", prefix + "inflight", prefix + "heavy"}
+	return []string{prefix + "win", prefix + "cred", prefix + "total", prefix + "inflight", prefix + "heavy",
+		// KEYS[6..8]: reserved for add-on metering; placeholders that share the hash tag.
+		prefix + "reserved6", prefix + "reserved7", prefix + "reserved8",
+		// KEYS[9..10]: usage by rule (usage.go).
+		prefix + "use", prefix + "useidx"}
 }
 
 // Decision is the result of Spend. It is a value so the request path does not allocate.

@@ -14,6 +14,7 @@ var _ Store = (*MemoryStore)(nil)
 // allocated once its org has been seen (orgs come from configuration, so they are bounded).
 type MemoryStore struct {
 	window, bucket, leaseTTL int64 // ms
+	slot                     int64 // ms, of the usage by rule (UsageSlot)
 
 	mu      sync.RWMutex
 	windows map[string]*memWindow
@@ -23,8 +24,9 @@ type memWindow struct {
 	mu      sync.Mutex
 	buckets []memBucket // ordered by start, oldest first (add keeps the order even if a clock runs back)
 	used    int64
-	leases  map[string]int64 // lease id -> expiry (unix ms), calls in flight
-	heavy   map[string]int64 // the same, heavy calls
+	leases  map[string]int64    // lease id -> expiry (unix ms), calls in flight
+	heavy   map[string]int64    // the same, heavy calls
+	usage   map[usageSlot]int64 // credits by usage slot and rule (usage.go)
 }
 
 type memBucket struct {
@@ -42,6 +44,7 @@ func NewMemoryStore(opts Options) (*MemoryStore, error) {
 		window:   opts.Window.Milliseconds(),
 		bucket:   opts.Bucket.Milliseconds(),
 		leaseTTL: opts.LeaseTTL.Milliseconds(),
+		slot:     UsageSlot(opts.Window).Milliseconds(),
 		windows:  make(map[string]*memWindow),
 	}, nil
 }
@@ -102,6 +105,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	b := ms - ms%s.bucket
 	w.add(b, cost)
 	w.used += cost
+	s.record(w, key.Rule, b, cost, ms)
 	var lease string
 	if key.Concurrency > 0 {
 		lease = newLeaseID()
@@ -156,6 +160,7 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 		n := min(d.Cost, b.credits)
 		b.credits -= n
 		w.used -= n
+		s.unrecord(w, key.Rule, d.Bucket, n)
 		if b.credits == 0 {
 			w.buckets = append(w.buckets[:i], w.buckets[i+1:]...)
 		}

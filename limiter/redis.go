@@ -17,6 +17,7 @@ var (
 	spendScript   = mustScript("lua/spend.lua")
 	refundScript  = mustScript("lua/refund.lua")
 	releaseScript = mustScript("lua/release.lua")
+	usageScript   = mustScript("lua/usage.lua")
 )
 
 func mustScript(name string) *redis.Script {
@@ -38,6 +39,8 @@ type RedisStore struct {
 	windowArg   string // ms, preformatted for the script
 	bucketArg   string
 	leaseTTLArg string
+	slotArg     string // usage slot (ms), spend.lua's ARGV[14]
+	slotMs      int64
 }
 
 // NewRedisStore returns a RedisStore on client: a *redis.Client, *redis.ClusterClient,
@@ -52,13 +55,15 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 		windowArg:   strconv.FormatInt(opts.Window.Milliseconds(), 10),
 		bucketArg:   strconv.FormatInt(opts.Bucket.Milliseconds(), 10),
 		leaseTTLArg: strconv.FormatInt(opts.LeaseTTL.Milliseconds(), 10),
+		slotArg:     strconv.FormatInt(UsageSlot(opts.Window).Milliseconds(), 10),
+		slotMs:      UsageSlot(opts.Window).Milliseconds(),
 	}, nil
 }
 
 // LoadScripts loads the scripts into the server's cache (on every master of a cluster);
 // it doubles as a readiness check. Spend falls back to EVAL if the cache is flushed later.
 func (s *RedisStore) LoadScripts(ctx context.Context) error {
-	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript} {
+	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript, usageScript} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return fmt.Errorf("load scripts: %w", err)
 		}
@@ -84,7 +89,10 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 		lease = newLeaseID()
 	}
 	reply, err := spendScript.Run(ctx, s.client, keys, cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
-		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg).Int64Slice()
+		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
+		"", "", "", // ARGV[10..12]: reserved for add-on metering
+		key.Rule, s.slotArg, // ARGV[13..14]: usage by rule
+	).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
@@ -103,7 +111,10 @@ func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
-	if err := refundScript.Run(ctx, s.client, keys[:3], d.Cost, strconv.FormatInt(d.Bucket, 10)).Err(); err != nil {
+	// The slots match spend.lua's: ARGV[3..12] are unused, ARGV[13..14] un-record the usage.
+	err := refundScript.Run(ctx, s.client, keys, d.Cost, strconv.FormatInt(d.Bucket, 10),
+		"", "", "", "", "", "", "", "", "", "", key.Rule, s.slotArg).Err()
+	if err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil
@@ -124,6 +135,7 @@ func (s *RedisStore) Release(ctx context.Context, key Key, d Decision) error {
 	return nil
 }
 
-// RedisKeys returns the Redis keys that hold org's window (sorted set, hash, total) and its
-// leases (calls in flight, heavy calls in flight), for tools and tests that inspect them.
+// RedisKeys returns the Redis keys of org in spend.lua's KEYS order: its window (sorted set,
+// hash, total), its leases (calls in flight, heavy calls in flight), three reserved slots,
+// and its usage by rule (hash, sorted set), for tools and tests that inspect them.
 func RedisKeys(org string) []string { return redisKeysFor(org) }

@@ -284,3 +284,37 @@ func productionStore(t *testing.T, rawURL string) *limiter.RedisStore {
 	}
 	return s
 }
+
+// TestRedisUsageBounded debits with five rules over three days and checks that the usage by
+// rule holds at most (window/slot + 2) slots per rule, and that its keys expire.
+func TestRedisUsageBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const org = "usage-bound"
+	k := limiter.NewKey(org, 1<<40)
+	start := time.UnixMilli(1_767_225_600_000)
+	rules := []string{"a", "b", "c", "d", "e"}
+	const n = 5_000
+	step := 3 * 24 * time.Hour / n
+	for i := range n {
+		if _, err := s.Spend(ctx, k.WithRule(rules[i%len(rules)]), 1, start.Add(time.Duration(i)*step)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := limiter.RedisKeys(org)
+	hlen, _ := srv.Client.HLen(ctx, keys[8]).Result()
+	zcard, _ := srv.Client.ZCard(ctx, keys[9]).Result()
+	if max := int64(26 * len(rules)); hlen != zcard || hlen > max || hlen < int64(24*len(rules)) {
+		t.Fatalf("HLEN %d, ZCARD %d; want equal, between %d and %d", hlen, zcard, 24*len(rules), max)
+	}
+	for _, key := range keys[8:10] {
+		ttl, _ := srv.Client.PTTL(ctx, key).Result()
+		if ttl <= 0 || ttl > 25*time.Hour {
+			t.Errorf("PTTL %s = %s, want (0, 25h]", key, ttl)
+		}
+	}
+}

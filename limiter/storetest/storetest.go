@@ -59,6 +59,10 @@ func Run(t *testing.T, newStore NewStore) {
 		{"HeavySubCap", testHeavySubCap},
 		{"LeasesExpire", testLeasesExpire},
 		{"RacingLeasesNeverExceedCap", testRacingLeases},
+		{"UsageMatchesWindow", testUsageMatchesWindow},
+		{"UsageRefundUnrecords", testUsageRefund},
+		{"UsageInFlight", testUsageInFlight},
+		{"UsageReadsOnly", testUsageReadsOnly},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore) })
