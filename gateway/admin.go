@@ -20,8 +20,8 @@ type AdminConfig struct {
 	Tokens *AdminTokens
 }
 
-// NewAdminHandler serves the admin listener: /healthz (the process is up), /readyz, and the
-// admin API under /admin/v1/.
+// NewAdminHandler serves the admin listener: /healthz (the process is up), /readyz, the
+// admin API under /admin/v1/, and the usage page under /ui/.
 func NewAdminHandler(cfg AdminConfig) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -44,6 +44,7 @@ func NewAdminHandler(cfg AdminConfig) http.Handler {
 	if cfg.Gateway != nil {
 		mux.Handle("POST /admin/v1/explain", cfg.require(RoleViewer, cfg.Gateway.explain))
 	}
+	registerUsage(mux, cfg)
 	return mux
 }
 

@@ -86,6 +86,13 @@ type Config struct {
 	Clock func() time.Time
 	// Logger receives one line per rejection and per error (nil: no logs).
 	Logger *zap.Logger
+	// Usage reads windows for the usage API and page; nil: Store, if it implements
+	// limiter.UsageReader.
+	Usage usageReader
+	// AdditionalOf gives the add-on part of an org's limit, which the usage API reports as
+	// additional_credits (the rest is daily_free_limit); nil: none. It is the seam where add-on
+	// limits set at run time plug in.
+	AdditionalOf func(*orgs.Org) int64
 }
 
 // Gateway is the proxy's http.Handler: identify, price, debit, forward.
@@ -177,6 +184,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Transport == nil {
 		cfg.Transport = NewTransport(cfg.UpstreamTimeout)
 	}
+	if cfg.Usage == nil {
+		cfg.Usage, _ = cfg.Store.(usageReader)
+	}
 	g := &Gateway{
 		cfg: cfg,
 		log: cfg.Logger.Named("gateway"),
@@ -251,6 +261,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cleanPath(r)
+	if r.URL.Path == ownUsagePath || r.URL.Path == ownUsageHoursPath {
+		g.serveOwnUsage(w, r, t) // neither charged nor forwarded
+		return
+	}
 	rule := g.costs.Load().Match(r.Method, r.URL.Path, r.URL.RawQuery)
 	var body []byte
 	if rule.CountsBody() {
@@ -278,6 +292,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rule.Heavy {
 		key = t.heavyKey
 	}
+	key = key.WithRule(rule.Name) // usage by rule
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
 	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
 	cancel()
