@@ -61,6 +61,11 @@
     return parts.length ? parts.join(" ") : "0 s";
   }
 
+  function when(d) {
+    return d.toLocaleString([], { dateStyle: "medium", timeStyle: "short", hourCycle: "h23" }) +
+      " " + (Intl.DateTimeFormat().resolvedOptions().timeZone || "");
+  }
+
   function level(pct) { return pct >= 95 ? "bad" : pct >= 80 ? "warn" : ""; }
 
   function showError(err) {
@@ -76,7 +81,7 @@
     $("org-name").textContent = u.org;
     $("edition").textContent = u.edition || "custom limit";
     $("window").textContent = duration(u.window_seconds);
-    $("asof").textContent = new Date(u.as_of).toLocaleString();
+    $("asof").textContent = when(new Date(u.as_of));
     $("asof").dateTime = u.as_of;
     setNum("used", u.used_credits);
     setNum("overall", u.overall_credits);
@@ -93,7 +98,7 @@
       const at = new Date(u.next_free_at);
       const secs = (at - new Date(u.as_of)) / 1000;
       setNum("next-free", u.next_free_at, "in " + duration(secs));
-      $("next-free-at").textContent = at.toLocaleString();
+      $("next-free-at").textContent = when(at);
     } else {
       setNum("next-free", "", "nothing to free");
       $("next-free-at").textContent = "no credits are in use";
@@ -139,7 +144,9 @@
       const sw = document.createElement("span");
       sw.className = "sw";
       sw.style.background = colors[r];
-      li.append(sw, document.createTextNode(r));
+      const n = document.createElement("b");
+      n.textContent = fmt.format(h.slots.reduce((sum, s) => sum + (s.by_rule[r] || 0), 0));
+      li.append(sw, document.createTextNode(r + " "), n);
       legend.append(li);
     }
 
@@ -158,7 +165,7 @@
       let y = T + plotH;
       const g = el("g", { "data-credits": s.credits, "data-start": s.start });
       const start = new Date(s.start);
-      const label = start.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      const label = start.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
       g.append(el("title", {}, label + " — " + fmt.format(s.credits) + " credits" +
         Object.keys(s.by_rule).sort((a, b) => s.by_rule[b] - s.by_rule[a]).map((r) => "\n" + r + ": " + fmt.format(s.by_rule[r])).join("")));
       for (const r of h.rules) {
