@@ -132,6 +132,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Costs:            cfg.costTable,
 		Orgs:             dir,
 		LimitOf:          limitOf,
+		AdditionalOf:     additionalOf, // usage API: add-on part of the limit
 		ConcurrencyOf:    concurrencyOf,
 		HeavyConcurrency: cfg.HeavyConcurrency,
 		Mode:             gateway.OrgMode(cfg.OrgMode),
