@@ -150,13 +150,18 @@ func TestNewRedisClient(t *testing.T) {
 	}
 }
 
-func BenchmarkRedisSpend(b *testing.B) {
+func BenchmarkRedisSpend(b *testing.B) { benchRedisSpend(b, "") }
+
+// BenchmarkRedisSpendByRule also records the credits by hour and rule, as the gateway does.
+func BenchmarkRedisSpendByRule(b *testing.B) { benchRedisSpend(b, "users") }
+
+func benchRedisSpend(b *testing.B, rule string) {
 	srv := redistest.Start(b)
 	s, err := limiter.NewRedisStore(srv.Client, limiter.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	k := limiter.NewKey("bench", 1<<62)
+	k := limiter.NewKey("bench", 1<<62).WithRule(rule)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -315,6 +320,33 @@ func TestRedisUsageBounded(t *testing.T) {
 		ttl, _ := srv.Client.PTTL(ctx, key).Result()
 		if ttl <= 0 || ttl > 25*time.Hour {
 			t.Errorf("PTTL %s = %s, want (0, 25h]", key, ttl)
+		}
+	}
+}
+
+// BenchmarkRedisUsage reads a saturated window (1,440 buckets, 25 hours of five rules).
+func BenchmarkRedisUsage(b *testing.B) {
+	srv := redistest.Start(b)
+	s, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: 24 * time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	k := limiter.NewKey("bench-usage", 1<<40)
+	start := time.UnixMilli(1_767_225_600_000)
+	rules := []string{"a", "b", "c", "d", "e"}
+	for i := range 1440 * 5 {
+		if _, err := s.Spend(ctx, k.WithRule(rules[i%5]), 1, start.Add(time.Duration(i)*12*time.Second)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	now := start.Add(24 * time.Hour)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		u, err := s.Usage(ctx, k, now)
+		if err != nil || u.Used == 0 {
+			b.Fatal(u, err)
 		}
 	}
 }
