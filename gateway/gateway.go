@@ -425,7 +425,16 @@ func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 	h.Set("X-Ratelimit-Remaining", remaining)
 	h.Set("X-Ratelimit-Reset", secs)
 	h.Set("Ratelimit-Policy", t.policy)
-	h.Set("Ratelimit", `"credits";r=`+remaining+";t="+secs)
+	rl := `"credits";r=` + remaining + ";t=" + secs
+	if c := d.ConcurrencyLimit; c > 0 && c == t.key.Concurrency {
+		// The org's cap on calls in flight: what is left of it, and when it refused the call,
+		// the wait it asks for (Retry-After: 1).
+		rl += `, "concurrency";r=` + strconv.FormatInt(max(c-d.InFlight, 0), 10)
+		if !d.Allowed {
+			rl += ";t=1"
+		}
+	}
+	h.Set("Ratelimit", rl)
 	h.Set("X-Credits-Charged", strconv.FormatInt(d.Cost, 10))
 }
 
@@ -516,7 +525,12 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 			h.Set("X-Credits-Charged", "0")
 			remaining := strconv.FormatInt(min(st.d.Remaining+st.d.Cost, st.d.Limit), 10)
 			h.Set("X-Ratelimit-Remaining", remaining)
-			h.Set("Ratelimit", `"credits";r=`+remaining+";t="+h.Get("X-Ratelimit-Reset"))
+			rl := h.Get("Ratelimit")
+			_, rest, _ := strings.Cut(rl, ", ") // other items (concurrency) stay as they were
+			if rest != "" {
+				rest = ", " + rest
+			}
+			h.Set("Ratelimit", `"credits";r=`+remaining+";t="+h.Get("X-Ratelimit-Reset")+rest)
 		}
 	}
 	org, rule := "", ""

@@ -335,7 +335,7 @@ func sk0(t *testing.T) limiter.Store {
 
 var (
 	policyRe = regexp.MustCompile(`^"credits";q=(\d+);w=(\d+)(, "concurrency";q=\d+;qu="concurrent-requests")?$`)
-	fieldRe  = regexp.MustCompile(`^"credits";r=(\d+);t=(\d+)$`)
+	fieldRe  = regexp.MustCompile(`^"credits";r=(\d+);t=(\d+)(, "concurrency";r=(\d+)(;t=1)?)?$`)
 )
 
 // checkLimitFields checks that the IETF fields and the X-RateLimit-* fields of one response
@@ -352,6 +352,12 @@ func checkLimitFields(t *testing.T, h http.Header, limit int64, window time.Dura
 	}
 	if h.Get("X-Ratelimit-Remaining") != f[1] || h.Get("X-Ratelimit-Reset") != f[2] {
 		t.Fatalf("RateLimit %q but X-RateLimit-Remaining %q, X-RateLimit-Reset %q", h.Get("Ratelimit"), h.Get("X-Ratelimit-Remaining"), h.Get("X-Ratelimit-Reset"))
+	}
+	if f[3] != "" && p[3] == "" { // a refusal for credits does not count the calls in flight
+		t.Fatalf("RateLimit %q names a concurrency policy RateLimit-Policy %q lacks", h.Get("Ratelimit"), h.Get("Ratelimit-Policy"))
+	}
+	if f[5] != "" && h.Get("Retry-After") != "1" {
+		t.Fatalf("concurrency t=1 but Retry-After %q", h.Get("Retry-After"))
 	}
 	remaining, _ = strconv.ParseInt(f[1], 10, 64)
 	wait, _ = strconv.ParseInt(f[2], 10, 64)
@@ -382,6 +388,9 @@ func TestRateLimitFieldsConsistent(t *testing.T) {
 				switch resp.StatusCode {
 				case 200:
 					got200++
+					if !strings.HasSuffix(resp.Header.Get("Ratelimit"), `, "concurrency";r=2`) { // cap 3, this call in flight
+						t.Fatalf("call %d: RateLimit %q, want the concurrency item with r=2", i, resp.Header.Get("Ratelimit"))
+					}
 					// t is the wait until the oldest credits free up, as next_free_at says.
 					if u.NextFreeAt == nil {
 						t.Fatalf("call %d: nothing to free after an allowed call", i)
@@ -418,5 +427,35 @@ func TestRateLimitFieldsConsistent(t *testing.T) {
 				t.Fatalf("%d allowed, %d refused; want both", got200, got429)
 			}
 		})
+	}
+}
+
+// TestRateLimitFieldsOnConcurrency429: a call refused by the org's cap on calls in flight
+// names the concurrency item with r=0 and t=1, as its Retry-After says.
+func TestRateLimitFieldsOnConcurrency429(t *testing.T) {
+	f := newUsageFixture(t, sk0(t), 24*time.Hour, func(c *Config) {
+		c.ConcurrencyOf = func(o *orgs.Org) int64 { return 1 }
+	})
+	release, arrived := make(chan struct{}), make(chan struct{}, 1)
+	f.up.handler = func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+	}
+	key := map[string]string{"X-Api-Key": "acme-key"}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		do(t, "GET", f.url+"/crm/v2/users", key, "")
+	}()
+	<-arrived
+	resp, body := do(t, "GET", f.url+"/crm/v2/users", key, "")
+	close(release)
+	<-done
+	if resp.StatusCode != 429 || !strings.Contains(body, `"scope":"org"`) {
+		t.Fatalf("%d %s; want the concurrency 429", resp.StatusCode, body)
+	}
+	remaining, _ := checkLimitFields(t, resp.Header, 1000, 24*time.Hour)
+	if remaining != 999 || !strings.HasSuffix(resp.Header.Get("Ratelimit"), `, "concurrency";r=0;t=1`) || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("RateLimit %q, Retry-After %q", resp.Header.Get("Ratelimit"), resp.Header.Get("Retry-After"))
 	}
 }
