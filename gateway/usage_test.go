@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -457,5 +458,47 @@ func TestRateLimitFieldsOnConcurrency429(t *testing.T) {
 	remaining, _ := checkLimitFields(t, resp.Header, 1000, 24*time.Hour)
 	if remaining != 999 || !strings.HasSuffix(resp.Header.Get("Ratelimit"), `, "concurrency";r=0;t=1`) || resp.Header.Get("Retry-After") != "1" {
 		t.Fatalf("RateLimit %q, Retry-After %q", resp.Header.Get("Ratelimit"), resp.Header.Get("Retry-After"))
+	}
+}
+
+// brokenUsage fails every usage read, like an unreachable Redis.
+type brokenUsage struct{ brokenStore }
+
+func (brokenUsage) Usage(context.Context, limiter.Key, time.Time) (limiter.Usage, error) {
+	return limiter.Usage{}, errors.New("dial tcp 127.0.0.1:1: connection refused")
+}
+
+// TestUsageStoreFailures: a store that cannot read answers 503 (with Retry-After), one that
+// cannot report usage at all 501; both in the error shape, neither leaking the store error.
+func TestUsageStoreFailures(t *testing.T) {
+	tests := []struct {
+		name       string
+		store      spender
+		wantStatus int
+		wantCode   string
+	}{
+		{"unreachable", brokenUsage{}, 503, "SERVICE_UNAVAILABLE"},
+		{"no usage reader", brokenStore{}, 501, "NOT_SUPPORTED"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, func(c *Config) { c.Store = tt.store })
+			tokens, _ := ParseAdminTokens("viewer:" + viewerToken)
+			admin := httptest.NewServer(NewAdminHandler(AdminConfig{Gateway: f.gw, Tokens: tokens}))
+			defer admin.Close()
+			for _, target := range []struct{ url, hdr, val string }{
+				{f.url + ownUsagePath, "X-Api-Key", "acme-key"},
+				{admin.URL + "/admin/v1/orgs/acme/usage", "Authorization", "Bearer " + viewerToken},
+				{admin.URL + "/admin/v1/orgs/acme/usage/hours", "Authorization", "Bearer " + viewerToken},
+			} {
+				resp, body := do(t, "GET", target.url, map[string]string{target.hdr: target.val}, "")
+				if resp.StatusCode != tt.wantStatus || !strings.Contains(body, `"code":"`+tt.wantCode+`"`) || strings.Contains(body, "127.0.0.1") {
+					t.Errorf("%s: %d %s; want %d %s", target.url, resp.StatusCode, body, tt.wantStatus, tt.wantCode)
+				}
+				if tt.wantStatus == 503 && resp.Header.Get("Retry-After") == "" {
+					t.Errorf("%s: 503 without Retry-After", target.url)
+				}
+			}
+		})
 	}
 }

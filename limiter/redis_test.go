@@ -316,12 +316,16 @@ func TestRedisUsageBounded(t *testing.T) {
 	if max := int64(26 * len(rules)); hlen != zcard || hlen > max || hlen < int64(24*len(rules)) {
 		t.Fatalf("HLEN %d, ZCARD %d; want equal, between %d and %d", hlen, zcard, 24*len(rules), max)
 	}
+	var bytes int64
 	for _, key := range keys[8:10] {
 		ttl, _ := srv.Client.PTTL(ctx, key).Result()
 		if ttl <= 0 || ttl > 25*time.Hour {
 			t.Errorf("PTTL %s = %s, want (0, 25h]", key, ttl)
 		}
+		b, _ := srv.Client.MemoryUsage(ctx, key).Result()
+		bytes += b
 	}
+	t.Logf("usage by rule after %d debits of %d rules over 72h: %d members, MEMORY USAGE %d bytes", n, len(rules), hlen, bytes)
 }
 
 // BenchmarkRedisUsage reads a saturated window (1,440 buckets, 25 hours of five rules).
