@@ -214,9 +214,16 @@ func TestUsagePageInBrowser(t *testing.T) {
 		t.Errorf("without a token: state %q, want login", state)
 	}
 
+	// A refused token is forgotten and the page asks for another.
+	dom = runChromium(t, bin, "--dump-dom", admin.URL+"/ui/?org=acme#token=not-a-token")
+	if state, login := bodyState(dom), domElement(t, dom, "login"); state != "error" || strings.Contains(login, "hidden") ||
+		!strings.Contains(dom, "The token was refused") {
+		t.Errorf("with a refused token: state %q, login form %s", state, login)
+	}
+
 	mu.Lock()
 	for _, uri := range uris {
-		if strings.Contains(uri, viewerToken) {
+		if strings.Contains(uri, viewerToken) || strings.Contains(uri, "not-a-token") {
 			t.Errorf("the token reached the server in a URL: %s", uri)
 		}
 	}

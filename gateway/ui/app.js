@@ -70,9 +70,17 @@
 
   function showError(err) {
     const el = $("error");
-    el.textContent = err instanceof HTTPError && (err.status === 401 || err.status === 403)
-      ? "The token was refused (" + err.message + ") Sign out and enter a viewer token."
-      : "Could not read usage: " + err.message;
+    if (err instanceof HTTPError && (err.status === 401 || err.status === 403)) {
+      // A refused token is of no further use: forget it and ask for another.
+      sessionStorage.removeItem(TOKEN_KEY);
+      clearInterval(refreshTimer);
+      el.textContent = "The token was refused: " + err.message + " Enter a token with the viewer role or higher.";
+      $("dashboard").hidden = true;
+      $("controls").hidden = true;
+      $("login").hidden = false;
+    } else {
+      el.textContent = "Could not read usage: " + err.message;
+    }
     el.hidden = false;
     document.body.dataset.state = "error";
   }
@@ -223,7 +231,7 @@
 
   async function start() {
     const token = takeToken();
-    $("forget").hidden = !token;
+    $("controls").hidden = !token;
     if (!token) {
       $("login").hidden = false;
       document.body.dataset.state = "login";
@@ -273,6 +281,7 @@
       sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
       $("token").value = "";
       $("login").hidden = true;
+      $("error").hidden = true;
       start();
     });
     start();
