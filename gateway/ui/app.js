@@ -142,7 +142,9 @@
     const colors = {};
     h.rules.forEach((r, i) => { colors[r] = PALETTE[i % PALETTE.length]; });
     $("chart-total").dataset.value = String(h.total_credits);
-    $("chart-total").textContent = fmt.format(h.total_credits) + " credits in " + h.slots.length + " slots.";
+    $("slot-name").textContent = h.slot_seconds === 3600 ? "hour" : duration(h.slot_seconds) + " slot";
+    $("chart-total").textContent = fmt.format(h.total_credits) + " credits in " + h.slots.length +
+      (h.slot_seconds === 3600 ? " hours." : " slots.");
     document.querySelector(".chart-card h2").textContent = "Consumption in the last " + duration(h.window_seconds);
 
     const legend = $("legend");
@@ -173,7 +175,9 @@
       let y = T + plotH;
       const g = el("g", { "data-credits": s.credits, "data-start": s.start });
       const start = new Date(s.start);
-      const label = start.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+      const label = start.toLocaleTimeString([], h.slot_seconds < 60
+        ? { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" }
+        : { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
       g.append(el("title", {}, label + " — " + fmt.format(s.credits) + " credits" +
         Object.keys(s.by_rule).sort((a, b) => s.by_rule[b] - s.by_rule[a]).map((r) => "\n" + r + ": " + fmt.format(s.by_rule[r])).join("")));
       for (const r of h.rules) {
