@@ -22,8 +22,8 @@ type AdminConfig struct {
 	Metrics *Metrics
 }
 
-// NewAdminHandler serves the admin listener: /healthz (the process is up), /readyz, /metrics
-// and the admin API under /admin/v1/.
+// NewAdminHandler serves the admin listener: /healthz (the process is up), /readyz, /metrics,
+// the admin API under /admin/v1/, and the usage page under /ui/.
 //
 // /readyz answers 503 while the gateway drains for shutdown, and when the credit store is
 // unavailable (its breaker is open, or Ready fails) under CREDITGATE_FAIL_MODE=closed. Under
@@ -69,6 +69,7 @@ func NewAdminHandler(cfg AdminConfig) http.Handler {
 		mux.Handle("POST /admin/v1/explain", cfg.require(RoleViewer, cfg.Gateway.explain))
 		cfg.billingRoutes(mux)
 	}
+	registerUsage(mux, cfg)
 	return mux
 }
 

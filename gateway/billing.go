@@ -220,12 +220,6 @@ func (g *Gateway) writeAddonUsage(w http.ResponseWriter, r *http.Request, t *ten
 	writeJSON(w, u)
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 // quoteResponse is the reference's calculator: what an add-on limit costs if fully used.
 type quoteResponse struct {
 	AddonCredits        int64                  `json:"addon_credits"`

@@ -103,6 +103,9 @@ var errorKinds = []struct {
 	{errForbidden, http.StatusForbidden, "NO_PERMISSION", "This token's role may not do this."},
 	{errUpstreamTimeout, http.StatusGatewayTimeout, "GATEWAY_TIMEOUT", "The API did not answer in time; no credits were charged."},
 	{errUpstream, http.StatusBadGateway, "BAD_GATEWAY", "The API could not be reached; no credits were charged."},
+	{errOrgNotFound, http.StatusNotFound, "NOT_FOUND", "No org with this ID."},
+	{errNoUsage, http.StatusNotImplemented, "NOT_SUPPORTED", "The credit store cannot report usage."},
+	{errMethodNotAllowed, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "This method is not allowed here."},
 }
 
 func errorResponse(err error) (int, errorBody) {

@@ -100,6 +100,14 @@ type Config struct {
 	// Probe checks the store while the breaker is open (e.g. RedisStore.LoadScripts); nil
 	// lets one call per BreakerCooldown through as the probe.
 	Probe func(context.Context) error
+
+	// Usage reads windows for the usage API and page; nil: Store, if it implements
+	// limiter.UsageReader.
+	Usage usageReader
+	// AdditionalOf gives the add-on part of an org's limit, which the usage API reports as
+	// additional_credits (the rest is daily_free_limit); nil: none. It is the seam where add-on
+	// limits set at run time plug in.
+	AdditionalOf func(*orgs.Org) int64
 }
 
 // Gateway is the proxy's http.Handler: identify, price, debit, forward.
@@ -148,7 +156,7 @@ type callState struct {
 	// observed: the upstream latency is recorded (when the response's headers are written,
 	// or when the proxy gives up).
 	observed bool
-	pd   limiter.PeriodDecision // monthly plans: the call counted in the period
+	pd       limiter.PeriodDecision // monthly plans: the call counted in the period
 }
 
 // watchedBody records whether reading the client's body failed, so that a broken client
@@ -207,6 +215,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(MetricsOptions{})
+	}
+	if cfg.Usage == nil {
+		cfg.Usage, _ = cfg.Store.(usageReader)
 	}
 	if cfg.BreakerFailures <= 0 {
 		cfg.BreakerFailures = 3
@@ -309,6 +320,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cleanPath(r)
+	if r.URL.Path == ownUsagePath || r.URL.Path == ownUsageHoursPath {
+		g.serveOwnUsage(w, r, t) // neither charged nor forwarded
+		return
+	}
 	rule := g.costs.Load().Match(r.Method, r.URL.Path, r.URL.RawQuery)
 	rs := g.metrics.rule(rule.Name)
 	var body []byte
@@ -355,6 +370,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rule.Heavy {
 		key = t.heavyKey
 	}
+	key = key.WithRule(rule.Name) // usage by rule
 	d, err := g.spend(r.Context(), key, cost, now)
 	if d.Lease != "" {
 		// Released when the call is over, however it ends: answered, client gone, or panic
@@ -594,7 +610,12 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 			h.Set("X-Credits-Charged", "0")
 			remaining := strconv.FormatInt(min(st.d.Remaining+st.d.Cost, st.d.Limit), 10)
 			h.Set("X-Ratelimit-Remaining", remaining)
-			h.Set("Ratelimit", `"credits";r=`+remaining+";t="+h.Get("X-Ratelimit-Reset"))
+			rl := h.Get("Ratelimit")
+			_, rest, _ := strings.Cut(rl, ", ") // other items (concurrency) stay as they were
+			if rest != "" {
+				rest = ", " + rest
+			}
+			h.Set("Ratelimit", `"credits";r=`+remaining+";t="+h.Get("X-Ratelimit-Reset")+rest)
 		}
 	}
 	org, rule := "", ""

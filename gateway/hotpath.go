@@ -22,7 +22,7 @@ func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 		limit = strconv.FormatInt(d.Limit, 10)
 		policy = `"credits";q=` + limit + t.policyTail
 	}
-	var buf [160]byte // room for every number at its longest
+	var buf [200]byte // room for every number at its longest
 	b := strconv.AppendInt(buf[:0], d.Remaining, 10)
 	nRemaining := len(b)
 	b = strconv.AppendInt(b, ceilSeconds(wait), 10)
@@ -31,6 +31,15 @@ func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 	b = append(b, b[:nRemaining]...)
 	b = append(b, ";t="...)
 	b = append(b, b[nRemaining:nSecs]...)
+	if c := d.ConcurrencyLimit; c > 0 && c == t.key.Concurrency {
+		// The org's cap on calls in flight: what is left of it, and when it refused the call,
+		// the wait it asks for (Retry-After: 1).
+		b = append(b, `, "concurrency";r=`...)
+		b = strconv.AppendInt(b, max(c-d.InFlight, 0), 10)
+		if !d.Allowed {
+			b = append(b, ";t=1"...)
+		}
+	}
 	nField := len(b)
 	b = strconv.AppendInt(b, d.Cost, 10)
 	s := string(b)

@@ -60,8 +60,11 @@ type Key struct {
 	// AddonCap, and the part of each debit above Free is metered for billing. Zero: Limit
 	// applies as is.
 	Free, Addon, AddonCap int64
+	// Rule names the cost-table rule that priced this call; an allowed Spend records its
+	// credits under it for per-rule usage (see UsageReader). Empty records nothing.
+	Rule string
 
-	redisKeys []string // ring, ring positions, total, leases, heavy leases, add-on limit, meter, period calls; all tagged {Org}
+	redisKeys []string // ring, ring positions, total, leases, heavy leases, add-on limit, meter, period calls, usage by rule (hash, index); all tagged {Org}
 	freeArg   any      // Free, Addon and AddonCap preformatted (and boxed, so Spend does not
 	addonArg  any      // allocate) for the script; nil without add-ons
 	capArg    any
@@ -79,6 +82,12 @@ func (k Key) WithConcurrency(concurrency, heavy int64) Key {
 	return k
 }
 
+// WithRule returns k for a call priced by the cost-table rule named rule.
+func (k Key) WithRule(rule string) Key {
+	k.Rule = rule
+	return k
+}
+
 // WithLimit returns k with another limit, keeping its prebuilt Redis key names.
 func (k Key) WithLimit(limit int64) Key {
 	k.Limit = limit
@@ -91,7 +100,8 @@ func redisKeysFor(org string) []string {
 	// earlier versions), so a server holding the old layout never meets a script expecting
 	// the new one.
 	return []string{prefix + "ring", prefix + "pos", prefix + "used", prefix + "inflight", prefix + "heavy",
-		prefix + "addon", prefix + "meter", prefix + "period"}
+		prefix + "addon", prefix + "meter", prefix + "period",
+		prefix + "use", prefix + "useidx"}
 }
 
 // Decision is the result of Spend. It is a value so the request path does not allocate.

@@ -14,6 +14,7 @@ var _ Store = (*MemoryStore)(nil)
 // allocated once its org has been seen (orgs come from configuration, so they are bounded).
 type MemoryStore struct {
 	window, bucket, leaseTTL int64 // ms
+	slot                     int64 // ms, of the usage by rule (UsageSlot)
 
 	mu      sync.RWMutex
 	windows map[string]*memWindow
@@ -23,8 +24,9 @@ type memWindow struct {
 	mu      sync.Mutex
 	buckets []memBucket // ordered by start, oldest first (add keeps the order even if a clock runs back)
 	used    int64
-	leases  map[string]int64 // lease id -> expiry (unix ms), calls in flight
-	heavy   map[string]int64 // the same, heavy calls
+	leases  map[string]int64    // lease id -> expiry (unix ms), calls in flight
+	heavy   map[string]int64    // the same, heavy calls
+	usage   map[usageSlot]int64 // credits by usage slot and rule (usage.go)
 
 	addon    int64           // billing: add-on limit set through Meter.SetAddon...
 	addonSet bool            // ...if ever set
@@ -47,6 +49,7 @@ func NewMemoryStore(opts Options) (*MemoryStore, error) {
 		window:   opts.Window.Milliseconds(),
 		bucket:   opts.Bucket.Milliseconds(),
 		leaseTTL: opts.LeaseTTL.Milliseconds(),
+		slot:     UsageSlot(opts.Window).Milliseconds(),
 		windows:  make(map[string]*memWindow),
 	}, nil
 }
@@ -115,6 +118,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	w.add(b, cost)
 	w.used += cost
 	addon := w.meterDebit(key, w.used-cost, w.used, b)
+	s.record(w, key.Rule, b, cost, ms)
 	var lease string
 	if key.Concurrency > 0 {
 		lease = newLeaseID()
@@ -172,6 +176,7 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 		n := min(d.Cost, b.credits)
 		b.credits -= n
 		w.used -= n
+		s.unrecord(w, key.Rule, d.Bucket, n)
 		if b.credits == 0 {
 			w.buckets = append(w.buckets[:i], w.buckets[i+1:]...)
 		}

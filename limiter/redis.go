@@ -17,6 +17,7 @@ var (
 	spendScript   = mustScript("lua/spend.lua")
 	refundScript  = mustScript("lua/refund.lua")
 	releaseScript = mustScript("lua/release.lua")
+	usageScript   = mustScript("lua/usage.lua")
 )
 
 func mustScript(name string) *redis.Script {
@@ -38,6 +39,8 @@ type RedisStore struct {
 	windowArg   string // ms, preformatted for the script
 	bucketArg   string
 	leaseTTLArg string
+	slotArg     string // usage slot (ms), spend.lua's ARGV[14]
+	slotMs      int64
 }
 
 // NewRedisStore returns a RedisStore on client: a *redis.Client, *redis.ClusterClient,
@@ -52,13 +55,15 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 		windowArg:   strconv.FormatInt(opts.Window.Milliseconds(), 10),
 		bucketArg:   strconv.FormatInt(opts.Bucket.Milliseconds(), 10),
 		leaseTTLArg: strconv.FormatInt(opts.LeaseTTL.Milliseconds(), 10),
+		slotArg:     strconv.FormatInt(UsageSlot(opts.Window).Milliseconds(), 10),
+		slotMs:      UsageSlot(opts.Window).Milliseconds(),
 	}, nil
 }
 
 // LoadScripts loads the scripts into the server's cache (on every master of a cluster);
 // it doubles as a readiness check. Spend falls back to EVAL if the cache is flushed later.
 func (s *RedisStore) LoadScripts(ctx context.Context) error {
-	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript, periodScript} {
+	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript, periodScript, usageScript} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return fmt.Errorf("load scripts: %w", err)
 		}
@@ -100,7 +105,7 @@ func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []
 	}
 	return keys, []any{cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
 		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
-		freeArg, addonArg, capArg}, lease
+		freeArg, addonArg, capArg, key.Rule, s.slotArg}, lease
 }
 
 // decodeSpend turns spend.lua's reply into a Decision.
@@ -123,9 +128,9 @@ func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
-	refundKeys := []string{keys[0], keys[1], keys[2], keys[6]}
+	refundKeys := []string{keys[0], keys[1], keys[2], keys[6], keys[8], keys[9]}
 	if err := refundScript.Run(ctx, s.client, refundKeys, d.Cost, strconv.FormatInt(d.Bucket, 10),
-		s.windowArg, s.bucketArg, d.Addon, meterDay(d.Bucket)).Err(); err != nil {
+		s.windowArg, s.bucketArg, d.Addon, meterDay(d.Bucket), key.Rule, s.slotArg).Err(); err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil
@@ -146,6 +151,8 @@ func (s *RedisStore) Release(ctx context.Context, key Key, d Decision) error {
 	return nil
 }
 
-// RedisKeys returns the Redis keys that hold org's window (ring, ring positions, total) and its
-// leases (calls in flight, heavy calls in flight), for tools and tests that inspect them.
+// RedisKeys returns the Redis keys of org in spend.lua's KEYS order: its window (ring, ring
+// positions, total), its leases (calls in flight, heavy calls in flight), billing (add-on
+// limit, meter, period calls) and its usage by rule (hash, sorted set), for tools and tests
+// that inspect them.
 func RedisKeys(org string) []string { return redisKeysFor(org) }

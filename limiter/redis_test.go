@@ -157,13 +157,18 @@ func TestNewRedisClient(t *testing.T) {
 	}
 }
 
-func BenchmarkRedisSpend(b *testing.B) {
+func BenchmarkRedisSpend(b *testing.B) { benchRedisSpend(b, "") }
+
+// BenchmarkRedisSpendByRule also records the credits by hour and rule, as the gateway does.
+func BenchmarkRedisSpendByRule(b *testing.B) { benchRedisSpend(b, "users") }
+
+func benchRedisSpend(b *testing.B, rule string) {
 	srv := redistest.Start(b)
 	s, err := limiter.NewRedisStore(srv.Client, limiter.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	k := limiter.NewKey("bench", 1<<62)
+	k := limiter.NewKey("bench", 1<<62).WithRule(rule)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -327,5 +332,70 @@ func TestRedisLayoutChangeKeepsCredits(t *testing.T) {
 	}
 	if d, err := after.Spend(ctx, k, 10, free); err != nil || d.Used != 10 {
 		t.Fatalf("at %s: %+v, %v; want all 10 free again", free.Sub(t0), d, err)
+	}
+}
+
+// TestRedisUsageBounded debits with five rules over three days and checks that the usage by
+// rule holds at most (window/slot + 2) slots per rule, and that its keys expire.
+func TestRedisUsageBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const org = "usage-bound"
+	k := limiter.NewKey(org, 1<<40)
+	start := time.UnixMilli(1_767_225_600_000)
+	rules := []string{"a", "b", "c", "d", "e"}
+	const n = 5_000
+	step := 3 * 24 * time.Hour / n
+	for i := range n {
+		if _, err := s.Spend(ctx, k.WithRule(rules[i%len(rules)]), 1, start.Add(time.Duration(i)*step)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := limiter.RedisKeys(org)
+	hlen, _ := srv.Client.HLen(ctx, keys[8]).Result()
+	zcard, _ := srv.Client.ZCard(ctx, keys[9]).Result()
+	if max := int64(26 * len(rules)); hlen != zcard || hlen > max || hlen < int64(24*len(rules)) {
+		t.Fatalf("HLEN %d, ZCARD %d; want equal, between %d and %d", hlen, zcard, 24*len(rules), max)
+	}
+	var bytes int64
+	for _, key := range keys[8:10] {
+		ttl, _ := srv.Client.PTTL(ctx, key).Result()
+		if ttl <= 0 || ttl > 25*time.Hour {
+			t.Errorf("PTTL %s = %s, want (0, 25h]", key, ttl)
+		}
+		b, _ := srv.Client.MemoryUsage(ctx, key).Result()
+		bytes += b
+	}
+	t.Logf("usage by rule after %d debits of %d rules over 72h: %d members, MEMORY USAGE %d bytes", n, len(rules), hlen, bytes)
+}
+
+// BenchmarkRedisUsage reads a saturated window (1,440 buckets, 25 hours of five rules).
+func BenchmarkRedisUsage(b *testing.B) {
+	srv := redistest.Start(b)
+	s, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: 24 * time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	k := limiter.NewKey("bench-usage", 1<<40)
+	start := time.UnixMilli(1_767_225_600_000)
+	rules := []string{"a", "b", "c", "d", "e"}
+	for i := range 1440 * 5 {
+		if _, err := s.Spend(ctx, k.WithRule(rules[i%5]), 1, start.Add(time.Duration(i)*12*time.Second)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	now := start.Add(24 * time.Hour)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		u, err := s.Usage(ctx, k, now)
+		if err != nil || u.Used == 0 {
+			b.Fatal(u, err)
+		}
 	}
 }

@@ -587,7 +587,7 @@ func TestDemo(t *testing.T) {
 			break
 		}
 	}
-	want := []int{200, 200, 200, 429, 200, 401, 200, 200, 200}
+	want := []int{200, 200, 200, 429, 200, 401, 200, 200, 200, 200}
 	if len(lines) != len(want) {
 		t.Fatalf("demo printed %d curl lines, want %d:\n%s", len(lines), len(want), gw.stdout.String())
 	}
@@ -598,6 +598,9 @@ func TestDemo(t *testing.T) {
 		}
 		if strings.Contains(line, "/crm/v8/Leads -d") && resp.Header.Get("X-Credits-Charged") != "3" {
 			t.Errorf("insert of 21 records charged %q, want 3", resp.Header.Get("X-Credits-Charged"))
+		}
+		if strings.Contains(line, "/creditgate/v1/usage") && (!strings.Contains(body, `"org":"acme"`) || resp.Header.Get("X-Credits-Charged") != "0") {
+			t.Errorf("usage answered %s", body)
 		}
 		if strings.Contains(line, "/admin/v1/explain") && !strings.Contains(body, `"cost":1,"rule":"add_tags_body"`) {
 			t.Errorf("explain answered %s", body)

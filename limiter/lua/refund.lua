@@ -13,6 +13,10 @@
 -- KEYS[4]  billing: hash UTC day -> add-on credits consumed (the meter of spend.lua)
 -- ARGV[5]  billing: add-on credits the debit metered (0 or absent: none)
 -- ARGV[6]  billing: the UTC day (days since 1970-01-01) they were metered on
+-- KEYS[5]  usage by rule: hash "<slot start ms>:<rule>" -> credits (spend.lua KEYS[9])
+-- KEYS[6]  usage by rule: the same members scored by slot start (spend.lua KEYS[10])
+-- ARGV[7]  rule name of the debit ("" records nothing)
+-- ARGV[8]  usage slot (ms)
 --
 -- Reply (integer): the credits given back (0 when the bucket had expired)
 
@@ -64,4 +68,24 @@ if used > 0 and k == tail and held == credits then
 	end
 	redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
 end
+
+-- Usage by rule (KEYS[5..6], ARGV[7..8]; spend.lua's KEYS[9..10], ARGV[13..14]): the refunded
+-- credits leave the slot and rule they were recorded under.
+local rule = ARGV[7] or ''
+local uslot = tonumber(ARGV[8] or '0') or 0
+if rule ~= '' and uslot > 0 then
+	local b = tonumber(ARGV[2])
+	local m = string.format('%d', b - b % uslot) .. ':' .. rule
+	local rec = tonumber(redis.call('HGET', KEYS[5], m) or '0')
+	if rec > 0 then
+		if rec <= credits then
+			redis.call('HDEL', KEYS[5], m)
+			redis.call('ZREM', KEYS[6], m)
+		else
+			redis.call('HINCRBY', KEYS[5], m, -credits)
+		end
+	end
+end
+-- End of usage by rule.
+
 return credits

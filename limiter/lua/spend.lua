@@ -35,6 +35,7 @@
 -- ARGV[10] free allotment (credits), or "" when the org has no add-ons: then ARGV[2] is the limit
 -- ARGV[11] add-on limit to use while KEYS[6] does not exist (the configured one)
 -- ARGV[12] add-on cap (credits): a stored add-on limit above it counts as the cap
+-- KEYS[9..10], ARGV[13..14]: usage by rule, see the block of that name below.
 --
 -- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
@@ -286,6 +287,32 @@ if free then
 		redis.call('PEXPIRE', KEYS[7], keep * 86400000)
 	end
 end
+
+-- Usage by rule (KEYS[9..10], ARGV[13..14]) ------------------------------------------------
+-- KEYS[9]   hash: "<slot start ms>:<rule>" -> credits debited in that slot by that rule
+-- KEYS[10]  sorted set: the same members, score = slot start (unix ms), to trim old slots
+-- ARGV[13]  rule name of this call ("" records nothing)
+-- ARGV[14]  usage slot (ms): window/24, an hour for a 24h window
+-- The debit is recorded in the slot holding its bucket b (refund.lua finds it from b). Slots
+-- that ended a window ago are trimmed when a new member appears, so an org holds at most
+-- (window/slot + 2) x rules members; both keys expire a window and a slot after the last debit.
+local rule = ARGV[13] or ''
+local slot = tonumber(ARGV[14] or '0') or 0
+if rule ~= '' and slot > 0 then
+	local s = b - b % slot
+	local m = string.format('%d', s) .. ':' .. rule
+	if redis.call('HINCRBY', KEYS[9], m, cost) == cost then
+		redis.call('ZADD', KEYS[10], s, m)
+		local old = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', now - window - slot, 'LIMIT', 0, 512)
+		if #old > 0 then
+			redis.call('HDEL', KEYS[9], unpack(old))
+			redis.call('ZREM', KEYS[10], unpack(old))
+		end
+	end
+	redis.call('PEXPIRE', KEYS[9], window + slot)
+	redis.call('PEXPIRE', KEYS[10], window + slot)
+end
+-- End of usage by rule ----------------------------------------------------------------------
 
 if cap > 0 then
 	redis.call('ZADD', KEYS[4], now + lease_ttl, lease)

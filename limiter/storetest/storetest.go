@@ -67,6 +67,10 @@ func Run(t *testing.T, newStore NewStore) {
 		{"RacingAddonMeterExact", testAddonRacing},
 		{"PeriodQuota", testPeriodQuota},
 		{"PeriodCalendar", testPeriodCalendar},
+		{"UsageMatchesWindow", testUsageMatchesWindow},
+		{"UsageRefundUnrecords", testUsageRefund},
+		{"UsageInFlight", testUsageInFlight},
+		{"UsageReadsOnly", testUsageReadsOnly},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore) })

@@ -1,0 +1,76 @@
+-- usage.lua: read where one org's window stands, without writing anything.
+--
+-- Used is the sum of the live buckets (those a Spend at now would not expire), so it is exact
+-- against the window even when expired buckets have not been trimmed yet.
+--
+-- KEYS[1]  string: the ring of per-bucket credits (spend.lua KEYS[1]; see its header)
+-- KEYS[2]  hash: head, tail (bucket numbers), bucket and slots of the ring (spend.lua KEYS[2])
+-- KEYS[3]  sorted set: lease id -> expiry (unix ms), calls in flight (spend.lua KEYS[4])
+-- KEYS[4]  sorted set: the same for heavy calls (spend.lua KEYS[5])
+-- KEYS[5]  hash: "<slot start ms>:<rule>" -> credits (spend.lua KEYS[9])
+-- KEYS[6]  sorted set: the same members scored by slot start (spend.lua KEYS[10])
+-- KEYS[7]  string: the add-on limit stored through the admin API (spend.lua KEYS[6])
+-- ARGV[1]  window (ms)
+-- ARGV[2]  bucket (ms)
+-- ARGV[3]  usage slot (ms)
+-- ARGV[4]  now (unix ms), or "" to use the Redis server's clock (TIME)
+--
+-- Reply: {{now_ms, used, reset_ms, in_flight, heavy_in_flight, addon}, {slot members}, {credits}}
+--   addon      the stored add-on limit, or -1 when none was ever stored
+--   reset_ms   ms until the oldest live bucket frees up; 0 when nothing is held
+--   members    "<slot start ms>:<rule>" of the slots that overlap the window, with their credits
+
+local window = tonumber(ARGV[1])
+local bucket = tonumber(ARGV[2])
+local slot = tonumber(ARGV[3])
+local now
+if ARGV[4] == nil or ARGV[4] == '' then
+	local t = redis.call('TIME')
+	now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+else
+	now = tonumber(ARGV[4])
+end
+
+-- The live buckets are those starting after now - window - bucket, between the ring's tail
+-- and head. The ring is read whole (window/bucket + 1 eight-byte counters: 11.5 KB for 24 h in
+-- minutes) in one GETRANGE.
+local used = 0
+local reset = 0
+local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
+local head, tail = tonumber(pos[1]), tonumber(pos[2])
+local slots = math.ceil(window / bucket) + 1
+if head ~= nil and tail ~= nil and tonumber(pos[3]) == bucket and tonumber(pos[4]) == slots then
+	local first = math.max(tail, math.floor((now - window - bucket) / bucket) + 1)
+	if first <= head and head - first < slots then
+		local raw = redis.call('GET', KEYS[1]) or ''
+		for k = first, head do
+			local at = (k % slots) * 8 + 1
+			local v = 0
+			if at + 7 <= #raw then
+				v = struct.unpack('>i8', raw, at)
+			end
+			if v ~= 0 then
+				if reset == 0 then
+					reset = k * bucket + bucket + window - now
+				end
+				used = used + v
+			end
+		end
+	end
+end
+
+local alive = '(' .. string.format('%d', now)
+local in_flight = redis.call('ZCOUNT', KEYS[3], alive, '+inf')
+local heavy = redis.call('ZCOUNT', KEYS[4], alive, '+inf')
+
+local members = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. string.format('%d', now - window - slot), '+inf')
+local credits = {}
+if #members > 0 then
+	local vals = redis.call('HMGET', KEYS[5], unpack(members))
+	for i = 1, #vals do
+		credits[i] = tonumber(vals[i]) or 0
+	end
+end
+
+local addon = tonumber(redis.call('GET', KEYS[7]) or '-1') or -1
+return {{now, used, reset, in_flight, heavy, addon}, members, credits}
