@@ -357,7 +357,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	)
 	if t.period != nil {
 		var ok bool
-		if pd, ok = g.countCall(w, r, t, rule.Name, now); !ok {
+		if pd, ok = g.countCall(w, r, t, rule.Name, rs, now); !ok {
 			return
 		}
 		defer func() {
@@ -449,6 +449,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if d.Allowed {
 		g.metrics.count(t.m, rs, outAllowed, 0, d.Cost)
+		if d.Addon > 0 && t.m != nil {
+			t.m.addon.Add(float64(d.Addon)) // add-on credits metered in this debit
+		}
 		setLimitFields(h, t, d)
 	}
 	forwarded = true

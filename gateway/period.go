@@ -33,7 +33,7 @@ var errNoPeriods = errors.New("the credit store does not count monthly plans")
 // when it has answered the call itself: the period's calls are used up, or the store cannot
 // decide and the fail mode is closed. A call it lets through uncounted (shadow mode, fail
 // open) has a zero PeriodDecision.
-func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, rule string, now time.Time) (limiter.PeriodDecision, bool) {
+func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, rule string, rs *ruleSeries, now time.Time) (limiter.PeriodDecision, bool) {
 	ps, ok := g.cfg.Store.(limiter.PeriodStore)
 	var (
 		d   limiter.PeriodDecision
@@ -56,6 +56,7 @@ func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, r
 		}
 		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule),
 			zap.String("reason", "period"), zap.Int64("period_used", d.Used), zap.Time("period_end", d.End))
+		g.metrics.count(t.m, rs, outRejected, reasonMonthlyQuota, 0)
 		h.Set("X-Credits-Charged", "0")
 		wait := d.End.Sub(now)
 		if now.IsZero() {
@@ -71,6 +72,7 @@ func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, r
 		g.log.Error("credit store error", zap.String("org", t.org.ID), zap.String("rule", rule),
 			zap.String("reason", "period"), zap.Bool("fail_open", failOpen), zap.Error(err))
 		if !failOpen {
+			g.metrics.count(t.m, rs, outFailClosed, 0, 0)
 			h.Set("X-Credits-Charged", "0")
 			writeError(w, errStoreUnavailable, 1)
 			return d, false

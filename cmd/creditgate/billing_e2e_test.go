@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creditgate/creditgate/internal/metricstest"
 	"github.com/creditgate/creditgate/internal/redistest"
 	"github.com/creditgate/creditgate/limiter"
 )
@@ -176,6 +177,14 @@ func billingRace(t *testing.T, redisURL string, held func(key string) (int64, er
 	}
 	if want := (a - free) * 140; rep.TotalAmountMicros != want { // all within the first slab, $0.14 per 1,000
 		t.Fatalf("billed %d micro-dollars, want %d", rep.TotalAmountMicros, want)
+	}
+	// The metrics of the two gateways agree with the bill.
+	var addonMetric float64
+	for _, p := range gws {
+		addonMetric += metricstest.Scrape(t, p.admin+"/metrics").Sum("creditgate_addon_credits_total")
+	}
+	if int64(addonMetric) != rep.TotalAddonCredits {
+		t.Fatalf("creditgate_addon_credits_total sums to %v over both gateways, billed %d", addonMetric, rep.TotalAddonCredits)
 	}
 	for _, p := range gws {
 		for _, tok := range []string{e2eAdminToken, e2eViewerToken, "acme-key"} {
