@@ -22,9 +22,10 @@ const (
 	demoAdminToken = "demo-admin-token"
 )
 
-// demoAdminTokens returns the demo's admin token (a viewer: explain and reads only).
+// demoAdminTokens returns the demo's admin token: an admin, so the demo can change add-ons
+// too (it also reads, as a viewer does).
 func demoAdminTokens() *gateway.AdminTokens {
-	t, err := gateway.ParseAdminTokens("viewer:" + demoAdminToken)
+	t, err := gateway.ParseAdminTokens("admin:" + demoAdminToken)
 	if err != nil {
 		panic("demo admin tokens: " + err.Error()) // a programmer error: the string above is constant
 	}
@@ -90,11 +91,16 @@ func printDemo(w io.Writer, proxyAddr, adminAddr string) {
 		"  # 3 credits: an insert of 21 records costs 1 credit per 10 records",
 		fmt.Sprintf(`  curl -i -X POST -H 'X-Api-Key: %s' -H 'Content-Type: application/json' %s/crm/v8/Leads -d '{"data":[%s]}'`,
 			acmeKey, base, strings.TrimSuffix(strings.Repeat(`{"Last_Name":"Lee"},`, 21), ",")),
-		"  # What would a call cost, and which rule prices it? (admin listener, viewer token)",
+		"  # What would a call cost, and which rule prices it? (admin listener, admin token)",
 		fmt.Sprintf(`  curl -i -X POST -H 'Authorization: Bearer %s' http://%s/admin/v1/explain -d '{"method":"POST","path":"/crm/v8/Leads/actions/add_tags","body":{"ids":[1,2,3]}}'`,
 			demoAdminToken, loopbackAddr(adminAddr)),
 		"  # Where an org's credits stand (not charged, not forwarded)",
 		fmt.Sprintf("  curl -i -H 'Authorization: Bearer %s' %s/creditgate/v1/usage", acmeKey, base),
+		"  # Sell acme 5,000 add-on credits a day (its limit becomes 25,000), and what 100,000 would cost",
+		fmt.Sprintf(`  curl -i -X PUT -H 'Authorization: Bearer %s' http://%s/admin/v1/orgs/acme/addon -d '{"limit":5000}'`,
+			demoAdminToken, loopbackAddr(adminAddr)),
+		fmt.Sprintf(`  curl -i -H 'Authorization: Bearer %s' 'http://%s/admin/v1/quote?addon_credits=100000'`,
+			demoAdminToken, loopbackAddr(adminAddr)),
 		"  # Health",
 		fmt.Sprintf("  curl -i http://%s/readyz", loopbackAddr(adminAddr)),
 		"",

@@ -587,7 +587,7 @@ func TestDemo(t *testing.T) {
 			break
 		}
 	}
-	want := []int{200, 200, 200, 429, 200, 401, 200, 200, 200, 200}
+	want := []int{200, 200, 200, 429, 200, 401, 200, 200, 200, 200, 200, 200}
 	if len(lines) != len(want) {
 		t.Fatalf("demo printed %d curl lines, want %d:\n%s", len(lines), len(want), gw.stdout.String())
 	}
@@ -604,6 +604,12 @@ func TestDemo(t *testing.T) {
 		}
 		if strings.Contains(line, "/admin/v1/explain") && !strings.Contains(body, `"cost":1,"rule":"add_tags_body"`) {
 			t.Errorf("explain answered %s", body)
+		}
+		if strings.Contains(line, "/addon") && !strings.Contains(body, `"overall_credits":25000`) {
+			t.Errorf("add-on answered %s", body)
+		}
+		if strings.Contains(line, "/quote") && !strings.Contains(body, `"daily_amount_micros":8000000`) {
+			t.Errorf("quote answered %s", body)
 		}
 		if want[i] == 429 {
 			const exact = `{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}`
