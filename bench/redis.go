@@ -54,10 +54,13 @@ func redisBenchmark(addr, org string, conns int, n int) (float64, error) {
 	host, port, _ := strings.Cut(addr, ":")
 	keys := limiter.RedisKeys(org)
 	args := []string{"-h", host, "-p", port, "-c", strconv.Itoa(conns), "-n", strconv.Itoa(n), "--csv",
-		"EVALSHA", limiter.SpendScriptHash(), "5"}
+		"EVALSHA", limiter.SpendScriptHash(), strconv.Itoa(len(keys))}
 	args = append(args, keys...)
-	// cost, limit, window ms, bucket ms, now ("": server TIME), cap, heavy cap, lease, lease TTL
-	args = append(args, "1", "1000000000000000", "86400000", "60000", "", "0", "0", "", "120000")
+	// cost, limit, window ms, bucket ms, now ("": server TIME), cap, heavy cap, lease, lease
+	// TTL; then no add-ons (free, add-on, cap) and no rule (name, slot): as RedisStore.Spend
+	// sends them for an org without add-ons.
+	args = append(args, "1", "1000000000000000", "86400000", "60000", "", "0", "0", "", "120000",
+		"", "", "", "", "")
 	out, err := exec.Command("redis-benchmark", args...).CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("redis-benchmark: %w: %s", err, out)

@@ -295,7 +295,8 @@ end
 -- ARGV[14]  usage slot (ms): window/24, an hour for a 24h window
 -- The debit is recorded in the slot holding its bucket b (refund.lua finds it from b). Slots
 -- that ended a window ago are trimmed when a new member appears, so an org holds at most
--- (window/slot + 2) x rules members; both keys expire a window and a slot after the last debit.
+-- (window/slot + 2) x rules members; both keys expire a window and a slot after the last slot
+-- (of any rule) began.
 local rule = ARGV[13] or ''
 local slot = tonumber(ARGV[14] or '0') or 0
 if rule ~= '' and slot > 0 then
@@ -308,9 +309,11 @@ if rule ~= '' and slot > 0 then
 			redis.call('HDEL', KEYS[9], unpack(old))
 			redis.call('ZREM', KEYS[10], unpack(old))
 		end
+		-- Only when a slot's first debit adds a member: the newest member is the last to
+		-- expire, and it started before now, so window + slot from now outlives every member.
+		redis.call('PEXPIRE', KEYS[9], window + slot)
+		redis.call('PEXPIRE', KEYS[10], window + slot)
 	end
-	redis.call('PEXPIRE', KEYS[9], window + slot)
-	redis.call('PEXPIRE', KEYS[10], window + slot)
 end
 -- End of usage by rule ----------------------------------------------------------------------
 
