@@ -129,6 +129,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		cfg.plans = &plans{editions: costtable.BuiltinEditions(), orgs: list, dir: dir}
 		if adminTokens.Len() == 0 {
 			adminTokens = demoAdminTokens()
+			cfg.adminTokens = adminTokens // for the start-up log
 		}
 	}
 	// The plans in force. The gateway asks for limits only when it is handed a roster
