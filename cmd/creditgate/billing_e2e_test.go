@@ -201,7 +201,14 @@ func billingRace(t *testing.T, redisURL string, held func(key string) (int64, er
 func TestBillingSurvivesRedisRestart(t *testing.T) {
 	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	up := newCostUpstream(t, 0)
-	gw := startGateway(t, billingVars(up.URL, srv.URL, 100))
+	vars := billingVars(up.URL, srv.URL, 100)
+	// An fsync per write can take longer than the default 500ms read timeout on a loaded CI
+	// disk; a call that timed out would then be forwarded uncharged (fail open) and the count
+	// below would be off by its credits. Wait longer, and never admit a call uncharged.
+	vars["CREDITGATE_REDIS_URL"] = srv.URL + "?read_timeout=5s&write_timeout=5s"
+	vars["CREDITGATE_REDIS_TIMEOUT"] = "10s"
+	vars["CREDITGATE_FAIL_MODE"] = "closed"
+	gw := startGateway(t, vars)
 	if s, body := adminDo(t, "PUT", gw.admin+"/admin/v1/orgs/acme/addon", e2eAdminToken, `{"limit":200}`); s != 200 {
 		t.Fatalf("PUT: %d %s", s, body)
 	}
