@@ -399,3 +399,42 @@ func BenchmarkRedisUsage(b *testing.B) {
 		}
 	}
 }
+
+// TestRedisLayoutChangeFreesExpiredCredits: expiry is lazy, so the running total can still
+// count buckets the old layout has expired. A layout change carries over only the live ones,
+// and Usage reports what the next Spend will see.
+func TestRedisLayoutChangeFreesExpiredCredits(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	t0 := time.UnixMilli(1_767_225_600_000 + 37_123)
+	k := limiter.NewKey("relayout-expired", 10)
+	before, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: time.Hour, Bucket: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 6 credits at t0 (expired by t0+62m), 3 at t0+30m (still live then).
+	for _, step := range []struct {
+		at   time.Duration
+		cost int64
+	}{{0, 6}, {30 * time.Minute, 3}} {
+		if d, err := before.Spend(ctx, k, step.cost, t0.Add(step.at)); err != nil || !d.Allowed {
+			t.Fatalf("Spend(%d at +%s) = %+v, %v", step.cost, step.at, d, err)
+		}
+	}
+	after, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: time.Hour, Bucket: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	change := t0.Add(62 * time.Minute)
+	u, err := after.Usage(ctx, k, change)
+	if err != nil || u.Used != 3 {
+		t.Fatalf("Usage after the change = %+v, %v; want 3 used (the 6 of t0 expired)", u, err)
+	}
+	d, err := after.Spend(ctx, k, 7, change)
+	if err != nil || !d.Allowed || d.Used != 10 {
+		t.Fatalf("Spend(7) after the change = %+v, %v; want allowed with 10 used", d, err)
+	}
+	if d, err := after.Spend(ctx, k, 1, change); !errors.Is(err, limiter.ErrOverLimit) || d.Used != 10 {
+		t.Fatalf("Spend(1) at the limit = %+v, %v; want rejected", d, err)
+	}
+}

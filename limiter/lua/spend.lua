@@ -118,6 +118,26 @@ local function ring_first_held(from, to)
 	return to
 end
 
+-- relaid_held returns the credits a ring laid out for another bucket (ob ms) and slot count
+-- (os) still holds at now: the sum of its buckets a spend under that layout would not expire.
+-- That layout's window is not stored; (os - 1) * ob is at least that window, so no credit is
+-- freed early. An unreadable layout keeps the whole running total (total).
+-- usage.lua has the same function: keep the two alike.
+local function relaid_held(raw, head, tail, ob, os, now, total)
+	if ob == nil or os == nil or ob <= 0 or os < 2 then
+		return total
+	end
+	local first = math.max(tail, math.floor((now - os * ob) / ob) + 1, head - os + 1)
+	local held = 0
+	for k = first, head do
+		local at = (k % os) * 8 + 1
+		if at + 7 <= #raw then
+			held = held + struct.unpack('>i8', raw, at)
+		end
+	end
+	return math.max(held, 0)
+end
+
 local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
 local fresh = head == nil or tail == nil -- no ring (never used, idle, or evicted)
@@ -127,9 +147,11 @@ if not fresh then
 end
 
 -- The window or bucket changed since the ring was laid out: its slots mean other buckets now.
--- Keep what is held, all of it in the current bucket: it frees one window from now, never
--- earlier than it would have.
+-- Keep what the old layout still holds, all of it in the current bucket: it frees one window
+-- from now, never earlier than it would have. Buckets the old layout has expired are not
+-- carried over (the running total may still count them: expiry is lazy).
 if not fresh and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
+	used = relaid_held(redis.call('GET', KEYS[1]) or '', head, tail, tonumber(pos[3]), tonumber(pos[4]), now, used)
 	local k = math.floor(now / bucket)
 	redis.call('SET', KEYS[1], string.rep('\0', slots * 8))
 	if used > 0 then
@@ -138,6 +160,7 @@ if not fresh and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
 	head, tail = k, k
 	redis.call('HSET', KEYS[2], 'head', string.format('%d', k), 'tail', string.format('%d', k),
 		'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots))
+	redis.call('SET', KEYS[3], string.format('%d', used))
 	local ttl = k * bucket + bucket + window - now
 	redis.call('PEXPIRE', KEYS[1], ttl)
 	redis.call('PEXPIRE', KEYS[2], ttl)

@@ -10,6 +10,7 @@
 -- KEYS[5]  hash: "<slot start ms>:<rule>" -> credits (spend.lua KEYS[9])
 -- KEYS[6]  sorted set: the same members scored by slot start (spend.lua KEYS[10])
 -- KEYS[7]  string: the add-on limit stored through the admin API (spend.lua KEYS[6])
+-- KEYS[8]  string: running total of the window (spend.lua KEYS[3]), read only after a layout change
 -- ARGV[1]  window (ms)
 -- ARGV[2]  bucket (ms)
 -- ARGV[3]  usage slot (ms)
@@ -39,7 +40,32 @@ local reset = 0
 local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
 local slots = math.ceil(window / bucket) + 1
-if head ~= nil and tail ~= nil and tonumber(pos[3]) == bucket and tonumber(pos[4]) == slots then
+-- relaid_held is spend.lua's function of that name: what a ring laid out for another bucket
+-- (ob ms) and slot count (os) still holds at now. Keep the two alike.
+local function relaid_held(raw, head, tail, ob, os, now, total)
+	if ob == nil or os == nil or ob <= 0 or os < 2 then
+		return total
+	end
+	local first = math.max(tail, math.floor((now - os * ob) / ob) + 1, head - os + 1)
+	local held = 0
+	for k = first, head do
+		local at = (k % os) * 8 + 1
+		if at + 7 <= #raw then
+			held = held + struct.unpack('>i8', raw, at)
+		end
+	end
+	return math.max(held, 0)
+end
+
+if head ~= nil and tail ~= nil and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
+	-- Laid out for another window or bucket: the next spend carries what the old layout still
+	-- holds into its current bucket (spend.lua), so report that, freeing one window from now.
+	local total = tonumber(redis.call('GET', KEYS[8]) or '0') or 0
+	used = relaid_held(redis.call('GET', KEYS[1]) or '', head, tail, tonumber(pos[3]), tonumber(pos[4]), now, total)
+	if used > 0 then
+		reset = math.floor(now / bucket) * bucket + bucket + window - now
+	end
+elseif head ~= nil and tail ~= nil then
 	local first = math.max(tail, math.floor((now - window - bucket) / bucket) + 1)
 	if first <= head and head - first < slots then
 		local raw = redis.call('GET', KEYS[1]) or ''
