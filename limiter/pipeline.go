@@ -114,8 +114,23 @@ func (p *PipelinedStore) flusher(ctx context.Context) {
 }
 
 // flush sends batch as one pipeline and hands each call its reply. The pipeline's deadline
-// is the latest of the callers': each caller also gives up at its own.
+// is the latest of the callers': each caller also gives up at its own. A call whose caller
+// gave up while it waited is not sent: nobody would answer its client, so it must not debit
+// credits or hold a lease.
 func (p *PipelinedStore) flush(batch []*spendCall, cmds []*redis.Cmd) {
+	live := batch[:0]
+	for _, c := range batch {
+		if err := c.ctx.Err(); err != nil {
+			c.err = err
+			c.done <- struct{}{}
+			continue
+		}
+		live = append(live, c)
+	}
+	batch = live
+	if len(batch) == 0 {
+		return
+	}
 	var deadline time.Time
 	for _, c := range batch {
 		d, ok := c.ctx.Deadline()

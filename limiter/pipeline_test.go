@@ -112,3 +112,49 @@ func TestPipelinedStoreCallerDeadline(t *testing.T) {
 		t.Fatal("Spend on a stalled Redis past the caller's deadline succeeded")
 	}
 }
+
+// TestPipelinedStoreAbandonedCallNotSent: a call whose caller gave up while it waited for a
+// flush (client gone, deadline passed) is not sent, so it debits nothing. Redis is paused
+// so the first call holds the only flusher while the second waits in the queue.
+func TestPipelinedStoreAbandonedCallNotSent(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s, err := limiter.NewRedisStore(srv.Client, limiter.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := limiter.NewPipelinedStore(t.Context(), s, 16, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := limiter.NewKey("abandoned", 1000)
+	if err := srv.Client.Do(ctx, "CLIENT", "PAUSE", "1000", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() {
+		_, err := ps.Spend(ctx, k, 1, time.Time{})
+		first <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the flusher has taken the first call and waits on Redis
+	// A client that disconnects: its context is canceled, and it has no deadline.
+	gone, cancel := context.WithCancel(ctx)
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if _, err := ps.Spend(gone, k, 100, time.Time{}); err == nil {
+		t.Fatal("Spend canceled during a 1s pause succeeded")
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first Spend: %v", err)
+	}
+	// The queue drains in order: a later call comes back only after the abandoned one was seen.
+	d, err := ps.Spend(ctx, k, 0, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Used != 1 {
+		t.Fatalf("used = %d, want 1: the abandoned call of 100 credits was sent", d.Used)
+	}
+}
