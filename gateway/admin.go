@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -70,7 +71,48 @@ func NewAdminHandler(cfg AdminConfig) http.Handler {
 		cfg.billingRoutes(mux)
 	}
 	registerUsage(mux, cfg)
-	return mux
+	return jsonMisses(mux)
+}
+
+// errRouteNotFound is a path the admin listener does not serve.
+var errRouteNotFound = errors.New("route not found")
+
+// jsonMisses answers the paths and methods mux does not serve in the one JSON error shape
+// (SPEC §7) rather than the mux's plain text. The mux still decides 404 or 405 and sets Allow.
+func jsonMisses(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(&missWriter{ResponseWriter: w}, r)
+	})
+}
+
+// missWriter turns the mux's 404 and 405 answers into writeError's; it drops their text.
+type missWriter struct {
+	http.ResponseWriter
+	replaced bool
+}
+
+func (m *missWriter) WriteHeader(code int) {
+	switch code {
+	case http.StatusNotFound:
+		m.replaced = true
+		writeError(m.ResponseWriter, errRouteNotFound, 0)
+	case http.StatusMethodNotAllowed:
+		m.replaced = true
+		writeError(m.ResponseWriter, errMethodNotAllowed, 0)
+	default:
+		m.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (m *missWriter) Write(p []byte) (int, error) {
+	if m.replaced {
+		return len(p), nil
+	}
+	return m.ResponseWriter.Write(p)
 }
 
 // require wraps an admin API handler with the token check.

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -83,5 +85,52 @@ func TestExplain(t *testing.T) {
 	defer closed.Close()
 	if resp, _ := do(t, "POST", closed.URL+"/admin/v1/explain", map[string]string{"Authorization": "Bearer view-token"}, `{"path":"/x"}`); resp.StatusCode != 401 {
 		t.Fatalf("no tokens configured: status %d", resp.StatusCode)
+	}
+}
+
+// TestAdminUnknownRouteJSON: paths and methods the admin listener does not serve answer in
+// the one JSON error shape; what it serves is untouched.
+func TestAdminUnknownRouteJSON(t *testing.T) {
+	f := newFixture(t, nil)
+	tokens, err := ParseAdminTokens("viewer:view-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := httptest.NewServer(NewAdminHandler(AdminConfig{Gateway: f.gw, Tokens: tokens}))
+	defer admin.Close()
+	tests := []struct {
+		method, path string
+		wantStatus   int
+		wantBody     string
+		wantAllow    string
+	}{
+		{"GET", "/admin/v1/nothing", 404, `{"code":"NOT_FOUND","details":{},"message":"Nothing is served at this path.","status":"error"}`, ""},
+		{"GET", "/favicon.ico", 404, `"code":"NOT_FOUND"`, ""},
+		{"DELETE", "/healthz", 405, `{"code":"METHOD_NOT_ALLOWED","details":{},"message":"This method is not allowed here.","status":"error"}`, "GET, HEAD"},
+		{"GET", "/admin/v1/explain", 405, `"code":"METHOD_NOT_ALLOWED"`, "POST"},
+		{"GET", "/healthz", 200, "ok", ""},
+	}
+	for _, tt := range tests {
+		req, err := http.NewRequest(tt.method, admin.URL+tt.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.wantStatus || !strings.Contains(string(body), tt.wantBody) {
+			t.Errorf("%s %s = %d %s; want %d with %s", tt.method, tt.path, resp.StatusCode, body, tt.wantStatus, tt.wantBody)
+		}
+		if tt.wantStatus >= 400 {
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("%s %s: Content-Type %q, want JSON", tt.method, tt.path, ct)
+			}
+		}
+		if got := resp.Header.Get("Allow"); got != tt.wantAllow {
+			t.Errorf("%s %s: Allow %q, want %q", tt.method, tt.path, got, tt.wantAllow)
+		}
 	}
 }

@@ -106,6 +106,7 @@ var errorKinds = []struct {
 	{errOrgNotFound, http.StatusNotFound, "NOT_FOUND", "No org with this ID."},
 	{errNoUsage, http.StatusNotImplemented, "NOT_SUPPORTED", "The credit store cannot report usage."},
 	{errMethodNotAllowed, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "This method is not allowed here."},
+	{errRouteNotFound, http.StatusNotFound, "NOT_FOUND", "Nothing is served at this path."},
 }
 
 func errorResponse(err error) (int, errorBody) {
