@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
 )
 
@@ -368,5 +372,58 @@ func TestMonthlyCallGivenBackWhenNotServed(t *testing.T) {
 	_, body = f.adminCall(t, "GET", "/admin/v1/orgs/mon/billing?from=2026-01-01&to=2026-01-01", viewerTok, "")
 	if !strings.Contains(body, `"total_additional_calls":0,`) {
 		t.Fatalf("calls never served were billed: %s", body)
+	}
+}
+
+// periodDownStore is a store whose monthly-plan counting is unreachable, like a dead Redis;
+// it counts the calls that reached it.
+type periodDownStore struct {
+	brokenStore
+	calls *atomic.Int64
+}
+
+func (s periodDownStore) SpendCall(context.Context, limiter.PeriodKey, time.Time, bool) (limiter.PeriodDecision, error) {
+	s.calls.Add(1)
+	return limiter.PeriodDecision{}, errors.New("dial tcp 127.0.0.1:1: connection refused")
+}
+
+func (s periodDownStore) RefundCall(context.Context, limiter.PeriodKey, limiter.PeriodDecision) error {
+	return nil
+}
+
+// TestMonthlyPlanBreaker: a monthly plan's calls go through the breaker too. After
+// BreakerFailures failures in a row the store is no longer asked (no timeout waited out on
+// every call), and the fail mode answers.
+func TestMonthlyPlanBreaker(t *testing.T) {
+	for _, failOpen := range []bool{true, false} {
+		var calls atomic.Int64
+		f := newBillingFixture(t, func(c *Config) {
+			c.Store = periodDownStore{calls: &calls}
+			c.FailOpen = failOpen
+			c.BreakerFailures = 3
+			c.BreakerCooldown = time.Hour // no probe during the test
+			list, _ := orgs.Parse("mon:edition=monthly,monthly_limit=100,keys=mon-key")
+			c.Orgs, _ = orgs.NewDirectory(list)
+			c.AddonPlanOf = func(o *orgs.Org) AddonPlan {
+				return AddonPlan{Edition: "monthly", Monthly: 100, Cap: 200, AnchorDay: 1, CallPrice: 60_000}
+			}
+		})
+		want := 503
+		if failOpen {
+			want = 200
+		}
+		for i := range 10 {
+			if resp, body := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "mon-key"}, ""); resp.StatusCode != want {
+				t.Fatalf("fail open %v, call %d: %d %s, want %d", failOpen, i+1, resp.StatusCode, body, want)
+			}
+		}
+		// Three failures in a row open it; under fail open the credit debit of a call that
+		// passed uncounted fails too, and counts.
+		if got := calls.Load(); got < 2 || got > 3 {
+			t.Errorf("fail open %v: the store was asked %d times for 10 calls, want 2 or 3 (then the breaker opens)", failOpen, got)
+		}
+		if !f.gw.BreakerOpen() {
+			t.Errorf("fail open %v: breaker closed after the store failed 10 times", failOpen)
+		}
 	}
 }

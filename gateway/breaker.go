@@ -201,6 +201,32 @@ func (g *Gateway) spend(client context.Context, key limiter.Key, cost int64, now
 	return d, err
 }
 
+// spendCall counts a monthly plan's call behind the breaker, as spend debits credits: with
+// Redis down it must not wait out a timeout on every call either.
+func (g *Gateway) spendCall(client context.Context, ps limiter.PeriodStore, p limiter.PeriodKey, now time.Time) (limiter.PeriodDecision, error) {
+	if !g.breaker.allow() {
+		return limiter.PeriodDecision{}, errBreakerOpen
+	}
+	ctx, cancel := g.spendContext(client)
+	start := time.Now()
+	d, err := ps.SpendCall(ctx, p, now, true)
+	cancel()
+	switch {
+	case err == nil:
+		g.metrics.observeStore(opPeriod, resultOK, start)
+		g.breaker.done(nil)
+	case errors.Is(err, limiter.ErrPeriodExhausted):
+		g.metrics.observeStore(opPeriod, resultRejected, start)
+		g.breaker.done(nil)
+	case client.Err() != nil:
+		g.metrics.storeOps[opPeriod][resultError].Observe(time.Since(start).Seconds())
+	default:
+		g.metrics.observeStore(opPeriod, resultError, start)
+		g.breaker.done(err)
+	}
+	return d, err
+}
+
 // refund runs Store.Refund behind the breaker, with a context of its own (the client's
 // may be gone already). With the breaker open the refund is skipped and reported as an error.
 func (g *Gateway) refund(parent context.Context, key limiter.Key, d limiter.Decision) error {

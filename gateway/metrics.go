@@ -95,10 +95,11 @@ const (
 	opSpend = iota
 	opRefund
 	opRelease
+	opPeriod // a monthly plan's call counted against its period
 	numStoreOps
 )
 
-var storeOpNames = [numStoreOps]string{"spend", "refund", "release"}
+var storeOpNames = [numStoreOps]string{"spend", "refund", "release", "period"}
 
 const (
 	resultOK       = iota // the store decided: allowed, or a refund/release done

@@ -40,9 +40,7 @@ func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, r
 		err = errNoPeriods
 	)
 	if ok {
-		ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
-		d, err = ps.SpendCall(ctx, *t.period, now, true)
-		cancel()
+		d, err = g.spendCall(r.Context(), ps, *t.period, now)
 	}
 	h := w.Header()
 	switch {
@@ -69,8 +67,10 @@ func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, r
 			return d, false
 		}
 		failOpen := g.cfg.FailOpen || g.cfg.Shadow
-		g.log.Error("credit store error", zap.String("org", t.org.ID), zap.String("rule", rule),
-			zap.String("reason", "period"), zap.Bool("fail_open", failOpen), zap.Error(err))
+		if err != errBreakerOpen { // the breaker logs once when it opens
+			g.log.Error("credit store error", zap.String("org", t.org.ID), zap.String("rule", rule),
+				zap.String("reason", "period"), zap.Bool("fail_open", failOpen), zap.Error(err))
+		}
 		if !failOpen {
 			g.metrics.count(t.m, rs, outFailClosed, 0, 0)
 			h.Set("X-Credits-Charged", "0")
@@ -87,9 +87,8 @@ func (g *Gateway) uncountCall(r *http.Request, t *tenant, d limiter.PeriodDecisi
 	if !ok || !d.Allowed || t.period == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), g.cfg.StoreTimeout)
-	defer cancel()
-	if err := ps.RefundCall(ctx, *t.period, d); err != nil {
+	err := g.storeCall(r.Context(), opRefund, func(ctx context.Context) error { return ps.RefundCall(ctx, *t.period, d) })
+	if err != nil {
 		g.log.Error("period refund failed", zap.String("org", t.org.ID), zap.Error(err))
 	}
 }
