@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -136,6 +135,10 @@ func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, li
 		writeError(w, err, 0)
 		return
 	}
+	if g.cfg.Usage == nil {
+		writeError(w, errNoUsage, 0) // it could not answer the new usage
+		return
+	}
 	p := t.plan
 	switch {
 	case p.Monthly > 0 && (limit < 0 || limit > p.Cap):
@@ -161,63 +164,20 @@ func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, li
 		return
 	}
 	g.log.Info("add-on limit set", zap.String("org", t.org.ID), zap.Int64("addon", limit))
+	u, ok := g.readUsage(w, r, t)
+	if !ok {
+		return
+	}
+	resp := g.usageOf(t, u)
 	if t.period != nil {
-		g.writeMonthlyUsage(w, r, t)
-		return
-	}
-	g.writeAddonUsage(w, r, t)
-}
-
-// addonUsage is the answer to an add-on change: the org's usage with the new limit in force
-// (the fields of GET /admin/v1/orgs/{org}/usage).
-type addonUsage struct {
-	Org               string  `json:"org"`
-	Edition           string  `json:"edition"`
-	DailyFreeLimit    int64   `json:"daily_free_limit"`
-	AdditionalCredits int64   `json:"additional_credits"`
-	AddonCap          int64   `json:"addon_cap"`
-	OverallCredits    int64   `json:"overall_credits"`
-	UsedCredits       int64   `json:"used_credits"`
-	UnusedCredits     int64   `json:"unused_credits"`
-	PercentUsed       float64 `json:"percent_used"`
-	WindowSeconds     int64   `json:"window_seconds"`
-	NextFreeAt        *string `json:"next_free_at"`
-}
-
-func (g *Gateway) writeAddonUsage(w http.ResponseWriter, r *http.Request, t *tenant) {
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
-	defer cancel()
-	var now time.Time
-	if g.cfg.Clock != nil {
-		now = g.cfg.Clock()
-	}
-	// Cost 0 only reads. ErrOverLimit is no failure here: a lowered limit below what is held.
-	d, err := g.cfg.Store.Spend(ctx, t.key.WithConcurrency(0, 0), 0, now)
-	if err != nil && !errors.Is(err, limiter.ErrOverLimit) {
-		g.log.Error("usage not read", zap.String("org", t.org.ID), zap.Error(err))
-		writeError(w, errStoreUnavailable, 1)
-		return
-	}
-	free := d.Limit
-	if t.plan.Cap > 0 {
-		free = t.plan.Free
-	}
-	u := addonUsage{
-		Org: t.org.ID, Edition: t.plan.Edition, DailyFreeLimit: free, AdditionalCredits: d.Limit - free,
-		AddonCap: t.plan.Cap, OverallCredits: d.Limit, UsedCredits: d.Used, UnusedCredits: d.Remaining,
-		WindowSeconds: int64(g.cfg.Window / time.Second),
-	}
-	if d.Limit > 0 {
-		u.PercentUsed = float64(d.Used*10000/d.Limit) / 100
-	}
-	if d.Reset > 0 {
-		if now.IsZero() {
-			now = time.Now()
+		if !g.addPeriodUsage(w, r, t, &resp) {
+			return
 		}
-		s := now.Add(d.Reset).UTC().Format(time.RFC3339)
-		u.NextFreeAt = &s
+		resp.AdditionalCap = &p.Cap
+	} else {
+		resp.AddonCap = &p.Cap
 	}
-	writeJSON(w, u)
+	writeJSON(w, resp)
 }
 
 // quoteResponse is the reference's calculator: what an add-on limit costs if fully used.

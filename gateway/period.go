@@ -93,43 +93,6 @@ func (g *Gateway) uncountCall(r *http.Request, t *tenant, d limiter.PeriodDecisi
 	}
 }
 
-// monthlyUsage answers an additional-calls change of a monthly plan.
-type monthlyUsage struct {
-	Org             string `json:"org"`
-	Edition         string `json:"edition"`
-	MonthlyLimit    int64  `json:"monthly_limit"`
-	AdditionalCalls int64  `json:"additional_calls"`
-	AdditionalCap   int64  `json:"additional_cap"`
-	PeriodUsed      int64  `json:"period_used"`
-	PeriodStart     string `json:"period_start"`
-	PeriodEnd       string `json:"period_end"`
-}
-
-func (g *Gateway) writeMonthlyUsage(w http.ResponseWriter, r *http.Request, t *tenant) {
-	ps, ok := g.cfg.Store.(limiter.PeriodStore)
-	if !ok {
-		writeError(w, errNoBilling, 0)
-		return
-	}
-	var now time.Time
-	if g.cfg.Clock != nil {
-		now = g.cfg.Clock()
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
-	defer cancel()
-	d, err := ps.SpendCall(ctx, *t.period, now, false)
-	if err != nil {
-		g.log.Error("period not read", zap.String("org", t.org.ID), zap.Error(err))
-		writeError(w, errStoreUnavailable, 1)
-		return
-	}
-	writeJSON(w, monthlyUsage{
-		Org: t.org.ID, Edition: t.plan.Edition, MonthlyLimit: t.period.Monthly, AdditionalCalls: d.Limit - t.period.Monthly,
-		AdditionalCap: t.plan.Cap, PeriodUsed: d.Used,
-		PeriodStart: d.Start.Format(time.RFC3339), PeriodEnd: d.End.Format(time.RFC3339),
-	})
-}
-
 // monthlyDay is one UTC day of a monthly plan's billing report.
 type monthlyDay struct {
 	Date               string `json:"date"`

@@ -37,27 +37,32 @@ var (
 // usageResponse is the body of GET /admin/v1/orgs/{org}/usage and GET /creditgate/v1/usage
 // (SPEC §7). The monthly-plan fields belong with monthly plans and are not sent yet.
 type usageResponse struct {
-	Org               string  `json:"org"`
-	Edition           string  `json:"edition"`
-	DailyFreeLimit    int64   `json:"daily_free_limit"`
-	AdditionalCredits int64   `json:"additional_credits"`
-	OverallCredits    int64   `json:"overall_credits"`
-	UsedCredits       int64   `json:"used_credits"`
-	UnusedCredits     int64   `json:"unused_credits"`
-	PercentUsed       float64 `json:"percent_used"` // of overall_credits, two decimals
-	ConcurrencyLimit  int64   `json:"concurrency_limit"`
-	ConcurrencyInUse  int64   `json:"concurrency_in_use"`
-	WindowSeconds     int64   `json:"window_seconds"`
+	Org               string `json:"org"`
+	Edition           string `json:"edition"`
+	DailyFreeLimit    int64  `json:"daily_free_limit"`
+	AdditionalCredits int64  `json:"additional_credits"`
+	// AddonCap is the most additional_credits may be; only in answers to an add-on change.
+	AddonCap         *int64  `json:"addon_cap,omitempty"`
+	OverallCredits   int64   `json:"overall_credits"`
+	UsedCredits      int64   `json:"used_credits"`
+	UnusedCredits    int64   `json:"unused_credits"`
+	PercentUsed      float64 `json:"percent_used"` // of overall_credits, two decimals
+	ConcurrencyLimit int64   `json:"concurrency_limit"`
+	ConcurrencyInUse int64   `json:"concurrency_in_use"`
+	WindowSeconds    int64   `json:"window_seconds"`
 	// NextFreeAt is when the oldest consumed credits free up; null when nothing is consumed.
 	NextFreeAt *string `json:"next_free_at"`
 	// AsOf is the instant of the read on the store's clock.
 	AsOf string `json:"as_of"`
 
-	// Monthly plans only: calls per period, additional calls allowed on top, calls counted in
-	// the current period, and when it ends (RFC 3339).
+	// Monthly plans only: calls per period, additional calls allowed on top (and, in answers
+	// to a change, the most they may be), calls counted in the current period, and when it
+	// starts and ends (RFC 3339).
 	MonthlyLimit    *int64  `json:"monthly_limit,omitempty"`
 	AdditionalCalls *int64  `json:"additional_calls,omitempty"`
+	AdditionalCap   *int64  `json:"additional_cap,omitempty"`
 	PeriodUsed      *int64  `json:"period_used,omitempty"`
+	PeriodStart     *string `json:"period_start,omitempty"`
 	PeriodEnd       *string `json:"period_end,omitempty"`
 }
 
@@ -207,8 +212,9 @@ func (g *Gateway) addPeriodUsage(w http.ResponseWriter, r *http.Request, t *tena
 		return false
 	}
 	monthly, additional, used := t.period.Monthly, d.Limit-t.period.Monthly, d.Used
-	end := d.End.UTC().Format(time.RFC3339)
-	resp.MonthlyLimit, resp.AdditionalCalls, resp.PeriodUsed, resp.PeriodEnd = &monthly, &additional, &used, &end
+	start, end := d.Start.UTC().Format(time.RFC3339), d.End.UTC().Format(time.RFC3339)
+	resp.MonthlyLimit, resp.AdditionalCalls, resp.PeriodUsed = &monthly, &additional, &used
+	resp.PeriodStart, resp.PeriodEnd = &start, &end
 	return true
 }
 
