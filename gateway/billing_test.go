@@ -306,6 +306,18 @@ func TestMonthlyPlan(t *testing.T) {
 	if resp.StatusCode != 429 || strings.TrimSpace(body) != want || resp.Header.Get("Retry-After") != "2678400" || f.up.count() != 4 {
 		t.Fatalf("5th call: %d Retry-After %s %s (upstream saw %d calls)", resp.StatusCode, resp.Header.Get("Retry-After"), body, f.up.count())
 	}
+	// Rate-limit fields on the refusal too: the period's policy beside the credit window's.
+	for name, want := range map[string]string{
+		"X-Ratelimit-Remaining": "0", "X-Ratelimit-Reset": "2678400", "X-Credits-Charged": "0",
+		"Ratelimit": `"monthly";r=0;t=2678400`,
+	} {
+		if got := resp.Header.Get(name); got != want {
+			t.Errorf("5th call: %s = %q, want %q", name, got, want)
+		}
+	}
+	if got := resp.Header.Get("Ratelimit-Policy"); !strings.HasSuffix(got, `, "monthly";q=4;w=2678400`) || resp.Header.Get("X-Ratelimit-Limit") == "" {
+		t.Errorf("5th call: Ratelimit-Policy %q, X-Ratelimit-Limit %q", got, resp.Header.Get("X-Ratelimit-Limit"))
+	}
 	if s, body := f.adminCall(t, "PUT", "/admin/v1/orgs/mon/addon", viewerTok, `{"limit":3}`); s != 403 {
 		t.Fatalf("viewer: %d %s", s, body)
 	}
@@ -413,8 +425,12 @@ func TestMonthlyPlanBreaker(t *testing.T) {
 			want = 200
 		}
 		for i := range 10 {
-			if resp, body := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "mon-key"}, ""); resp.StatusCode != want {
+			resp, body := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "mon-key"}, "")
+			if resp.StatusCode != want {
 				t.Fatalf("fail open %v, call %d: %d %s, want %d", failOpen, i+1, resp.StatusCode, body, want)
+			}
+			if resp.Header.Get("X-Ratelimit-Limit") == "" || resp.Header.Get("Ratelimit-Policy") == "" {
+				t.Errorf("fail open %v, call %d: no policy fields: %v", failOpen, i+1, resp.Header)
 			}
 		}
 		// Three failures in a row open it; under fail open the credit debit of a call that

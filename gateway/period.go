@@ -55,11 +55,20 @@ func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, r
 		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule),
 			zap.String("reason", "period"), zap.Int64("period_used", d.Used), zap.Time("period_end", d.End))
 		g.metrics.count(t.m, rs, outRejected, reasonMonthlyQuota, 0)
-		h.Set("X-Credits-Charged", "0")
 		wait := d.End.Sub(now)
 		if now.IsZero() {
 			wait = time.Until(d.End)
 		}
+		secs := strconv.FormatInt(ceilSeconds(wait), 10)
+		// The credit window was not read; the period is what refuses the call, so it is
+		// the policy with nothing remaining until it ends.
+		h.Set("X-Ratelimit-Limit", t.limit)
+		h.Set("X-Ratelimit-Remaining", "0")
+		h.Set("X-Ratelimit-Reset", secs)
+		h.Set("Ratelimit-Policy", t.policy+`, "monthly";q=`+strconv.FormatInt(d.Limit, 10)+
+			`;w=`+strconv.FormatInt(int64(d.End.Sub(d.Start)/time.Second), 10))
+		h.Set("Ratelimit", `"monthly";r=0;t=`+secs)
+		h.Set("X-Credits-Charged", "0")
 		writeError(w, periodExhausted(t.period.Monthly, d.Limit-t.period.Monthly, d.End), ceilSeconds(wait))
 		return d, false
 	default:
@@ -73,6 +82,9 @@ func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, r
 		}
 		if !failOpen {
 			g.metrics.count(t.m, rs, outFailClosed, 0, 0)
+			// Remaining and reset are unknown; the policy is not.
+			h.Set("X-Ratelimit-Limit", t.limit)
+			h.Set("Ratelimit-Policy", t.policy)
 			h.Set("X-Credits-Charged", "0")
 			writeError(w, errStoreUnavailable, 1)
 			return d, false
