@@ -185,6 +185,8 @@ func (c *Config) validate(environ map[string]string) error {
 
 	c.demo = c.UpstreamURL == "" && c.Orgs == "" && c.OrgsFile == ""
 	switch {
+	case c.demo && c.EditionsFile != "":
+		bad("CREDITGATE_EDITIONS_FILE", "is set but no orgs are (the demo uses the built-in editions): set CREDITGATE_ORGS or CREDITGATE_ORGS_FILE, and CREDITGATE_UPSTREAM_URL")
 	case c.demo:
 	case c.UpstreamURL == "":
 		bad("CREDITGATE_UPSTREAM_URL", "must be set when CREDITGATE_ORGS or CREDITGATE_ORGS_FILE is (unset all three for the demo)")

@@ -244,3 +244,22 @@ func writeFile(t *testing.T, path, data string) {
 		t.Fatal(err)
 	}
 }
+
+// TestDemoLinesWithOperatorTokens: with CREDITGATE_ADMIN_TOKENS set the demo keeps the
+// operator's tokens, so its admin curl lines must not print the demo token, which is refused.
+func TestDemoLinesWithOperatorTokens(t *testing.T) {
+	var b strings.Builder
+	printDemo(&b, "127.0.0.1:8080", "127.0.0.1:9090", "")
+	if out := b.String(); strings.Contains(out, demoAdminToken) || !strings.Contains(out, "Bearer $CREDITGATE_ADMIN_TOKEN") {
+		t.Fatalf("demo lines with the operator's tokens:\n%s", out)
+	}
+}
+
+// TestEditionsFileWithoutOrgs: an editions file alone would start the demo, which uses the
+// built-in editions; the operator meant a configured gateway, so it is an error.
+func TestEditionsFileWithoutOrgs(t *testing.T) {
+	_, err := loadConfig(map[string]string{"CREDITGATE_EDITIONS_FILE": "editions.yaml"})
+	if err == nil || !strings.Contains(err.Error(), "CREDITGATE_EDITIONS_FILE: is set but no orgs are") {
+		t.Fatalf("loadConfig = %v, want an error naming CREDITGATE_EDITIONS_FILE", err)
+	}
+}

@@ -70,9 +70,14 @@ func demoAPI(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// printDemo prints curl lines that work as printed against the demo.
-func printDemo(w io.Writer, proxyAddr, adminAddr string) {
+// printDemo prints curl lines that work as printed against the demo. adminToken is the demo's
+// admin token, or "" when CREDITGATE_ADMIN_TOKENS set the operator's own: the admin lines
+// then name it rather than print a token that is not accepted.
+func printDemo(w io.Writer, proxyAddr, adminAddr, adminToken string) {
 	base := "http://" + loopbackAddr(proxyAddr)
+	if adminToken == "" {
+		adminToken = "$CREDITGATE_ADMIN_TOKEN" // an admin token of CREDITGATE_ADMIN_TOKENS
+	}
 	lines := []string{
 		"",
 		"creditgate demo: in-memory store, built-in sample API, demo orgs. Try:",
@@ -93,18 +98,18 @@ func printDemo(w io.Writer, proxyAddr, adminAddr string) {
 			acmeKey, base, strings.TrimSuffix(strings.Repeat(`{"Last_Name":"Lee"},`, 21), ",")),
 		"  # What would a call cost, and which rule prices it? (admin listener, admin token)",
 		fmt.Sprintf(`  curl -i -X POST -H 'Authorization: Bearer %s' http://%s/admin/v1/explain -d '{"method":"POST","path":"/crm/v8/Leads/actions/add_tags","body":{"ids":[1,2,3]}}'`,
-			demoAdminToken, loopbackAddr(adminAddr)),
+			adminToken, loopbackAddr(adminAddr)),
 		"  # Where an org's credits stand (not charged, not forwarded)",
 		fmt.Sprintf("  curl -i -H 'Authorization: Bearer %s' %s/creditgate/v1/usage", acmeKey, base),
 		"  # Sell acme 5,000 add-on credits a day (its limit becomes 25,000), and what 100,000 would cost",
 		fmt.Sprintf(`  curl -i -X PUT -H 'Authorization: Bearer %s' http://%s/admin/v1/orgs/acme/addon -d '{"limit":5000}'`,
-			demoAdminToken, loopbackAddr(adminAddr)),
+			adminToken, loopbackAddr(adminAddr)),
 		fmt.Sprintf(`  curl -i -H 'Authorization: Bearer %s' 'http://%s/admin/v1/quote?addon_credits=100000'`,
-			demoAdminToken, loopbackAddr(adminAddr)),
+			adminToken, loopbackAddr(adminAddr)),
 		"  # Health",
 		fmt.Sprintf("  curl -i http://%s/readyz", loopbackAddr(adminAddr)),
 		"",
-		fmt.Sprintf("Usage page: http://%s/ui/?org=acme#token=%s", loopbackAddr(adminAddr), demoAdminToken),
+		fmt.Sprintf("Usage page: http://%s/ui/?org=acme#token=%s", loopbackAddr(adminAddr), adminToken),
 		"",
 		"Stop with Ctrl-C. Configure CREDITGATE_UPSTREAM_URL and CREDITGATE_ORGS for real use (see README).",
 		"",

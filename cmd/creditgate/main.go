@@ -114,6 +114,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 
 	upstream, adminTokens := cfg.upstream, cfg.adminTokens
+	demoToken := "" // the demo's admin token, when the demo made one
 	if cfg.demo {
 		demoURL, closeDemo, err := startDemoUpstream()
 		if err != nil {
@@ -128,6 +129,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		}
 		cfg.plans = &plans{editions: costtable.BuiltinEditions(), orgs: list, dir: dir}
 		if adminTokens.Len() == 0 {
+			demoToken = demoAdminToken
 			adminTokens = demoAdminTokens()
 			cfg.adminTokens = adminTokens // for the start-up log
 		}
@@ -196,7 +198,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		zap.String("proxy_addr", proxyLn.Addr().String()), zap.String("admin_addr", adminLn.Addr().String()),
 	}, cfg.logFields()...)...)
 	if cfg.demo {
-		printDemo(stdout, proxyLn.Addr().String(), adminLn.Addr().String())
+		printDemo(stdout, proxyLn.Addr().String(), adminLn.Addr().String(), demoToken)
 	}
 
 	if adminTokens.Len() == 0 {
