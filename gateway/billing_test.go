@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/creditgate/creditgate/internal/metricstest"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
 )
@@ -440,6 +441,41 @@ func TestMonthlyPlanBreaker(t *testing.T) {
 		}
 		if !f.gw.BreakerOpen() {
 			t.Errorf("fail open %v: breaker closed after the store failed 10 times", failOpen)
+		}
+	}
+}
+
+// TestMonthlyPlanShadow: in shadow mode a monthly plan's calls past the period's quota are
+// forwarded, and counted as rejections by monthly_quota; each call counts once in requests.
+func TestMonthlyPlanShadow(t *testing.T) {
+	m := NewMetrics(MetricsOptions{MaxOrgs: 10})
+	f := newBillingFixture(t, func(c *Config) {
+		c.Shadow = true
+		c.Metrics = m
+		list, _ := orgs.Parse("mon:edition=monthly,monthly_limit=1,keys=mon-key")
+		c.Orgs, _ = orgs.NewDirectory(list)
+		c.AddonPlanOf = func(o *orgs.Org) AddonPlan {
+			return AddonPlan{Edition: "monthly", Monthly: 1, Cap: 2, AnchorDay: 1, CallPrice: 60_000}
+		}
+	})
+	for i := range 3 {
+		if resp, body := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "mon-key"}, ""); resp.StatusCode != 200 {
+			t.Fatalf("call %d in shadow mode: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	admin := httptest.NewServer(NewAdminHandler(AdminConfig{Gateway: f.gw, Metrics: m}))
+	defer admin.Close()
+	fams := metricstest.Scrape(t, admin.URL+"/metrics")
+	for _, tt := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"creditgate_rejections_total", []string{"org", "mon", "edition", "monthly", "reason", "monthly_quota"}, 2},
+		{"creditgate_requests_total", []string{"org", "mon", "edition", "monthly", "outcome", "allowed"}, 3},
+	} {
+		if got, ok := fams.Value(tt.name, tt.labels...); !ok || got != tt.want {
+			t.Errorf("%s%v = %v (present %v), want %v", tt.name, tt.labels, got, ok, tt.want)
 		}
 	}
 }

@@ -50,6 +50,10 @@ func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, r
 		if g.cfg.Shadow {
 			g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule),
 				zap.String("reason", "period"), zap.Int64("period_used", d.Used))
+			// The rejection only: the call goes on to the window, which counts its outcome.
+			if t.m != nil {
+				t.m.rejections[reasonMonthlyQuota].Inc()
+			}
 			return limiter.PeriodDecision{}, true
 		}
 		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule),
