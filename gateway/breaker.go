@@ -168,10 +168,10 @@ func (b *breaker) close() {
 }
 
 // storeFailed reports whether err from a store call is a failure of the store (as opposed
-// to one of its decisions: over limit, cost too high, concurrency cap).
+// to one of its decisions: over limit, cost too high, concurrency cap, period used up).
 func storeFailed(err error) bool {
 	return err != nil && !errors.Is(err, limiter.ErrOverLimit) && !errors.Is(err, limiter.ErrCostExceedsLimit) &&
-		!errors.Is(err, limiter.ErrConcurrency)
+		!errors.Is(err, limiter.ErrConcurrency) && !errors.Is(err, limiter.ErrPeriodExhausted)
 }
 
 // spend runs Store.Spend behind the breaker and measures it. client is the caller's own
@@ -184,20 +184,7 @@ func (g *Gateway) spend(client context.Context, key limiter.Key, cost int64, now
 	start := time.Now()
 	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
 	cancel()
-	switch {
-	case err == nil:
-		g.metrics.observeStore(opSpend, resultOK, start)
-		g.breaker.done(nil)
-	case !storeFailed(err):
-		g.metrics.observeStore(opSpend, resultRejected, start)
-		g.breaker.done(nil)
-	case client.Err() != nil:
-		// The client left: its cancellation, not the store's failure.
-		g.metrics.storeOps[opSpend][resultError].Observe(time.Since(start).Seconds())
-	default:
-		g.metrics.observeStore(opSpend, resultError, start)
-		g.breaker.done(err)
-	}
+	g.settle(client, opSpend, start, err)
 	return d, err
 }
 
@@ -211,20 +198,26 @@ func (g *Gateway) spendCall(client context.Context, ps limiter.PeriodStore, p li
 	start := time.Now()
 	d, err := ps.SpendCall(ctx, p, now, true)
 	cancel()
+	g.settle(client, opPeriod, start, err)
+	return d, err
+}
+
+// settle measures a deciding store call (op, begun at start) and reports it to the breaker.
+func (g *Gateway) settle(client context.Context, op int, start time.Time, err error) {
 	switch {
 	case err == nil:
-		g.metrics.observeStore(opPeriod, resultOK, start)
+		g.metrics.observeStore(op, resultOK, start)
 		g.breaker.done(nil)
-	case errors.Is(err, limiter.ErrPeriodExhausted):
-		g.metrics.observeStore(opPeriod, resultRejected, start)
+	case !storeFailed(err):
+		g.metrics.observeStore(op, resultRejected, start)
 		g.breaker.done(nil)
 	case client.Err() != nil:
-		g.metrics.storeOps[opPeriod][resultError].Observe(time.Since(start).Seconds())
+		// The client left: its cancellation, not the store's failure.
+		g.metrics.storeOps[op][resultError].Observe(time.Since(start).Seconds())
 	default:
-		g.metrics.observeStore(opPeriod, resultError, start)
+		g.metrics.observeStore(op, resultError, start)
 		g.breaker.done(err)
 	}
-	return d, err
 }
 
 // refund runs Store.Refund behind the breaker, with a context of its own (the client's

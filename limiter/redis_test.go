@@ -3,6 +3,7 @@ package limiter_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -436,5 +437,30 @@ func TestRedisLayoutChangeFreesExpiredCredits(t *testing.T) {
 	}
 	if d, err := after.Spend(ctx, k, 1, change); !errors.Is(err, limiter.ErrOverLimit) || d.Used != 10 {
 		t.Fatalf("Spend(1) at the limit = %+v, %v; want rejected", d, err)
+	}
+}
+
+// TestRelaidHeldAlike: spend.lua and usage.lua each carry relaid_held (a script cannot call
+// another's functions); usage must report what the next spend will carry over, so the two
+// copies must stay the same.
+func TestRelaidHeldAlike(t *testing.T) {
+	fn := func(file string) string {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		i := strings.Index(s, "local function relaid_held(")
+		if i < 0 {
+			t.Fatalf("%s has no relaid_held", file)
+		}
+		j := strings.Index(s[i:], "\nend\n")
+		if j < 0 {
+			t.Fatalf("%s: relaid_held has no end", file)
+		}
+		return s[i : i+j]
+	}
+	if a, b := fn("lua/spend.lua"), fn("lua/usage.lua"); a != b {
+		t.Fatalf("relaid_held differs:\nspend.lua:\n%s\nusage.lua:\n%s", a, b)
 	}
 }
