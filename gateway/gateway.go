@@ -517,7 +517,7 @@ func reason(err error) string {
 
 // limitFields are the fields the gateway owns; the upstream's versions are dropped so a
 // client never sees two answers. The upstream's own Retry-After (say, on a 503) stays.
-var limitFields = []string{
+var limitFields = [...]string{
 	"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset",
 	"Ratelimit-Policy", "Ratelimit", "X-Credits-Charged",
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -628,5 +629,52 @@ func TestSetOrgs(t *testing.T) {
 	}
 	if resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "new-key"}, ""); resp.StatusCode != 200 {
 		t.Errorf("new org: status %d", resp.StatusCode)
+	}
+}
+
+// TestInterimResponseKeepsLimitFields: an upstream that answers 100 Continue before its final
+// response (as most do for Expect: 100-continue) must not take the rate-limit fields away
+// from the final response: ReverseProxy sends the header map with the 1xx and clears it.
+func TestInterimResponseKeepsLimitFields(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = c.Write([]byte("HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n"))
+					_, _ = io.Copy(io.Discard, req.Body)
+					_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Ratelimit-Limit: 7\r\n\r\nok"))
+				}
+			}()
+		}
+	}()
+	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse("http://" + ln.Addr().String()) })
+	for _, method := range []string{"GET", "POST"} {
+		resp, body := do(t, method, f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key", "Expect": "100-continue"}, "x")
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%s: %d %q", method, resp.StatusCode, body)
+		}
+		for _, k := range []string{"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset", "Ratelimit-Policy", "Ratelimit", "X-Credits-Charged"} {
+			if resp.Header.Get(k) == "" {
+				t.Errorf("%s: the final response has no %s: %v", method, k, resp.Header)
+			}
+		}
+		if got := resp.Header.Get("X-Ratelimit-Limit"); got != "1000" {
+			t.Errorf("%s: X-Ratelimit-Limit %q, want the gateway's 1000, not the upstream's", method, got)
+		}
 	}
 }

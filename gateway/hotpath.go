@@ -63,14 +63,42 @@ func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 type callWriter struct {
 	http.ResponseWriter
 	st callState
+	// held keeps the rate-limit fields across the upstream's interim (1xx) responses:
+	// ReverseProxy writes the header map with each 1xx and then clears it, so the final
+	// response would go out without them.
+	held    [len(limitFields)][]string
+	holding bool
 }
 
 func (c *callWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // WriteHeader records the upstream's latency to its response headers: ReverseProxy writes
-// the header of the upstream's final response right after reading it (1xx are interim).
+// the header of the upstream's final response right after reading it (1xx are interim). The
+// rate-limit fields go with the final response, not with an interim one.
 func (c *callWriter) WriteHeader(code int) {
-	if st := &c.st; code >= 200 && st.rs != nil && !st.observed {
+	interim := code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
+	if interim {
+		if !c.holding {
+			h := c.ResponseWriter.Header()
+			for i, k := range limitFields {
+				c.held[i] = h[k]
+				delete(h, k)
+			}
+			c.holding = true
+		}
+		c.ResponseWriter.WriteHeader(code)
+		return
+	}
+	if c.holding {
+		h := c.ResponseWriter.Header()
+		for i, k := range limitFields {
+			if c.held[i] != nil {
+				h[k] = c.held[i]
+			}
+		}
+		c.holding = false
+	}
+	if st := &c.st; st.rs != nil && !st.observed {
 		st.observed = true
 		st.rs.observeUpstream(code, st.sent)
 	}
