@@ -561,6 +561,14 @@ func cleanPath(r *http.Request) {
 
 func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(g.cfg.Upstream)
+	// ReverseProxy drops the query parameters it cannot parse (';', bad escapes) before
+	// Rewrite; the call was priced on the query as sent, so that is what goes upstream.
+	if q := pr.In.URL.RawQuery; q != "" {
+		if t := g.cfg.Upstream.RawQuery; t != "" {
+			q = t + "&" + q
+		}
+		pr.Out.URL.RawQuery = q
+	}
 	// Keep the chain of a load balancer in front; SetXForwarded appends our hop.
 	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 	pr.SetXForwarded()

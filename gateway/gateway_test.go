@@ -678,3 +678,32 @@ func TestInterimResponseKeepsLimitFields(t *testing.T) {
 		}
 	}
 }
+
+// TestQueryForwardedAsPriced: ReverseProxy drops query parameters it cannot parse (with ';'
+// or bad escapes) before Rewrite; the gateway prices them (';' separates, as many servers
+// read it), so it must forward the query as the client sent it, after the upstream URL's own.
+func TestQueryForwardedAsPriced(t *testing.T) {
+	tests := []struct {
+		upstreamQuery, give, want string
+	}{
+		{"", "a=1;b=2&c=3&cvid=5", "a=1;b=2&c=3&cvid=5"},
+		{"", "x=%zz&cvid=1", "x=%zz&cvid=1"},
+		{"", "", ""},
+		{"tenant=7", "ids=1,2;ids=3", "tenant=7&ids=1,2;ids=3"},
+		{"tenant=7", "", "tenant=7"},
+	}
+	for _, tt := range tests {
+		f := newFixture(t, func(c *Config) { c.Upstream.RawQuery = tt.upstreamQuery })
+		target := f.url + "/crm/v2/Leads"
+		if tt.give != "" {
+			target += "?" + tt.give
+		}
+		resp, body := do(t, "GET", target, map[string]string{"X-Api-Key": "acme-key"}, "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("%q: %d %s", tt.give, resp.StatusCode, body)
+		}
+		if got := f.up.last().URL.RawQuery; got != tt.want {
+			t.Errorf("upstream query %q ?%q: got %q, want %q", tt.upstreamQuery, tt.give, got, tt.want)
+		}
+	}
+}
