@@ -78,6 +78,10 @@ type Config struct {
 	// MaxBodyBytes bounds the bodies buffered to count records (zero: 10 MiB); a larger one is
 	// answered 413, uncharged and not forwarded. Other bodies stream through unbuffered.
 	MaxBodyBytes int64
+	// BodyTimeout bounds the time a client may take to send a body that is buffered for
+	// counting (zero: no bound), so a client that declares a large body and sends it slowly
+	// cannot hold a connection and its buffer for ever; past it the call is answered 400.
+	BodyTimeout time.Duration
 	// StripCredentials removes the API key header before forwarding.
 	StripCredentials bool
 	// Shadow counts and logs, but never rejects.
@@ -328,8 +332,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rs := g.metrics.rule(rule.Name)
 	var body []byte
 	if rule.CountsBody() {
-		if body, err = g.bufferBody(r); err != nil {
+		if body, err = g.bufferBody(w, r); err != nil {
 			g.metrics.count(t.m, rs, outBadRequest, 0, 0)
+			h.Set("X-Ratelimit-Limit", t.limit) // remaining and reset were not read
+			h.Set("Ratelimit-Policy", t.policy)
 			h.Set("X-Credits-Charged", "0")
 			g.log.Info("body not buffered", zap.String("org", t.org.ID), zap.String("rule", rule.Name), zap.Error(err))
 			writeError(w, err, 0)
@@ -483,7 +489,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st callState) 
 
 // bufferBody reads the whole body of a call whose records are counted, so it can be counted
 // and then forwarded byte for byte.
-func (g *Gateway) bufferBody(r *http.Request) ([]byte, error) {
+func (g *Gateway) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	max := g.cfg.MaxBodyBytes
 	if r.ContentLength > max {
 		return nil, &bodyTooLargeError{max: max}
@@ -491,9 +497,17 @@ func (g *Gateway) bufferBody(r *http.Request) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
+	if g.cfg.BodyTimeout > 0 {
+		rc := http.NewResponseController(w)
+		if rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout)) == nil {
+			defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+		}
+	}
 	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+	// Grow with what arrives, not with what is declared: a Content-Length alone must not
+	// make the gateway hold megabytes.
+	if r.ContentLength > 0 { // -1: unknown (chunked)
+		buf.Grow(int(min(r.ContentLength, 64<<10)))
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
 	switch {

@@ -707,3 +707,30 @@ func TestQueryForwardedAsPriced(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowBodyTimesOut: a client that declares a body to count and sends it too slowly is
+// answered 400 once BodyTimeout passes, uncharged and not forwarded, with the policy fields.
+func TestSlowBodyTimesOut(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.BodyTimeout = 200 * time.Millisecond })
+	c, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("POST /crm/v2/Leads HTTP/1.1\r\nHost: x\r\nX-Api-Key: acme-key\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{\"data\":["))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(body), `"code":"INVALID_REQUEST"`) {
+		t.Fatalf("slow body: %d %s", resp.StatusCode, body)
+	}
+	if resp.Header.Get("X-Credits-Charged") != "0" || resp.Header.Get("Ratelimit-Policy") == "" {
+		t.Errorf("fields: %v", resp.Header)
+	}
+	if f.up.count() != 0 || f.used(t, "acme", 1000) != 0 {
+		t.Errorf("forwarded %d, used %d; want neither", f.up.count(), f.used(t, "acme", 1000))
+	}
+}

@@ -62,9 +62,11 @@ type Config struct {
 	// Bucket is the granularity of the window's records; zero: Window/1440 (1m for 24h).
 	Bucket time.Duration `env:"CREDITGATE_BUCKET"`
 
-	Shadow       bool   `env:"CREDITGATE_SHADOW"`
-	MaxBodyBytes int64  `env:"CREDITGATE_MAX_BODY_BYTES" envDefault:"10485760"`
-	CostTable    string `env:"CREDITGATE_COST_TABLE" envDefault:"zoho-crm"`
+	Shadow       bool  `env:"CREDITGATE_SHADOW"`
+	MaxBodyBytes int64 `env:"CREDITGATE_MAX_BODY_BYTES" envDefault:"10485760"`
+	// BodyTimeout bounds the time a client takes to send a body buffered for counting.
+	BodyTimeout time.Duration `env:"CREDITGATE_BODY_TIMEOUT" envDefault:"60s"`
+	CostTable   string        `env:"CREDITGATE_COST_TABLE" envDefault:"zoho-crm"`
 	// CostTableFile is a custom cost table (YAML or JSON); it replaces CREDITGATE_COST_TABLE
 	// and is read again on SIGHUP.
 	CostTableFile string `env:"CREDITGATE_COST_TABLE_FILE"`
@@ -205,6 +207,9 @@ func (c *Config) validate(environ map[string]string) error {
 		default:
 			c.upstream = u
 		}
+	}
+	if c.BodyTimeout <= 0 {
+		bad("CREDITGATE_BODY_TIMEOUT", "must be positive, got %s", c.BodyTimeout)
 	}
 	if c.UpstreamTimeout <= 0 {
 		bad("CREDITGATE_UPSTREAM_TIMEOUT", "must be positive, got %s", c.UpstreamTimeout)

@@ -158,6 +158,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		StripCredentials: cfg.StripCredentials,
 		Shadow:           cfg.Shadow,
 		MaxBodyBytes:     cfg.MaxBodyBytes,
+		BodyTimeout:      cfg.BodyTimeout,
 		Window:           cfg.Window,
 		Logger:           log,
 		Metrics:          metrics,
