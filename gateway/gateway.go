@@ -602,18 +602,20 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		st.observed = true
 		st.rs.observeUpstream(0, st.sent)
 	}
-	if r.Context().Err() != nil {
-		// The client went away. The upstream may have done the work, so the charge stays.
-		if st != nil {
-			g.log.Debug("client gone", zap.String("org", st.t.org.ID), zap.String("rule", st.rule))
-		}
-		return
-	}
+	// First the client's body: a client that half-closes its socket mid-body also ends the
+	// request's context, yet may still read the answer.
 	if st != nil && st.body != nil && st.body.failed.Load() {
 		// The client's body broke off. The upstream may have started on the call: the charge
 		// stays, and the client is told whose fault it was.
 		g.log.Info("client body unreadable", zap.String("org", st.t.org.ID), zap.String("rule", st.rule), zap.Error(err))
 		writeError(w, errClientBody, 0)
+		return
+	}
+	if r.Context().Err() != nil {
+		// The client went away. The upstream may have done the work, so the charge stays.
+		if st != nil {
+			g.log.Debug("client gone", zap.String("org", st.t.org.ID), zap.String("rule", st.rule))
+		}
 		return
 	}
 	status := errUpstream

@@ -734,3 +734,27 @@ func TestSlowBodyTimesOut(t *testing.T) {
 		t.Errorf("forwarded %d, used %d; want neither", f.up.count(), f.used(t, "acme", 1000))
 	}
 }
+
+// TestHalfClosedBodyAnswered400: a client that half-closes its socket mid-body (its request
+// context ends) still reads the answer: 400, not an empty 200.
+func TestHalfClosedBodyAnswered400(t *testing.T) {
+	f := newFixture(t, nil)
+	f.up.handler = func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }
+	c, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("POST /crm/v2/Leads/1/actions/convert HTTP/1.1\r\nHost: x\r\nX-Api-Key: acme-key\r\nContent-Length: 1000\r\n\r\n{\"data\":[{}]"))
+	time.Sleep(50 * time.Millisecond) // the call is on its way upstream
+	_ = c.(*net.TCPConn).CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(body), `"code":"INVALID_REQUEST"`) {
+		t.Fatalf("half-closed body: %d %q", resp.StatusCode, body)
+	}
+}

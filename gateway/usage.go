@@ -138,9 +138,12 @@ func (g *Gateway) listOrgs(w http.ResponseWriter, r *http.Request) {
 
 // serveOwnUsage answers an org's own usage calls on the proxy listener.
 func (g *Gateway) serveOwnUsage(w http.ResponseWriter, r *http.Request, t *tenant) {
-	w.Header().Set("X-Credits-Charged", "0")
+	h := w.Header()
+	h.Set("X-Credits-Charged", "0")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
+		h.Set("X-Ratelimit-Limit", t.limit) // remaining and reset were not read
+		h.Set("Ratelimit-Policy", t.policy)
+		h.Set("Allow", "GET, HEAD")
 		writeError(w, errMethodNotAllowed, 0)
 		return
 	}
