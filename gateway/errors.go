@@ -24,7 +24,7 @@ var (
 )
 
 // tooManyRequestsBody is the exact body of SPEC §2 step 4, byte for byte.
-var tooManyRequestsBody = []byte(`{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}` + "\n")
+var tooManyRequestsBody = []byte(`{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}`)
 
 // errorBody is the one JSON shape of every error the gateway answers itself. Fields are in
 // alphabetical order, as in the 429 body.

@@ -613,7 +613,7 @@ func TestDemo(t *testing.T) {
 		}
 		if want[i] == 429 {
 			const exact = `{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}`
-			if strings.TrimSpace(body) != exact || resp.Header.Get("Retry-After") == "" {
+			if body != exact || resp.Header.Get("Retry-After") == "" {
 				t.Errorf("429 body %q, Retry-After %q", body, resp.Header.Get("Retry-After"))
 			}
 		}
