@@ -68,6 +68,14 @@ if used > 0 and k == tail and held == credits then
 	end
 	redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
 end
+-- And the head on the newest: spend.lua bounds a debit whose clock ran back by head, which
+-- must be a bucket that holds credits (as the memory store's newest bucket does).
+if used > 0 and k == head and held == credits then
+	while head > tail and redis.call('BITFIELD', KEYS[1], 'GET', 'i64', slot(head))[1] == 0 do
+		head = head - 1
+	end
+	redis.call('HSET', KEYS[2], 'head', string.format('%d', head))
+end
 
 -- Usage by rule (KEYS[5..6], ARGV[7..8]; spend.lua's KEYS[9..10], ARGV[13..14]): the refunded
 -- credits leave the slot and rule they were recorded under.

@@ -1,0 +1,61 @@
+package limiter_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/creditgate/creditgate/internal/redistest"
+	"github.com/creditgate/creditgate/limiter"
+)
+
+// bothStores returns a memory and a Redis store with the same options, for checks that the
+// two agree where the conformance suite's timelines do not reach.
+func bothStores(t *testing.T, opts limiter.Options) map[string]limiter.Store {
+	t.Helper()
+	srv := redistest.Start(t)
+	m, err := limiter.NewMemoryStore(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := limiter.NewRedisStore(srv.Client, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]limiter.Store{"memory": m, "redis": r}
+}
+
+func mustSpend(t *testing.T, s limiter.Store, k limiter.Key, cost int64, at time.Time) limiter.Decision {
+	t.Helper()
+	d, err := s.Spend(context.Background(), k, cost, at)
+	if err != nil || !d.Allowed {
+		t.Fatalf("Spend(%d at %d) = %+v, %v", cost, at.UnixMilli(), d, err)
+	}
+	return d
+}
+
+// TestClockBackAfterNewestRefunded: a refund that empties the newest bucket moves the newest
+// held bucket back, so a debit whose clock then runs back lands in its own bucket and frees
+// by t + window + bucket, in both stores.
+func TestClockBackAfterNewestRefunded(t *testing.T) {
+	opts := limiter.Options{Window: 10 * time.Second, Bucket: time.Second}
+	base := time.UnixMilli(1_767_225_600_000)
+	at := func(ms int64) time.Time { return base.Add(time.Duration(ms) * time.Millisecond) }
+	for name, s := range bothStores(t, opts) {
+		t.Run(name, func(t *testing.T) {
+			k := limiter.NewKey("clockback-"+name, 100)
+			mustSpend(t, s, k, 1, at(100_000))
+			d2 := mustSpend(t, s, k, 1, at(110_500))
+			if err := s.Refund(context.Background(), k, d2); err != nil {
+				t.Fatal(err)
+			}
+			d3 := mustSpend(t, s, k, 1, at(95_000)) // the clock ran back 15.5 s
+			if d3.Bucket != at(95_000).UnixMilli() {
+				t.Errorf("debit at +95s recorded in bucket +%dms, want +95000ms", d3.Bucket-base.UnixMilli())
+			}
+			if d := mustSpend(t, s, k, 0, at(106_000)); d.Used != 1 {
+				t.Errorf("at +106s used = %d, want 1 (the +95s credit is free by t+window+bucket)", d.Used)
+			}
+		})
+	}
+}
