@@ -179,11 +179,17 @@ func (s *MemoryStore) RefundCall(_ context.Context, k PeriodKey, d PeriodDecisio
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	sd := Day(d.Start)
+	before := w.periods[sd]
+	if before <= 0 {
+		return nil
+	}
 	if w.periods[sd]--; w.periods[sd] <= 0 {
 		delete(w.periods, sd)
 	}
-	if d.Additional > 0 {
-		w.unmeter(Decision{Addon: d.Additional, Bucket: d.Day * msPerDay})
+	// One call fewer is additional when the period held more than the monthly limit,
+	// whichever call is taken back (as period.lua).
+	if before > k.Monthly {
+		w.unmeter(Decision{Addon: 1, Bucket: d.Day * msPerDay})
 	}
 	return nil
 }

@@ -59,3 +59,50 @@ func TestClockBackAfterNewestRefunded(t *testing.T) {
 		})
 	}
 }
+
+// TestPeriodRefundFollowsCount: a monthly call taken back while a later call was metered as
+// additional leaves the period within its monthly limit, so nothing is billed; taking back
+// that call too un-meters nothing more.
+func TestPeriodRefundFollowsCount(t *testing.T) {
+	ctx := context.Background()
+	at := time.Date(2026, 1, 20, 10, 0, 0, 0, time.UTC)
+	for name, s := range bothStores(t, limiter.Options{}) {
+		t.Run(name, func(t *testing.T) {
+			ps, m := s.(limiter.PeriodStore), s.(limiter.Meter)
+			k := limiter.PeriodKey{Org: "period-refund-" + name, Monthly: 1, Additional: 2, AnchorDay: 1}
+			metered := func() int64 {
+				got, err := m.Metered(ctx, k.Org, limiter.Day(at), limiter.Day(at))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return got[limiter.Day(at)]
+			}
+			a, err := ps.SpendCall(ctx, k, at, true) // the monthly call, in flight
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := ps.SpendCall(ctx, k, at, true) // additional, metered
+			if err != nil || b.Additional != 1 || metered() != 1 {
+				t.Fatalf("second call: %+v, %v, metered %d", b, err, metered())
+			}
+			if err := ps.RefundCall(ctx, k, a); err != nil { // the first was never served
+				t.Fatal(err)
+			}
+			if d, _ := ps.SpendCall(ctx, k, at, false); d.Used != 1 || metered() != 0 {
+				t.Fatalf("after the monthly call's refund: used %d, metered %d; want 1 and 0", d.Used, metered())
+			}
+			if err := ps.RefundCall(ctx, k, b); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := ps.SpendCall(ctx, k, at, false); d.Used != 0 || metered() != 0 {
+				t.Fatalf("after both refunds: used %d, metered %d; want 0 and 0", d.Used, metered())
+			}
+			if err := ps.RefundCall(ctx, k, b); err != nil { // a refund of nothing changes nothing
+				t.Fatal(err)
+			}
+			if d, _ := ps.SpendCall(ctx, k, at, false); d.Used != 0 {
+				t.Fatalf("a third refund took the count to %d", d.Used)
+			}
+		})
+	}
+}

@@ -15,8 +15,8 @@
 -- ARGV[5]  now (unix ms), or "" to use the Redis server's clock (TIME)
 -- ARGV[6]  days the meter keeps
 -- ARGV[7]  refund: the period start (day number) the call was counted in
--- ARGV[8]  refund: 1 if the call was an additional call, else 0
--- ARGV[9]  refund: the UTC day it was metered on
+-- ARGV[8]  refund: 1 if the call was an additional call, else 0 (informational)
+-- ARGV[9]  refund: the UTC day of the call (an additional call taken back is un-metered on it)
 --
 -- Reply (integers): {status, used, limit, additional, period_start_day, period_end_day, day}
 --   status      1 counted (or read, or refunded), 0 rejected: the period's calls are used up
@@ -39,10 +39,19 @@ end
 local keep = tonumber(ARGV[6])
 
 if mode == 'refund' then
-	if redis.call('HINCRBY', KEYS[1], ARGV[7], -1) <= 0 then
-		redis.call('HDEL', KEYS[1], ARGV[7])
+	-- The period holds one call fewer. If it held more than the monthly limit, one call fewer
+	-- is additional, whichever call is taken back: a refunded monthly call makes a later
+	-- additional call a monthly one. So the meter follows the count, not the refunded call.
+	local before = tonumber(redis.call('HGET', KEYS[1], ARGV[7]) or '0')
+	if before <= 0 then
+		return {1, 0, 0, 0, 0, 0, 0}
 	end
-	if ARGV[8] == '1' and redis.call('HINCRBY', KEYS[3], ARGV[9], -1) <= 0 then
+	if before <= 1 then
+		redis.call('HDEL', KEYS[1], ARGV[7])
+	else
+		redis.call('HINCRBY', KEYS[1], ARGV[7], -1)
+	end
+	if before > monthly and redis.call('HINCRBY', KEYS[3], ARGV[9], -1) <= 0 then
 		redis.call('HDEL', KEYS[3], ARGV[9])
 	end
 	return {1, 0, 0, 0, 0, 0, 0}
