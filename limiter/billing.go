@@ -41,7 +41,8 @@ func floorDiv(a, b int64) int64 {
 // WithAddons returns k with add-on credits: its limit becomes free plus the add-on limit the
 // store holds for the org (set with Meter.SetAddon), or plus addon while the store holds
 // none, at most free plus addonCap (so a stored limit above a lowered cap counts as the cap);
-// the part of each debit above free is metered per UTC day. free must be at least 1.
+// the part of each debit above free is metered per UTC day. free may be 0: then every
+// credit is add-on consumption.
 func (k Key) WithAddons(free, addon, addonCap int64) Key {
 	addon = min(addon, addonCap)
 	k.Free, k.Addon, k.AddonCap, k.Limit = free, addon, addonCap, free+addon
@@ -50,6 +51,9 @@ func (k Key) WithAddons(free, addon, addonCap int64) Key {
 	k.capArg = any(strconv.FormatInt(addonCap, 10))
 	return k
 }
+
+// addons reports whether k has add-on credits (WithAddons).
+func (k Key) addons() bool { return k.freeArg != nil }
 
 // Meter holds the add-on side of a store: add-on limits changed at run time, and the add-on
 // credits metered by Spend. Both stores implement it, with the same semantics (package
@@ -192,7 +196,7 @@ func (s *MemoryStore) Metered(_ context.Context, org string, from, to int64) (ma
 // limitFor returns the limit of key in w: with add-ons, the free allotment plus the add-on
 // limit held, as spend.lua computes it. w.mu is held.
 func (w *memWindow) limitFor(key Key) int64 {
-	if key.Free <= 0 {
+	if !key.addons() {
 		return key.Limit
 	}
 	if w.addonSet {
@@ -204,7 +208,7 @@ func (w *memWindow) limitFor(key Key) int64 {
 // meter records the add-on part of a debit that took the window from before to after
 // credits, on the UTC day of bucket, and returns it. w.mu is held.
 func (w *memWindow) meterDebit(key Key, before, after, bucket int64) int64 {
-	if key.Free <= 0 {
+	if !key.addons() {
 		return 0
 	}
 	n := max(0, after-key.Free) - max(0, before-key.Free)
@@ -232,12 +236,31 @@ func (w *memWindow) meterDay(day, n int64) {
 }
 
 // unmeter takes back what a refunded debit metered. w.mu is held.
-func (w *memWindow) unmeter(d Decision) {
-	if d.Addon <= 0 {
+func (w *memWindow) unmeter(d Decision) { w.unmeterDay(meterDay(d.Bucket), d.Addon) }
+
+// unmeterDay takes n credits off the meter's record of day, never below zero. w.mu is held.
+func (w *memWindow) unmeterDay(day, n int64) {
+	if n <= 0 {
 		return
 	}
-	day := meterDay(d.Bucket)
-	if w.meter[day] -= d.Addon; w.meter[day] <= 0 {
+	if w.meter[day] -= n; w.meter[day] <= 0 {
 		delete(w.meter, day)
 	}
+}
+
+// refundMetered is what a refund of given credits (of a debit that metered addon) takes off
+// the meter, with used the window's total before the refund: the drop of the part above the
+// free allotment. That is exact when no credits expired between the debit and its refund: a
+// later call that was metered only because the refunded one held free credits is not billed
+// (had the refunded call never happened, it would not have been), and refunds in a row never
+// un-meter one credit twice. A refund that gives nothing back (its bucket expired) takes off
+// what the debit metered. refund.lua computes the same.
+func refundMetered(key Key, used, given, addon int64) int64 {
+	if !key.addons() {
+		return 0
+	}
+	if given <= 0 {
+		return addon
+	}
+	return max(0, used-key.Free) - max(0, used-given-key.Free)
 }

@@ -55,10 +55,10 @@ type Key struct {
 	// HeavyConcurrency, when above 0 (and Concurrency too), marks this call heavy: it also
 	// takes one of the org's HeavyConcurrency slots for heavy calls.
 	HeavyConcurrency int64
-	// Free, when above 0, turns on add-on credits (see WithAddons): the limit is Free plus the
-	// org's add-on limit held by the store, or Addon while the store holds none, at most
-	// AddonCap, and the part of each debit above Free is metered for billing. Zero: Limit
-	// applies as is.
+	// Free, Addon and AddonCap are the add-on credits set by WithAddons: the limit is Free
+	// plus the org's add-on limit held by the store, or Addon while the store holds none, at
+	// most AddonCap, and the part of each debit above Free is metered for billing. Without
+	// WithAddons, Limit applies as is.
 	Free, Addon, AddonCap int64
 	// Rule names the cost-table rule that priced this call; an allowed Spend records its
 	// credits under it for per-rule usage (see UsageReader). Empty records nothing.

@@ -167,13 +167,13 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 	w := s.get(key.Org)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.unmeter(d)
 	for i := len(w.buckets) - 1; i >= 0; i-- {
 		b := &w.buckets[i]
 		if b.start != d.Bucket {
 			continue
 		}
 		n := min(d.Cost, b.credits)
+		w.unmeterDay(meterDay(d.Bucket), refundMetered(key, w.used, n, d.Addon))
 		b.credits -= n
 		w.used -= n
 		s.unrecord(w, key.Rule, d.Bucket, n)
@@ -182,6 +182,7 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 		}
 		return nil
 	}
+	w.unmeter(d) // its bucket expired: it gives nothing back
 	return nil
 }
 

@@ -129,8 +129,12 @@ func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 		keys = redisKeysFor(key.Org)
 	}
 	refundKeys := []string{keys[0], keys[1], keys[2], keys[6], keys[8], keys[9]}
+	free := emptyArg
+	if key.addons() {
+		free = key.freeArg
+	}
 	if err := refundScript.Run(ctx, s.client, refundKeys, d.Cost, strconv.FormatInt(d.Bucket, 10),
-		s.windowArg, s.bucketArg, d.Addon, meterDay(d.Bucket), key.Rule, s.slotArg).Err(); err != nil {
+		s.windowArg, s.bucketArg, d.Addon, meterDay(d.Bucket), key.Rule, s.slotArg, free).Err(); err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil

@@ -106,3 +106,73 @@ func TestPeriodRefundFollowsCount(t *testing.T) {
 		})
 	}
 }
+
+// TestWindowRefundFollowsFreeAllotment: a call given back while a later call was metered
+// only because the first held free credits leaves the window within its free allotment, so
+// nothing is billed; giving back the later call too un-meters nothing more; a call of its
+// own above the allotment is un-metered in full. Both stores alike.
+func TestWindowRefundFollowsFreeAllotment(t *testing.T) {
+	ctx := context.Background()
+	at := time.UnixMilli(1_767_225_600_000 + 37_123)
+	for name, s := range bothStores(t, limiter.Options{Window: 24 * time.Hour, Bucket: time.Minute}) {
+		t.Run(name, func(t *testing.T) {
+			m := s.(limiter.Meter)
+			k := limiter.NewKey("window-refund-"+name, 1).WithAddons(10, 100, 100)
+			metered := func() int64 {
+				got, err := m.Metered(ctx, k.Org, limiter.Day(at), limiter.Day(at))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return got[limiter.Day(at)]
+			}
+			refund := func(d limiter.Decision) {
+				if err := s.Refund(ctx, k, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a := mustSpend(t, s, k, 10, at)
+			b := mustSpend(t, s, k, 5, at)
+			if b.Addon != 5 || metered() != 5 {
+				t.Fatalf("second debit metered %d (meter %d), want 5", b.Addon, metered())
+			}
+			refund(a)
+			if metered() != 0 {
+				t.Fatalf("the window holds 5 of the free 10, yet %d add-on credits are billed", metered())
+			}
+			refund(b)
+			if metered() != 0 {
+				t.Fatalf("second refund: meter %d, want 0", metered())
+			}
+			c := mustSpend(t, s, k, 15, at) // 5 above the allotment
+			keep := mustSpend(t, s, k, 2, at)
+			if c.Addon != 5 || keep.Addon != 2 || metered() != 7 {
+				t.Fatalf("metered %d and %d (meter %d), want 5 and 2", c.Addon, keep.Addon, metered())
+			}
+			refund(c)
+			if metered() != 0 {
+				t.Fatalf("after giving back the 15: meter %d, want 0 (2 of the 10 free held)", metered())
+			}
+		})
+	}
+}
+
+// TestZeroFreeAllotment: add-ons with no free credits meter every credit, in both stores.
+func TestZeroFreeAllotment(t *testing.T) {
+	ctx := context.Background()
+	at := time.UnixMilli(1_767_225_600_000 + 37_123)
+	for name, s := range bothStores(t, limiter.Options{Window: 24 * time.Hour, Bucket: time.Minute}) {
+		t.Run(name, func(t *testing.T) {
+			m := s.(limiter.Meter)
+			org := "payg-" + name
+			if err := m.SetAddon(ctx, org, 50); err != nil {
+				t.Fatal(err)
+			}
+			k := limiter.NewKey(org, 1).WithAddons(0, 100, 500)
+			d := mustSpend(t, s, k, 5, at)
+			got, _ := m.Metered(ctx, org, limiter.Day(at), limiter.Day(at))
+			if d.Limit != 50 || d.Addon != 5 || got[limiter.Day(at)] != 5 {
+				t.Fatalf("free 0: limit %d, addon %d, metered %d; want 50, 5, 5", d.Limit, d.Addon, got[limiter.Day(at)])
+			}
+		})
+	}
+}

@@ -17,6 +17,7 @@
 -- KEYS[6]  usage by rule: the same members scored by slot start (spend.lua KEYS[10])
 -- ARGV[7]  rule name of the debit ("" records nothing)
 -- ARGV[8]  usage slot (ms)
+-- ARGV[9]  billing: the free allotment (credits), or "" when the org has no add-ons
 --
 -- Reply (integer): the credits given back (0 when the bucket had expired)
 
@@ -26,11 +27,15 @@ local bucket = tonumber(ARGV[4])
 local slots = math.ceil(window / bucket) + 1
 local k = math.floor(tonumber(ARGV[2]) / bucket)
 
--- Billing: un-meter exactly what the debit metered, even when its bucket has expired: a call
--- the gateway refunds was never served, so it is never billed.
-local unmeter = tonumber(ARGV[5] or '0') or 0
-if unmeter > 0 then
-	if redis.call('HINCRBY', KEYS[4], ARGV[6], -unmeter) <= 0 then
+-- Billing: what the refund takes off the meter (memory store: refundMetered). A refund that
+-- gives credits back takes off the drop of the part above the free allotment (ARGV[9]), so a
+-- later call metered only because the refunded one held free credits is not billed, and
+-- refunds in a row never un-meter a credit twice. One that gives nothing back (its bucket is
+-- gone) takes off what the debit metered: a call the gateway refunds is never billed.
+local addon = tonumber(ARGV[5] or '0') or 0
+local free = tonumber(ARGV[9] or '')
+local function unmeter(n)
+	if n > 0 and redis.call('HINCRBY', KEYS[4], ARGV[6], -n) <= 0 then
 		redis.call('HDEL', KEYS[4], ARGV[6])
 	end
 end
@@ -38,13 +43,16 @@ end
 local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
 if head == nil or tail == nil or k < tail or k > head then
+	unmeter(addon)
 	return 0
 end
 if tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots then
+	unmeter(addon)
 	return 0 -- laid out for another window or bucket: the debit's bucket is gone
 end
 local used = tonumber(redis.call('GET', KEYS[3]) or '0')
 if used <= 0 then
+	unmeter(addon)
 	return 0
 end
 local function slot(n)
@@ -52,10 +60,14 @@ local function slot(n)
 end
 local held = redis.call('BITFIELD', KEYS[1], 'GET', 'i64', slot(k))[1]
 if held <= 0 then
+	unmeter(addon)
 	return 0
 end
 if credits > held then
 	credits = held
+end
+if free then
+	unmeter(math.max(0, used - free) - math.max(0, used - credits - free))
 end
 redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i64', slot(k), string.format('%d', -credits))
 used = used - credits
