@@ -38,6 +38,7 @@ type breaker struct {
 	timeout  time.Duration // bounds one probe
 	log      *zap.Logger
 	metrics  *Metrics
+	onClose  func() // run (in a goroutine of its own) each time the breaker closes
 
 	state     atomic.Int32
 	failed    atomic.Int32 // store calls failed in a row
@@ -124,6 +125,9 @@ func (b *breaker) set(s int32, cause error) {
 	case breakerClosed:
 		b.failed.Store(0)
 		b.log.Info("credit store breaker closed: the store is in use again", zap.Duration("open_for", time.Since(b.openedAt)))
+		if b.onClose != nil {
+			go b.onClose()
+		}
 	}
 }
 
@@ -221,20 +225,28 @@ func (g *Gateway) settle(client context.Context, op int, start time.Time, err er
 }
 
 // refund runs Store.Refund behind the breaker, with a context of its own (the client's
-// may be gone already). With the breaker open the refund is skipped and reported as an error.
+// may be gone already). With the breaker open it waits for the breaker to close (storeCall).
 func (g *Gateway) refund(parent context.Context, key limiter.Key, d limiter.Decision) error {
 	return g.storeCall(parent, opRefund, func(ctx context.Context) error { return g.cfg.Store.Refund(ctx, key, d) })
 }
 
-// release runs Store.Release behind the breaker; with it open, the lease is left to expire
-// after its TTL.
+// release runs Store.Release behind the breaker; with it open, it waits for the breaker to
+// close (storeCall), and the lease expires after its TTL at the latest.
 func (g *Gateway) releaseLease(parent context.Context, key limiter.Key, d limiter.Decision) error {
 	return g.storeCall(parent, opRelease, func(ctx context.Context) error { return g.cfg.Store.Release(ctx, key, d) })
 }
 
 func (g *Gateway) storeCall(parent context.Context, op int, call func(context.Context) error) error {
 	if !g.breaker.allow() {
-		return errBreakerOpen
+		// Not now, but not never: a lease left held keeps the org at its cap for the lease's
+		// time to live, a refund left undone bills a call never served. Run it when the
+		// breaker closes; errBreakerOpen only when too many wait already.
+		select {
+		case g.deferred <- deferredCall{op: op, call: call}:
+			return nil
+		default:
+			return errBreakerOpen
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), g.cfg.StoreTimeout)
 	start := time.Now()
@@ -247,6 +259,32 @@ func (g *Gateway) storeCall(parent context.Context, op int, call func(context.Co
 	}
 	g.breaker.done(err)
 	return err
+}
+
+// deferredCall is a refund or release skipped while the breaker was open, run once it closes.
+type deferredCall struct {
+	op   int
+	call func(context.Context) error
+}
+
+// maxDeferred bounds the store calls waiting for the breaker to close: beyond it, leases are
+// left to expire and refunds are lost (and logged).
+const maxDeferred = 4096
+
+// runDeferred runs the store calls that waited for the breaker to close, each behind the
+// breaker again (one that finds it open once more waits again).
+func (g *Gateway) runDeferred() {
+	for range len(g.deferred) {
+		var d deferredCall
+		select {
+		case d = <-g.deferred:
+		default:
+			return
+		}
+		if err := g.storeCall(context.Background(), d.op, d.call); err != nil {
+			g.log.Warn("deferred store call failed", zap.String("op", storeOpNames[d.op]), zap.Error(err))
+		}
+	}
 }
 
 // Close stops the gateway's background work (the breaker's prober). Calls still in flight

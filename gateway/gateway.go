@@ -124,6 +124,7 @@ type Gateway struct {
 
 	metrics    *Metrics
 	breaker    *breaker
+	deferred   chan deferredCall // refunds and releases waiting for the breaker to close
 	draining   atomic.Bool
 	storeLocal bool // the store is a *limiter.MemoryStore, which never waits
 }
@@ -236,6 +237,8 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, cfg.StoreTimeout, cfg.Probe,
 		cfg.Logger.Named("breaker"), cfg.Metrics)
+	g.deferred = make(chan deferredCall, maxDeferred)
+	g.breaker.onClose = g.runDeferred
 	_, g.storeLocal = cfg.Store.(*limiter.MemoryStore)
 	g.SetCosts(cfg.Costs)
 	g.SetOrgs(cfg.Orgs)

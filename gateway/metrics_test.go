@@ -330,3 +330,74 @@ func TestMetricsShadow(t *testing.T) {
 		}
 	}
 }
+
+// blipStore is a memory store that can be made unreachable, like a Redis that blips.
+type blipStore struct {
+	*limiter.MemoryStore
+	down atomic.Bool
+}
+
+var errBlip = errors.New("dial tcp 127.0.0.1:6379: connection refused")
+
+func (s *blipStore) Spend(ctx context.Context, k limiter.Key, cost int64, now time.Time) (limiter.Decision, error) {
+	if s.down.Load() {
+		return limiter.Decision{}, errBlip
+	}
+	return s.MemoryStore.Spend(ctx, k, cost, now)
+}
+
+func (s *blipStore) Release(ctx context.Context, k limiter.Key, d limiter.Decision) error {
+	if s.down.Load() {
+		return errBlip
+	}
+	return s.MemoryStore.Release(ctx, k, d)
+}
+
+// TestLeaseReleasedAfterBreakerCloses: a call that ends while the breaker is open cannot
+// release its lease then; it is released once the breaker closes, not left to hold the org
+// at its cap for the lease's whole time to live.
+func TestLeaseReleasedAfterBreakerCloses(t *testing.T) {
+	var store *blipStore
+	f := newFixture(t, func(c *Config) {
+		store = &blipStore{MemoryStore: c.Store.(*limiter.MemoryStore)}
+		c.Store = store
+		c.ConcurrencyOf = func(*orgs.Org) int64 { return 1 }
+		c.BreakerFailures = 3
+		c.BreakerCooldown = 100 * time.Millisecond
+		c.Probe = func(context.Context) error {
+			if store.down.Load() {
+				return errBlip
+			}
+			return nil
+		}
+	})
+	finish, arrived := make(chan struct{}), make(chan struct{}, 1)
+	f.up.handler = func(w http.ResponseWriter, r *http.Request) { arrived <- struct{}{}; <-finish }
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+	}()
+	<-arrived
+	f.up.handler = nil
+	store.down.Store(true)
+	for range 3 {
+		do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "tiny-key"}, "")
+	}
+	if !f.gw.BreakerOpen() {
+		t.Fatal("breaker did not open")
+	}
+	close(finish) // the held call ends while the breaker is open: its release waits
+	wg.Wait()
+	store.down.Store(false)
+	// The probe half-opens the breaker; the next call's success closes it.
+	waitUntil(t, func() bool {
+		do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "tiny-key"}, "")
+		return !f.gw.BreakerOpen()
+	})
+	waitUntil(t, func() bool {
+		resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+		return resp.StatusCode == 200
+	})
+}
