@@ -431,7 +431,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		if r.Context().Err() != nil {
 			g.metrics.count(t.m, rs, outClientClosed, 0, 0)
-			return // the client left while we waited for the store; nothing was charged
+			return // the client left while we waited for the store (which may have debited the call: at most once, never retried; a lease it took is released by the store)
 		}
 		failOpen := g.cfg.FailOpen || g.cfg.Shadow // shadow mode never rejects
 		if failOpen {

@@ -34,6 +34,7 @@ type spendCall struct {
 	ctx   context.Context
 	keys  []string
 	args  []any
+	lease string // the lease the call takes, if any
 	reply []int64
 	err   error
 	done  chan struct{}
@@ -67,7 +68,7 @@ func (p *PipelinedStore) Spend(ctx context.Context, key Key, cost int64, now tim
 	}
 	keys, args, lease := p.spendArgs(key, cost, now)
 	c := spendCalls.Get().(*spendCall)
-	c.ctx, c.keys, c.args = ctx, keys, args
+	c.ctx, c.keys, c.args, c.lease = ctx, keys, args, lease
 	select {
 	case p.queue <- c:
 	case <-ctx.Done():
@@ -82,7 +83,7 @@ func (p *PipelinedStore) Spend(ctx context.Context, key Key, cost int64, now tim
 		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, ctx.Err())
 	}
 	reply, err := c.reply, c.err
-	c.ctx, c.keys, c.args, c.reply, c.err = nil, nil, nil, nil, nil
+	c.ctx, c.keys, c.args, c.lease, c.reply, c.err = nil, nil, nil, "", nil, nil
 	spendCalls.Put(c)
 	if err != nil {
 		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
@@ -156,6 +157,15 @@ func (p *PipelinedStore) flush(batch []*spendCall, cmds []*redis.Cmd) {
 		if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
 			// Not run: run it alone, where Run falls back to EVAL.
 			c.reply, c.err = spendScript.Run(ctx, p.client, c.keys, c.args...).Int64Slice()
+		}
+		if c.lease != "" && (c.err != nil || c.ctx.Err() != nil) {
+			// Nobody will release what it may have taken: the reply was lost, or its caller
+			// gave up while it was on the wire (it gets the error, not a decision whose
+			// lease is gone).
+			if c.err == nil {
+				c.err = c.ctx.Err()
+			}
+			p.releaseLost(c.keys, c.lease)
 		}
 		c.done <- struct{}{}
 	}

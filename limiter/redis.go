@@ -79,9 +79,27 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	keys, args, lease := s.spendArgs(key, cost, now)
 	reply, err := spendScript.Run(ctx, s.client, keys, args...).Int64Slice()
 	if err != nil {
+		if lease != "" {
+			s.releaseLost(keys, lease)
+		}
 		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
 	return decodeSpend(reply, key, cost, lease)
+}
+
+// lostReleaseTimeout bounds releaseLost's one attempt.
+const lostReleaseTimeout = 2 * time.Second
+
+// releaseLost ends the lease a Spend may have taken though its caller never learned the
+// outcome (the reply was lost, or the caller gave up first): the script may have run, and
+// its lease would hold one of the org's slots for the lease's whole time to live. Best
+// effort, in the background; a lease that was never taken is removed as a no-op.
+func (s *RedisStore) releaseLost(keys []string, lease string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), lostReleaseTimeout)
+		defer cancel()
+		_ = releaseScript.Run(ctx, s.client, keys[3:5], lease).Err()
+	}()
 }
 
 // spendArgs returns the KEYS and ARGV of spend.lua for one call (both stores' Spend use it),

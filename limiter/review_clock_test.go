@@ -2,6 +2,8 @@ package limiter_test
 
 import (
 	"context"
+	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -174,5 +176,60 @@ func TestZeroFreeAllotment(t *testing.T) {
 				t.Fatalf("free 0: limit %d, addon %d, metered %d; want 50, 5, 5", d.Limit, d.Addon, got[limiter.Day(at)])
 			}
 		})
+	}
+}
+
+// TestLostReplyReleasesLease: a Spend whose reply never reaches its caller (Redis stalled
+// past the caller's deadline) may still have run and taken a lease; the store releases it,
+// so the org is not held at its cap for the lease's time to live. Both Redis-backed stores.
+func TestLostReplyReleasesLease(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	ctx := context.Background()
+	for _, pipelined := range []bool{false, true} {
+		client, err := limiter.NewRedisClient(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		rs, err := limiter.NewRedisStore(client, limiter.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rs.LoadScripts(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var s limiter.Store = rs
+		if pipelined {
+			if s, err = limiter.NewPipelinedStore(t.Context(), rs, 16, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		k := limiter.NewKey("lost-reply-"+strconv.FormatBool(pipelined), 1000).WithConcurrency(1, 0)
+		stalled := make(chan error, 1)
+		go func() { stalled <- srv.Client.Do(ctx, "DEBUG", "SLEEP", "0.4").Err() }()
+		time.Sleep(50 * time.Millisecond) // Redis is asleep
+		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		_, err = s.Spend(short, k, 1, time.Time{})
+		cancel()
+		if err == nil {
+			t.Fatalf("pipelined %v: Spend succeeded during a 400ms stall with a 100ms deadline", pipelined)
+		}
+		if err := <-stalled; err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			d, err := s.Spend(ctx, k, 1, time.Time{})
+			if err == nil {
+				if err := s.Release(ctx, k, d); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+			if !errors.Is(err, limiter.ErrConcurrency) || time.Now().After(deadline) {
+				t.Fatalf("pipelined %v: the org's only slot still held 3s after the stall: %+v, %v", pipelined, d, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
