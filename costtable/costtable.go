@@ -263,6 +263,11 @@ func (t *Table) root(method string) *node {
 			return t.methods[i].root
 		}
 	}
+	if equalFold(method, "HEAD") {
+		// No rule names HEAD: it is priced as the GET it mirrors (servers run the GET
+		// handler for it), not as the default.
+		return t.root("GET")
+	}
 	return t.any
 }
 

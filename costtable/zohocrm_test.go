@@ -32,6 +32,8 @@ func TestZohoCRM(t *testing.T) {
 		{req{"GET", "/crm/v2/Leads", "cvid=123"}, "records_cvid", 3, false},
 		{req{"GET", "/crm/v8/Deals", "page=2&cvid=4150868000000087501"}, "records_cvid", 3, false},
 		{req{"GET", "/crm/v2/Leads", ""}, "default", 1, false},
+		{req{"HEAD", "/crm/v2/Leads", "cvid=123"}, "records_cvid", 3, false}, // priced as its GET
+		{req{"head", "/crm/v3/Leads/deleted", ""}, "deleted_records", 2, false},
 		{req{"GET", "/crm/v2/Leads", "cvid="}, "default", 1, false},
 		{req{"GET", "/crm/v2/Leads/4150868000000224005", "cvid=1"}, "default", 1, false},
 		{req{"POST", "/crm/v2/Leads/4150868000000224005/actions/convert", ""}, "convert_lead", 5, false},
