@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -165,12 +166,22 @@ func (g *Gateway) explain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Query = strings.TrimPrefix(req.Query, "?")
-	rule := g.costs.Load().Match(req.Method, req.Path, req.Query)
+	// Priced as the proxy prices it: the path decoded (%77rite is write), then cleaned.
+	u, err := url.Parse(req.Path)
+	if err != nil || u.Path == "" {
+		writeError(w, &explainError{`"path" must be a URL path, as sent in the request line.`}, 0)
+		return
+	}
+	query := req.Query
+	if query == "" {
+		query = u.RawQuery
+	}
+	rule := g.costs.Load().Match(req.Method, cleanedPath(u.Path), query)
 	var body []byte
 	if rule.CountsBody() && len(req.Body) > 0 && string(req.Body) != "null" {
 		body = req.Body
 	}
-	cost, records, counted := rule.Charge(req.Query, body)
+	cost, records, counted := rule.Charge(query, body)
 	resp := explainResponse{Cost: cost, Rule: rule.Name, Heavy: rule.Heavy}
 	if rule.Per > 0 {
 		resp.Records, resp.Counted = &records, &counted

@@ -562,18 +562,22 @@ func ceilSeconds(d time.Duration) int64 {
 // is the path that is forwarded (a crafted path cannot look cheap here and be expensive
 // upstream).
 func cleanPath(r *http.Request) {
-	p := r.URL.Path
+	if c := cleanedPath(r.URL.Path); c != r.URL.Path {
+		r.URL.Path = c
+		r.URL.RawPath = ""
+	}
+}
+
+// cleanedPath is p (decoded) with "." and ".." segments and repeated slashes resolved.
+func cleanedPath(p string) string {
 	if !strings.HasPrefix(p, "/") || (!strings.Contains(p, "/.") && !strings.Contains(p, "//")) {
-		return
+		return p
 	}
 	c := path.Clean(p)
 	if strings.HasSuffix(p, "/") && c != "/" {
 		c += "/"
 	}
-	if c != p {
-		r.URL.Path = c
-		r.URL.RawPath = ""
-	}
+	return c
 }
 
 func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
