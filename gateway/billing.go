@@ -180,6 +180,9 @@ func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, li
 	writeJSON(w, resp)
 }
 
+// maxQuoteMicros is the largest amount a quote states (costtable's amounts saturate there).
+const maxQuoteMicros int64 = 1<<62 - 1
+
 // quoteResponse is the reference's calculator: what an add-on limit costs if fully used.
 type quoteResponse struct {
 	AddonCredits        int64                  `json:"addon_credits"`
@@ -197,7 +200,13 @@ func (g *Gateway) quote(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	day, slabs := g.slabs().Price(n)
-	writeJSON(w, quoteResponse{AddonCredits: n, DailyAmountMicros: day, MonthlyAmountMicros: min(day, 1<<62/30) * 30, Slabs: slabs})
+	if day > maxQuoteMicros/30 {
+		// Amounts saturate rather than overflow; a saturated amount is not a price.
+		writeError(w, badRequest("addon_credits is too large to quote: the monthly amount would exceed "+
+			strconv.FormatInt(maxQuoteMicros, 10)+" micro-dollars."), 0)
+		return
+	}
+	writeJSON(w, quoteResponse{AddonCredits: n, DailyAmountMicros: day, MonthlyAmountMicros: day * 30, Slabs: slabs})
 }
 
 // billingDay is one UTC day of a billing report.

@@ -240,6 +240,7 @@ func TestQuote(t *testing.T) {
 		{"addon_credits=0", 200, `"daily_amount_micros":0`},
 		{"addon_credits=-1", 400, `"code":"INVALID_DATA"`},
 		{"addon_credits=lots", 400, `"code":"INVALID_DATA"`},
+		{"addon_credits=9007199254740991", 400, `too large to quote`}, // 30 days of it pass what an amount holds
 		{"", 400, `"code":"INVALID_DATA"`},
 	}
 	for _, tt := range tests {
