@@ -73,6 +73,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"addon on a free edition", map[string]string{"CREDITGATE_ORGS": "acme:edition=crm-free,addon=1,keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, `"addon"`, "cannot"}},
 		{"addon slabs", map[string]string{"CREDITGATE_ADDON_SLABS": "25000:0.14"}, []string{"CREDITGATE_ADDON_SLABS", "last slab"}},
 		{"anchor day", map[string]string{"CREDITGATE_BILLING_ANCHOR_DAY": "31"}, []string{"CREDITGATE_BILLING_ANCHOR_DAY", "1 to 28"}},
+		{"agents on a CRM edition", map[string]string{"CREDITGATE_ORGS": "acme:edition=crm-standard,agents=5,keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, `"agents"`, "crm-standard"}},
+		{"users on a Desk edition", map[string]string{"CREDITGATE_ORGS": "acme:edition=desk-standard,users=5,keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, `"users"`, "desk-standard"}},
 		{"call price", map[string]string{"CREDITGATE_CALL_PRICE_COMMERCIAL": "6 cents"}, []string{"CREDITGATE_CALL_PRICE_COMMERCIAL", "6 cents"}},
 		{"limit beyond exact doubles", map[string]string{"CREDITGATE_ORGS": "acme:limit=9007199254740992,keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, `"limit"`}},
 		{"upstream not a URL", map[string]string{"CREDITGATE_UPSTREAM_URL": "http://[::1"}, []string{"CREDITGATE_UPSTREAM_URL"}},

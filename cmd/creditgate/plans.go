@@ -90,6 +90,17 @@ func (p *plans) checkOrg(o orgs.Org, mode string) error {
 		errs = append(errs, fmt.Errorf("org %q: field \"edition\": unknown edition %q (known: %s)",
 			o.ID, o.Edition, strings.Join(p.editions.Names(), ", ")))
 	}
+	// Seats of the other kind would be ignored silently, and the allotment wrong.
+	switch {
+	case known && e.Kind == costtable.KindDesk && o.Users > 0:
+		errs = append(errs, fmt.Errorf("org %q: field \"users\": Desk edition %q counts agents, not users", o.ID, o.Edition))
+	case known && e.Kind != costtable.KindDesk && (o.Agents > 0 || o.LightAgents > 0):
+		f := "agents"
+		if o.Agents == 0 {
+			f = "light_agents"
+		}
+		errs = append(errs, fmt.Errorf("org %q: field %q: edition %q does not count agents (Desk editions do)", o.ID, f, o.Edition))
+	}
 	if !o.HasLimit && o.Edition == "" {
 		errs = append(errs, fmt.Errorf("org %q: needs a \"limit\" or an \"edition\"", o.ID))
 	}
