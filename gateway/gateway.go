@@ -336,10 +336,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body []byte
 	if rule.CountsBody() {
 		if body, err = g.bufferBody(w, r); err != nil {
-			g.metrics.count(t.m, rs, outBadRequest, 0, 0)
 			h.Set("X-Ratelimit-Limit", t.limit) // remaining and reset were not read
 			h.Set("Ratelimit-Policy", t.policy)
 			h.Set("X-Credits-Charged", "0")
+			var tooLarge *bodyTooLargeError
+			if g.cfg.Shadow && errors.As(err, &tooLarge) {
+				// Shadow mode never rejects: the call goes on, uncharged as the 413 would
+				// have left it, its body streamed (bufferBody put back what it read).
+				g.metrics.count(t.m, rs, outShadowRejected, reasonBodyTooLarge, 0)
+				g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+					zap.String("reason", "body_too_large"), zap.Int64("max_bytes", tooLarge.max))
+				g.forward(w, r, callState{t: t, key: t.key, rule: rule.Name, rs: rs})
+				return
+			}
+			g.metrics.count(t.m, rs, outBadRequest, 0, 0)
 			g.log.Info("body not buffered", zap.String("org", t.org.ID), zap.String("rule", rule.Name), zap.Error(err))
 			writeError(w, err, 0)
 			return
@@ -517,6 +527,11 @@ func (g *Gateway) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, er
 	case err != nil:
 		return nil, fmt.Errorf("%w: %v", errClientBody, err)
 	case n > max:
+		// Put back what was read, for shadow mode, which forwards the call all the same.
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf.Bytes()), r.Body), r.Body}
 		return nil, &bodyTooLargeError{max: max}
 	}
 	r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))

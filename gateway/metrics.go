@@ -85,10 +85,11 @@ const (
 	reasonHeavyConcurrency
 	reasonCostExceedsLimit
 	reasonMonthlyQuota
+	reasonBodyTooLarge // shadow mode only: a body to count over CREDITGATE_MAX_BODY_BYTES
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"credits", "concurrency", "heavy_concurrency", "cost_exceeds_limit", "monthly_quota"}
+var reasonNames = [numReasons]string{"credits", "concurrency", "heavy_concurrency", "cost_exceeds_limit", "monthly_quota", "body_too_large"}
 
 // Store operations and their results (labels "op" and "result" of the limiter histogram).
 const (

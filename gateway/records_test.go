@@ -139,3 +139,34 @@ func TestTagCosts(t *testing.T) {
 		}
 	}
 }
+
+// TestShadowForwardsLargeBody: shadow mode never rejects, so a body to count over the limit
+// is forwarded whole (streamed, also when chunked), uncharged as the 413 would have left it.
+func TestShadowForwardsLargeBody(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxBodyBytes = 1000; c.Shadow = true })
+	want := records(30)
+	for _, chunked := range []bool{false, true} {
+		req, _ := http.NewRequest("POST", f.url+"/crm/v2/Leads", strings.NewReader(want))
+		req.Header.Set("X-Api-Key", "acme-key")
+		if chunked {
+			req.ContentLength = -1
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("X-Credits-Charged") != "0" {
+			t.Fatalf("chunked=%v: %d, charged %q", chunked, resp.StatusCode, resp.Header.Get("X-Credits-Charged"))
+		}
+		f.up.mu.Lock()
+		got := f.up.bodies[len(f.up.bodies)-1]
+		f.up.mu.Unlock()
+		if got != want {
+			t.Fatalf("chunked=%v: upstream got %d bytes, want the %d sent", chunked, len(got), len(want))
+		}
+	}
+	if f.used(t, "acme", 1000) != 0 {
+		t.Fatalf("used %d, want nothing charged", f.used(t, "acme", 1000))
+	}
+}
