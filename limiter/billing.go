@@ -27,8 +27,17 @@ const msPerDay = 24 * 60 * 60 * 1000
 // Day returns the UTC day (days since 1970-01-01) of t: the unit of the meter.
 func Day(t time.Time) int64 { return floorDiv(t.UnixMilli(), msPerDay) }
 
-// meterDay is the UTC day a debit in the bucket starting at bucket (unix ms) is metered on.
-func meterDay(bucket int64) int64 { return floorDiv(bucket, msPerDay) }
+// dayOf is the UTC day of ms (unix ms).
+func dayOf(ms int64) int64 { return floorDiv(ms, msPerDay) }
+
+// debitDay is the UTC day d's add-on credits were metered on: d.Day, or for a Decision made
+// without one (zero value), the day of its bucket.
+func debitDay(d Decision) int64 {
+	if d.Day != 0 {
+		return d.Day
+	}
+	return dayOf(d.Bucket)
+}
 
 func floorDiv(a, b int64) int64 {
 	q := a / b
@@ -206,8 +215,8 @@ func (w *memWindow) limitFor(key Key) int64 {
 }
 
 // meter records the add-on part of a debit that took the window from before to after
-// credits, on the UTC day of bucket, and returns it. w.mu is held.
-func (w *memWindow) meterDebit(key Key, before, after, bucket int64) int64 {
+// credits, on day, and returns it. w.mu is held.
+func (w *memWindow) meterDebit(key Key, before, after, day int64) int64 {
 	if !key.addons() {
 		return 0
 	}
@@ -215,7 +224,7 @@ func (w *memWindow) meterDebit(key Key, before, after, bucket int64) int64 {
 	if n <= 0 {
 		return 0
 	}
-	w.meterDay(meterDay(bucket), n)
+	w.meterDay(day, n)
 	return n
 }
 
@@ -236,7 +245,7 @@ func (w *memWindow) meterDay(day, n int64) {
 }
 
 // unmeter takes back what a refunded debit metered. w.mu is held.
-func (w *memWindow) unmeter(d Decision) { w.unmeterDay(meterDay(d.Bucket), d.Addon) }
+func (w *memWindow) unmeter(d Decision) { w.unmeterDay(debitDay(d), d.Addon) }
 
 // unmeterDay takes n credits off the meter's record of day, never below zero. w.mu is held.
 func (w *memWindow) unmeterDay(day, n int64) {

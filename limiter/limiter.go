@@ -132,9 +132,12 @@ type Decision struct {
 	// ErrConcurrency names the cap it hit: the heavy one or the org's.
 	InFlight, ConcurrencyLimit int64
 	// Addon is, for an allowed debit of an org with add-ons, the part of Cost above the free
-	// allotment: add-on credits, metered for billing on the UTC day of Bucket. Refund
-	// un-meters it.
+	// allotment: add-on credits, metered for billing on Day. Refund un-meters it.
 	Addon int64
+	// Day is the UTC day (days since 1970-01-01, see limiter.Day) of an allowed debit, on the
+	// store's clock: the day its add-on credits are metered on. (Not the day of Bucket: a
+	// bucket that does not divide a day can start before midnight.)
+	Day int64
 }
 
 // Options sets the window of a store.

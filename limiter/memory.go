@@ -117,7 +117,8 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	}
 	w.add(b, cost)
 	w.used += cost
-	addon := w.meterDebit(key, w.used-cost, w.used, b)
+	day := dayOf(ms)
+	addon := w.meterDebit(key, w.used-cost, w.used, day)
 	s.record(w, key.Rule, b, cost, ms)
 	var lease string
 	if key.Concurrency > 0 {
@@ -132,7 +133,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 		inFlight++
 	}
 	d, err := decide(1, key, cost, w.used, 0, s.reset(w, ms), b, inFlight, lease)
-	d.Addon = addon
+	d.Addon, d.Day = addon, day
 	return d, err
 }
 
@@ -173,7 +174,7 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 			continue
 		}
 		n := min(d.Cost, b.credits)
-		w.unmeterDay(meterDay(d.Bucket), refundMetered(key, w.used, n, d.Addon))
+		w.unmeterDay(debitDay(d), refundMetered(key, w.used, n, d.Addon))
 		b.credits -= n
 		w.used -= n
 		s.unrecord(w, key.Rule, d.Bucket, n)

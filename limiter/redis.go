@@ -128,12 +128,15 @@ func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []
 
 // decodeSpend turns spend.lua's reply into a Decision.
 func decodeSpend(reply []int64, key Key, cost int64, lease string) (Decision, error) {
-	if len(reply) != 8 {
-		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 8", key.Org, len(reply))
+	if len(reply) != 9 {
+		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 9", key.Org, len(reply))
 	}
 	key.Limit = reply[7] // with add-ons, the script read the add-on limit
 	d, err := decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], lease)
 	d.Addon = reply[6]
+	if d.Allowed {
+		d.Day = reply[8]
+	}
 	return d, err
 }
 
@@ -152,7 +155,7 @@ func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 		free = key.freeArg
 	}
 	if err := refundScript.Run(ctx, s.client, refundKeys, d.Cost, strconv.FormatInt(d.Bucket, 10),
-		s.windowArg, s.bucketArg, d.Addon, meterDay(d.Bucket), key.Rule, s.slotArg, free).Err(); err != nil {
+		s.windowArg, s.bucketArg, d.Addon, debitDay(d), key.Rule, s.slotArg, free).Err(); err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil

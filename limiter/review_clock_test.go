@@ -233,3 +233,27 @@ func TestLostReplyReleasesLease(t *testing.T) {
 		}
 	}
 }
+
+// TestMeterOnDebitDay: add-on credits are metered on the UTC day of the debit, also when the
+// bucket (17.5 s for a 7 h window) started before midnight; a refund finds that day again.
+func TestMeterOnDebitDay(t *testing.T) {
+	day := int64(20455) // 2026-01-02: midnight falls inside a 17.5 s bucket
+	midnight := time.UnixMilli(day * 86_400_000).UTC()
+	for name, s := range bothStores(t, limiter.Options{Window: 7 * time.Hour}) {
+		t.Run(name, func(t *testing.T) {
+			m := s.(limiter.Meter)
+			k := limiter.NewKey("meterday-"+name, 1).WithAddons(1, 100, 100)
+			d := mustSpend(t, s, k, 3, midnight.Add(2*time.Second))
+			got, _ := m.Metered(context.Background(), k.Org, day-1, day)
+			if d.Day != day || d.Addon != 2 || got[day] != 2 || got[day-1] != 0 {
+				t.Fatalf("debit 2 s after midnight: day %d, addon %d, metered %v; want 2 on day %d", d.Day, d.Addon, got, day)
+			}
+			if err := s.Refund(context.Background(), k, d); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := m.Metered(context.Background(), k.Org, day-1, day); len(got) != 0 {
+				t.Fatalf("after the refund: metered %v, want nothing", got)
+			}
+		})
+	}
+}

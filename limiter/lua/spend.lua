@@ -37,7 +37,7 @@
 -- ARGV[12] add-on cap (credits): a stored add-on limit above it counts as the cap
 -- KEYS[9..10], ARGV[13..14]: usage by rule, see the block of that name below.
 --
--- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit}
+-- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
 --                   -2 rejected (concurrency cap), -3 rejected (heavy cap)
 --   used            credits held by live buckets after this call
@@ -45,9 +45,10 @@
 --   reset_ms        ms until the oldest live bucket frees up; 0 when nothing is held
 --   bucket_ms       allowed with cost > 0: the bucket debited (a refund names it); else 0
 --   in_flight       calls in flight for the cap that applied, this one included when allowed
---   addon           allowed: the part of this debit above the free allotment, metered on the
---                   UTC day of bucket_ms; else 0
+--   addon           allowed: the part of this debit above the free allotment, metered on
+--                   day; else 0
 --   limit           the limit that applied (free allotment + add-on limit with add-ons)
+--   day             the UTC day of now (days since 1970-01-01): the day add-ons are metered on
 
 local cost = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -177,7 +178,7 @@ if free then
 end
 
 -- main is the window and concurrency logic; its replies are completed below with the billing
--- slots (reply[7..8]), so every early return carries them.
+-- slots (reply[7..9]), so every early return carries them.
 local function main()
 
 -- Expire: buckets with start <= now - window - bucket are free again.
@@ -289,12 +290,13 @@ if moved then
 end
 
 -- Billing: the part of the debit above the free allotment is add-on consumption, summed per
--- UTC day of the bucket (a refund names the bucket, so it finds the day again).
+-- UTC day of now (reply[9]; a refund names the day). Not the bucket's day: a bucket that does
+-- not divide a day can start before midnight.
 if free then
 	metered = math.max(0, used - free) - math.max(0, used_before - free)
 	if metered > 0 then
 		local keep = 100 -- days the meter keeps: limiter.MeterDays
-		local day = string.format('%d', math.floor(b / 86400000))
+		local day = string.format('%d', math.floor(now / 86400000))
 		if redis.call('HINCRBY', KEYS[7], day, metered) == metered then
 			-- A new day: drop the days past retention, so the hash stays bounded.
 			local old = {}
@@ -356,4 +358,5 @@ end
 local reply = main()
 reply[7] = metered
 reply[8] = limit
+reply[9] = math.floor(now / 86400000)
 return reply
