@@ -510,10 +510,11 @@ func (g *Gateway) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, er
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
+	var rc *http.ResponseController
 	if g.cfg.BodyTimeout > 0 {
-		rc := http.NewResponseController(w)
-		if rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout)) == nil {
-			defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+		rc = http.NewResponseController(w)
+		if rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout)) != nil {
+			rc = nil
 		}
 	}
 	var buf bytes.Buffer
@@ -523,6 +524,12 @@ func (g *Gateway) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, er
 		buf.Grow(int(min(r.ContentLength, 64<<10)))
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
+	if rc != nil && err == nil {
+		// Only a body read in time clears the deadline. A failed one keeps it expired, so
+		// the server, which reads what is left of a body before it answers, gives up on the
+		// stalled client at once instead of waiting for it with no deadline.
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%w: %v", errClientBody, err)
