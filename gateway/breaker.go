@@ -243,6 +243,10 @@ func (g *Gateway) storeCall(parent context.Context, op int, call func(context.Co
 		// breaker closes; errBreakerOpen only when too many wait already.
 		select {
 		case g.deferred <- deferredCall{op: op, call: call}:
+			if !g.breaker.open() {
+				// It closed meanwhile, maybe after its run of the queue began: run it now.
+				go g.runDeferred()
+			}
 			return nil
 		default:
 			return errBreakerOpen

@@ -401,3 +401,35 @@ func TestLeaseReleasedAfterBreakerCloses(t *testing.T) {
 		return resp.StatusCode == 200
 	})
 }
+
+// TestDeferredCallNotStrandedByClose: a release queued while the breaker closes (after the
+// queue's run began) still runs.
+func TestDeferredCallNotStrandedByClose(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.Probe = func(context.Context) error { return errors.New("down") }
+		c.BreakerCooldown = time.Hour
+	})
+	g := f.gw
+	defer g.Close()
+	for i := range 2000 {
+		g.breaker.set(breakerOpen, errors.New("down"))
+		var ran atomic.Int32
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			_ = g.storeCall(context.Background(), opRelease, func(context.Context) error { ran.Add(1); return nil })
+		}()
+		go func() { defer wg.Done(); <-start; g.breaker.done(nil) }()
+		close(start)
+		wg.Wait()
+		for w := 0; ran.Load() == 0 && w < 500; w++ {
+			time.Sleep(time.Millisecond)
+		}
+		if ran.Load() != 1 {
+			t.Fatalf("iteration %d: breaker closed, the release ran %d times (%d queued)", i, ran.Load(), len(g.deferred))
+		}
+	}
+}
