@@ -489,6 +489,7 @@ func (g *Gateway) release(r *http.Request, key limiter.Key, d limiter.Decision) 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st callState) {
 	cw := callWriters.Get().(*callWriter)
 	cw.ResponseWriter, cw.st = w, st
+	cw.hold()
 	cw.st.sent = time.Now()
 	if r.Body != nil && r.Body != http.NoBody {
 		// Not pooled: the transport may still read a body after the proxy returns.
@@ -626,6 +627,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 // proxyError runs when the upstream could not be reached or did not answer in time: the
 // gateway answers 502/504 itself, and the call is refunded.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if cw, ok := w.(*callWriter); ok {
+		cw.restore() // after an upstream's 1xx: the fields the refund below edits
+	}
 	st := stateOf(w)
 	if st != nil && st.rs != nil && !st.observed {
 		st.observed = true

@@ -765,3 +765,98 @@ func TestHalfClosedBodyAnswered400(t *testing.T) {
 		t.Fatalf("half-closed body: %d %q", resp.StatusCode, body)
 	}
 }
+
+// rawUpstream answers every request with resp, as written (closing after it if closeAfter).
+func rawUpstream(t *testing.T, resp string, closeAfter bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					_, _ = c.Write([]byte(resp))
+					if closeAfter {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// TestRefundAfterInterimKeepsRefundFields: an upstream that sends a 103 and then drops the
+// connection is refunded, and the 502 says so; the held fields must not overwrite that.
+func TestRefundAfterInterimKeepsRefundFields(t *testing.T) {
+	up := rawUpstream(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", true)
+	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse(up) })
+	resp, body := do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if resp.StatusCode != 502 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if got := f.used(t, "acme", 1000); got != 0 {
+		t.Fatalf("used %d, want 0 (refunded)", got)
+	}
+	if c, r := resp.Header.Values("X-Credits-Charged"), resp.Header.Get("X-Ratelimit-Remaining"); len(c) != 1 || c[0] != "0" || r != "1000" {
+		t.Errorf("refunded 502 after a 103: X-Credits-Charged %q, X-Ratelimit-Remaining %q; want [0] and 1000", c, r)
+	}
+}
+
+// TestUpstreamInterimLimitFieldsDropped: the upstream's own limit fields on a 1xx never reach
+// the final response beside the gateway's.
+func TestUpstreamInterimLimitFieldsDropped(t *testing.T) {
+	up := rawUpstream(t, "HTTP/1.1 103 Early Hints\r\nX-Credits-Charged: 99\r\nX-Ratelimit-Remaining: 7\r\n\r\n"+
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false)
+	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse(up) })
+	resp, body := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	for k, want := range map[string]string{"X-Credits-Charged": "1", "X-Ratelimit-Remaining": "999"} {
+		if v := resp.Header.Values(k); len(v) != 1 || v[0] != want {
+			t.Errorf("final response %s = %q, want [%s]", k, v, want)
+		}
+	}
+}
+
+// TestUpgradeAfterInterimCarriesLimitFields: a 101 (written through a hijack, not
+// WriteHeader) after a 103 carries the gateway's fields.
+func TestUpgradeAfterInterimCarriesLimitFields(t *testing.T) {
+	up := rawUpstream(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"+
+		"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", false)
+	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse(up) })
+	c, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("GET /crm/v2/users HTTP/1.1\r\nHost: x\r\nX-Api-Key: acme-key\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == 103 {
+			continue
+		}
+		if resp.StatusCode != 101 || resp.Header.Get("X-Credits-Charged") != "1" || resp.Header.Get("Ratelimit-Policy") == "" {
+			t.Fatalf("final %d without the rate-limit fields: %v", resp.StatusCode, resp.Header)
+		}
+		return
+	}
+}

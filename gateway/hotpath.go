@@ -63,41 +63,60 @@ func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 type callWriter struct {
 	http.ResponseWriter
 	st callState
-	// held keeps the rate-limit fields across the upstream's interim (1xx) responses:
-	// ReverseProxy writes the header map with each 1xx and then clears it, so the final
-	// response would go out without them.
+	// held is the gateway's rate-limit fields as set before the call went upstream. An
+	// upstream's interim (1xx) response would take them: ReverseProxy writes the header map
+	// with each 1xx (adding the upstream's own fields) and then clears it. So interim answers
+	// go out without them, and restore puts them back for the final one.
 	held    [len(limitFields)][]string
-	holding bool
+	interim bool // a 1xx went out since the fields were last restored
 }
 
-func (c *callWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+// hold records the gateway's rate-limit fields before the call goes upstream.
+func (c *callWriter) hold() {
+	h := c.ResponseWriter.Header()
+	for i, k := range limitFields {
+		c.held[i] = h[k]
+	}
+}
+
+// restore puts the held fields back after interim responses, dropping any the upstream's
+// 1xx left; without a 1xx it does nothing.
+func (c *callWriter) restore() {
+	if !c.interim {
+		return
+	}
+	c.interim = false
+	h := c.ResponseWriter.Header()
+	for i, k := range limitFields {
+		if c.held[i] != nil {
+			h[k] = c.held[i]
+		} else {
+			delete(h, k)
+		}
+	}
+}
+
+// Unwrap lets http.ResponseController reach the server's writer; a hijack for an upgrade
+// (101) goes this way rather than through WriteHeader, so the fields are restored first.
+func (c *callWriter) Unwrap() http.ResponseWriter {
+	c.restore()
+	return c.ResponseWriter
+}
 
 // WriteHeader records the upstream's latency to its response headers: ReverseProxy writes
 // the header of the upstream's final response right after reading it (1xx are interim). The
 // rate-limit fields go with the final response, not with an interim one.
 func (c *callWriter) WriteHeader(code int) {
-	interim := code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
-	if interim {
-		if !c.holding {
-			h := c.ResponseWriter.Header()
-			for i, k := range limitFields {
-				c.held[i] = h[k]
-				delete(h, k)
-			}
-			c.holding = true
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		h := c.ResponseWriter.Header()
+		for _, k := range limitFields {
+			delete(h, k)
 		}
+		c.interim = true
 		c.ResponseWriter.WriteHeader(code)
 		return
 	}
-	if c.holding {
-		h := c.ResponseWriter.Header()
-		for i, k := range limitFields {
-			if c.held[i] != nil {
-				h[k] = c.held[i]
-			}
-		}
-		c.holding = false
-	}
+	c.restore()
 	if st := &c.st; st.rs != nil && !st.observed {
 		st.observed = true
 		st.rs.observeUpstream(code, st.sent)
