@@ -440,27 +440,30 @@ func TestRedisLayoutChangeFreesExpiredCredits(t *testing.T) {
 	}
 }
 
-// TestRelaidHeldAlike: spend.lua and usage.lua each carry relaid_held (a script cannot call
-// another's functions); usage must report what the next spend will carry over, so the two
-// copies must stay the same.
-func TestRelaidHeldAlike(t *testing.T) {
-	fn := func(file string) string {
+// TestLuaCopiesAlike: a script cannot call another's functions, so spend.lua and usage.lua
+// each carry relaid_held (usage must report what the next spend will carry over), and
+// spend.lua and refund.lua each carry ring_read; the copies must stay the same.
+func TestLuaCopiesAlike(t *testing.T) {
+	fn := func(file, name string) string {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
 		}
 		s := string(b)
-		i := strings.Index(s, "local function relaid_held(")
+		i := strings.Index(s, "local function "+name+"(")
 		if i < 0 {
-			t.Fatalf("%s has no relaid_held", file)
+			t.Fatalf("%s has no %s", file, name)
 		}
 		j := strings.Index(s[i:], "\nend\n")
 		if j < 0 {
-			t.Fatalf("%s: relaid_held has no end", file)
+			t.Fatalf("%s: %s has no end", file, name)
 		}
 		return s[i : i+j]
 	}
-	if a, b := fn("lua/spend.lua"), fn("lua/usage.lua"); a != b {
+	if a, b := fn("lua/spend.lua", "relaid_held"), fn("lua/usage.lua", "relaid_held"); a != b {
 		t.Fatalf("relaid_held differs:\nspend.lua:\n%s\nusage.lua:\n%s", a, b)
+	}
+	if a, b := fn("lua/spend.lua", "ring_read"), fn("lua/refund.lua", "ring_read"); a != b {
+		t.Fatalf("ring_read differs:\nspend.lua:\n%s\nrefund.lua:\n%s", a, b)
 	}
 }

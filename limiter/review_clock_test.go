@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,5 +256,49 @@ func TestMeterOnDebitDay(t *testing.T) {
 				t.Fatalf("after the refund: metered %v, want nothing", got)
 			}
 		})
+	}
+}
+
+// TestRefundScanBounded: a refund that empties the newest bucket after an idle day finds the
+// next newest in reads of 64 buckets, not one command per bucket (86,400 with 1 s buckets,
+// all while Redis serves nobody else). Counted in commands, not timed.
+func TestRefundScanBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	s, err := limiter.NewRedisStore(srv.Client, limiter.Options{Window: 24 * time.Hour, Bucket: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	base := time.UnixMilli(1_767_225_600_000)
+	k := limiter.NewKey("scan", 1000)
+	mustSpend(t, s, k, 1, base)
+	d := mustSpend(t, s, k, 1, base.Add(23*time.Hour+59*time.Minute))
+	if err := srv.Client.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Refund(ctx, k, d); err != nil {
+		t.Fatal(err)
+	}
+	info, err := srv.Client.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls int64
+	for _, line := range strings.Split(info, "\n") {
+		if strings.HasPrefix(line, "cmdstat_getrange:") || strings.HasPrefix(line, "cmdstat_bitfield:") {
+			_, rest, _ := strings.Cut(line, "calls=")
+			n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+			calls += n
+		}
+	}
+	if calls > 2000 {
+		t.Fatalf("one refund ran %d GETRANGE/BITFIELD commands, want at most 2,000 (64 buckets a read)", calls)
+	}
+	// Still exact: the credit of base is held, and frees at base + window + bucket.
+	if d := mustSpend(t, s, k, 0, base.Add(24*time.Hour)); d.Used != 1 {
+		t.Fatalf("used %d after the refund, want 1", d.Used)
+	}
+	if d := mustSpend(t, s, k, 0, base.Add(24*time.Hour+time.Second)); d.Used != 0 {
+		t.Fatalf("used %d a window and a bucket later, want 0", d.Used)
 	}
 }

@@ -73,20 +73,73 @@ redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i64', slot(k), string.format('%d', -c
 used = used - credits
 redis.call('SET', KEYS[3], string.format('%d', math.max(used, 0)), 'KEEPTTL')
 
--- Keep the tail on the oldest bucket that holds credits.
-if used > 0 and k == tail and held == credits then
-	while tail < head and redis.call('BITFIELD', KEYS[1], 'GET', 'i64', slot(tail))[1] == 0 do
-		tail = tail + 1
+-- ring_read returns the counters of buckets from..to (to - from < slots), oldest first: one
+-- GETRANGE per contiguous run (spend.lua has the same function).
+local function ring_read(from, to)
+	local vals = {}
+	local k = from
+	while k <= to do
+		local s = k % slots
+		local n = math.min(to - k + 1, slots - s) -- contiguous up to the end of the string
+		local raw = redis.call('GETRANGE', KEYS[1], s * 8, (s + n) * 8 - 1)
+		local pos = 1
+		for _ = 1, n do
+			local v = 0
+			if pos + 7 <= #raw then
+				v = struct.unpack('>i8', raw, pos)
+			end
+			pos = pos + 8
+			vals[#vals + 1] = v
+		end
+		k = k + n
 	end
-	redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
+	return vals
 end
--- And the head on the newest: spend.lua bounds a debit whose clock ran back by head, which
--- must be a bucket that holds credits (as the memory store's newest bucket does).
-if used > 0 and k == head and held == credits then
-	while head > tail and redis.call('BITFIELD', KEYS[1], 'GET', 'i64', slot(head))[1] == 0 do
-		head = head - 1
+-- Keep the tail on the oldest bucket that holds credits, and the head on the newest
+-- (spend.lua bounds a debit whose clock ran back by head, which must hold credits, as the
+-- memory store's newest bucket does). Scanned 64 buckets per read: a ring holds up to
+-- window/bucket of them.
+if used > 0 and held == credits and (k == tail or k == head) then
+	if k == tail then
+		local b = tail + 1
+		tail = head
+		while b < head do
+			local last = math.min(b + 63, head - 1)
+			local vals = ring_read(b, last)
+			local found = false
+			for i = 1, #vals do
+				if vals[i] ~= 0 then
+					tail, found = b + i - 1, true
+					break
+				end
+			end
+			if found then
+				break
+			end
+			b = last + 1
+		end
+		redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
 	end
-	redis.call('HSET', KEYS[2], 'head', string.format('%d', head))
+	if k == head then
+		local b = head - 1
+		head = tail
+		while b > tail do
+			local first = math.max(b - 63, tail + 1)
+			local vals = ring_read(first, b)
+			local found = false
+			for i = #vals, 1, -1 do
+				if vals[i] ~= 0 then
+					head, found = first + i - 1, true
+					break
+				end
+			end
+			if found then
+				break
+			end
+			b = first - 1
+		end
+		redis.call('HSET', KEYS[2], 'head', string.format('%d', head))
+	end
 end
 
 -- Usage by rule (KEYS[5..6], ARGV[7..8]; spend.lua's KEYS[9..10], ARGV[13..14]): the refunded
