@@ -257,6 +257,20 @@ func (w *memWindow) unmeterDay(day, n int64) {
 	}
 }
 
+// unmeterDrop takes drop off the meter: the refunded debit's own add-on part (own) from its
+// day, the rest (later calls metered because the debit held free credits) from the next day
+// first, where they were metered if the refund came after midnight, else from day. As
+// refund.lua. w.mu is held.
+func (w *memWindow) unmeterDrop(day, drop, own int64) {
+	own = min(drop, own)
+	w.unmeterDay(day, own)
+	if rest := drop - own; rest > 0 {
+		n := min(rest, w.meter[day+1])
+		w.unmeterDay(day+1, n)
+		w.unmeterDay(day, rest-n)
+	}
+}
+
 // refundMetered is what a refund of given credits (of a debit that metered addon) takes off
 // the meter, with used the window's total before the refund: the drop of the part above the
 // free allotment. That is exact when no credits expired between the debit and its refund: a

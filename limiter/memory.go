@@ -174,7 +174,7 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 			continue
 		}
 		n := min(d.Cost, b.credits)
-		w.unmeterDay(debitDay(d), refundMetered(key, w.used, n, d.Addon))
+		w.unmeterDrop(debitDay(d), refundMetered(key, w.used, n, d.Addon), d.Addon)
 		b.credits -= n
 		w.used -= n
 		s.unrecord(w, key.Rule, d.Bucket, n)

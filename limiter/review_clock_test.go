@@ -302,3 +302,29 @@ func TestRefundScanBounded(t *testing.T) {
 		t.Fatalf("used %d a window and a bucket later, want 0", d.Used)
 	}
 }
+
+// TestRefundAcrossMidnight: a debit just before midnight, a later call metered just after it
+// only because the first held free credits, then the first refunded: nothing stays billed,
+// on either day.
+func TestRefundAcrossMidnight(t *testing.T) {
+	day := int64(20455)
+	midnight := time.UnixMilli(day * 86_400_000).UTC()
+	ctx := context.Background()
+	for name, s := range bothStores(t, limiter.Options{Window: 24 * time.Hour, Bucket: time.Minute}) {
+		t.Run(name, func(t *testing.T) {
+			m := s.(limiter.Meter)
+			k := limiter.NewKey("midnight-"+name, 1).WithAddons(10, 100, 100)
+			a := mustSpend(t, s, k, 10, midnight.Add(-10*time.Second))
+			b := mustSpend(t, s, k, 5, midnight.Add(5*time.Second))
+			if a.Addon != 0 || b.Addon != 5 {
+				t.Fatalf("addon a %d b %d, want 0 and 5", a.Addon, b.Addon)
+			}
+			if err := s.Refund(ctx, k, a); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := m.Metered(ctx, k.Org, day-1, day); len(got) != 0 {
+				t.Errorf("after the refund: metered %v; without the refunded call b would have been free", got)
+			}
+		})
+	}
+}

@@ -34,9 +34,26 @@ local k = math.floor(tonumber(ARGV[2]) / bucket)
 -- gone) takes off what the debit metered: a call the gateway refunds is never billed.
 local addon = tonumber(ARGV[5] or '0') or 0
 local free = tonumber(ARGV[9] or '')
+local function unmeter_on(day, n)
+	if n > 0 and redis.call('HINCRBY', KEYS[4], day, -n) <= 0 then
+		redis.call('HDEL', KEYS[4], day)
+	end
+end
 local function unmeter(n)
-	if n > 0 and redis.call('HINCRBY', KEYS[4], ARGV[6], -n) <= 0 then
-		redis.call('HDEL', KEYS[4], ARGV[6])
+	unmeter_on(ARGV[6], n)
+end
+-- unmeter_drop takes drop off the meter: the debit's own add-on part from its day, the rest
+-- (later calls metered because the debit held free credits) from the next day first, where
+-- they were metered if the refund came after midnight, else from the debit's day.
+local function unmeter_drop(drop)
+	local own = math.min(drop, addon)
+	unmeter_on(ARGV[6], own)
+	local rest = drop - own
+	if rest > 0 then
+		local next_day = string.format('%d', tonumber(ARGV[6]) + 1)
+		local n = math.min(rest, tonumber(redis.call('HGET', KEYS[4], next_day) or '0') or 0)
+		unmeter_on(next_day, n)
+		unmeter_on(ARGV[6], rest - n)
 	end
 end
 
@@ -67,7 +84,7 @@ if credits > held then
 	credits = held
 end
 if free then
-	unmeter(math.max(0, used - free) - math.max(0, used - credits - free))
+	unmeter_drop(math.max(0, used - free) - math.max(0, used - credits - free))
 end
 redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i64', slot(k), string.format('%d', -credits))
 used = used - credits
