@@ -248,8 +248,15 @@ func (t *Table) Fallback() Rule { return t.rules[len(t.rules)-1] }
 func (t *Table) Match(method, path, rawQuery string) *Rule {
 	m := matcher{path: path, query: rawQuery}
 	m.split()
-	if r := m.match(t.root(method), 0); r != nil {
+	if r := m.match(t.root(method), 0); r != nil && (r.Method != "*" || !equalFold(method, "HEAD")) {
 		return r
+	}
+	if equalFold(method, "HEAD") {
+		// No rule names HEAD for this path: it is priced as the GET it mirrors (servers
+		// run the GET handler for it), not by a rule for any method or the default.
+		if r := m.match(t.root("GET"), 0); r != nil {
+			return r
+		}
 	}
 	return &t.rules[len(t.rules)-1]
 }
@@ -262,11 +269,6 @@ func (t *Table) root(method string) *node {
 		if equalFold(t.methods[i].method, method) {
 			return t.methods[i].root
 		}
-	}
-	if equalFold(method, "HEAD") {
-		// No rule names HEAD: it is priced as the GET it mirrors (servers run the GET
-		// handler for it), not as the default.
-		return t.root("GET")
 	}
 	return t.any
 }

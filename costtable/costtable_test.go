@@ -509,3 +509,33 @@ func asciiUpper(s string) string {
 	}
 	return string(b)
 }
+
+// TestHeadPricedAsGet: HEAD is priced as the GET of the same path unless a rule names HEAD
+// for it, also in a table where some other path has a HEAD rule or a rule for any method.
+func TestHeadPricedAsGet(t *testing.T) {
+	tbl, err := Parse("t", []byte(`{"rules": [
+		{"name": "search", "method": "GET", "path": "/v1/orders", "query": "q", "cost": 5},
+		{"name": "head_health", "method": "HEAD", "path": "/v1/health", "cost": 1},
+		{"name": "any_export", "method": "*", "path": "/v1/exports/*", "cost": 7},
+		{"name": "get_export", "method": "GET", "path": "/v1/exports/big", "cost": 9}
+	], "default": {"name": "other", "cost": 2}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		method, path, query string
+		want                string
+	}{
+		{"HEAD", "/v1/orders", "q=x", "search"},
+		{"HEAD", "/v1/health", "", "head_health"},
+		{"head", "/v1/exports/big", "", "get_export"},
+		{"HEAD", "/v1/exports/small", "", "any_export"},
+		{"HEAD", "/v1/nothing", "", "other"},
+		{"POST", "/v1/exports/big", "", "any_export"},
+	}
+	for _, tt := range tests {
+		if r := tbl.Match(tt.method, tt.path, tt.query); r.Name != tt.want {
+			t.Errorf("%s %s?%s priced by %q, want %q", tt.method, tt.path, tt.query, r.Name, tt.want)
+		}
+	}
+}

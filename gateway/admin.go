@@ -167,7 +167,7 @@ func (g *Gateway) explain(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Query = strings.TrimPrefix(req.Query, "?")
 	// Priced as the proxy prices it: the path decoded (%77rite is write), then cleaned.
-	u, err := url.Parse(req.Path)
+	u, err := url.ParseRequestURI(req.Path) // as the server reads a request line: "//crm/…" is a path
 	if err != nil || u.Path == "" {
 		writeError(w, &explainError{`"path" must be a URL path, as sent in the request line.`}, 0)
 		return

@@ -58,6 +58,7 @@ func TestExplain(t *testing.T) {
 			`{"cost":2,"rule":"insert_records","heavy":true,"records":11,"counted":true}`},
 		{"encoded path", "view-token", `{"method":"POST","path":"/crm/bulk/v8/%77rite"}`, 200, `{"cost":500,"rule":"bulk_write_initialize","heavy":true}`},
 		{"dot segments", "view-token", `{"method":"POST","path":"/crm/v2/x/%2e%2e/../bulk/v2/write"}`, 200, `{"cost":500,"rule":"bulk_write_initialize","heavy":true}`},
+		{"double slash", "view-token", `{"method":"POST","path":"//crm/bulk/v2/write"}`, 200, `{"cost":500,"rule":"bulk_write_initialize","heavy":true}`},
 		{"query in path", "view-token", `{"path":"/crm/v2/Leads?cvid=9"}`, 200, `{"cost":3,"rule":"records_cvid","heavy":false}`},
 		{"insert without body", "view-token", `{"method":"POST","path":"/crm/v2/Leads"}`, 200,
 			`{"cost":1,"rule":"insert_records","heavy":true,"records":0,"counted":true}`},
