@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -252,8 +253,25 @@ func writeFile(t *testing.T, path, data string) {
 func TestDemoLinesWithOperatorTokens(t *testing.T) {
 	var b strings.Builder
 	printDemo(&b, "127.0.0.1:8080", "127.0.0.1:9090", "")
-	if out := b.String(); strings.Contains(out, demoAdminToken) || !strings.Contains(out, "Bearer $CREDITGATE_ADMIN_TOKEN") {
-		t.Fatalf("demo lines with the operator's tokens:\n%s", out)
+	out := b.String()
+	if strings.Contains(out, demoAdminToken) || strings.Count(out, `-H "Authorization: Bearer $CREDITGATE_ADMIN_TOKEN"`) != 3 {
+		t.Fatalf("demo lines with the operator's tokens (double quotes, so the shell expands the variable):\n%s", out)
+	}
+	// As a shell runs them.
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "curl ") || !strings.Contains(line, "CREDITGATE_ADMIN_TOKEN") {
+			continue
+		}
+		cmd := exec.Command("sh", "-c", "printf '%s\\n' "+strings.TrimPrefix(line, "curl "))
+		cmd.Env = []string{"CREDITGATE_ADMIN_TOKEN=s3cret"}
+		got, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(got), "Authorization: Bearer s3cret") {
+			t.Errorf("as a shell runs %q it sends:\n%s", line, got)
+		}
 	}
 }
 

@@ -75,8 +75,11 @@ func demoAPI(w http.ResponseWriter, r *http.Request) {
 // then name it rather than print a token that is not accepted.
 func printDemo(w io.Writer, proxyAddr, adminAddr, adminToken string) {
 	base := "http://" + loopbackAddr(proxyAddr)
+	uiToken := adminToken
 	if adminToken == "" {
-		adminToken = "$CREDITGATE_ADMIN_TOKEN" // an admin token of CREDITGATE_ADMIN_TOKENS
+		// An admin token of CREDITGATE_ADMIN_TOKENS, from the shell: the admin lines quote
+		// it with double quotes so the shell expands it.
+		adminToken, uiToken = "$CREDITGATE_ADMIN_TOKEN", "<an admin token>"
 	}
 	lines := []string{
 		"",
@@ -97,19 +100,19 @@ func printDemo(w io.Writer, proxyAddr, adminAddr, adminToken string) {
 		fmt.Sprintf(`  curl -i -X POST -H 'X-Api-Key: %s' -H 'Content-Type: application/json' %s/crm/v8/Leads -d '{"data":[%s]}'`,
 			acmeKey, base, strings.TrimSuffix(strings.Repeat(`{"Last_Name":"Lee"},`, 21), ",")),
 		"  # What would a call cost, and which rule prices it? (admin listener, admin token)",
-		fmt.Sprintf(`  curl -i -X POST -H 'Authorization: Bearer %s' http://%s/admin/v1/explain -d '{"method":"POST","path":"/crm/v8/Leads/actions/add_tags","body":{"ids":[1,2,3]}}'`,
+		fmt.Sprintf(`  curl -i -X POST -H "Authorization: Bearer %s" http://%s/admin/v1/explain -d '{"method":"POST","path":"/crm/v8/Leads/actions/add_tags","body":{"ids":[1,2,3]}}'`,
 			adminToken, loopbackAddr(adminAddr)),
 		"  # Where an org's credits stand (not charged, not forwarded)",
 		fmt.Sprintf("  curl -i -H 'Authorization: Bearer %s' %s/creditgate/v1/usage", acmeKey, base),
 		"  # Sell acme 5,000 add-on credits a day (its limit becomes 25,000), and what 100,000 would cost",
-		fmt.Sprintf(`  curl -i -X PUT -H 'Authorization: Bearer %s' http://%s/admin/v1/orgs/acme/addon -d '{"limit":5000}'`,
+		fmt.Sprintf(`  curl -i -X PUT -H "Authorization: Bearer %s" http://%s/admin/v1/orgs/acme/addon -d '{"limit":5000}'`,
 			adminToken, loopbackAddr(adminAddr)),
-		fmt.Sprintf(`  curl -i -H 'Authorization: Bearer %s' 'http://%s/admin/v1/quote?addon_credits=100000'`,
+		fmt.Sprintf(`  curl -i -H "Authorization: Bearer %s" 'http://%s/admin/v1/quote?addon_credits=100000'`,
 			adminToken, loopbackAddr(adminAddr)),
 		"  # Health",
 		fmt.Sprintf("  curl -i http://%s/readyz", loopbackAddr(adminAddr)),
 		"",
-		fmt.Sprintf("Usage page: http://%s/ui/?org=acme#token=%s", loopbackAddr(adminAddr), adminToken),
+		fmt.Sprintf("Usage page: http://%s/ui/?org=acme#token=%s", loopbackAddr(adminAddr), uiToken),
 		"",
 		"Stop with Ctrl-C. Configure CREDITGATE_UPSTREAM_URL and CREDITGATE_ORGS for real use (see README).",
 		"",

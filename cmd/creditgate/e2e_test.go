@@ -667,12 +667,15 @@ func runCurl(t *testing.T, args string) (*http.Response, string) {
 func shellSplit(s string) []string {
 	var out []string
 	var cur strings.Builder
-	inQuote, have := false, false
+	var quote rune // the quote open, or 0
+	have := false
 	for _, r := range s {
 		switch {
-		case r == '\'':
-			inQuote, have = !inQuote, true
-		case r == ' ' && !inQuote:
+		case quote == 0 && (r == '\'' || r == '"'):
+			quote, have = r, true
+		case r == quote:
+			quote = 0
+		case r == ' ' && quote == 0:
 			if have {
 				out = append(out, cur.String())
 				cur.Reset()
