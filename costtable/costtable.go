@@ -120,6 +120,9 @@ type Table struct {
 	rules []Rule
 	// methods holds one trie per method that a rule names; each also holds the "*" rules.
 	methods []methodTrie
+	// head holds the rules that name HEAD alone (nil without any): HEAD is priced by them
+	// first, then as GET.
+	head *node
 	// any holds the "*" rules alone, for the methods no rule names.
 	any *node
 }
@@ -216,6 +219,12 @@ func New(name string, rules []Rule, fallback Rule) (*Table, error) {
 		e := end{rule: r, query: r.Query, exact: r.Method != "*"}
 		if r.Method != "*" {
 			methods[r.Method].insert(templates[i], e)
+			if r.Method == "HEAD" {
+				if tbl.head == nil {
+					tbl.head = &node{}
+				}
+				tbl.head.insert(templates[i], e)
+			}
 			continue
 		}
 		tbl.any.insert(templates[i], e)
@@ -224,6 +233,7 @@ func New(name string, rules []Rule, fallback Rule) (*Table, error) {
 		}
 	}
 	tbl.any.finish()
+	tbl.head.finish()
 	for _, root := range methods {
 		root.finish()
 	}
@@ -248,15 +258,19 @@ func (t *Table) Fallback() Rule { return t.rules[len(t.rules)-1] }
 func (t *Table) Match(method, path, rawQuery string) *Rule {
 	m := matcher{path: path, query: rawQuery}
 	m.split()
-	if r := m.match(t.root(method), 0); r != nil && (r.Method != "*" || !equalFold(method, "HEAD")) {
-		return r
-	}
+	root := t.root(method)
 	if equalFold(method, "HEAD") {
-		// No rule names HEAD for this path: it is priced as the GET it mirrors (servers
-		// run the GET handler for it), not by a rule for any method or the default.
-		if r := m.match(t.root("GET"), 0); r != nil {
-			return r
+		// A rule that names HEAD and matches prices it; else it is priced as the GET it
+		// mirrors (servers run the GET handler for it).
+		if t.head != nil {
+			if r := m.match(t.head, 0); r != nil {
+				return r
+			}
 		}
+		root = t.root("GET")
+	}
+	if r := m.match(root, 0); r != nil {
+		return r
 	}
 	return &t.rules[len(t.rules)-1]
 }

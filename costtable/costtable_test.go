@@ -359,6 +359,8 @@ func FuzzMatch(f *testing.F) {
 	f.Add("GET", "/files"+strings.Repeat("/x/..", 40), "")       // deep, then resolved
 	f.Add("\x00", "/crm/v2/users/\xff\xfe", "%zz=&&=&cvid=\x00") // invalid bytes everywhere
 	f.Add("GET", "/crm/V2.1/USERS/{id}", "")                     // template syntax in a request
+	f.Add("HEAD", "/files/meta", "")                             // HEAD without HEAD rules: as GET
+	f.Add("head", "/crm/v2/Leads", "cvid=3")                     // ...in the built-in table too
 	tables := []*Table{newPrecedenceTable(f, precedenceRules)}
 	zoho, err := Builtin("zoho-crm")
 	if err != nil {
@@ -387,6 +389,21 @@ func naiveMatch(tbl *Table, method, path, query string) string {
 	if method == "" {
 		method = "GET"
 	}
+	if asciiUpper(method) == "HEAD" {
+		// A rule naming HEAD that matches prices it; else the GET's price.
+		if r := naiveBest(tbl, func(r Rule) bool { return r.Method == "HEAD" }, path, query); r != "" {
+			return r
+		}
+		method = "GET"
+	}
+	if r := naiveBest(tbl, func(r Rule) bool { return r.Method == "*" || asciiUpper(r.Method) == asciiUpper(method) }, path, query); r != "" {
+		return r
+	}
+	return tbl.Fallback().Name
+}
+
+// naiveBest is the best rule among those keep accepts for path and query, or "".
+func naiveBest(tbl *Table, keep func(Rule) bool, path, query string) string {
 	var segs []string
 	for _, s := range strings.Split(path, "/") {
 		s, _, _ = strings.Cut(s, ";") // path parameters are cut off
@@ -401,9 +418,9 @@ func naiveMatch(tbl *Table, method, path, query string) string {
 		}
 	}
 
-	best, bestRank := tbl.Fallback().Name, []rank(nil)
+	best, bestRank := "", []rank(nil)
 	for _, r := range tbl.Rules() {
-		if r.Method != "*" && asciiUpper(r.Method) != asciiUpper(method) {
+		if !keep(r) {
 			continue
 		}
 		pairs := strings.FieldsFunc(query, func(c rune) bool { return c == '&' || c == ';' })
@@ -529,6 +546,7 @@ func TestHeadPricedAsGet(t *testing.T) {
 		{"HEAD", "/v1/orders", "q=x", "search"},
 		{"HEAD", "/v1/health", "", "head_health"},
 		{"head", "/v1/exports/big", "", "get_export"},
+		{"HEAD", "/v1/health/deep", "", "other"},
 		{"HEAD", "/v1/exports/small", "", "any_export"},
 		{"HEAD", "/v1/nothing", "", "other"},
 		{"POST", "/v1/exports/big", "", "any_export"},
@@ -536,6 +554,25 @@ func TestHeadPricedAsGet(t *testing.T) {
 	for _, tt := range tests {
 		if r := tbl.Match(tt.method, tt.path, tt.query); r.Name != tt.want {
 			t.Errorf("%s %s?%s priced by %q, want %q", tt.method, tt.path, tt.query, r.Name, tt.want)
+		}
+	}
+}
+
+// TestHeadRuleNotBypassed: a rule naming HEAD that matches prices the HEAD, however specific
+// the GET or any-method rules for the path; adding a rule that does not win changes nothing.
+func TestHeadRuleNotBypassed(t *testing.T) {
+	base := `{"name": "head_exports", "method": "HEAD", "path": "/v1/exports/*", "cost": 1},
+		{"name": "get_big", "method": "GET", "path": "/v1/exports/big", "cost": 9}`
+	for _, extra := range []string{"", `, {"name": "any_big", "method": "*", "path": "/v1/exports/big", "cost": 7}`} {
+		tbl, err := Parse("t", []byte(`{"rules": [`+base+extra+`], "default": {"name": "other", "cost": 2}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := tbl.Match("HEAD", "/v1/exports/big", ""); r.Name != "head_exports" {
+			t.Errorf("extra %q: HEAD /v1/exports/big priced by %q, want head_exports", extra, r.Name)
+		}
+		if r := tbl.Match("GET", "/v1/exports/big", ""); r.Name != "get_big" {
+			t.Errorf("extra %q: GET priced by %q, want get_big", extra, r.Name)
 		}
 	}
 }
