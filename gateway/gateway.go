@@ -340,7 +340,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.Set("Ratelimit-Policy", t.policy)
 			h.Set("X-Credits-Charged", "0")
 			var tooLarge *bodyTooLargeError
-			if g.cfg.Shadow && errors.As(err, &tooLarge) {
+			errors.As(err, &tooLarge)
+			if g.cfg.Shadow && tooLarge != nil {
 				// Shadow mode never rejects: the call goes on, uncharged as the 413 would
 				// have left it, its body streamed (bufferBody put back what it read).
 				g.metrics.count(t.m, rs, outShadowRejected, reasonBodyTooLarge, 0)
@@ -348,6 +349,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 					zap.String("reason", "body_too_large"), zap.Int64("max_bytes", tooLarge.max))
 				g.forward(w, r, callState{t: t, key: t.key, rule: rule.Name, rs: rs})
 				return
+			}
+			if tooLarge != nil || errors.Is(err, errClientBody) {
+				// The server would read what is left of the body before answering, with no
+				// deadline: a client that stalls would never get its answer. Close instead.
+				h.Set("Connection", "close")
 			}
 			g.metrics.count(t.m, rs, outBadRequest, 0, 0)
 			g.log.Info("body not buffered", zap.String("org", t.org.ID), zap.String("rule", rule.Name), zap.Error(err))

@@ -860,3 +860,30 @@ func TestUpgradeAfterInterimCarriesLimitFields(t *testing.T) {
 		return
 	}
 }
+
+// TestStalledOversizeBodyAnswered413: a body over MaxBodyBytes (declared, or found so while
+// chunked) from a client that then stalls is answered 413 at once, the connection closed.
+func TestStalledOversizeBodyAnswered413(t *testing.T) {
+	const head = "POST /crm/v2/Leads HTTP/1.1\r\nHost: x\r\nX-Api-Key: acme-key\r\nContent-Type: application/json\r\n"
+	chunk := `{"data":[` + strings.Repeat(`{"a":1},`, 150)
+	for name, req := range map[string]string{
+		"declared": head + "Content-Length: 2000\r\n\r\n{\"data\":[",
+		"chunked":  head + "Transfer-Encoding: chunked\r\n\r\n" + strconv.FormatInt(int64(len(chunk)), 16) + "\r\n" + chunk + "\r\n",
+	} {
+		f := newFixture(t, func(c *Config) { c.BodyTimeout = time.Minute; c.MaxBodyBytes = 1000 })
+		c, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write([]byte(req)) // ...then nothing more
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: no answer 3s after a body over MaxBodyBytes: %v", name, err)
+		}
+		if resp.StatusCode != 413 {
+			t.Fatalf("%s: status %d, want 413", name, resp.StatusCode)
+		}
+	}
+}
