@@ -241,16 +241,10 @@ func (g *Gateway) storeCall(parent context.Context, op int, call func(context.Co
 		// Not now, but not never: a lease left held keeps the org at its cap for the lease's
 		// time to live, a refund left undone bills a call never served. Run it when the
 		// breaker closes; errBreakerOpen only when too many wait already.
-		select {
-		case g.deferred <- deferredCall{op: op, call: call}:
-			if !g.breaker.open() {
-				// It closed meanwhile, maybe after its run of the queue began: run it now.
-				go g.runDeferred()
-			}
-			return nil
-		default:
+		if !g.queue(deferredCall{op: op, call: call}) {
 			return errBreakerOpen
 		}
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), g.cfg.StoreTimeout)
 	start := time.Now()
@@ -267,16 +261,36 @@ func (g *Gateway) storeCall(parent context.Context, op int, call func(context.Co
 
 // deferredCall is a refund or release skipped while the breaker was open, run once it closes.
 type deferredCall struct {
-	op   int
-	call func(context.Context) error
+	op    int
+	call  func(context.Context) error
+	tries int // runs that failed
 }
 
 // maxDeferred bounds the store calls waiting for the breaker to close: beyond it, leases are
-// left to expire and refunds are lost (and logged).
-const maxDeferred = 4096
+// left to expire and refunds are lost (and logged). maxDeferredTries bounds the runs of one.
+const (
+	maxDeferred      = 4096
+	maxDeferredTries = 5
+)
+
+// queue adds d to the calls waiting for the breaker to close, and reports whether there was
+// room.
+func (g *Gateway) queue(d deferredCall) bool {
+	select {
+	case g.deferred <- d:
+	default:
+		return false
+	}
+	if g.breaker.state.Load() == breakerClosed {
+		// It closed meanwhile, maybe after its run of the queue began: run it now.
+		go g.runDeferred()
+	}
+	return true
+}
 
 // runDeferred runs the store calls that waited for the breaker to close, each behind the
-// breaker again (one that finds it open once more waits again).
+// breaker again: one that finds it open once more waits again; one the store fails waits for
+// the next close, up to maxDeferredTries runs.
 func (g *Gateway) runDeferred() {
 	for range len(g.deferred) {
 		var d deferredCall
@@ -285,9 +299,15 @@ func (g *Gateway) runDeferred() {
 		default:
 			return
 		}
-		if err := g.storeCall(context.Background(), d.op, d.call); err != nil {
-			g.log.Warn("deferred store call failed", zap.String("op", storeOpNames[d.op]), zap.Error(err))
+		// With the breaker open again, storeCall queues it anew (errBreakerOpen: no room).
+		err := g.storeCall(context.Background(), d.op, d.call)
+		if err == nil {
+			continue
 		}
+		if d.tries++; err != errBreakerOpen && d.tries < maxDeferredTries && g.queue(d) {
+			continue
+		}
+		g.log.Warn("deferred store call failed", zap.String("op", storeOpNames[d.op]), zap.Int("tries", d.tries), zap.Error(err))
 	}
 }
 

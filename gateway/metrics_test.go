@@ -433,3 +433,32 @@ func TestDeferredCallNotStrandedByClose(t *testing.T) {
 		}
 	}
 }
+
+// TestDeferredRefundSurvivesBlip: a queued refund whose run fails (the store blipped again)
+// waits for the next close instead of being dropped.
+func TestDeferredRefundSurvivesBlip(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.Probe = func(context.Context) error { return errors.New("down") }
+		c.BreakerCooldown = time.Hour
+		c.BreakerFailures = 100 // the failed run alone must not reopen it
+	})
+	g := f.gw
+	defer g.Close()
+	var attempts, done atomic.Int32
+	g.breaker.set(breakerOpen, errors.New("down"))
+	if err := g.storeCall(context.Background(), opRefund, func(context.Context) error {
+		if attempts.Add(1) == 1 {
+			return errors.New("connection reset")
+		}
+		done.Add(1)
+		return nil
+	}); err != nil {
+		t.Fatalf("queued refund: %v", err)
+	}
+	g.breaker.done(nil) // closes: the queue runs, the first try fails, the second succeeds
+	waitUntil(t, func() bool { return done.Load() == 1 })
+	time.Sleep(50 * time.Millisecond)
+	if attempts.Load() != 2 || done.Load() != 1 || len(g.deferred) != 0 {
+		t.Fatalf("tried %d times, succeeded %d, %d still queued; want 2, 1, 0", attempts.Load(), done.Load(), len(g.deferred))
+	}
+}
