@@ -134,7 +134,7 @@ func decodeSpend(reply []int64, key Key, cost int64, lease string) (Decision, er
 	key.Limit = reply[7] // with add-ons, the script read the add-on limit
 	d, err := decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], lease)
 	d.Addon = reply[6]
-	if d.Allowed {
+	if d.Allowed && d.Cost > 0 { // a debit (as the memory store sets it)
 		d.Day = reply[8]
 	}
 	return d, err
