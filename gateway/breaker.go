@@ -276,9 +276,7 @@ const (
 // queue adds d to the calls waiting for the breaker to close, and reports whether there was
 // room.
 func (g *Gateway) queue(d deferredCall) bool {
-	select {
-	case g.deferred <- d:
-	default:
+	if !g.push(d) {
 		return false
 	}
 	if g.breaker.state.Load() == breakerClosed {
@@ -288,9 +286,21 @@ func (g *Gateway) queue(d deferredCall) bool {
 	return true
 }
 
+// push adds d to the queue without starting a run, and reports whether there was room.
+func (g *Gateway) push(d deferredCall) bool {
+	select {
+	case g.deferred <- d:
+		return true
+	default:
+		return false
+	}
+}
+
 // runDeferred runs the store calls that waited for the breaker to close, each behind the
-// breaker again: one that finds it open once more waits again; one the store fails waits for
-// the next close, up to maxDeferredTries runs.
+// breaker again: one that finds it open once more waits again. A release the store fails
+// waits for the next close (up to maxDeferredTries runs; releasing twice is harmless). A
+// refund the store fails is not run again: its script may have run with the reply lost, and
+// a second run would give the credits back twice.
 func (g *Gateway) runDeferred() {
 	for range len(g.deferred) {
 		var d deferredCall
@@ -304,7 +314,7 @@ func (g *Gateway) runDeferred() {
 		if err == nil {
 			continue
 		}
-		if d.tries++; err != errBreakerOpen && d.tries < maxDeferredTries && g.queue(d) {
+		if d.tries++; err != errBreakerOpen && d.op == opRelease && d.tries < maxDeferredTries && g.push(d) {
 			continue
 		}
 		g.log.Warn("deferred store call failed", zap.String("op", storeOpNames[d.op]), zap.Int("tries", d.tries), zap.Error(err))

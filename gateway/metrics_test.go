@@ -434,31 +434,44 @@ func TestDeferredCallNotStrandedByClose(t *testing.T) {
 	}
 }
 
-// TestDeferredRefundSurvivesBlip: a queued refund whose run fails (the store blipped again)
-// waits for the next close instead of being dropped.
-func TestDeferredRefundSurvivesBlip(t *testing.T) {
+// TestDeferredRunFails: a queued release the store fails waits for the next close (not run
+// again at once, which would itself reopen the breaker); a queued refund the store fails is
+// not run again (its script may have run with the reply lost: twice would refund twice).
+func TestDeferredRunFails(t *testing.T) {
 	f := newFixture(t, func(c *Config) {
 		c.Probe = func(context.Context) error { return errors.New("down") }
 		c.BreakerCooldown = time.Hour
-		c.BreakerFailures = 100 // the failed run alone must not reopen it
 	})
 	g := f.gw
 	defer g.Close()
-	var attempts, done atomic.Int32
+	var releases, refunds atomic.Int32
 	g.breaker.set(breakerOpen, errors.New("down"))
-	if err := g.storeCall(context.Background(), opRefund, func(context.Context) error {
-		if attempts.Add(1) == 1 {
-			return errors.New("connection reset")
+	failFirst := func(n *atomic.Int32) func(context.Context) error {
+		return func(context.Context) error {
+			if n.Add(1) == 1 {
+				return errors.New("connection reset")
+			}
+			return nil
 		}
-		done.Add(1)
-		return nil
-	}); err != nil {
-		t.Fatalf("queued refund: %v", err)
 	}
-	g.breaker.done(nil) // closes: the queue runs, the first try fails, the second succeeds
-	waitUntil(t, func() bool { return done.Load() == 1 })
-	time.Sleep(50 * time.Millisecond)
-	if attempts.Load() != 2 || done.Load() != 1 || len(g.deferred) != 0 {
-		t.Fatalf("tried %d times, succeeded %d, %d still queued; want 2, 1, 0", attempts.Load(), done.Load(), len(g.deferred))
+	if err := g.storeCall(context.Background(), opRelease, failFirst(&releases)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.storeCall(context.Background(), opRefund, failFirst(&refunds)); err != nil {
+		t.Fatal(err)
+	}
+	g.breaker.done(nil) // one close: each runs once and fails
+	waitUntil(t, func() bool { return releases.Load() == 1 && refunds.Load() == 1 })
+	time.Sleep(100 * time.Millisecond)
+	if releases.Load() != 1 || refunds.Load() != 1 || g.breaker.open() {
+		t.Fatalf("after one close: release ran %d times, refund %d, breaker open %v; want 1, 1, closed",
+			releases.Load(), refunds.Load(), g.breaker.open())
+	}
+	g.breaker.set(breakerOpen, errors.New("down"))
+	g.breaker.done(nil) // the next close: the release runs again, the refund does not
+	waitUntil(t, func() bool { return releases.Load() == 2 })
+	time.Sleep(100 * time.Millisecond)
+	if refunds.Load() != 1 || len(g.deferred) != 0 {
+		t.Fatalf("after the second close: refund ran %d times, %d queued; want 1, 0", refunds.Load(), len(g.deferred))
 	}
 }
