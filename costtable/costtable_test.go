@@ -361,7 +361,13 @@ func FuzzMatch(f *testing.F) {
 	f.Add("GET", "/crm/V2.1/USERS/{id}", "")                     // template syntax in a request
 	f.Add("HEAD", "/files/meta", "")                             // HEAD without HEAD rules: as GET
 	f.Add("head", "/crm/v2/Leads", "cvid=3")                     // ...in the built-in table too
-	tables := []*Table{newPrecedenceTable(f, precedenceRules)}
+	f.Add("HEAD", "/files/meta", "q=1")                          // a HEAD rule's query condition
+	f.Add("HEAD", "/", "")                                       // no HEAD rule matches: GET's root
+	withHead := append(slices.Clone(precedenceRules),
+		Rule{Name: "head_files_rest", Method: "HEAD", Path: "/files/*", Cost: 20},
+		Rule{Name: "head_meta_q", Method: "HEAD", Path: "/files/meta", Query: "q", Cost: 21},
+		Rule{Name: "head_img", Method: "HEAD", Path: "/files/{kind:img|png}", Cost: 22})
+	tables := []*Table{newPrecedenceTable(f, precedenceRules), newPrecedenceTable(f, withHead)}
 	zoho, err := Builtin("zoho-crm")
 	if err != nil {
 		f.Fatal(err)
