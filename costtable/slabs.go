@@ -36,8 +36,8 @@ type SlabCharge struct {
 	Amount       int64 `json:"amount_micros"`
 }
 
-// maxMicros bounds every amount: prices and totals saturate here rather than overflow.
-const maxMicros int64 = 1<<62 - 1
+// MaxMicros bounds every amount: prices and totals saturate here rather than overflow.
+const MaxMicros int64 = 1<<62 - 1
 
 // maxPricePer1000 is the largest accepted price: $1,000,000 per 1,000 credits.
 const maxPricePer1000 int64 = 1_000_000_000_000
@@ -62,12 +62,12 @@ func (s Slabs) Price(credits int64) (int64, []SlabCharge) {
 		left -= n
 		amt := slabAmount(n, sl.PricePer1000)
 		charges[i] = SlabCharge{Credits: n, PricePer1000: sl.PricePer1000, Amount: amt}
-		total = min(total+amt, maxMicros)
+		total = min(total+amt, MaxMicros)
 	}
 	return total, charges
 }
 
-// slabAmount is n × p / 1000 rounded half up, saturating at maxMicros. Split as n×(p/1000) +
+// slabAmount is n × p / 1000 rounded half up, saturating at MaxMicros. Split as n×(p/1000) +
 // n×(p%1000)/1000 so that no product overflows for n up to MaxAllotment.
 func slabAmount(n, p int64) int64 {
 	if n <= 0 || p <= 0 {
@@ -76,13 +76,13 @@ func slabAmount(n, p int64) int64 {
 	whole, frac := p/1000, p%1000
 	var a int64
 	if whole > 0 {
-		if n > maxMicros/whole {
-			return maxMicros
+		if n > MaxMicros/whole {
+			return MaxMicros
 		}
 		a = n * whole
 	}
 	n = min(n, MaxAllotment) // n×frac < 2^53 × 1000 fits int64
-	return min(a+(n*frac+500)/1000, maxMicros)
+	return min(a+(n*frac+500)/1000, MaxMicros)
 }
 
 // ParseSlabs reads a price list in the CREDITGATE_ADDON_SLABS syntax: slabs separated by ',',

@@ -68,7 +68,7 @@ func TestSlabRounding(t *testing.T) {
 		{"*:0.0004", 1, 0, "0.4 micros rounds down"},
 		{"1:0.0015,*:0.0015", 2, 4, "each slab rounds on its own: 2 + 2, not round(3.0)"},
 		{"*:0.000001", 999, 1, "0.999 micros"},
-		{"*:1000000", MaxAllotment, maxMicros, "saturates, never overflows"},
+		{"*:1000000", MaxAllotment, MaxMicros, "saturates, never overflows"},
 	}
 	for _, tt := range tests {
 		s, err := ParseSlabs(tt.give)
@@ -171,7 +171,7 @@ func FuzzSlabPrice(f *testing.F) {
 		}
 		var sum, credits int64
 		for _, p := range parts {
-			sum, credits = min(sum+p.Amount, maxMicros), credits+p.Credits
+			sum, credits = min(sum+p.Amount, MaxMicros), credits+p.Credits
 		}
 		if sum != a || credits != n {
 			t.Fatalf("slabs sum to %d micros and %d credits, want %d and %d", sum, credits, a, n)

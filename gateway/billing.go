@@ -180,9 +180,6 @@ func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, li
 	writeJSON(w, resp)
 }
 
-// maxQuoteMicros is the largest amount a quote states (costtable's amounts saturate there).
-const maxQuoteMicros int64 = 1<<62 - 1
-
 // quoteResponse is the reference's calculator: what an add-on limit costs if fully used.
 type quoteResponse struct {
 	AddonCredits        int64                  `json:"addon_credits"`
@@ -200,10 +197,10 @@ func (g *Gateway) quote(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	day, slabs := g.slabs().Price(n)
-	if day > maxQuoteMicros/30 {
+	if day > costtable.MaxMicros/30 {
 		// Amounts saturate rather than overflow; a saturated amount is not a price.
 		writeError(w, badRequest("addon_credits is too large to quote: the monthly amount would exceed "+
-			strconv.FormatInt(maxQuoteMicros, 10)+" micro-dollars."), 0)
+			strconv.FormatInt(costtable.MaxMicros, 10)+" micro-dollars."), 0)
 		return
 	}
 	writeJSON(w, quoteResponse{AddonCredits: n, DailyAmountMicros: day, MonthlyAmountMicros: day * 30, Slabs: slabs})

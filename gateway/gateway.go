@@ -336,9 +336,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body []byte
 	if rule.CountsBody() {
 		if body, err = g.bufferBody(w, r); err != nil {
-			h.Set("X-Ratelimit-Limit", t.limit) // remaining and reset were not read
-			h.Set("Ratelimit-Policy", t.policy)
-			h.Set("X-Credits-Charged", "0")
+			setPolicyFields(h, t)
 			var tooLarge *bodyTooLargeError
 			errors.As(err, &tooLarge)
 			if g.cfg.Shadow && tooLarge != nil {
@@ -447,7 +445,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		if r.Context().Err() != nil {
 			g.metrics.count(t.m, rs, outClientClosed, 0, 0)
-			return // the client left while we waited for the store (which may have debited the call: at most once, never retried; a lease it took is released by the store)
+			// The client left while we waited for the store, which may have debited the call
+			// (at most once: never retried); a lease it may have taken, the store releases.
+			return
 		}
 		failOpen := g.cfg.FailOpen || g.cfg.Shadow // shadow mode never rejects
 		if failOpen {
@@ -460,10 +460,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			g.log.Warn("credit store error", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
 				zap.Int64("cost", cost), zap.Bool("fail_open", failOpen), zap.Error(err))
 		}
-		// Remaining and reset are unknown; the policy is not.
-		h.Set("X-Ratelimit-Limit", t.limit)
-		h.Set("Ratelimit-Policy", t.policy)
-		h.Set("X-Credits-Charged", "0")
+		setPolicyFields(h, t)
 		if !failOpen {
 			writeError(w, errStoreUnavailable, 1)
 			return

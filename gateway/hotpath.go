@@ -9,6 +9,15 @@ import (
 	"github.com/creditgate/creditgate/limiter"
 )
 
+// setPolicyFields writes what is known of the rate-limit fields of t when the window was not
+// read (the store could not decide, or the call was answered before it): the policy, and
+// nothing charged. Remaining and reset are unknown, so they are not sent.
+func setPolicyFields(h http.Header, t *tenant) {
+	h.Set("X-Ratelimit-Limit", t.limit)
+	h.Set("Ratelimit-Policy", t.policy)
+	h.Set("X-Credits-Charged", "0")
+}
+
 // setLimitFields writes the rate-limit fields of SPEC §7 for decision d. It allocates twice
 // whatever the decision: one string holding every number (the values are slices of it) and
 // one array behind the six header values. The names are already canonical.

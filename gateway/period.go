@@ -86,10 +86,7 @@ func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, r
 		}
 		if !failOpen {
 			g.metrics.count(t.m, rs, outFailClosed, 0, 0)
-			// Remaining and reset are unknown; the policy is not.
-			h.Set("X-Ratelimit-Limit", t.limit)
-			h.Set("Ratelimit-Policy", t.policy)
-			h.Set("X-Credits-Charged", "0")
+			setPolicyFields(h, t)
 			writeError(w, errStoreUnavailable, 1)
 			return d, false
 		}

@@ -141,8 +141,7 @@ func (g *Gateway) serveOwnUsage(w http.ResponseWriter, r *http.Request, t *tenan
 	h := w.Header()
 	h.Set("X-Credits-Charged", "0")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		h.Set("X-Ratelimit-Limit", t.limit) // remaining and reset were not read
-		h.Set("Ratelimit-Policy", t.policy)
+		setPolicyFields(h, t)
 		h.Set("Allow", "GET, HEAD")
 		writeError(w, errMethodNotAllowed, 0)
 		return
