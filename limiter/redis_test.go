@@ -442,7 +442,8 @@ func TestRedisLayoutChangeFreesExpiredCredits(t *testing.T) {
 
 // TestLuaCopiesAlike: a script cannot call another's functions, so spend.lua and usage.lua
 // each carry relaid_held (usage must report what the next spend will carry over), and
-// spend.lua and refund.lua each carry ring_read; the copies must stay the same.
+// spend.lua and refund.lua each carry ring_read and ring_first_held; the copies must stay
+// the same.
 func TestLuaCopiesAlike(t *testing.T) {
 	fn := func(file, name string) string {
 		b, err := os.ReadFile(file)
@@ -463,7 +464,9 @@ func TestLuaCopiesAlike(t *testing.T) {
 	if a, b := fn("lua/spend.lua", "relaid_held"), fn("lua/usage.lua", "relaid_held"); a != b {
 		t.Fatalf("relaid_held differs:\nspend.lua:\n%s\nusage.lua:\n%s", a, b)
 	}
-	if a, b := fn("lua/spend.lua", "ring_read"), fn("lua/refund.lua", "ring_read"); a != b {
-		t.Fatalf("ring_read differs:\nspend.lua:\n%s\nrefund.lua:\n%s", a, b)
+	for _, name := range []string{"ring_read", "ring_first_held"} {
+		if a, b := fn("lua/spend.lua", name), fn("lua/refund.lua", name); a != b {
+			t.Fatalf("%s differs:\nspend.lua:\n%s\nrefund.lua:\n%s", name, a, b)
+		}
 	}
 }

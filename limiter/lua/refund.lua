@@ -112,51 +112,49 @@ local function ring_read(from, to)
 	end
 	return vals
 end
+-- ring_first_held returns the first bucket in from..to holding credits (to if none does).
+local function ring_first_held(from, to)
+	local k = from
+	while k < to do
+		local last = math.min(k + 63, to)
+		local vals = ring_read(k, last)
+		for i = 1, #vals do
+			if vals[i] ~= 0 then
+				return k + i - 1
+			end
+		end
+		k = last + 1
+	end
+	return to
+end
+
+-- ring_last_held returns the last bucket in from..to holding credits (from if none does):
+-- ring_first_held, newest first.
+local function ring_last_held(from, to)
+	local k = to
+	while k > from do
+		local first = math.max(k - 63, from)
+		local vals = ring_read(first, k)
+		for i = #vals, 1, -1 do
+			if vals[i] ~= 0 then
+				return first + i - 1
+			end
+		end
+		k = first - 1
+	end
+	return from
+end
+
 -- Keep the tail on the oldest bucket that holds credits, and the head on the newest
 -- (spend.lua bounds a debit whose clock ran back by head, which must hold credits, as the
--- memory store's newest bucket does). Scanned 64 buckets per read: a ring holds up to
--- window/bucket of them.
-if used > 0 and held == credits and (k == tail or k == head) then
-	if k == tail then
-		local b = tail + 1
-		tail = head
-		while b < head do
-			local last = math.min(b + 63, head - 1)
-			local vals = ring_read(b, last)
-			local found = false
-			for i = 1, #vals do
-				if vals[i] ~= 0 then
-					tail, found = b + i - 1, true
-					break
-				end
-			end
-			if found then
-				break
-			end
-			b = last + 1
-		end
-		redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
-	end
-	if k == head then
-		local b = head - 1
-		head = tail
-		while b > tail do
-			local first = math.max(b - 63, tail + 1)
-			local vals = ring_read(first, b)
-			local found = false
-			for i = #vals, 1, -1 do
-				if vals[i] ~= 0 then
-					head, found = first + i - 1, true
-					break
-				end
-			end
-			if found then
-				break
-			end
-			b = first - 1
-		end
-		redis.call('HSET', KEYS[2], 'head', string.format('%d', head))
-	end
+-- memory store's newest bucket does).
+if used > 0 and held == credits and k == tail then
+	tail = ring_first_held(tail + 1, head)
+	redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
+end
+if used > 0 and held == credits and k == head then
+	head = ring_last_held(tail, head - 1)
+	redis.call('HSET', KEYS[2], 'head', string.format('%d', head))
 end
 
 -- Usage by rule (KEYS[5..6], ARGV[7..8]; spend.lua's KEYS[9..10], ARGV[13..14]): the refunded

@@ -3,6 +3,9 @@ package limiter_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"math/rand"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,6 +29,16 @@ func bothStores(t *testing.T, opts limiter.Options) map[string]limiter.Store {
 		t.Fatal(err)
 	}
 	return map[string]limiter.Store{"memory": m, "redis": r}
+}
+
+// meteredOn returns what m metered for org on day.
+func meteredOn(t *testing.T, m limiter.Meter, org string, day int64) int64 {
+	t.Helper()
+	got, err := m.Metered(context.Background(), org, day, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got[day]
 }
 
 func mustSpend(t *testing.T, s limiter.Store, k limiter.Key, cost int64, at time.Time) limiter.Decision {
@@ -73,13 +86,7 @@ func TestPeriodRefundFollowsCount(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ps, m := s.(limiter.PeriodStore), s.(limiter.Meter)
 			k := limiter.PeriodKey{Org: "period-refund-" + name, Monthly: 1, Additional: 2, AnchorDay: 1}
-			metered := func() int64 {
-				got, err := m.Metered(ctx, k.Org, limiter.Day(at), limiter.Day(at))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return got[limiter.Day(at)]
-			}
+			metered := func() int64 { return meteredOn(t, m, k.Org, limiter.Day(at)) }
 			a, err := ps.SpendCall(ctx, k, at, true) // the monthly call, in flight
 			if err != nil {
 				t.Fatal(err)
@@ -121,13 +128,7 @@ func TestWindowRefundFollowsFreeAllotment(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m := s.(limiter.Meter)
 			k := limiter.NewKey("window-refund-"+name, 1).WithAddons(10, 100, 100)
-			metered := func() int64 {
-				got, err := m.Metered(ctx, k.Org, limiter.Day(at), limiter.Day(at))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return got[limiter.Day(at)]
-			}
+			metered := func() int64 { return meteredOn(t, m, k.Org, limiter.Day(at)) }
 			refund := func(d limiter.Decision) {
 				if err := s.Refund(ctx, k, d); err != nil {
 					t.Fatal(err)
@@ -326,5 +327,90 @@ func TestRefundAcrossMidnight(t *testing.T) {
 				t.Errorf("after the refund: metered %v; without the refunded call b would have been free", got)
 			}
 		})
+	}
+}
+
+// TestStoresAgreeOnRandomTimelines: random timelines of debits (some with the clock running
+// back) and refunds (mostly of the newest and oldest debits, which move the ring's head and
+// tail), run on both stores call by call: every Decision and the meter must agree.
+func TestStoresAgreeOnRandomTimelines(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	configs := []struct {
+		window, bucket time.Duration
+		addons, back   bool
+	}{
+		{10 * time.Second, time.Second, false, false},
+		{10 * time.Second, time.Second, true, true},
+		{7 * time.Second, 2 * time.Second, true, true},
+		{24 * time.Hour, time.Hour, true, true},
+		{300 * time.Second, time.Second, true, true}, // rings over 64 buckets: chunked scans
+		{65 * time.Second, time.Second, false, true},
+	}
+	for ci, c := range configs {
+		opts := limiter.Options{Window: c.window, Bucket: c.bucket}
+		m, err := limiter.NewMemoryStore(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := limiter.NewRedisStore(srv.Client, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seed := range int64(15) {
+			rng := rand.New(rand.NewSource(seed*100 + int64(ci)))
+			org := fmt.Sprintf("agree-%d-%d", ci, seed)
+			k := limiter.NewKey(org, 30)
+			if c.addons {
+				k = k.WithAddons(10, 20, 20)
+			}
+			base := int64(20455)*86_400_000 - c.window.Milliseconds()/2 // crosses a midnight
+			now, bms := base, c.bucket.Milliseconds()
+			var debits [][2]limiter.Decision // memory's and Redis's, of each allowed debit
+			var steps []string
+			for step := range 150 {
+				if op := rng.Intn(10); op < 6 || len(debits) == 0 {
+					adv := int64(rng.Intn(int(bms * 3)))
+					if rng.Intn(6) == 0 {
+						adv = int64(rng.Intn(int(c.window.Milliseconds()/2 + 1)))
+					}
+					if c.back && rng.Intn(8) == 0 {
+						adv = -int64(rng.Intn(int(c.window.Milliseconds() + 3*bms)))
+					}
+					now += adv
+					cost := int64(rng.Intn(8))
+					dm, em := m.Spend(ctx, k, cost, time.UnixMilli(now))
+					dr, er := r.Spend(ctx, k, cost, time.UnixMilli(now))
+					steps = append(steps, fmt.Sprintf("spend %d at %+d", cost, now-base))
+					if (em == nil) != (er == nil) || dm != dr {
+						t.Fatalf("config %d seed %d step %d: spend differs\nmemory %+v %v\nredis  %+v %v\nsteps %v", ci, seed, step, dm, em, dr, er, steps)
+					}
+					if dm.Allowed && cost > 0 {
+						debits = append(debits, [2]limiter.Decision{dm, dr})
+					}
+				} else {
+					i := rng.Intn(len(debits))
+					if rng.Intn(2) == 0 {
+						i = len(debits) - 1 - rng.Intn(min(len(debits), 2))
+					} else if rng.Intn(3) == 0 {
+						i = rng.Intn(min(len(debits), 3))
+					}
+					if err := m.Refund(ctx, k, debits[i][0]); err != nil {
+						t.Fatal(err)
+					}
+					if err := r.Refund(ctx, k, debits[i][1]); err != nil {
+						t.Fatal(err)
+					}
+					steps = append(steps, fmt.Sprintf("refund #%d", i))
+				}
+				if c.addons {
+					mm, _ := m.Metered(ctx, org, 0, 1<<40)
+					mr, _ := r.Metered(ctx, org, 0, 1<<40)
+					if !maps.Equal(mm, mr) {
+						t.Fatalf("config %d seed %d step %d: meter differs\nmemory %v\nredis  %v\nsteps %v", ci, seed, step, mm, mr, steps)
+					}
+				}
+			}
+		}
 	}
 }
