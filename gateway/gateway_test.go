@@ -636,33 +636,9 @@ func TestSetOrgs(t *testing.T) {
 // response (as most do for Expect: 100-continue) must not take the rate-limit fields away
 // from the final response: ReverseProxy sends the header map with the 1xx and clears it.
 func TestInterimResponseKeepsLimitFields(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = c.Write([]byte("HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n"))
-					_, _ = io.Copy(io.Discard, req.Body)
-					_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Ratelimit-Limit: 7\r\n\r\nok"))
-				}
-			}()
-		}
-	}()
-	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse("http://" + ln.Addr().String()) })
+	up := rawUpstream(t, "HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Ratelimit-Limit: 7\r\n\r\nok", false)
+	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse(up) })
 	for _, method := range []string{"GET", "POST"} {
 		resp, body := do(t, method, f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key", "Expect": "100-continue"}, "x")
 		if resp.StatusCode != 200 || body != "ok" {
@@ -766,8 +742,9 @@ func TestHalfClosedBodyAnswered400(t *testing.T) {
 	}
 }
 
-// rawUpstream answers every request with resp, as written (closing after it if closeAfter).
-func rawUpstream(t *testing.T, resp string, closeAfter bool) string {
+// rawUpstream answers every request as written: interim, then (once it has read the request
+// body) final, closing the connection after them if closeAfter.
+func rawUpstream(t *testing.T, interim, final string, closeAfter bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -784,10 +761,13 @@ func rawUpstream(t *testing.T, resp string, closeAfter bool) string {
 				defer c.Close()
 				br := bufio.NewReader(c)
 				for {
-					if _, err := http.ReadRequest(br); err != nil {
+					req, err := http.ReadRequest(br)
+					if err != nil {
 						return
 					}
-					_, _ = c.Write([]byte(resp))
+					_, _ = c.Write([]byte(interim))
+					_, _ = io.Copy(io.Discard, req.Body)
+					_, _ = c.Write([]byte(final))
 					if closeAfter {
 						return
 					}
@@ -801,7 +781,7 @@ func rawUpstream(t *testing.T, resp string, closeAfter bool) string {
 // TestRefundAfterInterimKeepsRefundFields: an upstream that sends a 103 and then drops the
 // connection is refunded, and the 502 says so; the held fields must not overwrite that.
 func TestRefundAfterInterimKeepsRefundFields(t *testing.T) {
-	up := rawUpstream(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", true)
+	up := rawUpstream(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", "", true)
 	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse(up) })
 	resp, body := do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"X-Api-Key": "acme-key"}, "")
 	if resp.StatusCode != 502 {
@@ -818,7 +798,7 @@ func TestRefundAfterInterimKeepsRefundFields(t *testing.T) {
 // TestUpstreamInterimLimitFieldsDropped: the upstream's own limit fields on a 1xx never reach
 // the final response beside the gateway's.
 func TestUpstreamInterimLimitFieldsDropped(t *testing.T) {
-	up := rawUpstream(t, "HTTP/1.1 103 Early Hints\r\nX-Credits-Charged: 99\r\nX-Ratelimit-Remaining: 7\r\n\r\n"+
+	up := rawUpstream(t, "HTTP/1.1 103 Early Hints\r\nX-Credits-Charged: 99\r\nX-Ratelimit-Remaining: 7\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false)
 	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse(up) })
 	resp, body := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
@@ -835,7 +815,7 @@ func TestUpstreamInterimLimitFieldsDropped(t *testing.T) {
 // TestUpgradeAfterInterimCarriesLimitFields: a 101 (written through a hijack, not
 // WriteHeader) after a 103 carries the gateway's fields.
 func TestUpgradeAfterInterimCarriesLimitFields(t *testing.T) {
-	up := rawUpstream(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"+
+	up := rawUpstream(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
 		"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", false)
 	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse(up) })
 	c, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))

@@ -402,15 +402,21 @@ func TestLeaseReleasedAfterBreakerCloses(t *testing.T) {
 	})
 }
 
-// TestDeferredCallNotStrandedByClose: a release queued while the breaker closes (after the
-// queue's run began) still runs.
-func TestDeferredCallNotStrandedByClose(t *testing.T) {
+// newDeadStoreGateway is a gateway whose breaker never closes by itself (its probe fails,
+// once an hour): tests open and close it by hand.
+func newDeadStoreGateway(t *testing.T) *Gateway {
 	f := newFixture(t, func(c *Config) {
 		c.Probe = func(context.Context) error { return errors.New("down") }
 		c.BreakerCooldown = time.Hour
 	})
-	g := f.gw
-	defer g.Close()
+	t.Cleanup(f.gw.Close)
+	return f.gw
+}
+
+// TestDeferredCallNotStrandedByClose: a release queued while the breaker closes (after the
+// queue's run began) still runs.
+func TestDeferredCallNotStrandedByClose(t *testing.T) {
+	g := newDeadStoreGateway(t)
 	for i := range 2000 {
 		g.breaker.set(breakerOpen, errors.New("down"))
 		var ran atomic.Int32
@@ -438,12 +444,7 @@ func TestDeferredCallNotStrandedByClose(t *testing.T) {
 // again at once, which would itself reopen the breaker); a queued refund the store fails is
 // not run again (its script may have run with the reply lost: twice would refund twice).
 func TestDeferredRunFails(t *testing.T) {
-	f := newFixture(t, func(c *Config) {
-		c.Probe = func(context.Context) error { return errors.New("down") }
-		c.BreakerCooldown = time.Hour
-	})
-	g := f.gw
-	defer g.Close()
+	g := newDeadStoreGateway(t)
 	var releases, refunds atomic.Int32
 	g.breaker.set(breakerOpen, errors.New("down"))
 	failFirst := func(n *atomic.Int32) func(context.Context) error {

@@ -86,18 +86,25 @@ func TestChunkedBodyCounted(t *testing.T) {
 	}
 }
 
+// postLeads sends an insert of body for acme, with a Content-Length or chunked.
+func postLeads(t *testing.T, base, body string, chunked bool) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/crm/v2/Leads", strings.NewReader(body))
+	req.Header.Set("X-Api-Key", "acme-key")
+	if chunked {
+		req.ContentLength = -1
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 func TestBodyTooLarge(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.MaxBodyBytes = 1000 })
 	for _, chunked := range []bool{false, true} {
-		req, _ := http.NewRequest("POST", f.url+"/crm/v2/Leads", strings.NewReader(records(30)))
-		req.Header.Set("X-Api-Key", "acme-key")
-		if chunked {
-			req.ContentLength = -1
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := postLeads(t, f.url, records(30), chunked)
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 413 || !strings.Contains(string(b), `"code":"REQUEST_ENTITY_TOO_LARGE"`) || !strings.Contains(string(b), `"max_bytes":1000`) {
@@ -146,15 +153,7 @@ func TestShadowForwardsLargeBody(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.MaxBodyBytes = 1000; c.Shadow = true })
 	want := records(30)
 	for _, chunked := range []bool{false, true} {
-		req, _ := http.NewRequest("POST", f.url+"/crm/v2/Leads", strings.NewReader(want))
-		req.Header.Set("X-Api-Key", "acme-key")
-		if chunked {
-			req.ContentLength = -1
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := postLeads(t, f.url, want, chunked)
 		resp.Body.Close()
 		if resp.StatusCode != 200 || resp.Header.Get("X-Credits-Charged") != "0" {
 			t.Fatalf("chunked=%v: %d, charged %q", chunked, resp.StatusCode, resp.Header.Get("X-Credits-Charged"))
