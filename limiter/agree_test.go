@@ -19,7 +19,13 @@ import (
 // two agree where the conformance suite's timelines do not reach.
 func bothStores(t *testing.T, opts limiter.Options) map[string]limiter.Store {
 	t.Helper()
-	srv := redistest.Start(t)
+	m, r := storesOn(t, redistest.Start(t), opts)
+	return map[string]limiter.Store{"memory": m, "redis": r}
+}
+
+// storesOn returns a memory store and a Redis store on srv, with the same options.
+func storesOn(t *testing.T, srv *redistest.Server, opts limiter.Options) (*limiter.MemoryStore, *limiter.RedisStore) {
+	t.Helper()
 	m, err := limiter.NewMemoryStore(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +34,7 @@ func bothStores(t *testing.T, opts limiter.Options) map[string]limiter.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return map[string]limiter.Store{"memory": m, "redis": r}
+	return m, r
 }
 
 // meteredOn returns what m metered for org on day.
@@ -348,15 +354,7 @@ func TestStoresAgreeOnRandomTimelines(t *testing.T) {
 		{65 * time.Second, time.Second, false, true},
 	}
 	for ci, c := range configs {
-		opts := limiter.Options{Window: c.window, Bucket: c.bucket}
-		m, err := limiter.NewMemoryStore(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := limiter.NewRedisStore(srv.Client, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m, r := storesOn(t, srv, limiter.Options{Window: c.window, Bucket: c.bucket})
 		for seed := range int64(15) {
 			rng := rand.New(rand.NewSource(seed*100 + int64(ci)))
 			org := fmt.Sprintf("agree-%d-%d", ci, seed)
