@@ -25,7 +25,7 @@ var (
 const msPerDay = 24 * 60 * 60 * 1000
 
 // Day returns the UTC day (days since 1970-01-01) of t: the unit of the meter.
-func Day(t time.Time) int64 { return floorDiv(t.UnixMilli(), msPerDay) }
+func Day(t time.Time) int64 { return dayOf(t.UnixMilli()) }
 
 // dayOf is the UTC day of ms (unix ms).
 func dayOf(ms int64) int64 { return floorDiv(ms, msPerDay) }
@@ -244,9 +244,6 @@ func (w *memWindow) meterDay(day, n int64) {
 	w.meter[day] += n
 }
 
-// unmeter takes back what a refunded debit metered. w.mu is held.
-func (w *memWindow) unmeter(d Decision) { w.unmeterDay(debitDay(d), d.Addon) }
-
 // unmeterDay takes n credits off the meter's record of day, never below zero. w.mu is held.
 func (w *memWindow) unmeterDay(day, n int64) {
 	if n <= 0 {
@@ -271,19 +268,15 @@ func (w *memWindow) unmeterDrop(day, drop, own int64) {
 	}
 }
 
-// refundMetered is what a refund of given credits (of a debit that metered addon) takes off
-// the meter, with used the window's total before the refund: the drop of the part above the
-// free allotment. That is exact when no credits expired between the debit and its refund: a
-// later call that was metered only because the refunded one held free credits is not billed
-// (had the refunded call never happened, it would not have been), and refunds in a row never
-// un-meter one credit twice. A refund that gives nothing back (its bucket expired) takes off
-// what the debit metered. refund.lua computes the same.
-func refundMetered(key Key, used, given, addon int64) int64 {
+// refundMetered is what a refund giving back given credits takes off the meter, with used
+// the window's total before the refund: the drop of the part above the free allotment. That
+// is exact when no credits expired between the debit and its refund: a later call that was
+// metered only because the refunded one held free credits is not billed (had the refunded
+// call never happened, it would not have been), and refunds in a row never un-meter one
+// credit twice. refund.lua computes the same.
+func refundMetered(key Key, used, given int64) int64 {
 	if !key.addons() {
 		return 0
-	}
-	if given <= 0 {
-		return addon
 	}
 	return max(0, used-key.Free) - max(0, used-given-key.Free)
 }

@@ -174,7 +174,7 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 			continue
 		}
 		n := min(d.Cost, b.credits)
-		w.unmeterDrop(debitDay(d), refundMetered(key, w.used, n, d.Addon), d.Addon)
+		w.unmeterDrop(debitDay(d), refundMetered(key, w.used, n), d.Addon)
 		b.credits -= n
 		w.used -= n
 		s.unrecord(w, key.Rule, d.Bucket, n)
@@ -183,7 +183,7 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 		}
 		return nil
 	}
-	w.unmeter(d) // its bucket expired: it gives nothing back
+	w.unmeterDay(debitDay(d), d.Addon) // its bucket expired: it gives nothing back, and is not billed
 	return nil
 }
 

@@ -189,7 +189,7 @@ func (s *MemoryStore) RefundCall(_ context.Context, k PeriodKey, d PeriodDecisio
 	// One call fewer is additional when the period held more than the monthly limit,
 	// whichever call is taken back (as period.lua).
 	if before > k.Monthly {
-		w.unmeter(Decision{Addon: 1, Bucket: d.Day * msPerDay})
+		w.unmeterDay(d.Day, 1)
 	}
 	return nil
 }
