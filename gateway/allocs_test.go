@@ -16,7 +16,7 @@ import (
 // ownAllocsBudget is what the gateway may allocate per allowed call beyond what
 // httputil.ReverseProxy allocates for the same call with the same transport, rewrite and
 // buffer pool: identifying, pricing, debiting and the rate-limit fields together.
-const ownAllocsBudget = 3
+const ownAllocsBudget = 7
 
 // TestHotPathAllocs holds the gateway's own allocations per allowed call (memory store, a
 // canned upstream) to ownAllocsBudget.

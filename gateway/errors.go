@@ -21,6 +21,9 @@ var (
 	errUpstream          = errors.New("upstream unreachable")
 	errClientBody        = errors.New("request body unreadable")
 	errBadExplain        = errors.New("bad explain request")
+	errTwoCredentials    = errors.New("more than one credential")
+	errTwoOrgs           = errors.New("more than one org named")
+	errMethodOverride    = errors.New("too many method overrides")
 )
 
 // tooManyRequestsBody is the exact body of SPEC §2 step 4, byte for byte.
@@ -35,10 +38,21 @@ type errorBody struct {
 	Status  string         `json:"status"`
 }
 
-// bodyTooLargeError is a body that must be counted but is over CREDITGATE_MAX_BODY_BYTES.
-type bodyTooLargeError struct{ max int64 }
+// bodyTooLargeError is a body that must be counted but is over CREDITGATE_MAX_BODY_BYTES,
+// as sent or (decoded) once its content coding is removed, or that decodes to more than
+// ratio times its size.
+type bodyTooLargeError struct {
+	max     int64
+	decoded bool
+	ratio   int64
+}
 
-func (e *bodyTooLargeError) Error() string { return fmt.Sprintf("body over %d bytes", e.max) }
+func (e *bodyTooLargeError) Error() string {
+	if e.decoded {
+		return fmt.Sprintf("decoded body over %d bytes or %d times its size", e.max, e.ratio)
+	}
+	return fmt.Sprintf("body over %d bytes", e.max)
+}
 
 // concurrencyError is a call refused because the org has too many calls in flight.
 type concurrencyError struct {
@@ -98,6 +112,12 @@ var errorKinds = []struct {
 	{errUnknownOrg, http.StatusUnauthorized, "INVALID_TOKEN", "The org is not known."},
 	{errStoreUnavailable, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "Credits cannot be checked right now; try again shortly."},
 	{errClientBody, http.StatusBadRequest, "INVALID_REQUEST", "The request body could not be read in full."},
+	{errTwoCredentials, http.StatusUnauthorized, "INVALID_TOKEN",
+		"The request carries more than one API key (Authorization and X-Api-Key name different keys, or one of them is given twice with different values); send exactly one."},
+	{errTwoOrgs, http.StatusUnauthorized, "AUTHENTICATION_FAILURE", "The request names more than one org."},
+	{errMethodOverride, http.StatusBadRequest, "INVALID_REQUEST", "The request names too many methods in method override headers."},
+	{errBodyBudget, http.StatusServiceUnavailable, "BODY_BUFFER_FULL",
+		"The gateway holds as many request bodies as it may right now; try again shortly. Nothing was charged."},
 	{errNoAdminToken, http.StatusUnauthorized, "AUTHENTICATION_FAILURE", "No admin token: send Authorization: Bearer <token>."},
 	{errBadAdminToken, http.StatusUnauthorized, "INVALID_TOKEN", "The admin token is not valid."},
 	{errForbidden, http.StatusForbidden, "NO_PERMISSION", "This token's role may not do this."},
@@ -120,6 +140,12 @@ func errorResponse(err error) (int, errorBody) {
 		b.Code = "REQUEST_ENTITY_TOO_LARGE"
 		b.Message = "The request body is larger than the gateway counts records in; nothing was charged."
 		b.Details["max_bytes"] = be.max
+		if be.decoded {
+			b.Message = "The request body, decompressed, is larger than the gateway counts records in; nothing was charged."
+			if be.ratio > 0 {
+				b.Details["max_inflate_ratio"] = be.ratio
+			}
+		}
 		return http.StatusRequestEntityTooLarge, b
 	}
 	var ae *apiError

@@ -1,14 +1,15 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"path"
 	"strconv"
@@ -82,6 +83,17 @@ type Config struct {
 	// counting (zero: no bound), so a client that declares a large body and sends it slowly
 	// cannot hold a connection and its buffer for ever; past it the call is answered 400.
 	BodyTimeout time.Duration
+	// MaxInflateRatio bounds how much a compressed body to count may grow when decoded:
+	// past 1 MiB, a decoded body over this many times its size is answered 413 (zero: no
+	// ratio bound; MaxBodyBytes still bounds it).
+	MaxInflateRatio int64
+	// BodyBufferBytes bounds the bytes of bodies held for counting at once, and
+	// BodyBufferOrgBytes those of one org (zero: 256 MiB and a quarter of BodyBufferBytes).
+	// A call that finds no room within a second is answered 503 BODY_BUFFER_FULL, uncharged.
+	BodyBufferBytes, BodyBufferOrgBytes int64
+	// MethodOverride says how calls with method override headers are priced (zero:
+	// MethodOverridePrice).
+	MethodOverride MethodOverride
 	// StripCredentials removes the API key header before forwarding.
 	StripCredentials bool
 	// Shadow counts and logs, but never rejects.
@@ -123,6 +135,8 @@ type Gateway struct {
 	log    *zap.Logger
 
 	metrics    *Metrics
+	bodies     *bodyBudget
+	orgHeader  string // cfg.OrgHeader, canonical
 	breaker    *breaker
 	deferred   chan deferredCall // refunds and releases waiting for the breaker to close
 	draining   atomic.Bool
@@ -151,9 +165,12 @@ type tenant struct {
 
 // callState travels to the proxy's error hook, which refunds, in a callWriter.
 type callState struct {
-	t    *tenant
-	key  limiter.Key
-	d    limiter.Decision
+	t   *tenant
+	key limiter.Key
+	d   limiter.Decision
+	// pre is the debit taken before a large body was read (the rule's smallest cost, with
+	// the concurrency lease); d is then the rest of the cost. Zero otherwise.
+	pre  limiter.Decision
 	rule string
 	body *watchedBody // nil without a request body
 	rs   *ruleSeries  // the rule's metrics
@@ -212,6 +229,23 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 10 << 20
 	}
+	if cfg.BodyBufferBytes == 0 {
+		cfg.BodyBufferBytes = 256 << 20
+	}
+	if cfg.BodyBufferOrgBytes == 0 {
+		cfg.BodyBufferOrgBytes = cfg.BodyBufferBytes / 4
+	}
+	if cfg.BodyBufferOrgBytes > cfg.BodyBufferBytes || cfg.BodyBufferOrgBytes < 2*cfg.MaxBodyBytes {
+		return nil, fmt.Errorf("gateway: an org's body buffer (%d bytes) must hold two bodies of MaxBodyBytes (%d, as sent and decoded) and fit in the whole buffer (%d)",
+			cfg.BodyBufferOrgBytes, cfg.MaxBodyBytes, cfg.BodyBufferBytes)
+	}
+	switch cfg.MethodOverride {
+	case "":
+		cfg.MethodOverride = MethodOverridePrice
+	case MethodOverridePrice, MethodOverrideStrip:
+	default:
+		return nil, fmt.Errorf("gateway: unknown method override mode %q", cfg.MethodOverride)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -231,9 +265,11 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.BreakerCooldown = time.Second
 	}
 	g := &Gateway{
-		cfg:     cfg,
-		log:     cfg.Logger.Named("gateway"),
-		metrics: cfg.Metrics,
+		cfg:       cfg,
+		log:       cfg.Logger.Named("gateway"),
+		metrics:   cfg.Metrics,
+		bodies:    newBodyBudget(cfg.BodyBufferBytes, cfg.BodyBufferOrgBytes, cfg.Metrics),
+		orgHeader: textproto.CanonicalMIMEHeaderKey(cfg.OrgHeader),
 	}
 	g.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, cfg.StoreTimeout, cfg.Probe,
 		cfg.Logger.Named("breaker"), cfg.Metrics)
@@ -251,18 +287,6 @@ func New(cfg Config) (*Gateway, error) {
 		ErrorLog:       zap.NewStdLog(g.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
 	}
 	return g, nil
-}
-
-// NewTransport returns the upstream transport: pooled keep-alive connections sized for a
-// gateway (the default keeps only 2 idle connections per host) and bounded waits.
-func NewTransport(responseHeaderTimeout time.Duration) *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	t.MaxIdleConns = 1024
-	t.MaxIdleConnsPerHost = 512
-	t.ResponseHeaderTimeout = responseHeaderTimeout
-	t.Proxy = nil // the upstream is addressed directly, never through HTTP_PROXY
-	return t
 }
 
 // SetOrgs swaps the orgs for new requests (requests in flight finish with the org they
@@ -331,41 +355,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.serveOwnUsage(w, r, t) // neither charged nor forwarded
 		return
 	}
-	rule := g.costs.Load().Match(r.Method, r.URL.Path, r.URL.RawQuery)
+	p, err := g.price(g.costs.Load(), r)
+	rule := p.rules[0]
 	rs := g.metrics.rule(rule.Name)
-	var body []byte
-	if rule.CountsBody() {
-		if body, err = g.bufferBody(w, r); err != nil {
-			setPolicyFields(h, t)
-			var tooLarge *bodyTooLargeError
-			errors.As(err, &tooLarge)
-			if g.cfg.Shadow && tooLarge != nil {
-				// Shadow mode never rejects: the call goes on, uncharged as the 413 would
-				// have left it, its body streamed (bufferBody put back what it read).
-				g.metrics.count(t.m, rs, outShadowRejected, reasonBodyTooLarge, 0)
-				g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
-					zap.String("reason", "body_too_large"), zap.Int64("max_bytes", tooLarge.max))
-				g.forward(w, r, callState{t: t, key: t.key, rule: rule.Name, rs: rs})
-				return
-			}
-			if tooLarge != nil || errors.Is(err, errClientBody) {
-				// The server would read what is left of the body before answering, with no
-				// deadline: a client that stalls would never get its answer. Close instead.
-				h.Set("Connection", "close")
-			}
-			g.metrics.count(t.m, rs, outBadRequest, 0, 0)
-			g.log.Info("body not buffered", zap.String("org", t.org.ID), zap.String("rule", rule.Name), zap.Error(err))
-			writeError(w, err, 0)
-			return
-		}
-	}
-	cost, records, counted := rule.Charge(r.URL.RawQuery, body)
-	if !counted {
-		g.log.Info("records not countable, rule cost charged", zap.String("org", t.org.ID),
-			zap.String("rule", rule.Name), zap.Int64("cost", cost), zap.Int("body_bytes", len(body)))
-	} else if rule.Per > 0 {
-		g.log.Debug("records counted", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
-			zap.Int64("records", records), zap.Int64("cost", cost))
+	if err != nil {
+		setPolicyFields(h, t)
+		g.metrics.count(t.m, rs, outBadRequest, 0, 0)
+		writeError(w, err, 0)
+		return
 	}
 
 	var now time.Time
@@ -390,18 +387,125 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}()
 	}
 	key := t.key
-	if rule.Heavy {
+	if p.heavy() {
 		key = t.heavyKey
 	}
-	key = key.WithRule(rule.Name) // usage by rule
-	d, err := g.spend(r.Context(), key, cost, now)
-	if d.Lease != "" {
-		// Released when the call is over, however it ends: answered, client gone, or panic
-		// (ReverseProxy panics with http.ErrAbortHandler when a client leaves mid-body).
-		defer g.release(r, key, d)
+	key = key.WithRule(rule.Name) // usage by rule; the rule that prices the call, once known
+
+	// A body whose records are counted is read before the call is priced. A large one (or
+	// one of unknown length) is read only once the call holds its concurrency slot and the
+	// smallest cost of its rule, so an org without either cannot make the gateway hold it.
+	var (
+		pre     limiter.Decision
+		charged = true // false once the call goes on uncharged (shadow mode, fail open)
+		body    *heldBody
+	)
+	defer func() { g.releaseBody(body) }()
+	if p.countsBody() {
+		if !g.cfg.Shadow && (r.ContentLength < 0 || r.ContentLength > prefetchLimit) {
+			var err error
+			pre, err = g.spend(r.Context(), key, 1, now)
+			if pre.Lease != "" {
+				defer g.release(r, key, pre)
+			}
+			// A refusal goes out without the body being read: the server would read it
+			// before answering (with no deadline), unless the connection closes after.
+			h.Set("Connection", "close")
+			if !g.admit(w, r, t, rs, rule.Name, key, 1, pre, err) {
+				return
+			}
+			h.Del("Connection")
+			charged = pre.Allowed
+		}
+		if body, err = g.bufferBody(w, r, t.org.ID); err != nil {
+			if pre.Allowed {
+				g.refundDecision(r, t, key, pre, rule.Name)
+			}
+			if !g.bodyRefused(w, r, t, rs, rule.Name, err, callState{t: t, key: key, rule: rule.Name, rs: rs, pd: pd}) {
+				return
+			}
+			forwarded = true // shadow mode: forwarded uncharged (bodyRefused did)
+			return
+		}
 	}
+	var raw, decoded []byte
+	countable := true
+	if body != nil {
+		raw, decoded, countable = body.raw, body.decoded, body.countable
+	}
+	rule, cost, records, counted := p.charge(r.URL.RawQuery, decoded, countable)
+	if rule != p.rules[0] {
+		rs = g.metrics.rule(rule.Name)
+		key = key.WithRule(rule.Name)
+	}
+	if !counted {
+		g.log.Info("records not countable, rule cost charged", zap.String("org", t.org.ID),
+			zap.String("rule", rule.Name), zap.Int64("cost", cost), zap.Int("body_bytes", len(raw)))
+	} else if rule.Per > 0 {
+		g.log.Debug("records counted", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+			zap.Int64("records", records), zap.Int64("cost", cost))
+	}
+	if body != nil {
+		body.dropDecoded(g.bodies)
+	}
+
+	var d limiter.Decision
+	switch {
+	case !charged:
+	case pre.Allowed:
+		// The rest of the cost, without a second lease.
+		if rest := cost - pre.Cost; rest > 0 {
+			d, err = g.spend(r.Context(), key.WithConcurrency(0, 0), rest, now)
+			if err != nil {
+				g.refundDecision(r, t, key, pre, rule.Name)
+				d.Used, d.Remaining = d.Used-pre.Cost, min(d.Remaining+pre.Cost, d.Limit)
+				if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
+					return
+				}
+				pre = limiter.Decision{}
+				break
+			}
+		} else {
+			d = pre
+			d.Cost, d.Addon, d.Lease = 0, 0, ""
+		}
+		g.metrics.count(t.m, rs, outAllowed, 0, pre.Cost+d.Cost)
+		if a := pre.Addon + d.Addon; a > 0 && t.m != nil {
+			t.m.addon.Add(float64(a))
+		}
+		shown := d
+		shown.Cost, shown.Lease, shown.InFlight, shown.ConcurrencyLimit = pre.Cost+d.Cost, pre.Lease, pre.InFlight, pre.ConcurrencyLimit
+		setLimitFields(h, t, shown)
+	default:
+		d, err = g.spend(r.Context(), key, cost, now)
+		if d.Lease != "" {
+			// Released when the call is over, however it ends: answered, client gone, or panic
+			// (ReverseProxy panics with http.ErrAbortHandler when a client leaves mid-body).
+			defer g.release(r, key, d)
+		}
+		if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
+			return
+		}
+		if d.Allowed {
+			g.metrics.count(t.m, rs, outAllowed, 0, d.Cost)
+			if d.Addon > 0 && t.m != nil {
+				t.m.addon.Add(float64(d.Addon)) // add-on credits metered in this debit
+			}
+			setLimitFields(h, t, d)
+		}
+	}
+	forwarded = true
+	g.forward(w, r, callState{t: t, key: key, d: d, pre: pre, rule: rule.Name, rs: rs, pd: pd})
+}
+
+// admit acts on the store's answer to a debit of cost credits: it reports whether the call
+// goes on (allowed; or, uncharged, in shadow mode or failing open), and otherwise has
+// answered it.
+func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, t *tenant, rs *ruleSeries, rule string, key limiter.Key, cost int64, d limiter.Decision, err error) bool {
+	h := w.Header()
 	switch {
 	case err == nil:
+		return true
 	case errors.Is(err, limiter.ErrConcurrency):
 		setLimitFields(h, t, d)
 		h.Set("X-Credits-Charged", "0")
@@ -411,15 +515,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if g.cfg.Shadow {
 			g.metrics.count(t.m, rs, outShadowRejected, why, 0)
-			g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+			g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule),
 				zap.Int64("cost", cost), zap.String("reason", "concurrency_"+scope), zap.Int64("in_flight", d.InFlight))
-			break
+			return true
 		}
 		g.metrics.count(t.m, rs, outRejected, why, 0)
-		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule),
 			zap.Int64("cost", cost), zap.String("reason", "concurrency_"+scope), zap.Int64("in_flight", d.InFlight))
 		writeError(w, &concurrencyError{limit: d.ConcurrencyLimit, scope: scope}, 1)
-		return
+		return false
 	case errors.Is(err, limiter.ErrOverLimit), errors.Is(err, limiter.ErrCostExceedsLimit):
 		setLimitFields(h, t, d)
 		why := reasonCredits
@@ -428,26 +532,26 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if g.cfg.Shadow {
 			g.metrics.count(t.m, rs, outShadowRejected, why, 0)
-			g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+			g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule),
 				zap.Int64("cost", cost), zap.String("reason", reason(err)), zap.Int64("used", d.Used))
-			break
+			return true
 		}
 		g.metrics.count(t.m, rs, outRejected, why, 0)
-		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+		g.log.Info("rejected", zap.String("org", t.org.ID), zap.String("rule", rule),
 			zap.Int64("cost", cost), zap.String("reason", reason(err)), zap.Int64("used", d.Used),
 			zap.Duration("retry_after", d.RetryAfter))
 		if errors.Is(err, limiter.ErrCostExceedsLimit) {
 			writeError(w, &costError{cost: cost, limit: d.Limit}, 0)
-			return
+			return false
 		}
 		writeError(w, err, ceilSeconds(d.RetryAfter))
-		return
+		return false
 	default:
 		if r.Context().Err() != nil {
 			g.metrics.count(t.m, rs, outClientClosed, 0, 0)
 			// The client left while we waited for the store, which may have debited the call
 			// (at most once: never retried); a lease it may have taken, the store releases.
-			return
+			return false
 		}
 		failOpen := g.cfg.FailOpen || g.cfg.Shadow // shadow mode never rejects
 		if failOpen {
@@ -457,27 +561,63 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		// The breaker logs once when it opens; while it is open, calls are not logged one by one.
 		if err != errBreakerOpen {
-			g.log.Warn("credit store error", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+			g.log.Warn("credit store error", zap.String("org", t.org.ID), zap.String("rule", rule),
 				zap.Int64("cost", cost), zap.Bool("fail_open", failOpen), zap.Error(err))
 		}
 		setPolicyFields(h, t)
 		if !failOpen {
 			writeError(w, errStoreUnavailable, 1)
-			return
+			return false
 		}
-		forwarded = true
-		g.forward(w, r, callState{t: t, key: key, rule: rule.Name, rs: rs, pd: pd})
+		return true
+	}
+}
+
+// bodyRefused answers a call whose body to count could not be held (too large, unreadable,
+// no room in the budget), or, in shadow mode, forwards it uncharged when it was too large or
+// found no room (bufferBody put back what it read). It reports whether it forwarded.
+func (g *Gateway) bodyRefused(w http.ResponseWriter, r *http.Request, t *tenant, rs *ruleSeries, rule string, err error, st callState) bool {
+	h := w.Header()
+	setPolicyFields(h, t)
+	var tooLarge *bodyTooLargeError
+	errors.As(err, &tooLarge)
+	full := errors.Is(err, errBodyBudget)
+	if g.cfg.Shadow && (tooLarge != nil && !tooLarge.decoded || full) {
+		// Shadow mode never rejects: the call goes on, uncharged as the refusal would have
+		// left it, its body streamed.
+		why := reasonBodyTooLarge
+		if full {
+			why = reasonBodyBuffer
+		}
+		g.metrics.count(t.m, rs, outShadowRejected, why, 0)
+		g.log.Info("shadow rejection", zap.String("org", t.org.ID), zap.String("rule", rule),
+			zap.String("reason", reasonNames[why]), zap.Int64("max_bytes", g.cfg.MaxBodyBytes))
+		g.forward(w, r, st)
+		return true
+	}
+	// The server would read what is left of the body before answering, with no deadline: a
+	// client that stalls would never get its answer. Close instead.
+	h.Set("Connection", "close")
+	if full {
+		g.metrics.count(t.m, rs, outBodyBudget, 0, 0)
+		g.log.Warn("body buffer full", zap.String("org", t.org.ID), zap.String("rule", rule))
+		writeError(w, err, 1)
+		return false
+	}
+	g.metrics.count(t.m, rs, outBadRequest, 0, 0)
+	g.log.Info("body not buffered", zap.String("org", t.org.ID), zap.String("rule", rule), zap.Error(err))
+	writeError(w, err, 0)
+	return false
+}
+
+// refundDecision gives back a debit of a call that will not be forwarded after all.
+func (g *Gateway) refundDecision(r *http.Request, t *tenant, key limiter.Key, d limiter.Decision, rule string) {
+	if err := g.refund(r.Context(), key, d); err != nil {
+		g.log.Error("refund failed", zap.String("org", t.org.ID), zap.String("rule", rule),
+			zap.Int64("cost", d.Cost), zap.Error(err))
 		return
 	}
-	if d.Allowed {
-		g.metrics.count(t.m, rs, outAllowed, 0, d.Cost)
-		if d.Addon > 0 && t.m != nil {
-			t.m.addon.Add(float64(d.Addon)) // add-on credits metered in this debit
-		}
-		setLimitFields(h, t, d)
-	}
-	forwarded = true
-	g.forward(w, r, callState{t: t, key: key, d: d, rule: rule.Name, rs: rs, pd: pd})
+	t.m.refunded.Add(float64(d.Cost))
 }
 
 // release ends a call's concurrency lease, with a context of its own: the client's may be
@@ -499,56 +639,19 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st callState) 
 		cw.st.body = &watchedBody{ReadCloser: r.Body}
 		r.Body = cw.st.body
 	}
-	g.proxy.ServeHTTP(cw, r)
-	*cw = callWriter{}
+	if replayable(r) && httptrace.ContextClientTrace(r.Context()) == nil {
+		// One upstream attempt at most (see upstream.go).
+		ctx, cancel := context.WithCancel(r.Context())
+		cw.att.n, cw.att.stopped, cw.att.cancel = 0, false, cancel
+		g.proxy.ServeHTTP(cw, r.WithContext(httptrace.WithClientTrace(ctx, &cw.att.trace)))
+		cancel()
+	} else {
+		g.proxy.ServeHTTP(cw, r)
+	}
+	att := cw.att
+	att.cancel = nil
+	*cw = callWriter{att: att}
 	callWriters.Put(cw)
-}
-
-// bufferBody reads the whole body of a call whose records are counted, so it can be counted
-// and then forwarded byte for byte.
-func (g *Gateway) bufferBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	max := g.cfg.MaxBodyBytes
-	if r.ContentLength > max {
-		return nil, &bodyTooLargeError{max: max}
-	}
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, nil
-	}
-	var rc *http.ResponseController
-	if g.cfg.BodyTimeout > 0 {
-		rc = http.NewResponseController(w)
-		if rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout)) != nil {
-			rc = nil
-		}
-	}
-	var buf bytes.Buffer
-	// Grow with what arrives, not with what is declared: a Content-Length alone must not
-	// make the gateway hold megabytes.
-	if r.ContentLength > 0 { // -1: unknown (chunked)
-		buf.Grow(int(min(r.ContentLength, 64<<10)))
-	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
-	if rc != nil && err == nil {
-		// Only a body read in time clears the deadline. A failed one keeps it expired, so
-		// the server, which reads what is left of a body before it answers, gives up on the
-		// stalled client at once instead of waiting for it with no deadline.
-		_ = rc.SetReadDeadline(time.Time{})
-	}
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("%w: %v", errClientBody, err)
-	case n > max:
-		// Put back what was read, for shadow mode, which forwards the call all the same.
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(buf.Bytes()), r.Body), r.Body}
-		return nil, &bodyTooLargeError{max: max}
-	}
-	r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
-	r.ContentLength = n
-	r.TransferEncoding = nil // forwarded with a Content-Length now that its size is known
-	return buf.Bytes(), nil
 }
 
 func reason(err error) string {
@@ -630,8 +733,10 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 // proxyError runs when the upstream could not be reached or did not answer in time: the
 // gateway answers 502/504 itself, and the call is refunded.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	var stopped bool
 	if cw, ok := w.(*callWriter); ok {
 		cw.restore() // after an upstream's 1xx: the fields the refund below edits
+		stopped = cw.att.stopped
 	}
 	st := stateOf(w)
 	if st != nil && st.rs != nil && !st.observed {
@@ -647,7 +752,12 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		writeError(w, errClientBody, 0)
 		return
 	}
-	if r.Context().Err() != nil {
+	if stopped {
+		g.metrics.retries.Inc()
+		// The transport's second attempt was stopped (its context cancelled, which is what
+		// err says): the first failed on a connection the upstream closed or reset.
+		err = errRetryRefused
+	} else if r.Context().Err() != nil {
 		// The client went away. The upstream may have done the work, so the charge stays.
 		if st != nil {
 			g.log.Debug("client gone", zap.String("org", st.t.org.ID), zap.String("rule", st.rule))
@@ -662,16 +772,22 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if st != nil {
 		g.uncountCall(r, st.t, st.pd) // monthly plans: a call never served is not counted
 	}
-	if st != nil && st.d.Allowed && st.d.Cost > 0 {
-		rerr := g.refund(r.Context(), st.key, st.d)
+	if st != nil && st.d.Allowed && st.d.Cost+st.pre.Cost > 0 {
+		var rerr error
+		for _, d := range [2]limiter.Decision{st.pre, st.d} {
+			if d.Allowed && d.Cost > 0 {
+				rerr = errors.Join(rerr, g.refund(r.Context(), st.key, d))
+			}
+		}
+		cost := st.pre.Cost + st.d.Cost
 		if rerr != nil {
 			g.log.Error("refund failed", zap.String("org", st.t.org.ID), zap.String("rule", st.rule),
-				zap.Int64("cost", st.d.Cost), zap.Error(rerr))
+				zap.Int64("cost", cost), zap.Error(rerr))
 		} else {
-			st.t.m.refunded.Add(float64(st.d.Cost))
+			st.t.m.refunded.Add(float64(cost))
 			h := w.Header()
 			h.Set("X-Credits-Charged", "0")
-			remaining := strconv.FormatInt(min(st.d.Remaining+st.d.Cost, st.d.Limit), 10)
+			remaining := strconv.FormatInt(min(st.d.Remaining+cost, st.d.Limit), 10)
 			h.Set("X-Ratelimit-Remaining", remaining)
 			rl := h.Get("Ratelimit")
 			_, rest, _ := strings.Cut(rl, ", ") // other items (concurrency) stay as they were

@@ -77,7 +77,8 @@ type callWriter struct {
 	// with each 1xx (adding the upstream's own fields) and then clears it. So interim answers
 	// go out without them, and restore puts them back for the final one.
 	held    [len(limitFields)][]string
-	interim bool // a 1xx went out since the fields were last restored
+	interim bool     // a 1xx went out since the fields were last restored
+	att     attempts // the call's upstream attempts, for replayable calls
 }
 
 // hold records the gateway's rate-limit fields before the call goes upstream.
@@ -133,7 +134,11 @@ func (c *callWriter) WriteHeader(code int) {
 	c.ResponseWriter.WriteHeader(code)
 }
 
-var callWriters = sync.Pool{New: func() any { return new(callWriter) }}
+var callWriters = sync.Pool{New: func() any {
+	c := new(callWriter)
+	c.att.init()
+	return c
+}}
 
 // stateOf returns the state of the call w belongs to, or nil.
 func stateOf(w http.ResponseWriter) *callState {

@@ -37,6 +37,11 @@ type Metrics struct {
 	breakerSt   prometheus.Gauge
 	breakerTr   *prometheus.CounterVec
 	inFlight    prometheus.Gauge
+	bodyHeld    prometheus.Gauge
+	bodyPeak    prometheus.Gauge
+	bodyLimit   prometheus.Gauge
+	bodyRefused *prometheus.CounterVec
+	retries     prometheus.Counter
 
 	storeOps [numStoreOps][numStoreResults]prometheus.Observer
 	storeErr [numStoreOps]prometheus.Counter
@@ -71,11 +76,13 @@ const (
 	outBadRequest            // the body could not be buffered or was too large; not forwarded
 	outUnauthorized          // no known org; answered 401
 	outClientClosed          // the client left while the store decided
+	outBodyBudget            // the body budget had no room; answered 503, nothing debited
 	numOutcomes
 )
 
 var outcomeNames = [numOutcomes]string{
 	"allowed", "rejected", "shadow_rejected", "fail_open", "fail_closed", "bad_request", "unauthorized", "client_closed",
+	"body_buffer_full",
 }
 
 // Rejection reasons (label "reason"). monthly_quota is fed by monthly plans.
@@ -86,10 +93,11 @@ const (
 	reasonCostExceedsLimit
 	reasonMonthlyQuota
 	reasonBodyTooLarge // shadow mode only: a body to count over CREDITGATE_MAX_BODY_BYTES
+	reasonBodyBuffer   // shadow mode only: no room in the body buffer budget
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"credits", "concurrency", "heavy_concurrency", "cost_exceeds_limit", "monthly_quota", "body_too_large"}
+var reasonNames = [numReasons]string{"credits", "concurrency", "heavy_concurrency", "cost_exceeds_limit", "monthly_quota", "body_too_large", "body_buffer_full"}
 
 // Store operations and their results (labels "op" and "result" of the limiter histogram).
 const (
@@ -149,7 +157,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		reg:     prometheus.NewRegistry(),
 		maxOrgs: max(opts.MaxOrgs, 0),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_total",
-			Help: "Calls to the proxy listener by org and outcome (allowed, rejected, shadow_rejected, fail_open, fail_closed, bad_request, unauthorized, client_closed)."},
+			Help: "Calls to the proxy listener by org and outcome (allowed, rejected, shadow_rejected, fail_open, fail_closed, bad_request, unauthorized, client_closed, body_buffer_full)."},
 			[]string{"org", "edition", "outcome"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rejections_total",
 			Help: "Calls refused (or, in shadow mode, that would have been) by org and reason (credits, concurrency, heavy_concurrency, cost_exceeds_limit, monthly_quota)."},
@@ -178,11 +186,23 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			Help: "Changes of the credit store circuit breaker, by the state entered."}, []string{"state"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "in_flight_requests",
 			Help: "Calls on the proxy listener being served right now."}),
+		bodyHeld: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "body_buffer_bytes",
+			Help: "Bytes of request bodies held in memory to count their records, right now."}),
+		bodyPeak: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "body_buffer_peak_bytes",
+			Help: "The most bytes of request bodies held at once since the gateway started."}),
+		bodyLimit: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "body_buffer_limit_bytes",
+			Help: "The body buffer budget (CREDITGATE_BODY_BUFFER_BYTES)."}),
+		bodyRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "body_buffer_refusals_total",
+			Help: "Calls answered 503 BODY_BUFFER_FULL, by the bound they met: total (the whole budget) or org (the org's share)."},
+			[]string{"scope"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "upstream_retries_prevented_total",
+			Help: "Second attempts the upstream transport would have made for a call already sent, stopped before a byte left."}),
 		labels: map[string]string{},
 		series: map[[2]string]*orgSeries{},
 	}
 	m.reg.MustRegister(m.requests, m.rejections, m.debited, m.refunded, m.addon, m.ruleReqs, m.ruleCredits,
 		m.limiterDur, m.upstreamDur, m.redisErrors, m.breakerSt, m.breakerTr, m.inFlight,
+		m.bodyHeld, m.bodyPeak, m.bodyLimit, m.bodyRefused, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for op := range numStoreOps {
 		for res := range numStoreResults {
@@ -193,6 +213,8 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	for _, s := range breakerNames {
 		m.breakerTr.WithLabelValues(s)
 	}
+	m.bodyRefused.WithLabelValues("total")
+	m.bodyRefused.WithLabelValues("org")
 	m.unknown = &orgSeries{}
 	m.unknown.requests[outUnauthorized] = m.requests.WithLabelValues("unknown", "unknown", outcomeNames[outUnauthorized])
 	m.byOrg.Store(&orgSeriesM{})

@@ -66,7 +66,17 @@ type Config struct {
 	MaxBodyBytes int64 `env:"CREDITGATE_MAX_BODY_BYTES" envDefault:"10485760"`
 	// BodyTimeout bounds the time a client takes to send a body buffered for counting.
 	BodyTimeout time.Duration `env:"CREDITGATE_BODY_TIMEOUT" envDefault:"60s"`
-	CostTable   string        `env:"CREDITGATE_COST_TABLE" envDefault:"zoho-crm"`
+	// BodyBufferBytes bounds the bytes of bodies held for counting at once, in all;
+	// BodyBufferOrgBytes those of one org (0: a quarter of BodyBufferBytes).
+	BodyBufferBytes    int64 `env:"CREDITGATE_BODY_BUFFER_BYTES" envDefault:"268435456"`
+	BodyBufferOrgBytes int64 `env:"CREDITGATE_BODY_BUFFER_ORG_BYTES"`
+	// MaxInflateRatio bounds how many times its size a compressed body may grow when
+	// decoded for counting (past 1 MiB); 0: no ratio bound.
+	MaxInflateRatio int64 `env:"CREDITGATE_MAX_INFLATE_RATIO" envDefault:"100"`
+	// MethodOverride is price (a call naming another method in X-HTTP-Method-Override and
+	// its cousins costs the dearer of the two) or strip (those headers are removed).
+	MethodOverride string `env:"CREDITGATE_METHOD_OVERRIDE" envDefault:"price"`
+	CostTable      string `env:"CREDITGATE_COST_TABLE" envDefault:"zoho-crm"`
 	// CostTableFile is a custom cost table (YAML or JSON); it replaces CREDITGATE_COST_TABLE
 	// and is read again on SIGHUP.
 	CostTableFile string `env:"CREDITGATE_COST_TABLE_FILE"`
@@ -266,6 +276,24 @@ func (c *Config) validate(environ map[string]string) error {
 	if c.MaxBodyBytes < 1 {
 		bad("CREDITGATE_MAX_BODY_BYTES", "must be at least 1, got %d", c.MaxBodyBytes)
 	}
+	if c.BodyBufferOrgBytes == 0 {
+		c.BodyBufferOrgBytes = c.BodyBufferBytes / 4
+	}
+	switch {
+	case c.BodyBufferBytes < 1:
+		bad("CREDITGATE_BODY_BUFFER_BYTES", "must be at least 1, got %d", c.BodyBufferBytes)
+	case c.BodyBufferOrgBytes < 0 || c.BodyBufferOrgBytes > c.BodyBufferBytes:
+		bad("CREDITGATE_BODY_BUFFER_ORG_BYTES", "must be between 1 and CREDITGATE_BODY_BUFFER_BYTES (%d), got %d", c.BodyBufferBytes, c.BodyBufferOrgBytes)
+	case c.MaxBodyBytes >= 1 && c.BodyBufferOrgBytes < 2*c.MaxBodyBytes:
+		bad("CREDITGATE_BODY_BUFFER_ORG_BYTES", "must hold two bodies of CREDITGATE_MAX_BODY_BYTES (a compressed one and its decoded copy): at least %d, got %d (a quarter of CREDITGATE_BODY_BUFFER_BYTES when unset)",
+			2*c.MaxBodyBytes, c.BodyBufferOrgBytes)
+	}
+	if c.MaxInflateRatio < 0 {
+		bad("CREDITGATE_MAX_INFLATE_RATIO", "must be 0 (no ratio bound) or more, got %d", c.MaxInflateRatio)
+	}
+	if c.MethodOverride != string(gateway.MethodOverridePrice) && c.MethodOverride != string(gateway.MethodOverrideStrip) {
+		bad("CREDITGATE_METHOD_OVERRIDE", "must be price or strip, got %q", c.MethodOverride)
+	}
 	if c.CostTableFile != "" {
 		if tbl, err := costtable.LoadFile(c.CostTableFile); err != nil {
 			errs = append(errs, prefixLines("CREDITGATE_COST_TABLE_FILE", err))
@@ -385,5 +413,8 @@ func (c *Config) logFields() []zap.Field {
 		zap.Bool("strip_credentials", c.StripCredentials), zap.String("log_level", c.LogLevel),
 		zap.Bool("redis_pipeline", c.RedisPipeline),
 		zap.String("addon_slabs", c.slabs.String()),
+		zap.Int64("max_body_bytes", c.MaxBodyBytes), zap.Int64("body_buffer_bytes", c.BodyBufferBytes),
+		zap.Int64("body_buffer_org_bytes", c.BodyBufferOrgBytes), zap.Int64("max_inflate_ratio", c.MaxInflateRatio),
+		zap.String("method_override", c.MethodOverride),
 	}
 }

@@ -1,0 +1,431 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Bodies whose records are counted are held in memory until the call ends. bodyBudget
+// bounds how many bytes are held at once, in all and per org, so callers cannot exhaust
+// the gateway's memory with large or slow uploads: a call that would pass a bound waits up
+// to bodyBudgetWait for bytes to be given back, and is then answered 503, uncharged.
+
+// bodyBudgetWait is how long a call waits for room in the body budget before it is refused.
+const bodyBudgetWait = time.Second
+
+// prefetchLimit is the largest declared body that is read before the call is admitted:
+// smaller ones arrive with their headers in practice, and hold little of the budget while
+// the store decides. A body larger than this, or of unknown length, is read only once the
+// call holds its concurrency slot and the smallest cost of its rule.
+const prefetchLimit = 64 << 10
+
+// errBodyBudget is a body refused because the gateway holds as many body bytes as it may.
+var errBodyBudget = errors.New("body buffer budget exhausted")
+
+// bodyBudget counts the bytes held for counting: in all (at most total) and by org (at most
+// perOrg each). The zero value is not usable; see newBodyBudget.
+type bodyBudget struct {
+	total, perOrg int64
+
+	mu    sync.Mutex
+	held  int64
+	peak  int64
+	orgs  map[string]int64
+	freed chan struct{} // closed (and replaced) whenever bytes are given back
+
+	heldG, peakG prometheus.Gauge
+	refused      [2]prometheus.Counter // by scope: total, org
+}
+
+const (
+	budgetScopeTotal = iota
+	budgetScopeOrg
+)
+
+func newBodyBudget(total, perOrg int64, m *Metrics) *bodyBudget {
+	b := &bodyBudget{
+		total: total, perOrg: perOrg,
+		orgs:  make(map[string]int64),
+		freed: make(chan struct{}),
+		heldG: m.bodyHeld, peakG: m.bodyPeak,
+	}
+	b.refused[budgetScopeTotal] = m.bodyRefused.WithLabelValues("total")
+	b.refused[budgetScopeOrg] = m.bodyRefused.WithLabelValues("org")
+	m.bodyLimit.Set(float64(total))
+	return b
+}
+
+// acquire takes n bytes of the budget for org, waiting up to bodyBudgetWait (or until ctx
+// ends) for room. It fails with errBodyBudget.
+func (b *bodyBudget) acquire(ctx context.Context, org string, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	var timer *time.Timer
+	for {
+		b.mu.Lock()
+		scope := -1
+		switch {
+		case b.orgs[org]+n > b.perOrg:
+			scope = budgetScopeOrg
+		case b.held+n > b.total:
+			scope = budgetScopeTotal
+		}
+		if scope < 0 {
+			b.held += n
+			b.orgs[org] += n
+			b.peak = max(b.peak, b.held)
+			b.heldG.Set(float64(b.held))
+			b.peakG.Set(float64(b.peak))
+			b.mu.Unlock()
+			if timer != nil {
+				timer.Stop()
+			}
+			return nil
+		}
+		freed := b.freed
+		b.mu.Unlock()
+		if n > b.perOrg || n > b.total {
+			b.refused[scope].Inc() // can never fit (not reached: config keeps a body below both)
+			return errBodyBudget
+		}
+		if timer == nil {
+			timer = time.NewTimer(bodyBudgetWait)
+		}
+		select {
+		case <-freed:
+		case <-timer.C:
+			b.refused[scope].Inc()
+			return errBodyBudget
+		case <-ctx.Done():
+			timer.Stop()
+			return errBodyBudget
+		}
+	}
+}
+
+// release gives back n bytes that org held.
+func (b *bodyBudget) release(org string, n int64) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	b.held -= n
+	if left := b.orgs[org] - n; left > 0 {
+		b.orgs[org] = left
+	} else {
+		delete(b.orgs, org)
+	}
+	b.heldG.Set(float64(b.held))
+	close(b.freed)
+	b.freed = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// heldBody is a body buffered for counting, and what it holds of the budget until done.
+type heldBody struct {
+	raw     []byte // as sent, forwarded byte for byte
+	decoded []byte // raw with its Content-Encoding removed, for counting; raw if none
+	// countable is false when the body's encoding could not be removed (unknown coding, or
+	// bytes that are not what it says): its records are not countable.
+	countable bool
+	org       string
+	held      int64 // budget taken for raw
+	// decodedHeld is the budget taken for decoded, when it is not raw.
+	decodedHeld int64
+}
+
+// dropDecoded lets go of the decoded copy once the records are counted.
+func (hb *heldBody) dropDecoded(b *bodyBudget) {
+	if hb.decodedHeld > 0 {
+		b.release(hb.org, hb.decodedHeld)
+		hb.decodedHeld = 0
+	}
+	hb.decoded = nil
+}
+
+// buffer holds bytes as they arrive, growing within the budget.
+type buffer struct {
+	b      *bodyBudget
+	ctx    context.Context
+	org    string
+	buf    []byte
+	held   int64 // capacity taken from the budget
+	growTo int64 // the largest capacity to grow to
+	exact  bool  // growTo is the size to expect
+}
+
+func (x *buffer) grow(need int) error {
+	if len(x.buf)+need <= cap(x.buf) {
+		return nil
+	}
+	c := min(max(int64(cap(x.buf))*2, 32<<10, int64(len(x.buf)+need)), x.growTo)
+	if x.exact {
+		c = x.growTo // the size is known: one allocation
+	}
+	if c < int64(len(x.buf)+need) {
+		c = int64(len(x.buf) + need)
+	}
+	if err := x.b.acquire(x.ctx, x.org, c); err != nil {
+		return err
+	}
+	nb := make([]byte, len(x.buf), c)
+	copy(nb, x.buf)
+	x.b.release(x.org, x.held)
+	x.buf, x.held = nb, c
+	return nil
+}
+
+// readFrom reads r to its end into x, at most limit bytes; over reports more.
+func (x *buffer) readFrom(r io.Reader, limit int64) (over bool, err error) {
+	for {
+		if int64(len(x.buf)) > limit {
+			return true, nil
+		}
+		if x.exact && len(x.buf) > 0 && len(x.buf) == cap(x.buf) {
+			// All that was declared is here: only the end is left to read.
+			var probe [1]byte
+			n, err := r.Read(probe[:])
+			switch {
+			case n > 0:
+				return false, errors.New("body longer than its Content-Length")
+			case err == io.EOF:
+				return false, nil
+			case err != nil:
+				return false, err
+			}
+			continue
+		}
+		if err := x.grow(1); err != nil {
+			return false, err
+		}
+		room := x.buf[len(x.buf):min(int64(cap(x.buf)), limit+1)]
+		n, err := r.Read(room)
+		x.buf = x.buf[:len(x.buf)+n]
+		switch {
+		case err == io.EOF:
+			return int64(len(x.buf)) > limit, nil
+		case err != nil:
+			return false, err
+		}
+	}
+}
+
+func (x *buffer) free() {
+	x.b.release(x.org, x.held)
+	x.buf, x.held = nil, 0
+}
+
+// bufferBody reads the whole body of a call whose records are counted, so it can be counted
+// and then forwarded byte for byte, within the body budget. The body it returns holds its
+// bytes of the budget until release.
+func (g *Gateway) bufferBody(w http.ResponseWriter, r *http.Request, org string) (*heldBody, error) {
+	max := g.cfg.MaxBodyBytes
+	if r.ContentLength > max {
+		return nil, &bodyTooLargeError{max: max}
+	}
+	hb := &heldBody{org: org, countable: true}
+	if r.Body == nil || r.Body == http.NoBody {
+		return hb, nil
+	}
+	var rc *http.ResponseController
+	if g.cfg.BodyTimeout > 0 {
+		rc = http.NewResponseController(w)
+		if rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout)) != nil {
+			rc = nil
+		}
+	}
+	x := &buffer{b: g.bodies, ctx: r.Context(), org: org, growTo: max + 1}
+	if r.ContentLength > 0 {
+		// The declared size is taken at once, so the body lands in one allocation; it stays
+		// taken while a slow client sends it (bounded by the body timeout).
+		x.growTo, x.exact = r.ContentLength, true
+	}
+	over, err := x.readFrom(r.Body, max)
+	if rc != nil && err == nil {
+		// Only a body read in time clears the deadline. A failed one keeps it expired, so
+		// the server, which reads what is left of a body before it answers, gives up on the
+		// stalled client at once instead of waiting for it with no deadline.
+		_ = rc.SetReadDeadline(time.Time{})
+	}
+	switch {
+	case errors.Is(err, errBodyBudget):
+		g.putBack(r, x.buf)
+		x.free()
+		return nil, err
+	case err != nil:
+		x.free()
+		return nil, fmt.Errorf("%w: %v", errClientBody, err)
+	case over:
+		// Put back what was read, for shadow mode, which forwards the call all the same.
+		g.putBack(r, x.buf)
+		x.free()
+		return nil, &bodyTooLargeError{max: max}
+	}
+	hb.raw, hb.decoded, hb.held = x.buf, x.buf, x.held
+	r.Body = io.NopCloser(bytes.NewReader(hb.raw))
+	r.ContentLength = int64(len(hb.raw))
+	r.TransferEncoding = nil // forwarded with a Content-Length now that its size is known
+
+	if enc := r.Header["Content-Encoding"]; len(enc) > 0 {
+		if err := g.decodeBody(r.Context(), hb, enc); err != nil {
+			g.releaseBody(hb)
+			return nil, err
+		}
+	}
+	return hb, nil
+}
+
+// putBack makes the part of a body read so far readable again, ahead of the rest.
+func (g *Gateway) putBack(r *http.Request, read []byte) {
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(bytes.Clone(read)), r.Body), r.Body}
+}
+
+// releaseBody gives back what hb holds of the budget.
+func (g *Gateway) releaseBody(hb *heldBody) {
+	if hb == nil {
+		return
+	}
+	hb.dropDecoded(g.bodies)
+	g.bodies.release(hb.org, hb.held)
+	hb.held = 0
+}
+
+// Bounds on decoding a compressed body to count its records.
+const (
+	// maxCodings is how many content codings a body may stack ("gzip, zstd").
+	maxCodings = 2
+	// inflateFloor is the decoded size below which the ratio bound does not apply: small
+	// bodies of repeated records compress well, and cost little to hold.
+	inflateFloor = 1 << 20
+)
+
+// decodeBody removes the content codings of hb.raw (the header's values, applied in the
+// order listed) into hb.decoded, within the body budget and the bounds on decoded size
+// (MaxBodyBytes, and MaxInflateRatio times the raw size past inflateFloor). A coding it does
+// not know, or bytes that are not what the coding says, leave the body not countable.
+func (g *Gateway) decodeBody(ctx context.Context, hb *heldBody, header []string) error {
+	var codings [maxCodings]string
+	n := 0
+	for _, v := range header {
+		for c := range strings.SplitSeq(v, ",") {
+			c = strings.ToLower(strings.TrimSpace(c))
+			if c == "" || c == "identity" {
+				continue
+			}
+			if n == maxCodings {
+				hb.countable = false
+				return nil
+			}
+			codings[n] = c
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	var (
+		rd      io.Reader = bytes.NewReader(hb.raw)
+		closers []func()
+	)
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	for i := n - 1; i >= 0; i-- { // the last coding listed was applied last
+		dec, done, err := decoder(codings[i], rd)
+		if err != nil {
+			hb.countable = false
+			return nil
+		}
+		closers = append(closers, done)
+		rd = dec
+	}
+	limit := g.cfg.MaxBodyBytes
+	if r := g.cfg.MaxInflateRatio; r > 0 {
+		limit = min(limit, max(inflateFloor, r*int64(len(hb.raw))))
+	}
+	x := &buffer{b: g.bodies, ctx: ctx, org: hb.org, growTo: limit + 1}
+	over, err := x.readFrom(rd, limit)
+	switch {
+	case errors.Is(err, errBodyBudget):
+		x.free()
+		return err
+	case over:
+		x.free()
+		return &bodyTooLargeError{max: g.cfg.MaxBodyBytes, decoded: true, ratio: g.cfg.MaxInflateRatio}
+	case err != nil:
+		x.free()
+		hb.countable = false
+		return nil
+	}
+	hb.decoded = x.buf
+	hb.decodedHeld = x.held
+	return nil
+}
+
+// decoder returns a reader that removes coding from r, and what to call when done with it.
+func decoder(coding string, r io.Reader) (io.Reader, func(), error) {
+	switch coding {
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		zr.Multistream(true)
+		return zr, func() { zr.Close() }, nil
+	case "deflate":
+		// RFC 9110 §8.4.1.2: zlib format. Some clients send raw deflate; take either.
+		br := bufio.NewReader(r)
+		if hdr, err := br.Peek(2); err == nil && (uint16(hdr[0])<<8|uint16(hdr[1]))%31 == 0 && hdr[0]&0x0f == 8 {
+			zr, err := zlib.NewReader(br)
+			if err != nil {
+				return nil, nil, err
+			}
+			return zr, func() { zr.Close() }, nil
+		}
+		fr := flate.NewReader(br)
+		return fr, func() { fr.Close() }, nil
+	case "zstd":
+		d := zstdDecoders.Get().(*zstd.Decoder)
+		// Hidden behind a plain io.Reader: the decoder decodes a small in-memory source
+		// whole, with no bound on its output, rather than streaming it within ours.
+		if err := d.Reset(struct{ io.Reader }{r}); err != nil {
+			zstdDecoders.Put(d)
+			return nil, nil, err
+		}
+		return d, func() { _ = d.Reset(nil); zstdDecoders.Put(d) }, nil
+	}
+	return nil, nil, fmt.Errorf("unknown content coding %q", coding)
+}
+
+// zstdDecoders are synchronous decoders (one goroutine: the caller's) whose window is
+// bounded, so a frame cannot make one allocate more than zstdMaxWindow.
+var zstdDecoders = sync.Pool{New: func() any {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(zstdMaxWindow))
+	if err != nil {
+		panic("gateway: zstd decoder: " + err.Error()) // only for bad options
+	}
+	return d
+}}
+
+const zstdMaxWindow = 8 << 20

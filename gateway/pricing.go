@@ -1,0 +1,116 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/creditgate/creditgate/costtable"
+)
+
+// MethodOverride says what the gateway does with method override headers
+// (CREDITGATE_METHOD_OVERRIDE).
+type MethodOverride string
+
+const (
+	// MethodOverridePrice prices a call that names another method in an override header as
+	// the dearer of its own method and the one it names (the upstream may honour either).
+	MethodOverridePrice MethodOverride = "price"
+	// MethodOverrideStrip removes the override headers before the call is priced and
+	// forwarded, so the upstream sees only the request's own method.
+	MethodOverrideStrip MethodOverride = "strip"
+)
+
+// methodOverrideHeaders are the headers frameworks read to let a client tunnel a method
+// through another (Rails, Express's method-override, ASP.NET, Spring, Symfony, Laravel).
+var methodOverrideHeaders = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// maxOverrides bounds the distinct methods a call may name in override headers.
+const maxOverrides = 4
+
+// pricing is the rules that may price a call: the one of its own method, then one per
+// distinct method its override headers name. The dearest of them prices the call.
+type pricing struct {
+	rules   [1 + maxOverrides]*costtable.Rule
+	methods [1 + maxOverrides]string // the method each rule was matched for
+	n       int
+}
+
+// price finds the rules of the call r (path already cleaned) in table t.
+func (g *Gateway) price(t *costtable.Table, r *http.Request) (pricing, error) {
+	var p pricing
+	p.rules[0], p.methods[0], p.n = t.Match(r.Method, r.URL.Path, r.URL.RawQuery), r.Method, 1
+	h := r.Header
+	for _, name := range methodOverrideHeaders {
+		vs, ok := h[name]
+		if !ok {
+			continue
+		}
+		if g.cfg.MethodOverride == MethodOverrideStrip {
+			delete(h, name)
+			continue
+		}
+		for _, v := range vs {
+			for m := range strings.SplitSeq(v, ",") {
+				m = strings.ToUpper(strings.TrimSpace(m))
+				if m == "" || p.has(m) {
+					continue
+				}
+				if p.n == len(p.rules) {
+					return p, errMethodOverride
+				}
+				p.rules[p.n], p.methods[p.n] = t.Match(m, r.URL.Path, r.URL.RawQuery), m
+				p.n++
+			}
+		}
+	}
+	return p, nil
+}
+
+func (p *pricing) has(method string) bool {
+	for _, m := range p.methods[:p.n] {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// countsBody reports whether any of the rules needs the body.
+func (p *pricing) countsBody() bool {
+	for _, r := range p.rules[:p.n] {
+		if r.CountsBody() {
+			return true
+		}
+	}
+	return false
+}
+
+// heavy reports whether any of the rules is heavy: a call is held to the heavy sub-cap when
+// any reading of it is a heavy call.
+func (p *pricing) heavy() bool {
+	for _, r := range p.rules[:p.n] {
+		if r.Heavy {
+			return true
+		}
+	}
+	return false
+}
+
+// charge prices the call with each rule and returns the dearest (the first among equals: the
+// request's own method). body is the decoded body, countable false when its coding could not
+// be removed.
+func (p *pricing) charge(rawQuery string, body []byte, countable bool) (rule *costtable.Rule, cost, records int64, counted bool) {
+	for i, r := range p.rules[:p.n] {
+		var c, n int64
+		ok := true
+		if r.CountsBody() && !countable {
+			c, ok = r.Cost, false
+		} else {
+			c, n, ok = r.Charge(rawQuery, body)
+		}
+		if i == 0 || c > cost {
+			rule, cost, records, counted = r, c, n, ok
+		}
+	}
+	return rule, cost, records, counted
+}
