@@ -342,7 +342,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.metrics.inFlight.Inc()
 	defer g.metrics.inFlight.Dec()
 	h := w.Header()
-	t, err := g.identify(r)
+	underscored := hasUnderscoreName(r.Header)
+	t, err := g.identify(r, underscored)
 	if err != nil {
 		g.metrics.count(nil, nil, outUnauthorized, 0, 0)
 		h.Set("X-Credits-Charged", "0")
@@ -355,7 +356,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.serveOwnUsage(w, r, t) // neither charged nor forwarded
 		return
 	}
-	p, err := g.price(g.costs.Load(), r)
+	p, err := g.price(g.costs.Load(), r, underscored)
 	rule := p.rules[0]
 	rs := g.metrics.rule(rule.Name)
 	if err != nil {
@@ -724,9 +725,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 	if g.cfg.StripCredentials && g.cfg.Mode == OrgModeAPIKey {
 		if _, ok := bearerKey(pr.Out.Header.Get("Authorization")); ok {
-			pr.Out.Header.Del("Authorization")
+			deleteAliases(pr.Out.Header, "Authorization")
 		}
-		pr.Out.Header.Del("X-Api-Key")
+		deleteAliases(pr.Out.Header, "X-Api-Key")
 	}
 }
 

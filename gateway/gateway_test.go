@@ -476,10 +476,15 @@ func TestStripCredentials(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.StripCredentials = true })
 	do(t, "GET", f.url+"/crm/v2/users", map[string]string{"Authorization": "Bearer acme-key", "X-Other": "kept"}, "")
 	do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+	// An alias that PHP or WSGI would read as X-Api-Key goes too.
+	do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key", "X_API_KEY": "acme-key"}, "")
 	f.up.mu.Lock()
 	defer f.up.mu.Unlock()
+	if len(f.up.calls) != 3 {
+		t.Fatalf("forwarded %d calls, want 3", len(f.up.calls))
+	}
 	for _, r := range f.up.calls {
-		if r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" {
+		if r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" || r.Header.Get("X_api_key") != "" {
 			t.Errorf("credential forwarded: %v", r.Header)
 		}
 	}

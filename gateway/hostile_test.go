@@ -174,6 +174,8 @@ func TestMethodOverridePriced(t *testing.T) {
 		{"X-Method-Override", "", "GET", "/crm/bulk/v8/write", map[string]string{"X-Method-Override": " POST "}, "", 500},
 		{"override to a cheaper method", "", "POST", "/crm/bulk/v8/write", map[string]string{"X-HTTP-Method-Override": "GET"}, "", 500},
 		{"override to an insert counts the body", "", "GET", "/crm/v8/Leads", map[string]string{"X-HTTP-Method-Override": "POST"}, records(21), 3},
+		{"underscore alias", "", "GET", "/crm/bulk/v8/write", map[string]string{"X_HTTP_Method_Override": "POST"}, "", 500},
+		{"strip an underscore alias", MethodOverrideStrip, "GET", "/crm/bulk/v8/write", map[string]string{"X_Http_Method": "POST"}, "", 1},
 		{"two names", "", "GET", "/crm/bulk/v8/write", map[string]string{"X-HTTP-Method-Override": "PUT, POST"}, "", 500},
 		{"strip", MethodOverrideStrip, "GET", "/crm/bulk/v8/write", map[string]string{"X-HTTP-Method-Override": "POST", "X-Method-Override": "POST"}, "", 1},
 	}

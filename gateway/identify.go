@@ -11,10 +11,16 @@ import (
 // take another of two differing values (the last, or the other header) than the gateway
 // charged. So two different API keys (in apikey mode) or two different org ids (in header
 // mode) are refused; the same one twice is fine.
-func (g *Gateway) identify(r *http.Request) (*tenant, error) {
+//
+// underscored says whether r has header names with '_' (see hasUnderscoreName).
+func (g *Gateway) identify(r *http.Request, underscored bool) (*tenant, error) {
 	ros := g.roster.Load()
 	if g.cfg.Mode == OrgModeHeader {
-		id, err := one(r.Header[g.orgHeader])
+		ids := r.Header[g.orgHeader]
+		if underscored {
+			ids = aliasValues(r.Header, g.orgHeader)
+		}
+		id, err := one(ids)
 		if err != nil {
 			return nil, errTwoOrgs
 		}
@@ -28,7 +34,7 @@ func (g *Gateway) identify(r *http.Request) (*tenant, error) {
 		return ros.tenants[o], nil
 	}
 
-	key, err := credential(r.Header)
+	key, err := credential(r.Header, underscored)
 	if err != nil {
 		return nil, err
 	}
@@ -48,20 +54,10 @@ func (g *Gateway) identify(r *http.Request) (*tenant, error) {
 // errTwoCredentials when they name different keys, or when Authorization is given twice
 // with different values (whatever its scheme). An Authorization of another scheme (Basic,
 // say) beside X-Api-Key is the upstream's affair and is left alone.
-func credential(h http.Header) (string, error) {
+func credential(h http.Header, underscored bool) (string, error) {
 	auth, xkey := h["Authorization"], h["X-Api-Key"]
-	if len(h) > 2 {
-		for name, vs := range h {
-			if !strings.Contains(name, "_") {
-				continue
-			}
-			switch {
-			case sameHeaderName(name, "authorization"):
-				auth = append(auth[:len(auth):len(auth)], vs...)
-			case sameHeaderName(name, "x-api-key"):
-				xkey = append(xkey[:len(xkey):len(xkey)], vs...)
-			}
-		}
+	if underscored {
+		auth, xkey = aliasValues(h, "Authorization"), aliasValues(h, "X-Api-Key")
 	}
 	a, err := one(auth)
 	if err != nil {
@@ -95,25 +91,63 @@ func one(vs []string) (string, error) {
 	return v, nil
 }
 
-// sameHeaderName reports whether name, with '_' read as '-', is lower (a lower-case header
-// name), ignoring ASCII case.
-func sameHeaderName(name, lower string) bool {
-	if len(name) != len(lower) {
+// hasUnderscoreName reports whether a header name of h has a '_'. Servers that pass headers
+// to programs as variables (CGI, PHP, Python's WSGI) read '_' and '-' alike, so X_Api_Key
+// may be their X-Api-Key: such names are read as aliases of the headers the gateway acts on.
+func hasUnderscoreName(h http.Header) bool {
+	for name := range h {
+		if strings.IndexByte(name, '_') >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// aliasValues returns the values of the canonical header name and of every name that reads
+// as it with '_' for '-' (X_API_KEY for X-Api-Key).
+func aliasValues(h http.Header, name string) []string {
+	vs := h[name]
+	for k, more := range h {
+		if k != name && strings.IndexByte(k, '_') >= 0 && sameHeaderName(k, name) {
+			vs = append(vs[:len(vs):len(vs)], more...)
+		}
+	}
+	return vs
+}
+
+// deleteAliases removes the header name and every alias of it (see aliasValues).
+func deleteAliases(h http.Header, name string) {
+	delete(h, name)
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 && sameHeaderName(k, name) {
+			delete(h, k)
+		}
+	}
+}
+
+// sameHeaderName reports whether name, with '_' read as '-', is canonical, ignoring ASCII
+// case.
+func sameHeaderName(name, canonical string) bool {
+	if len(name) != len(canonical) {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		switch {
-		case c == '_':
+		if c == '_' {
 			c = '-'
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
 		}
-		if c != lower[i] {
+		if lower(c) != lower(canonical[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // bearerKey returns the key of an "Authorization: Bearer <key>" or

@@ -35,18 +35,22 @@ type pricing struct {
 	n       int
 }
 
-// price finds the rules of the call r (path already cleaned) in table t.
-func (g *Gateway) price(t *costtable.Table, r *http.Request) (pricing, error) {
+// price finds the rules of the call r (path already cleaned) in table t; underscored says
+// whether r has header names with '_', read as aliases (hasUnderscoreName).
+func (g *Gateway) price(t *costtable.Table, r *http.Request, underscored bool) (pricing, error) {
 	var p pricing
 	p.rules[0], p.methods[0], p.n = t.Match(r.Method, r.URL.Path, r.URL.RawQuery), r.Method, 1
 	h := r.Header
 	for _, name := range methodOverrideHeaders {
-		vs, ok := h[name]
-		if !ok {
+		vs := h[name]
+		if underscored {
+			vs = aliasValues(h, name)
+		}
+		if len(vs) == 0 {
 			continue
 		}
 		if g.cfg.MethodOverride == MethodOverrideStrip {
-			delete(h, name)
+			deleteAliases(h, name)
 			continue
 		}
 		for _, v := range vs {
