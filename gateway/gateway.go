@@ -583,9 +583,9 @@ func (g *Gateway) bodyRefused(w http.ResponseWriter, r *http.Request, t *tenant,
 	var tooLarge *bodyTooLargeError
 	errors.As(err, &tooLarge)
 	full := errors.Is(err, errBodyBudget)
-	if g.cfg.Shadow && (tooLarge != nil && !tooLarge.decoded || full) {
+	if g.cfg.Shadow && (tooLarge != nil || full) {
 		// Shadow mode never rejects: the call goes on, uncharged as the refusal would have
-		// left it, its body streamed.
+		// left it, with its body as sent (bufferBody put back what it read).
 		why := reasonBodyTooLarge
 		if full {
 			why = reasonBodyBuffer

@@ -522,3 +522,22 @@ func postLeadsAs(t *testing.T, base, key, body string) *http.Response {
 	}
 	return resp
 }
+
+// TestShadowForwardsBomb: shadow mode never refuses, not even a body that decodes past the
+// bounds: it goes upstream as sent, uncharged.
+func TestShadowForwardsBomb(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Shadow = true; c.MaxInflateRatio = 100 })
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write(bytes.Repeat([]byte(" "), 3<<20))
+	zw.Close()
+	resp, body := do(t, "POST", f.url+"/crm/v8/Leads", map[string]string{"X-Api-Key": "acme-key", "Content-Encoding": "gzip"}, buf.String())
+	if resp.StatusCode != 200 || f.up.count() != 1 || f.used(t, "acme", 1000) != 0 {
+		t.Fatalf("%d %s, forwarded %d, charged %d; want 200, 1, 0", resp.StatusCode, body, f.up.count(), f.used(t, "acme", 1000))
+	}
+	f.up.mu.Lock()
+	defer f.up.mu.Unlock()
+	if f.up.bodies[0] != buf.String() {
+		t.Error("the body did not reach the upstream as sent")
+	}
+}
