@@ -19,12 +19,14 @@ const maxSegments = 32
 // Rule is one row of a cost table.
 //
 // A rule is fixed-cost (Per is 0: every call costs Cost) or per-record (Per > 0: a call costs
-// ceil(records/Per) credits, at least 1, with records counted from the JSON body array named
-// by CountBody or the comma-separated query parameter named by CountQuery). A per-record rule
-// charges Cost instead when a body is not what it expects (malformed, truncated, too deeply
-// nested, or the named value is not an array); Cost is then usually the price of the largest
-// batch the API accepts, so a body the gateway cannot read is never cheaper than one it can.
-// An empty body holds no records and costs the minimum, 1.
+// ceil(records/Per) credits, at least 1, with records counted from the JSON body array named by
+// CountBody or the comma-separated query parameter named by CountQuery; see CountJSONArray for
+// how keys match). A per-record rule that cannot count a body (malformed, truncated, too deeply
+// nested, or a matching key's value is not an array) charges Cost, or ceil(records/Per) for the
+// records it still saw if that is more: in a valid body, the largest array among the matching
+// keys that hold one. Cost is usually the price of the largest batch the API accepts, so a body
+// the gateway cannot read is never cheaper than one it can, nor than the records seen in it. An
+// empty body holds no records and costs the minimum, 1.
 type Rule struct {
 	// Name is the rule's stable identifier, such as "bulk_write_initialize": lower-case
 	// letters, digits and '_', unique in its table. It is the route label on metrics and the
@@ -57,7 +59,9 @@ func (r *Rule) CountsBody() bool { return r.Per > 0 && r.CountBody != "" }
 
 // Charge returns the credits a call matched by r costs, given its raw query string and, for a
 // rule that CountsBody, its whole body. records is the number counted (0 for a fixed-cost
-// rule); counted is false when a per-record rule could not count and charged Cost instead.
+// rule). counted is false when a per-record rule could not count the body (CountJSONArray is
+// not ok); the call then costs max(Cost, ceil(records/Per)), records being the largest array
+// among the matching keys that hold one (0 for a body that is not valid JSON, or too deep).
 func (r *Rule) Charge(rawQuery string, body []byte) (cost, records int64, counted bool) {
 	switch {
 	case r.Per <= 0:
@@ -67,7 +71,9 @@ func (r *Rule) Charge(rawQuery string, body []byte) (cost, records int64, counte
 	case r.CountBody != "":
 		n, ok := CountJSONArray(body, r.CountBody)
 		if !ok {
-			return r.Cost, 0, false
+			// Never less than the records seen: {"data":[…1000…],"DATA":"x"} is not countable,
+			// but a parser may still bind the 1000.
+			return max(r.Cost, perRecord(n, r.Per)), n, false
 		}
 		records = n
 	default:

@@ -139,6 +139,38 @@ func TestMatchQuery(t *testing.T) {
 	}
 }
 
+// TestChargeUncountable: a body CountJSONArray cannot count costs the rule's Cost, or the
+// records it saw in the arrays of matching keys if they cost more.
+func TestChargeUncountable(t *testing.T) {
+	r := Rule{Name: "insert", Method: "POST", Path: "/x", Per: 10, Cost: 10, CountBody: "data"}
+	tests := []struct {
+		body        string
+		wantCost    int64
+		wantRecords int64
+		wantCounted bool
+	}{
+		{`{"data":[1,2,3]}`, 1, 3, true},
+		{`{"DATA":` + recordsArray(1000) + `}`, 100, 1000, true},
+		{`{"data":[1],"DATA":` + recordsArray(1000) + `}`, 100, 1000, true},
+		{`{"data":` + recordsArray(1000) + `,"DATA":"x"}`, 100, 1000, false}, // more than Cost
+		{`{"DATA":"x","data":` + recordsArray(1000) + `}`, 100, 1000, false},
+		{`{"data":` + recordsArray(101) + `,"Data":null}`, 11, 101, false},
+		{`{"data":` + recordsArray(99) + `,"Data":null}`, 10, 99, false}, // less than Cost: Cost
+		{`{"data":[1],"DATA":{}}`, 10, 1, false},
+		{`{"data":{}}`, 10, 0, false},
+		{`{"data":` + recordsArray(1000) + `,"DATA":"x"`, 10, 0, false}, // truncated: nothing seen
+		{`{"data":[1,2]`, 10, 0, false},
+		{``, 1, 0, true},
+	}
+	for _, tt := range tests {
+		cost, records, counted := r.Charge("", []byte(tt.body))
+		if cost != tt.wantCost || records != tt.wantRecords || counted != tt.wantCounted {
+			t.Errorf("Charge(%s) = %d, %d, %t; want %d, %d, %t", short(tt.body), cost, records, counted,
+				tt.wantCost, tt.wantRecords, tt.wantCounted)
+		}
+	}
+}
+
 func TestNewValidation(t *testing.T) {
 	ok := Rule{Name: "ok", Method: "GET", Path: "/ok/{id}", Cost: 1}
 	tests := []struct {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"strings"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -17,17 +18,28 @@ const maxDepth = 512
 // `key` of the JSON object body. It reads the body once, validating all of it as JSON
 // (RFC 8259), and does not allocate or recurse, whatever the body's size or nesting.
 //
-// ok is false, and n is 0, when the body is not a single valid JSON object (malformed,
-// truncated, followed by anything but whitespace), when it nests objects and arrays deeper than
-// 512 levels, or when a top-level key equal to key has a value that is not an array. A leading
-// byte order mark is rejected, as encoding/json rejects it (RFC 8259 §8.1: senders must not add
-// one). Invalid UTF-8 inside strings is accepted, as encoding/json accepts it.
+// Keys are compared as a JSON parser decodes them and as encoding/json matches them to a
+// field: "d\u0061ta" is data, and so are "DATA" and "dAtA". Decoded keys are compared
+// character by character with ASCII letters folded to upper case and every other character r
+// folded to unicode.ToUpper(unicode.ToLower(r)), so that U+017F (ſ) matches "s" and U+212A (the
+// Kelvin sign) matches "k". This pairs every two characters that Unicode simple case folding
+// pairs (bytes.EqualFold, which current encoding/json uses), and also İ (U+0130) and ı (U+0131)
+// with I: a key some parser binds is never missed. Invalid UTF-8 and unpaired surrogates in a
+// key read as U+FFFD, as in encoding/json; a key that is not valid UTF-8 matches nothing. Only
+// keys of the top-level object count; a "data" key inside a record does not.
 //
-// Keys are compared as a JSON parser decodes them: "d\u0061ta" is data. Invalid UTF-8 and
-// unpaired surrogates in a key read as U+FFFD, as in encoding/json. Only keys of the top-level
-// object count; a "data" key inside a record does not. An absent key gives (0, true). A key
-// given more than once gives the largest of the counts, since JSON parsers disagree on which
-// duplicate wins and the larger is the safe charge.
+// Every matching key is read, since parsers disagree on which of several wins: n is the largest
+// element count among those whose value is an array ({"data":[1],"DATA":[1,2,3]} counts 3,
+// whatever the order), and 0 when no key matches.
+//
+// ok is true when the body is a single valid JSON object, nested no deeper than 512 levels,
+// in which every matching key holds an array. When a matching key holds anything else (an
+// object, a string, null, …) ok is false but n is still the largest count among the matching
+// keys that hold arrays: {"data":[1,2],"DATA":null} gives (2, false), since a parser may bind
+// the array. When the body is not a single valid JSON object (malformed, truncated, followed
+// by anything but whitespace) or nests deeper than 512 levels, ok is false and n is 0. A
+// leading byte order mark is rejected, as encoding/json rejects it (RFC 8259 §8.1: senders
+// must not add one). Invalid UTF-8 inside strings is accepted, as encoding/json accepts it.
 //
 // An element is one value at the array's own level: an object or array element counts once,
 // however much it holds.
@@ -40,10 +52,11 @@ func CountJSONArray(body []byte, key string) (n int64, ok bool) {
 		arrays  [maxDepth / 64]uint64 // bit d-1 set: the container at depth d is an array
 		depth   int                   // open containers
 		inArray bool                  // the container at depth is an array
-		hit     bool                  // the key just read at depth 1 is key
-		target  bool                  // the array open at depth 2 is key's value
+		hit     bool                  // the key just read at depth 1 matches key
+		other   bool                  // a matching key's value is not an array
+		target  bool                  // the array open at depth 2 is a matching key's value
 		count   int64                 // elements of that array so far
-		best    int64                 // largest count among key's arrays
+		best    int64                 // largest count among matching keys' arrays
 	)
 value:
 	for {
@@ -54,7 +67,9 @@ value:
 		}
 		c := body[i]
 		if depth == 1 && hit && c != '[' {
-			return 0, false
+			// Not countable, but the body is still read to the end: it must be valid, and
+			// another matching key's array may be larger than what the caller charges.
+			other, hit = true, false
 		}
 		if depth == 2 && target {
 			count++
@@ -112,7 +127,7 @@ value:
 				if i != len(body) {
 					return 0, false
 				}
-				return best, true
+				return best, !other
 			}
 			if i >= len(body) {
 				return 0, false
@@ -238,18 +253,32 @@ func scanEscape(body []byte, i int) int {
 }
 
 // scanKey is scanString for a key compared with key as decoded, without building it: hit
-// reports whether the decoded key equals key.
+// reports whether the decoded key matches key, character by character with case folded (see
+// CountJSONArray).
 func scanKey(body []byte, i int, key string) (end int, hit bool) {
 	j := 0       // key[:j] matched so far
-	same := true // the decoded key so far is key[:j]
-	eat := func(p []byte) {
-		if same && len(key)-j >= len(p) && key[j:j+len(p)] == string(p) {
-			j += len(p)
-		} else {
-			same = false
+	same := true // the decoded key so far matches key[:j]
+	eat := func(r rune) {
+		if !same {
+			return
 		}
+		if j == len(key) {
+			same = false
+			return
+		}
+		k, size := rune(key[j]), 1
+		if k >= utf8.RuneSelf {
+			if k, size = utf8.DecodeRuneInString(key[j:]); size == 1 {
+				same = false // key is not UTF-8 here: nothing decodes to it
+				return
+			}
+		}
+		if k != r && foldRune(k) != foldRune(r) {
+			same = false
+			return
+		}
+		j += size
 	}
-	var buf [utf8.UTFMax]byte // a decoded character, as UTF-8
 	for i < len(body) {
 		c := body[i]
 		switch {
@@ -258,19 +287,15 @@ func scanKey(body []byte, i int, key string) (end int, hit bool) {
 		case c < 0x20:
 			return -1, false
 		case c < utf8.RuneSelf && c != '\\':
-			if same && j < len(key) && key[j] == c {
+			if same && j < len(key) && lower(key[j]) == lower(c) {
 				j++
 			} else {
-				same = false
+				eat(rune(c))
 			}
 			i++
 		case c != '\\':
 			r, size := utf8.DecodeRune(body[i:])
-			if r == utf8.RuneError && size == 1 {
-				eat(buf[:utf8.EncodeRune(buf[:], utf8.RuneError)])
-			} else {
-				eat(body[i : i+size])
-			}
+			eat(r) // invalid UTF-8 is U+FFFD
 			i += size
 		case i+1 >= len(body):
 			return -1, false
@@ -309,20 +334,30 @@ func scanKey(body []byte, i int, key string) (end int, hit bool) {
 						i += 6
 					}
 				}
-				eat(buf[:utf8.EncodeRune(buf[:], r)])
+				eat(r)
 				continue
 			default:
 				return -1, false
 			}
-			if same && j < len(key) && key[j] == d {
-				j++
-			} else {
-				same = false
-			}
+			eat(rune(d))
 			i += 2
 		}
 	}
 	return -1, false
+}
+
+// foldRune folds r for comparing names without regard to case: ASCII letters to upper case,
+// other characters to unicode.ToUpper(unicode.ToLower(r)). Two characters fold alike whenever
+// Unicode simple case folding (unicode.SimpleFold, bytes.EqualFold) makes them equal, and
+// also when they are İ (U+0130) or ı (U+0131) and I, which simple folding keeps apart.
+func foldRune(r rune) rune {
+	if r < utf8.RuneSelf {
+		if 'a' <= r && r <= 'z' {
+			r -= 'a' - 'A'
+		}
+		return r
+	}
+	return unicode.ToUpper(unicode.ToLower(r))
 }
 
 // hex4 decodes the four hex digits at body[i:].

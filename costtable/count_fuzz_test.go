@@ -2,8 +2,10 @@ package costtable
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 func FuzzCountJSONArray(f *testing.F) {
@@ -21,30 +23,77 @@ func FuzzCountJSONArray(f *testing.F) {
 	f.Add([]byte("\xef\xbb\xbf{\"data\":[1]}"), "data")                 // byte order mark
 	f.Add([]byte("{\"\xff\":[\"\xfe\"]}"), "\uFFFD")                    // invalid UTF-8
 	f.Add([]byte(nil), "")                                              // nothing
+	f.Add([]byte(`{"DATA":[1,2,3]}`), "data")                           // upper case matches
+	f.Add([]byte(`{"dAtA":[1,2]}`), "Data")                             // mixed case, both sides
+	f.Add([]byte(`{"\u0044ata":[1]}`), "data")                          // an escaped upper-case letter
+	f.Add([]byte(`{"data":[1],"DATA":[1,2,3]}`), "data")                // case duplicates: the larger, last
+	f.Add([]byte(`{"DATA":[1,2,3],"data":[1]}`), "data")                // ...and first
+	f.Add([]byte(`{"data":[1,2,3],"DATA":"x"}`), "data")                // a non-array duplicate: n kept, not ok
+	f.Add([]byte(`{"Data":null,"data":[1,2]}`), "data")                 // null first, array after
+	f.Add([]byte(`{"ſ":[1,2]}`), "s")                                   // U+017F folds to S
+	f.Add([]byte(`{"\u017f":[1]}`), "S")                                // ...escaped
+	f.Add([]byte("{\"\u212a\":[1,2]}"), "k")                            // U+212A, the Kelvin sign, folds to K
+	f.Add([]byte(`{"k":[1]}`), "\u212a")                                // ...from the key's side
+	f.Add([]byte(`{"ıd":[1,2]}`), "id")                                 // U+0131 pairs with I only as ToUpper(ToLower(r))
+	f.Add([]byte(`{"ÉTÉ":[1]}`), "été")                                 // non-ASCII letters fold too
 	f.Fuzz(func(t *testing.T, body []byte, key string) {
 		n, ok := CountJSONArray(body, key)
-		if !ok && n != 0 {
-			t.Fatalf("CountJSONArray(%q, %q) = %d, false; want 0 when not ok", body, key, n)
+		if n < 0 {
+			t.Fatalf("CountJSONArray(%q, %q) = %d, %t; want n at least 0", body, key, n, ok)
 		}
 		valid := json.Valid(body)
-		if ok && !valid {
-			t.Fatalf("CountJSONArray(%q, %q) = %d, true; but json.Valid is false", body, key, n)
+		if (ok || n != 0) && !valid {
+			t.Fatalf("CountJSONArray(%q, %q) = %d, %t; but json.Valid is false", body, key, n, ok)
 		}
 		if !valid {
 			return
 		}
 		if depth := jsonDepth(body); depth > maxDepth {
-			if ok {
-				t.Fatalf("CountJSONArray(%q, %q) = %d, true at depth %d; want not ok", body, key, n, depth)
+			if ok || n != 0 {
+				t.Fatalf("CountJSONArray(%q, %q) = %d, %t at depth %d; want 0, false", body, key, n, ok, depth)
 			}
 			return
 		}
-		// The reference is ok for exactly the valid objects whose key, if present, holds
-		// arrays: so this also checks that such bodies are never refused.
+		// The reference is ok for exactly the valid objects whose matching keys, if any, all
+		// hold arrays: so this also checks that such bodies are never refused.
 		if wantN, wantOK := refCountJSONArray(body, key); n != wantN || ok != wantOK {
 			t.Fatalf("CountJSONArray(%q, %q) = %d, %t; encoding/json says %d, %t", body, key, n, ok, wantN, wantOK)
 		}
+		// What is charged covers what encoding/json binds: decoded into a struct whose one
+		// field is named key, the body never yields more records than n, ok or not.
+		if bound, decoded := encodingJSONBinds(body, key); decoded && n < int64(bound) {
+			t.Fatalf("CountJSONArray(%q, %q) = %d, %t; encoding/json binds %d records to a field named %q",
+				body, key, n, ok, bound, key)
+		}
 	})
+}
+
+// encodingJSONBinds decodes body with encoding/json into a struct with one field,
+// []json.RawMessage tagged json:"<key>", and returns the length of that field; decoded is
+// false when Unmarshal fails, or when key is not a plain tag name (empty, or with characters
+// other than [A-Za-z0-9_-]).
+func encodingJSONBinds(body []byte, key string) (bound int, decoded bool) {
+	if key == "" || strings.ContainsFunc(key, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_' || r == '-')
+	}) {
+		return 0, false
+	}
+	typ := reflect.StructOf([]reflect.StructField{{
+		Name: "Records",
+		Type: reflect.TypeFor[[]json.RawMessage](),
+		Tag:  reflect.StructTag(`json:"` + key + `"`),
+	}})
+	v := reflect.New(typ)
+	if err := json.Unmarshal(body, v.Interface()); err != nil {
+		return 0, false
+	}
+	return v.Elem().Field(0).Len(), true
+}
+
+// refFold folds s as keys and names are compared: every character r to
+// unicode.ToUpper(unicode.ToLower(r)), invalid UTF-8 to U+FFFD.
+func refFold(s string) string {
+	return strings.Map(func(r rune) rune { return unicode.ToUpper(unicode.ToLower(r)) }, s)
 }
 
 func FuzzCountQueryList(f *testing.F) {

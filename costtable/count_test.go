@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // recordsBody returns {"data":[…]} with n records, each an object holding a nested array and
@@ -87,17 +90,42 @@ func TestCountJSONArray(t *testing.T) {
 		{`{"dat\"a":[1]}`, 0, true},
 		{`{"dat\\a":[1]}`, 0, true},
 		{`{"data\u0000":[1]}`, 0, true},
-		{`{"Data":[1],"DATA":[2]}`, 0, true}, // case-sensitive
 		{`{"dat":[1],"datas":[1],"":[1]}`, 0, true},
 		{`{"other":[1,2]}`, 0, true},
 		{`{}`, 0, true},
 		{`{"data":[1],"data":[1,2,3],"data":[]}`, 3, true}, // duplicates: the largest
 		{`{"data":[1,2,3],"d\u0061ta":[1]}`, 3, true},
-		{`{"data":[1],"data":null}`, 0, false}, // one of them is not an array
+		{`{"data":[1],"data":null}`, 1, false}, // one of them is not an array: the other is still read
 		{`{"x":{"data":[1,2]},"data":[1]}`, 1, true},
 		{`{"x":{"data":[1,2]}}`, 0, true}, // depth 2 does not count
 		{`{"x":[{"data":5}]}`, 0, true},
 		{`{"x":"data","y":["data"]}`, 0, true},
+
+		// Keys match without regard to case, as encoding/json binds them to a field: a client
+		// must not pay less by spelling the key differently.
+		{`{"DATA":[1,2]}`, 2, true},
+		{`{"Data":[1],"DATA":[2]}`, 1, true},
+		{`{"dAtA":[1,2,3]}`, 3, true},
+		{`{"\u0044ATA":[1,2]}`, 2, true}, // an escaped upper-case letter
+		{`{"D\u0041T\u0041":[1]}`, 1, true},
+		{`{"DATA":` + recordsArray(1000) + `}`, 1000, true},
+		{`{"data":[1],"DATA":` + recordsArray(1000) + `}`, 1000, true}, // the largest over every spelling
+		{`{"DATA":` + recordsArray(1000) + `,"data":[1]}`, 1000, true},
+		{`{"data":[1],"DATA":[1,2,3]}`, 3, true},
+		{`{"DATA":[1,2,3],"data":[1]}`, 3, true},
+		{`{"Data":[],"dATA":[1,2],"data":[1]}`, 2, true},
+		{`{"DATAS":[1],"DAT":[1]}`, 0, true},
+		{`{"x":{"DATA":[1,2]}}`, 0, true}, // still only the top level
+
+		// A matching key that holds something else makes the body uncountable, but the arrays
+		// of the other matching keys are still counted: a parser may bind one of them.
+		{`{"data":` + recordsArray(1000) + `,"DATA":"x"}`, 1000, false},
+		{`{"DATA":"x","data":` + recordsArray(1000) + `}`, 1000, false},
+		{`{"data":[1,2],"Data":null,"DATA":[1,2,3]}`, 3, false},
+		{`{"data":{"a":[1,2,3]},"DATA":[1]}`, 1, false}, // an object's arrays are not records
+		{`{"data":[1,2],"DATA":{}}x`, 0, false},         // invalid after all: nothing
+		{`{"data":[1,2],"DATA":tru}`, 0, false},
+		{`{"data":[1,2],"DATA":"x"`, 0, false},
 
 		// The key's value is not an array.
 		{`{"data":{}}`, 0, false},
@@ -196,6 +224,12 @@ func TestCountJSONArray(t *testing.T) {
 	}
 }
 
+// recordsArray returns an array of n records, like those of recordsBody.
+func recordsArray(n int) string {
+	body := recordsBody(n)
+	return body[strings.Index(body, `,"data":`)+len(`,"data":`) : strings.LastIndex(body, `,"more"`)]
+}
+
 func TestCountJSONArrayNil(t *testing.T) {
 	if n, ok := CountJSONArray(nil, "data"); n != 0 || ok {
 		t.Errorf("CountJSONArray(nil, data) = %d, %t; want 0, false", n, ok)
@@ -243,6 +277,33 @@ func TestCountJSONArrayKey(t *testing.T) {
 		{"data", `"\u0000data"`, false},
 		{"", `""`, true},
 		{"", `"\u0000"`, false},
+
+		// Case is folded as encoding/json folds it: ASCII letters, and every other character
+		// r as unicode.ToUpper(unicode.ToLower(r)).
+		{"data", `"DATA"`, true},
+		{"data", `"Data"`, true},
+		{"data", `"dAtA"`, true},
+		{"data", `"\u0044ata"`, true},
+		{"DATA", `"data"`, true},
+		{"data", `"DATA "`, false},
+		{"s", `"ſ"`, true}, // U+017F LATIN SMALL LETTER LONG S
+		{"S", `"\u017f"`, true},
+		{"ſ", `"s"`, true},
+		{"k", `"\u212a"`, true}, // U+212A KELVIN SIGN
+		{"K", "\"\u212a\"", true},
+		{"\u212a", `"k"`, true},
+		{"id", `"ıd"`, true}, // U+0131 and U+0130: paired with I by ToUpper(ToLower(r)), not by
+		{"ID", `"İD"`, true}, // simple folding; matching them too misses no parser's binding
+		{"été", `"ÉTÉ"`, true},
+		{"été", `"\u00c9t\u00c9"`, true},
+		{"été", `"ete"`, false},
+		{"σ", `"Σ"`, true},
+		{"σ", `"ς"`, true}, // final sigma folds with sigma
+		{"ß", `"ẞ"`, true}, // U+1E9E
+		{"ß", `"ss"`, false},
+		{"😀", `"😀"`, true},
+		{"\uFFFD", `"\ud800"`, true},
+		{"\xff", "\"\xff\"", false},
 	}
 	for _, tt := range tests {
 		body := []byte(`{"x":[],` + tt.giveJSON + `:[1,2],"y":0}`)
@@ -396,6 +457,33 @@ func TestCountJSONArrayAgreesWithEncodingJSON(t *testing.T) {
 // corruptions are the bytes TestCountJSONArrayAgreesWithEncodingJSON writes over a document.
 const corruptions = "{}[],:\"\\ 0-.eE+atfnu\x00\x1f\xff"
 
+// TestFoldCoversSimpleFolding checks that foldRune, ToUpper(ToLower(r)), pairs every two
+// characters that Unicode simple case folding pairs (bytes.EqualFold, which encoding/json
+// uses to match keys to fields), so a key encoding/json binds is never missed, and that it
+// pairs no others than İ (U+0130) and ı (U+0131) with I.
+func TestFoldCoversSimpleFolding(t *testing.T) {
+	extra := 0
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if utf16.IsSurrogate(r) {
+			continue
+		}
+		for o := unicode.SimpleFold(r); o != r; o = unicode.SimpleFold(o) {
+			if foldRune(o) != foldRune(r) {
+				t.Errorf("%U and %U fold alike for bytes.EqualFold, but foldRune gives %U and %U", r, o, foldRune(r), foldRune(o))
+			}
+		}
+		if f := foldRune(r); f != r && !bytes.EqualFold([]byte(string(f)), []byte(string(r))) {
+			extra++
+			if r != 0x130 && r != 0x131 {
+				t.Errorf("foldRune(%U) = %U, which bytes.EqualFold does not pair with it", r, f)
+			}
+		}
+	}
+	if extra != 2 {
+		t.Errorf("foldRune pairs %d characters with a fold bytes.EqualFold does not, want 2 (İ and ı)", extra)
+	}
+}
+
 func checkAgreement(t *testing.T, body []byte, key string) (n int64, ok bool) {
 	t.Helper()
 	n, ok = CountJSONArray(body, key)
@@ -408,7 +496,7 @@ func checkAgreement(t *testing.T, body []byte, key string) (n int64, ok bool) {
 // refCountJSONArray is what CountJSONArray must return for a body no deeper than maxDepth,
 // computed with encoding/json. It walks the top-level object with a Decoder rather than
 // decoding it into a map[string]json.RawMessage, because a map keeps only the last of
-// duplicate keys and CountJSONArray charges for the largest.
+// duplicate keys and CountJSONArray charges for the largest over every key that matches.
 func refCountJSONArray(body []byte, key string) (n int64, ok bool) {
 	if !json.Valid(body) {
 		return 0, false
@@ -417,6 +505,7 @@ func refCountJSONArray(body []byte, key string) (n int64, ok bool) {
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return 0, false
 	}
+	ok = true
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -426,19 +515,28 @@ func refCountJSONArray(body []byte, key string) (n int64, ok bool) {
 		if err := dec.Decode(&value); err != nil {
 			return 0, false // not reached
 		}
-		if k, _ := tok.(string); k != key {
+		if k, _ := tok.(string); !refKeyMatches(k, key) {
 			continue
 		}
 		var elems []json.RawMessage
 		if value = bytes.TrimLeft(value, " \t\r\n"); len(value) == 0 || value[0] != '[' {
-			return 0, false
+			ok = false // not countable, but the other matches still count
+			continue
 		}
 		if err := json.Unmarshal(value, &elems); err != nil {
 			return 0, false // not reached
 		}
 		n = max(n, int64(len(elems)))
 	}
-	return n, true
+	return n, ok
+}
+
+// refKeyMatches reports whether the decoded key k matches key: as encoding/json matches a key
+// to a field (bytes.EqualFold), or as the fold ToUpper(ToLower(r)) of other parsers does, which
+// pairs İ and ı with I besides (TestFoldCoversSimpleFolding). A key that is not UTF-8 matches
+// nothing.
+func refKeyMatches(k, key string) bool {
+	return utf8.ValidString(key) && (bytes.EqualFold([]byte(k), []byte(key)) || refFold(k) == refFold(key))
 }
 
 // jsonDepth returns the deepest nesting of objects and arrays in valid JSON.
@@ -466,6 +564,7 @@ func jsonDepth(body []byte) int {
 var (
 	genKeys = []string{
 		`"data"`, `"d\u0061ta"`, `"\u0064\u0061\u0074\u0061"`, `"dat\"a"`, `"Data"`, `"data "`,
+		`"DATA"`, `"dAtA"`, `"\u0044ata"`, `"X"`, `"É"`, `"\u00c9"`,
 		`"x"`, `"\u0078"`, `"é"`, `"\u00e9"`, `"\ud83d\ude00"`, `"😀"`, `"\ud800"`, `""`, `"a\/b"`,
 	}
 	genNumbers = []string{
@@ -557,11 +656,14 @@ func genSpace(r *rand.Rand, b []byte) []byte {
 
 func TestCountJSONArrayAllocs(t *testing.T) {
 	body := benchBody(64 << 10)
-	keyed := []byte(`{"\ud83d\ude00":[1],"d\u0061ta":[2],"\ud800\u0078":[],"\xff":[],"é":[]}`)
+	keyed := []byte(`{"\ud83d\ude00":[1],"d\u0061ta":[2],"\ud800\u0078":[],"\xff":[],"é":[],"DATA":[1],"\u0044ata":"x","ſ":[],"\u212a":[]}`)
 	allocs := testing.AllocsPerRun(100, func() {
 		CountJSONArray(body, "data")
 		CountJSONArray(keyed, "data")
 		CountJSONArray(keyed, "😀")
+		CountJSONArray(keyed, "S")
+		CountJSONArray(keyed, "\u212a")
+		CountJSONArray(keyed, "É")
 	})
 	if allocs != 0 {
 		t.Errorf("CountJSONArray allocates %v times per run, want 0", allocs)
