@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // ErrUnknownTable means Builtin was asked for a table it does not have.
@@ -20,13 +21,13 @@ const maxSegments = 32
 //
 // A rule is fixed-cost (Per is 0: every call costs Cost) or per-record (Per > 0: a call costs
 // ceil(records/Per) credits, at least 1, with records counted from the JSON body array named by
-// CountBody or the comma-separated query parameter named by CountQuery; see CountJSONArray for
-// how keys match). A per-record rule that cannot count a body (malformed, truncated, too deeply
-// nested, or a matching key's value is not an array) charges Cost, or ceil(records/Per) for the
-// records it still saw if that is more: in a valid body, the largest array among the matching
-// keys that hold one. Cost is usually the price of the largest batch the API accepts, so a body
-// the gateway cannot read is never cheaper than one it can, nor than the records seen in it. An
-// empty body holds no records and costs the minimum, 1.
+// CountBody or the comma-separated query parameter named by CountQuery; see CountJSONArray and
+// CountQueryList for how keys and names match). A per-record rule that cannot count a body
+// (malformed, truncated, too deeply nested, or a matching key's value is not an array) charges
+// Cost, or ceil(records/Per) for the records it still saw if that is more: in a valid body, the
+// largest array among the matching keys that hold one. Cost is usually the price of the largest
+// batch the API accepts, so a body the gateway cannot read is never cheaper than one it can,
+// nor than the records seen in it. An empty body holds no records and costs the minimum, 1.
 type Rule struct {
 	// Name is the rule's stable identifier, such as "bulk_write_initialize": lower-case
 	// letters, digits and '_', unique in its table. It is the route label on metrics and the
@@ -37,7 +38,8 @@ type Rule struct {
 	// Path is a path template (see the package documentation).
 	Path string
 	// Query, if not empty, restricts the rule to requests whose query string has this
-	// parameter with a non-empty value, such as "cvid".
+	// parameter with a non-empty value, such as "cvid". The name matches as CountQueryList
+	// reads names: decoded, without regard to case, and in the forms "cvid[]" and "cvid[0]".
 	Query string
 	// Cost is the credits a matching call is charged, at least 1; for a per-record rule, the
 	// credits charged when the records cannot be counted.
@@ -523,7 +525,8 @@ func searchFold(sorted []string, s string) bool {
 	return false
 }
 
-// hasParam reports whether rawQuery has the parameter name with a non-empty value.
+// hasParam reports whether rawQuery has the parameter name with a non-empty value, the name
+// read as namesParam reads it.
 func hasParam(rawQuery, name string) bool {
 	for q := rawQuery; q != ""; {
 		var pair string
@@ -534,33 +537,85 @@ func hasParam(rawQuery, name string) bool {
 		} else {
 			pair, q = q, ""
 		}
-		if k, v, _ := strings.Cut(pair, "="); v != "" && unescapedEqual(k, name) {
+		if k, v, _ := strings.Cut(pair, "="); v != "" && namesParam(k, name) {
 			return true
 		}
 	}
 	return false
 }
 
-// unescapedEqual reports whether the query-escaped raw decodes to name, as the upstream's
-// query parser will decode it ("c%76id" is "cvid"), without allocating. Malformed escapes
-// compare literally.
-func unescapedEqual(raw, name string) bool {
-	j := 0
-	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		switch {
-		case c == '+':
-			c = ' '
-		case c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]):
-			c = unhex(raw[i+1])<<4 | unhex(raw[i+2])
-			i += 2
-		}
-		if j >= len(name) || name[j] != c {
+// namesParam reports whether the query-escaped raw names the parameter name as an upstream's
+// query parser or framework may bind it, without allocating. raw is decoded first ("c%76id" is
+// cvid; '+' is a space; malformed escapes are read literally). The decoded name must then match
+// name without regard to case, folded character by character as CountJSONArray folds keys
+// ("CVID", "%43vid"; invalid UTF-8, in either, reads as U+FFFD), alone or followed by '[',
+// anything but brackets and ']', the list forms many frameworks bind: "ids[]" and "ids[0]"
+// name ids, as does "ids%5B%5D"; "ids[a][b]", "ids[" and "ids[]x" do not.
+func namesParam(raw, name string) bool {
+	i := 0
+	for j := 0; j < len(name); {
+		if i == len(raw) {
 			return false
 		}
-		j++
+		var r rune
+		r, i = queryRune(raw, i)
+		k, size := utf8.DecodeRuneInString(name[j:])
+		if k != r && foldRune(k) != foldRune(r) {
+			return false
+		}
+		j += size
 	}
-	return j == len(name)
+	if i == len(raw) {
+		return true
+	}
+	c, i := queryByte(raw, i)
+	if c != '[' {
+		return false
+	}
+	for i < len(raw) {
+		switch c, i = queryByte(raw, i); c {
+		case ']':
+			return i == len(raw)
+		case '[':
+			return false
+		}
+	}
+	return false
+}
+
+// queryByte decodes the byte at raw[i] of a query-escaped string and returns it and the index
+// after it: '+' is a space, a well-formed %XX escape its byte, anything else itself.
+func queryByte(raw string, i int) (byte, int) {
+	switch c := raw[i]; {
+	case c == '+':
+		return ' ', i + 1
+	case c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]):
+		return unhex(raw[i+1])<<4 | unhex(raw[i+2]), i + 3
+	default:
+		return c, i + 1
+	}
+}
+
+// queryRune decodes the character at raw[i] of a query-escaped string, whose bytes may each be
+// escaped, and returns it and the index after it. Invalid UTF-8 is U+FFFD, one byte at a time.
+func queryRune(raw string, i int) (rune, int) {
+	c, i := queryByte(raw, i)
+	if c < utf8.RuneSelf {
+		return rune(c), i
+	}
+	var (
+		buf  [utf8.UTFMax]byte
+		ends [utf8.UTFMax]int // ends[k]: the index after the byte buf[k]
+	)
+	buf[0], ends[0] = c, i
+	n := 1
+	for n < len(buf) && i < len(raw) && !utf8.FullRune(buf[:n]) {
+		buf[n], i = queryByte(raw, i)
+		ends[n] = i
+		n++
+	}
+	r, size := utf8.DecodeRune(buf[:n])
+	return r, ends[size-1]
 }
 
 func isHex(c byte) bool {

@@ -2,7 +2,6 @@ package costtable
 
 import (
 	"errors"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -121,7 +120,9 @@ func TestMatchQuery(t *testing.T) {
 		{"cvid", false},
 		{"cvid=", false},
 		{"cvid=&x=1", false},
-		{"CVID=1", false},    // names are case-sensitive
+		{"CVID=1", true},     // names match without regard to case, as frameworks that bind
+		{"CvId=1", true},     // them case-insensitively read them (an upper-case name must
+		{"%43VID=1", true},   // not make a call cheaper)
 		{"%63vid=1", true},   // decoded as the upstream's query parser will
 		{"c%76id=1", true},   // (an escaped name must not make a call cheaper)
 		{"c%7", false},       // malformed escapes compare literally
@@ -131,11 +132,54 @@ func TestMatchQuery(t *testing.T) {
 		{"xcvid=1", false},
 		{"cvidx=1", false},
 		{"&&cvid=1&", true},
+		{"cvid[]=1", true}, // list forms bind the parameter too
+		{"cvid[0]=1", true},
+		{"cvid%5B%5D=1", true},
+		{"CVID[]=1", true},
+		{"cvid[]=", false},
+		{"cvid[a][b]=1", false},
+		{"cvid[=1", false},
+		{"cvid[]x=1", false},
 	}
 	for _, tt := range tests {
 		if got := hasParam(tt.give, "cvid"); got != tt.want {
 			t.Errorf("hasParam(%q, cvid) = %v, want %v", tt.give, got, tt.want)
 		}
+	}
+}
+
+// TestMatchQueryCase: a query condition holds whatever the case or list form of the name, in
+// a table as Match walks it.
+func TestMatchQueryCase(t *testing.T) {
+	tbl, err := Builtin("zoho-crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"cvid=42", "CVID=42", "Cvid=42", "%43VID=42", "cvid[]=42", "CVID[0]=42", "cvid%5B%5D=42"} {
+		if r := tbl.Match("GET", "/crm/v2/Leads", q); r.Name != "records_cvid" {
+			t.Errorf("GET /crm/v2/Leads?%s priced by %q, want records_cvid", q, r.Name)
+		}
+	}
+	for _, q := range []string{"CVID=", "cvid[a][b]=42", "cvidx=42", "cvid[=42"} {
+		if r := tbl.Match("GET", "/crm/v2/Leads", q); r.Name == "records_cvid" {
+			t.Errorf("GET /crm/v2/Leads?%s priced by records_cvid, want another rule", q)
+		}
+	}
+}
+
+func TestMatchQueryAllocs(t *testing.T) {
+	tbl, err := Builtin("zoho-crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	queries := []string{"CVID=42", "x=1&C%56ID[]=42", "%C4%B1ds=1&cvid[a][b]=1&cvid%5B0%5D=2", "%E2%84%AA=1&cvid=&CVID["}
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, q := range queries {
+			tbl.Match("GET", "/crm/v2/Leads", q)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Match with query conditions allocates %v times per run, want 0", allocs)
 	}
 }
 
@@ -167,6 +211,27 @@ func TestChargeUncountable(t *testing.T) {
 		if cost != tt.wantCost || records != tt.wantRecords || counted != tt.wantCounted {
 			t.Errorf("Charge(%s) = %d, %d, %t; want %d, %d, %t", short(tt.body), cost, records, counted,
 				tt.wantCost, tt.wantRecords, tt.wantCounted)
+		}
+	}
+}
+
+// TestChargeQueryForms: every spelling of the counted parameter is charged.
+func TestChargeQueryForms(t *testing.T) {
+	r := Rule{Name: "tags", Method: "POST", Path: "/x", Per: 2, Cost: 10, CountQuery: "ids"}
+	tests := []struct {
+		query    string
+		wantCost int64
+		want     int64
+	}{
+		{"ids=1,2", 1, 2},
+		{"IDS=1,2&ids[]=3&ids[1]=4", 2, 4},
+		{"I%44s=1&%49ds=2&ids%5B%5D=3", 2, 3},
+		{"ids[a][b]=1,2,3", 1, 0},
+	}
+	for _, tt := range tests {
+		cost, records, counted := r.Charge(tt.query, nil)
+		if cost != tt.wantCost || records != tt.want || !counted {
+			t.Errorf("Charge(%q) = %d, %d, %t; want %d, %d, true", tt.query, cost, records, counted, tt.wantCost, tt.want)
 		}
 	}
 }
@@ -395,6 +460,9 @@ func FuzzMatch(f *testing.F) {
 	f.Add("head", "/crm/v2/Leads", "cvid=3")                     // ...in the built-in table too
 	f.Add("HEAD", "/files/meta", "q=1")                          // a HEAD rule's query condition
 	f.Add("HEAD", "/", "")                                       // no HEAD rule matches: GET's root
+	f.Add("GET", "/crm/v2/Leads", "CVID=42")                     // an upper-case query name
+	f.Add("GET", "/crm/v2/Leads", "cvid[]=42")                   // a list-form query name
+	f.Add("GET", "/files/x", "V%5B0%5D=1&W[a][b]=2")             // escaped list form; a nested one
 	withHead := append(slices.Clone(precedenceRules),
 		Rule{Name: "head_files_rest", Method: "HEAD", Path: "/files/*", Cost: 20},
 		Rule{Name: "head_meta_q", Method: "HEAD", Path: "/files/meta", Query: "q", Cost: 21},
@@ -464,10 +532,7 @@ func naiveBest(tbl *Table, keep func(Rule) bool, path, query string) string {
 		pairs := strings.FieldsFunc(query, func(c rune) bool { return c == '&' || c == ';' })
 		if r.Query != "" && !slices.ContainsFunc(pairs, func(pair string) bool {
 			k, v, _ := strings.Cut(pair, "=")
-			if d, err := url.QueryUnescape(k); err == nil {
-				k = d
-			}
-			return k == r.Query && v != ""
+			return v != "" && refNamesParam(k, r.Query) // the name as CountQueryList reads it
 		}) {
 			continue
 		}

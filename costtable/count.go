@@ -431,12 +431,14 @@ func scanLiteral(body []byte, i int, lit string) int {
 // CountQueryList counts the records named by query parameter `name` in rawQuery: the non-empty
 // elements of its comma-separated value. It does not allocate.
 //
-// Pairs are separated by '&' or ';', and names are compared decoded ("i%64s" is ids), as for a
-// rule's query condition. In a value, both ',' and its escape "%2C" separate elements, since
-// the upstream splits after decoding. Empty elements and elements of ASCII whitespace only
-// ('+', "%20") are not records: "ids=,1,+," counts 1. Malformed escapes are read literally. A
-// parameter given more than once counts the elements of every occurrence: "ids=1,2&ids=3" is 3
-// records, since query parsers disagree on which occurrence wins. An absent parameter counts 0.
+// Pairs are separated by '&' or ';', and names are read as for a rule's query condition (see
+// namesParam): decoded ("i%64s" is ids), without regard to case ("IDS", "%49ds"), and in the
+// bracketed list forms frameworks bind ("ids[]", "ids[0]", "ids%5B%5D"). In a value, both ','
+// and its escape "%2C" separate elements, since the upstream splits after decoding. Empty
+// elements and elements of ASCII whitespace only ('+', "%20") are not records: "ids=,1,+,"
+// counts 1. Malformed escapes are read literally. Every pair that names the parameter counts,
+// since query parsers disagree on which occurrence wins and on which spellings they bind:
+// "ids=1,2&IDS=3&ids[]=4&ids[1]=5" is 5 records. An absent parameter counts 0.
 func CountQueryList(rawQuery, name string) int64 {
 	var n int64
 	for q := rawQuery; q != ""; {
@@ -446,7 +448,7 @@ func CountQueryList(rawQuery, name string) int64 {
 		} else {
 			pair, q = q, ""
 		}
-		if k, v, _ := strings.Cut(pair, "="); unescapedEqual(k, name) {
+		if k, v, _ := strings.Cut(pair, "="); namesParam(k, name) {
 			n += countList(v)
 		}
 	}

@@ -97,16 +97,26 @@ func refFold(s string) string {
 }
 
 func FuzzCountQueryList(f *testing.F) {
-	f.Add("ids=1,2,3", "ids")           // plain
-	f.Add("ids=1%2C2%2c3", "ids")       // escaped separators
-	f.Add("ids=,,1,+,%20", "ids")       // empty and blank elements
-	f.Add("i%64s=1,2&x=1;ids=3", "ids") // escaped name, both pair separators
-	f.Add("ids=1,2&ids=3", "ids")       // repeated parameter
-	f.Add("ids=%zz,%2,%252C", "ids")    // malformed and double escapes
-	f.Add("a+b=1,2", "a b")             // '+' in the name
-	f.Add("ids", "ids")                 // no value
-	f.Add("=1,2", "")                   // empty name
-	f.Add("ids=\xff,\x00&&;;", "ids")   // invalid bytes
+	f.Add("ids=1,2,3", "ids")                   // plain
+	f.Add("ids=1%2C2%2c3", "ids")               // escaped separators
+	f.Add("ids=,,1,+,%20", "ids")               // empty and blank elements
+	f.Add("i%64s=1,2&x=1;ids=3", "ids")         // escaped name, both pair separators
+	f.Add("ids=1,2&ids=3", "ids")               // repeated parameter
+	f.Add("ids=%zz,%2,%252C", "ids")            // malformed and double escapes
+	f.Add("a+b=1,2", "a b")                     // '+' in the name
+	f.Add("ids", "ids")                         // no value
+	f.Add("=1,2", "")                           // empty name
+	f.Add("ids=\xff,\x00&&;;", "ids")           // invalid bytes
+	f.Add("IDS=1,2&Ids=3", "ids")               // upper and mixed case
+	f.Add("I%44s=1&%49ds=2", "ids")             // case behind escapes
+	f.Add("ids[]=1&ids[]=2", "ids")             // the empty-bracket list form
+	f.Add("ids[0]=1&ids[1]=2,3", "ids")         // the indexed list form
+	f.Add("ids%5B%5D=1&ids%5b7%5d=2", "ids")    // escaped brackets
+	f.Add("IDS=1,2&ids[]=3&ids[1]=4", "ids")    // every form at once: 4
+	f.Add("ids[a][b]=1&ids[=2&ids[]x=3", "ids") // not list forms
+	f.Add("%C5%BFort=1&ſort=2", "sort")         // U+017F, escaped and not
+	f.Add("%E2%84%AAey=1", "key")               // U+212A, the Kelvin sign
+	f.Add("ids[%5B]=1&ids[]]=2", "ids")         // a bracket inside the index
 	f.Fuzz(func(t *testing.T, rawQuery, name string) {
 		got := CountQueryList(rawQuery, name)
 		if got < 0 {
@@ -124,7 +134,7 @@ func refCountQueryList(rawQuery, name string) int64 {
 	var n int64
 	for _, pair := range strings.FieldsFunc(rawQuery, func(r rune) bool { return r == '&' || r == ';' }) {
 		k, v, _ := strings.Cut(pair, "=")
-		if refUnescape(k) != name {
+		if !refNamesParam(k, name) {
 			continue
 		}
 		for _, e := range strings.Split(refUnescape(v), ",") {
@@ -134,6 +144,22 @@ func refCountQueryList(rawQuery, name string) int64 {
 		}
 	}
 	return n
+}
+
+// refNamesParam is namesParam the obvious way: the decoded name folds to name, alone or
+// followed by "[…]" holding no bracket.
+func refNamesParam(rawName, name string) bool {
+	k := refUnescape(rawName)
+	if refFold(k) == refFold(name) {
+		return true
+	}
+	i := strings.LastIndexByte(k, '[')
+	if i < 0 {
+		return false
+	}
+	index := k[i+1:]
+	return strings.HasSuffix(index, "]") && !strings.ContainsAny(index[:len(index)-1], "[]") &&
+		refFold(k[:i]) == refFold(name)
 }
 
 // refUnescape decodes '+' and well-formed %XX escapes and keeps anything else as it is.

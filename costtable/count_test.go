@@ -684,13 +684,17 @@ func TestCountQueryList(t *testing.T) {
 		{"ids=,,1,", 1},
 		{"ids=,", 0},
 		{"ids=%2C%2C", 0},
-		{"ids=+,%20,1", 1},      // whitespace only is empty
-		{"ids=%09,%0A,%0d", 0},  // any ASCII whitespace
-		{"ids=+1+,+2", 2},       // padded elements still count
-		{"ids=%C2%A0", 1},       // non-ASCII space is a record
-		{"i%64s=1,2", 2},        // the name is decoded
-		{"id%73=1&%69ds=2", 2},  // both spellings count
-		{"IDS=1,2", 0},          // names are case-sensitive
+		{"ids=+,%20,1", 1},     // whitespace only is empty
+		{"ids=%09,%0A,%0d", 0}, // any ASCII whitespace
+		{"ids=+1+,+2", 2},      // padded elements still count
+		{"ids=%C2%A0", 1},      // non-ASCII space is a record
+		{"i%64s=1,2", 2},       // the name is decoded
+		{"id%73=1&%69ds=2", 2}, // both spellings count
+		{"IDS=1,2", 2},         // names match without regard to case,
+		{"Ids=1&iDs=2", 2},     // as frameworks that bind them case-insensitively read them
+		{"I%44s=1,2", 2},       // decoded first
+		{"%49ds=1,2", 2},
+		{"%C4%B1ds=1", 1},       // U+0131 folds to I
 		{"ids+=1", 0},           // "ids "
 		{"x=1&ids=4;ids=5", 2},  // '&' and ';' separate
 		{"ids=1,2&ids=3", 3},    // repeats add up
@@ -706,6 +710,27 @@ func TestCountQueryList(t *testing.T) {
 		{"", 0},
 		{"x=1", 0},
 		{"ids=" + strings.Repeat("7,", 999) + "7", 1000},
+
+		// The list forms frameworks bind: a name followed by one bracketed index, decoded.
+		{"ids[]=1&ids[]=2", 2},
+		{"ids[0]=1&ids[1]=2,3", 3},
+		{"ids[]=1,2,3", 3},
+		{"ids%5B%5D=1&ids%5b%5d=2", 2},
+		{"ids[%5D=1&ids%5B]=2", 2},
+		{"ids[x y]=1&ids[+]=2&ids[%20]=3", 3},
+		{"IDS[]=1&Ids[0]=2", 2},
+		{"IDS=1,2&ids[]=3&ids[1]=4", 4},
+		{"ids[]", 0},
+		{"ids[]=", 0},
+		{"ids[a][b]=1", 0}, // nested: not a list of ids
+		{"ids[[]]=1", 0},
+		{"ids[]]=1", 0},
+		{"ids[=1", 0},
+		{"ids]=1", 0},
+		{"ids[]x=1", 0},
+		{"ids []=1", 0},
+		{"xids[]=1", 0},
+		{"[]ids=1", 0},
 	}
 	for _, tt := range tests {
 		if got := CountQueryList(tt.give, "ids"); got != tt.want {
@@ -716,8 +741,11 @@ func TestCountQueryList(t *testing.T) {
 
 func TestCountQueryListAllocs(t *testing.T) {
 	query := "fields=a,b&i%64s=1%2C2,3;ids=" + strings.Repeat("12345,", 500) + "+&ids"
+	forms := "IDS=1&I%44s=2&ids[]=3&ids%5B0%5D=4&%C4%B1ds[x]=5&ids[a][b]=6&%E2%84%AAey=7"
 	allocs := testing.AllocsPerRun(100, func() {
 		CountQueryList(query, "ids")
+		CountQueryList(forms, "ids")
+		CountQueryList(forms, "key")
 	})
 	if allocs != 0 {
 		t.Errorf("CountQueryList allocates %v times per run, want 0", allocs)

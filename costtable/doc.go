@@ -36,9 +36,11 @@
 // It does not decode percent-escapes: a caller that passes an escaped path gets an escaped
 // path matched. Methods compare ASCII case-insensitively, and an empty method means GET, as in
 // net/http. A rule's query condition holds when the raw query string has the parameter with a
-// non-empty value ("cvid=12"; not "cvid" or "cvid="). The name is compared as the upstream
-// will read it: percent-escapes and '+' decoded ("c%76id=12" is cvid), '&' and ';' both
-// separating pairs, so escaping cannot make a call look cheaper. Names are case-sensitive.
+// non-empty value ("cvid=12"; not "cvid" or "cvid="). The name is compared as an upstream may
+// read it, so that no spelling makes a call look cheaper: percent-escapes and '+' decoded
+// ("c%76id=12" is cvid), '&' and ';' both separating pairs, case ignored as encoding/json
+// ignores it in keys ("CVID=12"), and the bracketed list forms "cvid[]=12" and "cvid[0]=12"
+// counting as cvid.
 //
 // # Precedence
 //
