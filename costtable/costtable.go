@@ -557,6 +557,13 @@ func namesParam(raw, name string) bool {
 		if i == len(raw) {
 			return false
 		}
+		if c, k := raw[i], name[j]; c < utf8.RuneSelf && c != '%' && c != '+' && k < utf8.RuneSelf {
+			if lower(c) != lower(k) { // two ASCII characters: only ASCII letters fold
+				return false
+			}
+			i, j = i+1, j+1
+			continue
+		}
 		var r rune
 		r, i = queryRune(raw, i)
 		k, size := utf8.DecodeRuneInString(name[j:])
