@@ -321,9 +321,14 @@ func (g *Gateway) runDeferred() {
 	}
 }
 
-// Close stops the gateway's background work (the breaker's prober). Calls still in flight
+// Close stops the gateway's background work (the breaker's prober, the lease renewals). Calls still in flight
 // are not affected.
-func (g *Gateway) Close() { g.breaker.close() }
+func (g *Gateway) Close() {
+	g.breaker.close()
+	if g.leases != nil {
+		g.leases.close()
+	}
+}
 
 // Drain marks the gateway as shutting down: /readyz answers 503 so load balancers stop
 // sending calls, while calls keep being served.

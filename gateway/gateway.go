@@ -100,6 +100,10 @@ type Config struct {
 	Shadow bool
 	// Window is the store's window, for the RateLimit-Policy field (zero: 24h).
 	Window time.Duration
+	// LeaseTTL is the store's lease time to live (limiter.Options.LeaseTTL): the gateway
+	// renews the leases of calls in flight every third of it, when the store can
+	// (limiter.LeaseRenewer). Zero: leases are not renewed.
+	LeaseTTL time.Duration
 	// Clock gives the time of each decision; nil lets the store use its own clock (the Redis
 	// server's TIME), which keeps replicas in agreement. Tests inject one.
 	Clock func() time.Time
@@ -136,7 +140,8 @@ type Gateway struct {
 
 	metrics    *Metrics
 	bodies     *bodyBudget
-	orgHeader  string // cfg.OrgHeader, canonical
+	leases     *leaseKeeper // nil: leases are not renewed
+	orgHeader  string       // cfg.OrgHeader, canonical
 	breaker    *breaker
 	deferred   chan deferredCall // refunds and releases waiting for the breaker to close
 	draining   atomic.Bool
@@ -276,6 +281,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.deferred = make(chan deferredCall, maxDeferred)
 	g.breaker.onClose = g.runDeferred
 	_, g.storeLocal = cfg.Store.(*limiter.MemoryStore)
+	if r, ok := cfg.Store.(renewer); ok && cfg.LeaseTTL > 0 {
+		g.leases = newLeaseKeeper(r, cfg.LeaseTTL, cfg.StoreTimeout, cfg.Clock, g.log.Named("leases"), g.breaker, cfg.Metrics)
+	}
 	g.SetCosts(cfg.Costs)
 	g.SetOrgs(cfg.Orgs)
 	g.proxy = &httputil.ReverseProxy{
@@ -407,6 +415,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			var err error
 			pre, err = g.spend(r.Context(), key, 1, now)
 			if pre.Lease != "" {
+				g.hold(key, pre)
 				defer g.release(r, key, pre)
 			}
 			// A refusal goes out without the body being read: the server would read it
@@ -482,6 +491,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if d.Lease != "" {
 			// Released when the call is over, however it ends: answered, client gone, or panic
 			// (ReverseProxy panics with http.ErrAbortHandler when a client leaves mid-body).
+			// Renewed meanwhile when the call lasts.
+			g.hold(key, d)
 			defer g.release(r, key, d)
 		}
 		if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
@@ -621,9 +632,19 @@ func (g *Gateway) refundDecision(r *http.Request, t *tenant, key limiter.Key, d 
 	t.m.refunded.Add(float64(d.Cost))
 }
 
+// hold has the lease of a call that took one renewed while the call lasts.
+func (g *Gateway) hold(key limiter.Key, d limiter.Decision) {
+	if g.leases != nil {
+		g.leases.add(key, d.Lease)
+	}
+}
+
 // release ends a call's concurrency lease, with a context of its own: the client's may be
 // gone already.
 func (g *Gateway) release(r *http.Request, key limiter.Key, d limiter.Decision) {
+	if g.leases != nil {
+		g.leases.remove(d.Lease)
+	}
 	if err := g.releaseLease(r.Context(), key, d); err != nil && err != errBreakerOpen {
 		// The lease expires on its own after its TTL.
 		g.log.Warn("lease release failed", zap.String("org", key.Org), zap.Error(err))

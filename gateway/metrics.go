@@ -105,10 +105,11 @@ const (
 	opRefund
 	opRelease
 	opPeriod // a monthly plan's call counted against its period
+	opRenew  // the leases of calls in flight renewed
 	numStoreOps
 )
 
-var storeOpNames = [numStoreOps]string{"spend", "refund", "release", "period"}
+var storeOpNames = [numStoreOps]string{"spend", "refund", "release", "period", "renew"}
 
 const (
 	resultOK       = iota // the store decided: allowed, or a refund/release done

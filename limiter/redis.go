@@ -63,7 +63,7 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 // LoadScripts loads the scripts into the server's cache (on every master of a cluster);
 // it doubles as a readiness check. Spend falls back to EVAL if the cache is flushed later.
 func (s *RedisStore) LoadScripts(ctx context.Context) error {
-	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript, periodScript, usageScript} {
+	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript, periodScript, usageScript, renewScript} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return fmt.Errorf("load scripts: %w", err)
 		}

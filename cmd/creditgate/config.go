@@ -54,8 +54,9 @@ type Config struct {
 	// HeavyConcurrency caps each org's heavy calls in flight (bulk and multi-record writes),
 	// inside its own cap; 0 disables the sub-cap.
 	HeavyConcurrency int64 `env:"CREDITGATE_HEAVY_CONCURRENCY" envDefault:"10"`
-	// LeaseTTL is how long a concurrency slot stays taken if its gateway dies mid-call.
-	LeaseTTL time.Duration `env:"CREDITGATE_LEASE_TTL" envDefault:"2m"`
+	// LeaseTTL is how long a concurrency slot stays taken if its gateway dies mid-call; the
+	// leases of calls in flight are renewed every third of it.
+	LeaseTTL time.Duration `env:"CREDITGATE_LEASE_TTL" envDefault:"15s"`
 
 	// Window is how long a consumed credit stays consumed.
 	Window time.Duration `env:"CREDITGATE_WINDOW" envDefault:"24h"`

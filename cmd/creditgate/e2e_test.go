@@ -904,8 +904,27 @@ func TestConcurrencyAcrossGateways(t *testing.T) {
 		n, _ := srv.Client.ZCard(context.Background(), limiter.RedisKeys("acme")[3]).Result()
 		return n == 3
 	})
+	redisNow := func() int64 {
+		tm, err := srv.Client.Time(context.Background()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm.UnixMilli()
+	}
 	_ = a.cmd.Process.Kill()
-	killed := time.Now()
+	_ = a.cmd.Wait()
+	killed, killedMs := time.Now(), redisNow()
+	// The dead gateway's leases expire at most one lease TTL after the kill, whatever their
+	// calls' age: renewals stop with the gateway.
+	leases, err := srv.Client.ZRangeWithScores(context.Background(), limiter.RedisKeys("acme")[3], 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leases {
+		if exp := int64(l.Score); exp > killedMs+2000 {
+			t.Errorf("lease %v expires %d ms after the kill, past the 2s TTL", l.Member, exp-killedMs)
+		}
+	}
 	if resp, body := call(t, http.DefaultClient, "GET", b.base+"/crm/v2/users", "acme-key"); resp.StatusCode != 429 {
 		t.Fatalf("right after the kill: %d %s, want 429 (the dead gateway's leases still count)", resp.StatusCode, body)
 	}
@@ -915,4 +934,85 @@ func TestConcurrencyAcrossGateways(t *testing.T) {
 		return resp.StatusCode == 200
 	})
 	t.Logf("slots of the killed gateway came back %s after the kill (lease TTL 2s)", time.Since(killed).Round(10*time.Millisecond))
+}
+
+// TestLongCallKeepsItsSlot: a call lasting four lease TTLs keeps its concurrency slot (its
+// gateway renews the lease), so the org's cap holds at the upstream throughout, across two
+// gateways; once the calls end, the slots are free at once.
+func TestLongCallKeepsItsSlot(t *testing.T) {
+	srv := redistest.Start(t)
+	var (
+		mu       sync.Mutex
+		inFlight int
+		peak     int
+		hold     atomic.Bool
+		released = make(chan struct{})
+	)
+	hold.Store(true)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		peak = max(peak, inFlight)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+		}()
+		if hold.Load() {
+			select {
+			case <-released:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	defer up.Close()
+	vars := map[string]string{
+		"CREDITGATE_UPSTREAM_URL": up.URL,
+		"CREDITGATE_REDIS_URL":    srv.URL,
+		"CREDITGATE_ORGS":         "acme:limit=100000,concurrency=2,keys=acme-key",
+		"CREDITGATE_LEASE_TTL":    "2s",
+	}
+	a, b := startGateway(t, vars), startGateway(t, vars)
+	client := &http.Client{Timeout: 30 * time.Second}
+	var long sync.WaitGroup
+	for _, gw := range []*process{a, b} {
+		long.Go(func() {
+			resp, body := call(t, client, "GET", gw.base+"/crm/v2/users", "acme-key")
+			if resp.StatusCode != 200 {
+				t.Errorf("long call: %d %s", resp.StatusCode, body)
+			}
+		})
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return inFlight == 2
+	})
+	// 8 s = 4 lease TTLs: every other call is refused for concurrency all along.
+	start := time.Now()
+	refused := 0
+	for i := 0; time.Since(start) < 8*time.Second && i < 400; i++ {
+		gw := []*process{a, b}[i%2]
+		resp, body := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "acme-key")
+		if resp.StatusCode != 429 || !strings.Contains(body, `"concurrency_limit":2`) {
+			t.Fatalf("%s into the long calls: %d %s, want 429 for concurrency", time.Since(start).Round(time.Millisecond), resp.StatusCode, body)
+		}
+		refused++
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(released)
+	long.Wait()
+	hold.Store(false)
+	mu.Lock()
+	p := peak
+	mu.Unlock()
+	t.Logf("two calls held their slots for %s (lease TTL 2s), %d calls refused meanwhile; peak in flight at the upstream %d (cap 2)",
+		time.Since(start).Round(100*time.Millisecond), refused, p)
+	if p > 2 {
+		t.Fatalf("peak in flight %d over the cap 2", p)
+	}
+	if resp, body := call(t, http.DefaultClient, "GET", a.base+"/crm/v2/users", "acme-key"); resp.StatusCode != 200 {
+		t.Fatalf("after the long calls: %d %s", resp.StatusCode, body)
+	}
 }

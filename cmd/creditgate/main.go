@@ -159,6 +159,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Shadow:             cfg.Shadow,
 		MaxBodyBytes:       cfg.MaxBodyBytes,
 		BodyTimeout:        cfg.BodyTimeout,
+		LeaseTTL:           cfg.LeaseTTL,
 		BodyBufferBytes:    cfg.BodyBufferBytes,
 		BodyBufferOrgBytes: cfg.BodyBufferOrgBytes,
 		MaxInflateRatio:    cfg.MaxInflateRatio,

@@ -60,6 +60,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ConcurrencyCap", testConcurrencyCap},
 		{"HeavySubCap", testHeavySubCap},
 		{"LeasesExpire", testLeasesExpire},
+		{"LeasesRenewed", testLeasesRenewed},
 		{"RacingLeasesNeverExceedCap", testRacingLeases},
 		{"AddonLimitFromStore", testAddonLimit},
 		{"AddonMetering", testAddonMetering},
@@ -623,4 +624,39 @@ func testRacingLeases(t *testing.T, newStore NewStore) {
 	for range capacity {
 		mustAllow(t, s, k, 1, t0)
 	}
+}
+
+// testLeasesRenewed: a renewed lease outlives its first time to live, on the heavy cap too;
+// a released or expired lease is not brought back.
+func testLeasesRenewed(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute, LeaseTTL: 15 * time.Second})
+	r, ok := s.(limiter.LeaseRenewer)
+	if !ok {
+		t.Fatalf("%T does not renew leases", s)
+	}
+	ctx := context.Background()
+	k := limiter.NewKey(newOrg(), 100).WithConcurrency(2, 1) // a heavy call: both caps
+	long := mustAllow(t, s, k, 1, t0)
+	short := mustAllow(t, s, k.WithConcurrency(2, 0), 1, t0)
+	renew := func(at time.Time, want int64, leases ...string) {
+		t.Helper()
+		n, err := r.Renew(ctx, k, leases, at)
+		if err != nil || n != want {
+			t.Fatalf("Renew at +%s = %d, %v; want %d", at.Sub(t0), n, err, want)
+		}
+	}
+	renew(t0.Add(5*time.Second), 2, long.Lease, short.Lease)
+	if err := s.Release(ctx, k, short); err != nil {
+		t.Fatal(err)
+	}
+	renew(t0.Add(10*time.Second), 1, long.Lease, short.Lease) // the released one stays gone
+	// At +20s the long call's lease (renewed to +25s) still holds its heavy slot and one of
+	// the org's two; without the renewals it would have expired at +15s.
+	mustConcurrency(t, s, k, 1, t0.Add(20*time.Second))
+	other := mustAllow(t, s, k.WithConcurrency(2, 0), 1, t0.Add(20*time.Second))
+	mustConcurrency(t, s, k.WithConcurrency(2, 0), 1, t0.Add(20*time.Second))
+	// Not renewed again: both expire, and renewing then brings neither back.
+	renew(t0.Add(40*time.Second), 0, long.Lease, other.Lease)
+	mustAllow(t, s, k, 1, t0.Add(40*time.Second))
+	renew(t0.Add(40*time.Second), 0)
 }
