@@ -79,7 +79,7 @@ func NewAdminHandler(cfg AdminConfig) http.Handler {
 var errRouteNotFound = errors.New("route not found")
 
 // jsonMisses answers the paths and methods mux does not serve in the one JSON error shape
-// (SPEC §7) rather than the mux's plain text. The mux still decides 404 or 405 and sets Allow.
+// (the one JSON error shape, see errors.go) rather than the mux's plain text. The mux still decides 404 or 405 and sets Allow.
 func jsonMisses(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {

@@ -26,7 +26,7 @@ var (
 	errMethodOverride    = errors.New("too many method overrides")
 )
 
-// tooManyRequestsBody is the exact body of SPEC §2 step 4, byte for byte.
+// tooManyRequestsBody is the exact body of the 429, byte for byte (README "The refused call").
 var tooManyRequestsBody = []byte(`{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}`)
 
 // errorBody is the one JSON shape of every error the gateway answers itself. Fields are in

@@ -298,7 +298,7 @@ func TestTooManyRequests(t *testing.T) {
 		t.Fatalf("status %d, want 429", resp.StatusCode)
 	}
 	const want = `{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}`
-	if body != want { // byte for byte (SPEC §2 step 4)
+	if body != want { // byte for byte, as the README shows it
 		t.Fatalf("body\n%s\nwant\n%s", body, want)
 	}
 	if f.up.count() != forwarded {

@@ -230,7 +230,7 @@ func TestUsageRefundLeavesTheChart(t *testing.T) {
 	}
 }
 
-// TestUsageFields checks every field of SPEC §7 on a fixed window, the add-on seam, the
+// TestUsageFields checks every field of the usage API on a fixed window, the add-on seam, the
 // concurrency in use, and the errors of the usage endpoints.
 func TestUsageFields(t *testing.T) {
 	release := make(chan struct{})
@@ -282,7 +282,7 @@ func TestUsageFields(t *testing.T) {
 	close(release)
 	<-done
 
-	// Every field of SPEC §7 is in the body; an org with nothing consumed has next_free_at null.
+	// Every field of the usage API is in the body; an org with nothing consumed has next_free_at null.
 	_, body := do(t, "GET", f.admin+"/admin/v1/orgs/idle/usage", map[string]string{"Authorization": "Bearer " + viewerToken}, "")
 	for _, field := range []string{"org", "edition", "daily_free_limit", "additional_credits", "overall_credits", "used_credits",
 		"unused_credits", "percent_used", "concurrency_limit", "window_seconds", "next_free_at"} {
@@ -346,7 +346,7 @@ func checkLimitFields(t *testing.T, h http.Header, limit int64, window time.Dura
 	p := policyRe.FindStringSubmatch(h.Get("Ratelimit-Policy"))
 	f := fieldRe.FindStringSubmatch(h.Get("Ratelimit"))
 	if p == nil || f == nil {
-		t.Fatalf("RateLimit-Policy %q, RateLimit %q: not the SPEC §7 syntax", h.Get("Ratelimit-Policy"), h.Get("Ratelimit"))
+		t.Fatalf("RateLimit-Policy %q, RateLimit %q: not the README's syntax", h.Get("Ratelimit-Policy"), h.Get("Ratelimit"))
 	}
 	if p[1] != itoa(limit) || p[2] != itoa(int64(window/time.Second)) || h.Get("X-Ratelimit-Limit") != p[1] {
 		t.Fatalf("policy %q, X-RateLimit-Limit %q; want q=%d w=%d", h.Get("Ratelimit-Policy"), h.Get("X-Ratelimit-Limit"), limit, int64(window/time.Second))

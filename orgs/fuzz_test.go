@@ -12,7 +12,7 @@ import (
 // valid and survives a round trip through the syntax, and that no error message depends on
 // the text of a key.
 func FuzzParse(f *testing.F) {
-	// The SPEC example.
+	// The README's example.
 	f.Add("acme:edition=crm-professional,users=20,keys=k1|k2;beta:limit=5000,keys=k3", "k9")
 	// Every field, with whitespace and trailing separators.
 	f.Add(" a : edition=desk-free , users=1,agents=2,light_agents=3,limit=4,addon=5,legacy=6,"+
