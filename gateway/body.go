@@ -158,27 +158,29 @@ func (hb *heldBody) dropDecoded(b *bodyBudget) {
 	hb.decoded = nil
 }
 
-// buffer holds bytes as they arrive, growing within the budget.
+// buffer holds bytes as they arrive, growing within the budget up to a limit: at most
+// limit bytes are held, and one byte past it (over) says the source is longer.
 type buffer struct {
-	b      *bodyBudget
-	ctx    context.Context
-	org    string
-	buf    []byte
-	held   int64 // capacity taken from the budget
-	growTo int64 // the largest capacity to grow to
-	exact  bool  // growTo is the size to expect
+	b     *bodyBudget
+	ctx   context.Context
+	org   string
+	buf   []byte
+	held  int64 // capacity taken from the budget
+	limit int64
+	// exact: the size is known (limit is the declared Content-Length), so the buffer is
+	// allocated once, at that size.
+	exact bool
+	// over is the first byte past limit, when the source was longer.
+	over []byte
 }
 
-func (x *buffer) grow(need int) error {
-	if len(x.buf)+need <= cap(x.buf) {
-		return nil
-	}
-	c := min(max(int64(cap(x.buf))*2, 32<<10, int64(len(x.buf)+need)), x.growTo)
+// grow makes room for at least one more byte, doubling the capacity up to the limit. While
+// it copies, the old and the new buffers are both taken from the budget: at most 1.5 times
+// the limit.
+func (x *buffer) grow() error {
+	c := min(max(int64(cap(x.buf))*2, 32<<10), x.limit)
 	if x.exact {
-		c = x.growTo // the size is known: one allocation
-	}
-	if c < int64(len(x.buf)+need) {
-		c = int64(len(x.buf) + need)
+		c = x.limit
 	}
 	if err := x.b.acquire(x.ctx, x.org, c); err != nil {
 		return err
@@ -190,19 +192,17 @@ func (x *buffer) grow(need int) error {
 	return nil
 }
 
-// readFrom reads r to its end into x, at most limit bytes; over reports more.
-func (x *buffer) readFrom(r io.Reader, limit int64) (over bool, err error) {
+// readFrom reads r to its end into x, and reports whether r held more than the limit.
+func (x *buffer) readFrom(r io.Reader) (over bool, err error) {
 	for {
-		if int64(len(x.buf)) > limit {
-			return true, nil
-		}
-		if x.exact && len(x.buf) > 0 && len(x.buf) == cap(x.buf) {
-			// All that was declared is here: only the end is left to read.
+		if int64(len(x.buf)) == x.limit {
+			// Full: only the end may be left, or one byte too many.
 			var probe [1]byte
 			n, err := r.Read(probe[:])
 			switch {
 			case n > 0:
-				return false, errors.New("body longer than its Content-Length")
+				x.over = []byte{probe[0]}
+				return true, nil
 			case err == io.EOF:
 				return false, nil
 			case err != nil:
@@ -210,20 +210,24 @@ func (x *buffer) readFrom(r io.Reader, limit int64) (over bool, err error) {
 			}
 			continue
 		}
-		if err := x.grow(1); err != nil {
-			return false, err
+		if len(x.buf) == cap(x.buf) {
+			if err := x.grow(); err != nil {
+				return false, err
+			}
 		}
-		room := x.buf[len(x.buf):min(int64(cap(x.buf)), limit+1)]
-		n, err := r.Read(room)
+		n, err := r.Read(x.buf[len(x.buf):cap(x.buf)])
 		x.buf = x.buf[:len(x.buf)+n]
 		switch {
 		case err == io.EOF:
-			return int64(len(x.buf)) > limit, nil
+			return false, nil
 		case err != nil:
 			return false, err
 		}
 	}
 }
+
+// read is what was read so far, with the byte past the limit if there was one.
+func (x *buffer) read() []byte { return append(bytes.Clone(x.buf), x.over...) }
 
 func (x *buffer) free() {
 	x.b.release(x.org, x.held)
@@ -249,13 +253,13 @@ func (g *Gateway) bufferBody(w http.ResponseWriter, r *http.Request, org string)
 			rc = nil
 		}
 	}
-	x := &buffer{b: g.bodies, ctx: r.Context(), org: org, growTo: max + 1}
+	x := &buffer{b: g.bodies, ctx: r.Context(), org: org, limit: max}
 	if r.ContentLength > 0 {
 		// The declared size is taken at once, so the body lands in one allocation; it stays
 		// taken while a slow client sends it (bounded by the body timeout).
-		x.growTo, x.exact = r.ContentLength, true
+		x.limit, x.exact = r.ContentLength, true
 	}
-	over, err := x.readFrom(r.Body, max)
+	over, err := x.readFrom(r.Body)
 	if rc != nil && err == nil {
 		// Only a body read in time clears the deadline. A failed one keeps it expired, so
 		// the server, which reads what is left of a body before it answers, gives up on the
@@ -263,18 +267,22 @@ func (g *Gateway) bufferBody(w http.ResponseWriter, r *http.Request, org string)
 		_ = rc.SetReadDeadline(time.Time{})
 	}
 	switch {
-	case errors.Is(err, errBodyBudget):
-		g.putBack(r, x.buf)
+	case over && x.exact:
 		x.free()
+		return nil, fmt.Errorf("%w: longer than its Content-Length", errClientBody)
+	case errors.Is(err, errBodyBudget), over:
+		if g.cfg.Shadow {
+			// Put back what was read: shadow mode forwards the call all the same.
+			g.putBack(r, x.read())
+		}
+		x.free()
+		if over {
+			return nil, &bodyTooLargeError{max: max}
+		}
 		return nil, err
 	case err != nil:
 		x.free()
 		return nil, fmt.Errorf("%w: %v", errClientBody, err)
-	case over:
-		// Put back what was read, for shadow mode, which forwards the call all the same.
-		g.putBack(r, x.buf)
-		x.free()
-		return nil, &bodyTooLargeError{max: max}
 	}
 	hb.raw, hb.decoded, hb.held = x.buf, x.buf, x.held
 	r.Body = io.NopCloser(bytes.NewReader(hb.raw))
@@ -295,7 +303,7 @@ func (g *Gateway) putBack(r *http.Request, read []byte) {
 	r.Body = struct {
 		io.Reader
 		io.Closer
-	}{io.MultiReader(bytes.NewReader(bytes.Clone(read)), r.Body), r.Body}
+	}{io.MultiReader(bytes.NewReader(read), r.Body), r.Body}
 }
 
 // releaseBody gives back what hb holds of the budget.
@@ -363,8 +371,8 @@ func (g *Gateway) decodeBody(ctx context.Context, hb *heldBody, header []string)
 	if r := g.cfg.MaxInflateRatio; r > 0 {
 		limit = min(limit, max(inflateFloor, r*int64(len(hb.raw))))
 	}
-	x := &buffer{b: g.bodies, ctx: ctx, org: hb.org, growTo: limit + 1}
-	over, err := x.readFrom(rd, limit)
+	x := &buffer{b: g.bodies, ctx: ctx, org: hb.org, limit: limit}
+	over, err := x.readFrom(rd)
 	switch {
 	case errors.Is(err, errBodyBudget):
 		x.free()

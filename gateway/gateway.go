@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
 	"net/url"
@@ -48,7 +47,9 @@ type Config struct {
 	// Upstream is the API behind the gateway (required).
 	Upstream *url.URL
 	// Transport reaches the upstream; nil means a tuned clone of http.DefaultTransport with
-	// UpstreamTimeout as its response-header timeout.
+	// UpstreamTimeout as its response-header timeout. An *http.Transport is cloned to send
+	// each call at most once and HTTP/1.1 only (see upstream.go); another RoundTripper is
+	// used as is, and must not resend calls itself.
 	Transport http.RoundTripper
 	// UpstreamTimeout bounds the wait for the upstream's response headers (zero: 60s); past
 	// it the gateway answers 504 and refunds.
@@ -174,12 +175,13 @@ type callState struct {
 	key limiter.Key
 	d   limiter.Decision
 	// pre is the debit taken before a large body was read (the rule's smallest cost, with
-	// the concurrency lease); d is then the rest of the cost. Zero otherwise.
-	pre  limiter.Decision
-	rule string
-	body *watchedBody // nil without a request body
-	rs   *ruleSeries  // the rule's metrics
-	sent time.Time    // when the call was handed to the proxy
+	// the concurrency lease), under preKey; d is then the rest of the cost. Zero otherwise.
+	pre    limiter.Decision
+	preKey limiter.Key
+	rule   string
+	body   *watchedBody // nil without a request body
+	rs     *ruleSeries  // the rule's metrics
+	sent   time.Time    // when the call was handed to the proxy
 	// observed: the upstream latency is recorded (when the response's headers are written,
 	// or when the proxy gives up).
 	observed bool
@@ -240,8 +242,8 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.BodyBufferOrgBytes == 0 {
 		cfg.BodyBufferOrgBytes = cfg.BodyBufferBytes / 4
 	}
-	if cfg.BodyBufferOrgBytes > cfg.BodyBufferBytes || cfg.BodyBufferOrgBytes < 2*cfg.MaxBodyBytes {
-		return nil, fmt.Errorf("gateway: an org's body buffer (%d bytes) must hold two bodies of MaxBodyBytes (%d, as sent and decoded) and fit in the whole buffer (%d)",
+	if cfg.BodyBufferOrgBytes > cfg.BodyBufferBytes || cfg.BodyBufferOrgBytes < 3*cfg.MaxBodyBytes {
+		return nil, fmt.Errorf("gateway: an org's body buffer (%d bytes) must hold three times MaxBodyBytes (%d: a body as sent, and its decoded copy while it grows) and fit in the whole buffer (%d)",
 			cfg.BodyBufferOrgBytes, cfg.MaxBodyBytes, cfg.BodyBufferBytes)
 	}
 	switch cfg.MethodOverride {
@@ -256,6 +258,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Transport == nil {
 		cfg.Transport = NewTransport(cfg.UpstreamTimeout)
+	}
+	if t, ok := cfg.Transport.(*http.Transport); ok {
+		cfg.Transport = oneAttempt(t)
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(MetricsOptions{})
@@ -406,25 +411,25 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// smallest cost of its rule, so an org without either cannot make the gateway hold it.
 	var (
 		pre     limiter.Decision
+		preKey  limiter.Key
 		charged = true // false once the call goes on uncharged (shadow mode, fail open)
 		body    *heldBody
 	)
 	defer func() { g.releaseBody(body) }()
 	if p.countsBody() {
-		if !g.cfg.Shadow && (r.ContentLength < 0 || r.ContentLength > prefetchLimit) {
+		_, coded := r.Header["Content-Encoding"]
+		if !g.cfg.Shadow && (r.ContentLength < 0 || r.ContentLength > prefetchLimit || coded) {
 			var err error
+			preKey = key
 			pre, err = g.spend(r.Context(), key, 1, now)
 			if pre.Lease != "" {
 				g.hold(key, pre)
 				defer g.release(r, key, pre)
 			}
-			// A refusal goes out without the body being read: the server would read it
-			// before answering (with no deadline), unless the connection closes after.
-			h.Set("Connection", "close")
 			if !g.admit(w, r, t, rs, rule.Name, key, 1, pre, err) {
+				abandonBody(w)
 				return
 			}
-			h.Del("Connection")
 			charged = pre.Allowed
 		}
 		if body, err = g.bufferBody(w, r, t.org.ID); err != nil {
@@ -443,7 +448,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if body != nil {
 		raw, decoded, countable = body.raw, body.decoded, body.countable
 	}
-	rule, cost, records, counted := p.charge(r.URL.RawQuery, decoded, countable)
+	rule, cost, records, counted := p.charge(r.URL.RawQuery, raw, decoded, countable)
 	if rule != p.rules[0] {
 		rs = g.metrics.rule(rule.Name)
 		key = key.WithRule(rule.Name)
@@ -472,7 +477,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
 					return
 				}
-				pre = limiter.Decision{}
+				pre, preKey = limiter.Decision{}, limiter.Key{}
 				break
 			}
 		} else {
@@ -507,7 +512,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	forwarded = true
-	g.forward(w, r, callState{t: t, key: key, d: d, pre: pre, rule: rule.Name, rs: rs, pd: pd})
+	g.forward(w, r, callState{t: t, key: key, d: d, pre: pre, preKey: preKey, rule: rule.Name, rs: rs, pd: pd})
 }
 
 // admit acts on the store's answer to a debit of cost credits: it reports whether the call
@@ -607,9 +612,7 @@ func (g *Gateway) bodyRefused(w http.ResponseWriter, r *http.Request, t *tenant,
 		g.forward(w, r, st)
 		return true
 	}
-	// The server would read what is left of the body before answering, with no deadline: a
-	// client that stalls would never get its answer. Close instead.
-	h.Set("Connection", "close")
+	abandonBody(w)
 	if full {
 		g.metrics.count(t.m, rs, outBodyBudget, 0, 0)
 		g.log.Warn("body buffer full", zap.String("org", t.org.ID), zap.String("rule", rule))
@@ -620,6 +623,15 @@ func (g *Gateway) bodyRefused(w http.ResponseWriter, r *http.Request, t *tenant,
 	g.log.Info("body not buffered", zap.String("org", t.org.ID), zap.String("rule", rule), zap.Error(err))
 	writeError(w, err, 0)
 	return false
+}
+
+// abandonBody lets a call be answered without its body being read (or read in full): the
+// server would read what is left of it before and after answering, with no deadline, so a
+// client that stalls would hold its connection and never get its answer. The connection is
+// closed after the answer instead, and reads from it fail at once.
+func abandonBody(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
 }
 
 // refundDecision gives back a debit of a call that will not be forwarded after all.
@@ -661,18 +673,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st callState) 
 		cw.st.body = &watchedBody{ReadCloser: r.Body}
 		r.Body = cw.st.body
 	}
-	if replayable(r) && httptrace.ContextClientTrace(r.Context()) == nil {
-		// One upstream attempt at most (see upstream.go).
-		ctx, cancel := context.WithCancel(r.Context())
-		cw.att.n, cw.att.stopped, cw.att.cancel = 0, false, cancel
-		g.proxy.ServeHTTP(cw, r.WithContext(httptrace.WithClientTrace(ctx, &cw.att.trace)))
-		cancel()
-	} else {
-		g.proxy.ServeHTTP(cw, r)
+	if replayable(r) {
+		r = withAttempts(r, &cw.att) // one upstream attempt at most (see upstream.go)
 	}
-	att := cw.att
-	att.cancel = nil
-	*cw = callWriter{att: att}
+	g.proxy.ServeHTTP(cw, r)
+	*cw = callWriter{}
 	callWriters.Put(cw)
 }
 
@@ -755,10 +760,8 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 // proxyError runs when the upstream could not be reached or did not answer in time: the
 // gateway answers 502/504 itself, and the call is refunded.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	var stopped bool
 	if cw, ok := w.(*callWriter); ok {
 		cw.restore() // after an upstream's 1xx: the fields the refund below edits
-		stopped = cw.att.stopped
 	}
 	st := stateOf(w)
 	if st != nil && st.rs != nil && !st.observed {
@@ -774,11 +777,10 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		writeError(w, errClientBody, 0)
 		return
 	}
-	if stopped {
+	if errors.Is(err, errRetryRefused) {
+		// The transport's second attempt was refused: the first failed on a connection the
+		// upstream closed or reset.
 		g.metrics.retries.Inc()
-		// The transport's second attempt was stopped (its context cancelled, which is what
-		// err says): the first failed on a connection the upstream closed or reset.
-		err = errRetryRefused
 	} else if r.Context().Err() != nil {
 		// The client went away. The upstream may have done the work, so the charge stays.
 		if st != nil {
@@ -796,10 +798,11 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	if st != nil && st.d.Allowed && st.d.Cost+st.pre.Cost > 0 {
 		var rerr error
-		for _, d := range [2]limiter.Decision{st.pre, st.d} {
-			if d.Allowed && d.Cost > 0 {
-				rerr = errors.Join(rerr, g.refund(r.Context(), st.key, d))
-			}
+		if st.pre.Allowed && st.pre.Cost > 0 {
+			rerr = g.refund(r.Context(), st.preKey, st.pre)
+		}
+		if st.d.Cost > 0 {
+			rerr = errors.Join(rerr, g.refund(r.Context(), st.key, st.d))
 		}
 		cost := st.pre.Cost + st.d.Cost
 		if rerr != nil {

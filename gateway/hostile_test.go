@@ -91,7 +91,10 @@ func TestRecordKeysCountedInAnyCase(t *testing.T) {
 // TestCompressedBodiesCounted: bodies sent with a content coding are decoded to count their
 // records, forwarded as sent, and bounded when decoded.
 func TestCompressedBodiesCounted(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.MaxInflateRatio = 100; c.MaxBodyBytes = 4 << 20; c.BodyBufferOrgBytes = 8 << 20 })
+	f := newFixture(t, func(c *Config) {
+		c.MaxInflateRatio, c.MaxBodyBytes, c.BodyBufferOrgBytes = 100, 4<<20, 12<<20
+		c.LimitOf = func(*orgs.Org) int64 { return 1_000_000 }
+	})
 	plain := []byte(records(1000))
 	encode := func(coding string, b []byte) []byte {
 		var buf bytes.Buffer
@@ -124,21 +127,23 @@ func TestCompressedBodiesCounted(t *testing.T) {
 		{"two codings", "gzip, zstd", encode("zstd", encode("gzip", plain)), 200, 100},
 		{"identity", "identity", plain, 200, 100},
 		{"small gzip", "gzip", encode("gzip", []byte(records(21))), 200, 3},
-		{"not gzip at all", "gzip", plain, 200, 10}, // the rule's cost: not countable
+		{"not gzip at all", "gzip", plain, 200, 100}, // not decodable: read as sent, at least the rule's cost
 		{"unknown coding", "br", []byte("\x1b\x00"), 200, 10},
+		{"unknown coding over plain JSON", "br", plain, 200, 100}, // an upstream may ignore the coding
+		{"made-up coding over plain JSON", "x-none", plain, 200, 100},
 		{"three codings", "gzip, gzip, gzip", encode("gzip", encode("gzip", encode("gzip", plain))), 200, 10},
 		{"bomb past the ratio", "gzip", encode("gzip", bytes.Repeat([]byte(" "), 3<<20)), 413, 0},
 		{"decoded past the limit", "gzip", encode("gzip", append(append([]byte(`{"data":[`), bytes.Repeat([]byte(`{"Last_Name":"x`), 300_000)...), []byte(`"}]}`)...)), 413, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before, arrived := f.used(t, "acme", 1000), f.up.count()
+			before, arrived := f.used(t, "acme", 1_000_000), f.up.count()
 			resp, body := do(t, "POST", f.url+"/crm/v8/Leads",
 				map[string]string{"X-Api-Key": "acme-key", "Content-Encoding": tt.header, "Content-Type": "application/json"}, string(tt.body))
 			if resp.StatusCode != tt.status {
 				t.Fatalf("%d %s, want %d", resp.StatusCode, body, tt.status)
 			}
-			if got := f.used(t, "acme", 1000) - before; got != tt.want {
+			if got := f.used(t, "acme", 1_000_000) - before; got != tt.want {
 				t.Errorf("charged %d, want %d", got, tt.want)
 			}
 			if tt.status != 200 {
@@ -313,8 +318,14 @@ func newDroppingUpstream(t *testing.T, delay time.Duration) *droppingUpstream {
 // request receives each admitted call once, whatever the transport would retry; the call is
 // answered 502 and refunded.
 func TestOneUpstreamAttemptPerCall(t *testing.T) {
+	t.Run("default transport", func(t *testing.T) { sendOnce(t, nil) })
+	// An *http.Transport of the operator's own is held to one attempt too.
+	t.Run("custom transport", func(t *testing.T) { sendOnce(t, &http.Transport{MaxIdleConnsPerHost: 32}) })
+}
+
+func sendOnce(t *testing.T, tr http.RoundTripper) {
 	up := newDroppingUpstream(t, 200*time.Millisecond)
-	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse(up.url) })
+	f := newFixture(t, func(c *Config) { c.Upstream, _ = url.Parse(up.url); c.Transport = tr })
 	// Fill the transport's pool with idle connections: each would take a retry.
 	const pool = 16
 	var wg sync.WaitGroup
@@ -387,6 +398,11 @@ func TestLargeBodyAdmittedBeforeRead(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
 			t.Errorf("%s: %d, want 429 with Retry-After", declared, resp.StatusCode)
+		}
+		// And the connection is closed at once: the server must not wait for the body.
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("%s: after the 429 the connection read %d bytes, %v; want EOF", declared, n, err)
 		}
 	}
 	if f.up.count() != 1 {
@@ -539,5 +555,34 @@ func TestShadowForwardsBomb(t *testing.T) {
 	defer f.up.mu.Unlock()
 	if f.up.bodies[0] != buf.String() {
 		t.Error("the body did not reach the upstream as sent")
+	}
+}
+
+// TestBodyAtTheLimitFitsTheOrgShare: an org share of three bodies of MaxBodyBytes holds a
+// body of exactly that size, chunked, and a compressed one with its decoded copy.
+func TestBodyAtTheLimitFitsTheOrgShare(t *testing.T) {
+	const max = 1 << 20
+	f := newFixture(t, func(c *Config) {
+		c.MaxBodyBytes, c.BodyBufferOrgBytes, c.BodyBufferBytes, c.MaxInflateRatio = max, 3*max, 3*max, 0
+	})
+	body := []byte(records(1))
+	body = append(body[:len(body)-2], bytes.Repeat([]byte(" "), max-len(body))...)
+	body = append(body, "]}"...)
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.NoCompression)
+	_, _ = zw.Write(body[:max-64<<10])
+	_, _ = zw.Write([]byte("]}"))
+	zw.Close()
+	if len(body) != max {
+		t.Fatalf("body of %d bytes", len(body))
+	}
+	resp := postLeads(t, f.url, string(body), true)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("chunked body of exactly MaxBodyBytes: %d", resp.StatusCode)
+	}
+	r2, b2 := do(t, "POST", f.url+"/crm/v2/Leads", map[string]string{"X-Api-Key": "acme-key", "Content-Encoding": "gzip"}, gz.String())
+	if r2.StatusCode != 200 {
+		t.Errorf("stored gzip near MaxBodyBytes: %d %s", r2.StatusCode, b2)
 	}
 }

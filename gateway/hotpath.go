@@ -134,11 +134,7 @@ func (c *callWriter) WriteHeader(code int) {
 	c.ResponseWriter.WriteHeader(code)
 }
 
-var callWriters = sync.Pool{New: func() any {
-	c := new(callWriter)
-	c.att.init()
-	return c
-}}
+var callWriters = sync.Pool{New: func() any { return new(callWriter) }}
 
 // stateOf returns the state of the call w belongs to, or nil.
 func stateOf(w http.ResponseWriter) *callState {

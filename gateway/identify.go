@@ -153,10 +153,12 @@ func lower(c byte) byte {
 // bearerKey returns the key of an "Authorization: Bearer <key>" or
 // "Authorization: Zoho-oauthtoken <key>" value; schemes are case-insensitive (RFC 9110 §11.1).
 func bearerKey(v string) (string, bool) {
-	scheme, key, ok := strings.Cut(v, " ")
-	if !ok {
+	// RFC 9110 separates scheme and token with spaces; lenient servers take tabs too.
+	i := strings.IndexAny(v, " \t")
+	if i < 0 {
 		return "", false
 	}
+	scheme, key := v[:i], v[i+1:]
 	if !strings.EqualFold(scheme, "Bearer") && !strings.EqualFold(scheme, "Zoho-oauthtoken") {
 		return "", false
 	}

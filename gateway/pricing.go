@@ -101,16 +101,15 @@ func (p *pricing) heavy() bool {
 }
 
 // charge prices the call with each rule and returns the dearest (the first among equals: the
-// request's own method). body is the decoded body, countable false when its coding could not
-// be removed.
-func (p *pricing) charge(rawQuery string, body []byte, countable bool) (rule *costtable.Rule, cost, records int64, counted bool) {
+// request's own method). body is the decoded body; countable is false when its coding could
+// not be removed, and raw is then what was sent: such a body costs the rule's cost, or what
+// its bytes read as sent cost if more (an upstream may ignore the coding).
+func (p *pricing) charge(rawQuery string, raw, body []byte, countable bool) (rule *costtable.Rule, cost, records int64, counted bool) {
 	for i, r := range p.rules[:p.n] {
-		var c, n int64
-		ok := true
+		c, n, ok := r.Charge(rawQuery, body)
 		if r.CountsBody() && !countable {
-			c, ok = r.Cost, false
-		} else {
-			c, n, ok = r.Charge(rawQuery, body)
+			c, n, _ = r.Charge(rawQuery, raw)
+			c, ok = max(c, r.Cost), false
 		}
 		if i == 0 || c > cost {
 			rule, cost, records, counted = r, c, n, ok

@@ -2,12 +2,10 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
-	"net/http/httptrace"
-	"sync/atomic"
+	"net/url"
 	"time"
 )
 
@@ -17,76 +15,54 @@ import (
 // fails before a response (the upstream closed it, or reset it, after reading the request),
 // if the request is "replayable": no body, and GET, HEAD, OPTIONS, TRACE or an
 // Idempotency-Key header. An upstream that drops connections would then receive one paid
-// call once per pooled connection, and the call would still be refunded as a 502. So the
-// gateway watches each replayable call's attempts (httptrace GotConn): the connection of a
-// second attempt refuses every write, so not a byte of it leaves, and the call's context is
-// cancelled, so the transport stops trying. The call is answered 502 and refunded, as any
-// call whose connection failed. HTTP/2 connections are left alone: their transport sends a
-// request again only when the server said it had not processed it (REFUSED_STREAM, GOAWAY).
+// call once per pooled connection, and the call would still be refunded as a 502. The
+// transport asks its Proxy function which proxy to use before every attempt, before it takes
+// a connection: the gateway's transports count the attempts of each call there, and refuse a
+// second one, so not a byte of it is written. The call is answered 502 and refunded, as any
+// call whose connection failed. HTTP/2 is not spoken to the upstream: its transport resends
+// requests on its own (after a protocol error too, which can come after the work was done).
 
-// errRetryRefused is what a connection answers to the writes of a second attempt.
-var errRetryRefused = errors.New("gateway: second upstream attempt refused")
+// errRetryRefused fails a second upstream attempt of a call, before it takes a connection.
+var errRetryRefused = errors.New("gateway: the upstream connection failed; the call is not sent twice")
 
-// upstreamConn is a connection to the upstream that can be made to refuse all writes.
-type upstreamConn struct {
-	net.Conn
-	refuse atomic.Bool
-}
+// attemptsKey is the context key of a call's *attempts.
+type attemptsKey struct{}
 
-func (c *upstreamConn) Write(p []byte) (int, error) {
-	if c.refuse.Load() {
-		return 0, errRetryRefused
+// attempts counts the upstream attempts of one call. It lives in the pooled callWriter.
+type attempts struct{ n int }
+
+// oneAttempt makes t refuse a second attempt of a call that carries attempts in its context,
+// and speak HTTP/1.1 only. t's own Proxy, if any, still chooses the proxy.
+func oneAttempt(t *http.Transport) *http.Transport {
+	t = t.Clone()
+	next := t.Proxy
+	t.Proxy = func(r *http.Request) (*url.URL, error) {
+		if a, ok := r.Context().Value(attemptsKey{}).(*attempts); ok {
+			if a.n++; a.n > 1 {
+				return nil, errRetryRefused
+			}
+		}
+		if next == nil {
+			return nil, nil
+		}
+		return next(r)
 	}
-	return c.Conn.Write(p)
+	t.ForceAttemptHTTP2 = false
+	t.Protocols = new(http.Protocols)
+	t.Protocols.SetHTTP1(true)
+	return t
 }
 
 // NewTransport returns the upstream transport: pooled keep-alive connections sized for a
-// gateway (the default keeps only 2 idle connections per host), bounded waits, and
-// connections the gateway can stop a second attempt on.
+// gateway (the default keeps only 2 idle connections per host) and bounded waits.
 func NewTransport(responseHeaderTimeout time.Duration) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	dial := (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &upstreamConn{Conn: c}, nil
-	}
+	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	t.MaxIdleConns = 1024
 	t.MaxIdleConnsPerHost = 512
 	t.ResponseHeaderTimeout = responseHeaderTimeout
 	t.Proxy = nil // the upstream is addressed directly, never through HTTP_PROXY
 	return t
-}
-
-// attempts follows the upstream attempts of one call. It lives in the pooled callWriter,
-// with its trace built once.
-type attempts struct {
-	trace   httptrace.ClientTrace
-	n       int
-	cancel  context.CancelFunc
-	stopped bool // a second attempt was stopped
-}
-
-func (a *attempts) init() { a.trace.GotConn = a.gotConn }
-
-func (a *attempts) gotConn(info httptrace.GotConnInfo) {
-	c := info.Conn
-	if tc, ok := c.(*tls.Conn); ok {
-		if tc.ConnectionState().NegotiatedProtocol == "h2" {
-			return
-		}
-		c = tc.NetConn()
-	}
-	if a.n++; a.n == 1 {
-		return
-	}
-	if uc, ok := c.(*upstreamConn); ok {
-		uc.refuse.Store(true)
-	}
-	a.stopped = true
-	a.cancel()
 }
 
 // replayable reports whether http.Transport may send r again after a failed attempt
@@ -103,4 +79,10 @@ func replayable(r *http.Request) bool {
 	_, a := r.Header["Idempotency-Key"]
 	_, b := r.Header["X-Idempotency-Key"]
 	return a || b
+}
+
+// withAttempts returns r carrying a, for oneAttempt to count.
+func withAttempts(r *http.Request, a *attempts) *http.Request {
+	a.n = 0
+	return r.WithContext(context.WithValue(r.Context(), attemptsKey{}, a))
 }

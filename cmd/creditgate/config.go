@@ -285,9 +285,9 @@ func (c *Config) validate(environ map[string]string) error {
 		bad("CREDITGATE_BODY_BUFFER_BYTES", "must be at least 1, got %d", c.BodyBufferBytes)
 	case c.BodyBufferOrgBytes < 0 || c.BodyBufferOrgBytes > c.BodyBufferBytes:
 		bad("CREDITGATE_BODY_BUFFER_ORG_BYTES", "must be between 1 and CREDITGATE_BODY_BUFFER_BYTES (%d), got %d", c.BodyBufferBytes, c.BodyBufferOrgBytes)
-	case c.MaxBodyBytes >= 1 && c.BodyBufferOrgBytes < 2*c.MaxBodyBytes:
-		bad("CREDITGATE_BODY_BUFFER_ORG_BYTES", "must hold two bodies of CREDITGATE_MAX_BODY_BYTES (a compressed one and its decoded copy): at least %d, got %d (a quarter of CREDITGATE_BODY_BUFFER_BYTES when unset)",
-			2*c.MaxBodyBytes, c.BodyBufferOrgBytes)
+	case c.MaxBodyBytes >= 1 && c.BodyBufferOrgBytes < 3*c.MaxBodyBytes:
+		bad("CREDITGATE_BODY_BUFFER_ORG_BYTES", "must hold three times CREDITGATE_MAX_BODY_BYTES (a body as sent, and its decoded copy while it grows): at least %d, got %d (a quarter of CREDITGATE_BODY_BUFFER_BYTES when unset)",
+			3*c.MaxBodyBytes, c.BodyBufferOrgBytes)
 	}
 	if c.MaxInflateRatio < 0 {
 		bad("CREDITGATE_MAX_INFLATE_RATIO", "must be 0 (no ratio bound) or more, got %d", c.MaxInflateRatio)
