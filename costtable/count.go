@@ -10,9 +10,10 @@ import (
 )
 
 // maxDepth is the deepest nesting of objects and arrays CountJSONArray accepts, the top-level
-// object being depth 1. Real record bodies are a few levels deep; the limit keeps the container
-// stack a fixed 64 bytes.
-const maxDepth = 512
+// object being depth 1: encoding/json's own limit, so a body an upstream in Go binds is never
+// one the gateway cannot count (and charges only the rule's cost for). The container stack is
+// a fixed bitset of 1,256 bytes.
+const maxDepth = 10_000
 
 // CountJSONArray counts the elements of the array that is the value of the top-level key
 // `key` of the JSON object body. It reads the body once, validating all of it as JSON
@@ -32,12 +33,12 @@ const maxDepth = 512
 // element count among those whose value is an array ({"data":[1],"DATA":[1,2,3]} counts 3,
 // whatever the order), and 0 when no key matches.
 //
-// ok is true when the body is a single valid JSON object, nested no deeper than 512 levels,
+// ok is true when the body is a single valid JSON object, nested no deeper than 10,000 levels (as encoding/json),
 // in which every matching key holds an array. When a matching key holds anything else (an
 // object, a string, null, …) ok is false but n is still the largest count among the matching
 // keys that hold arrays: {"data":[1,2],"DATA":null} gives (2, false), since a parser may bind
 // the array. When the body is not a single valid JSON object (malformed, truncated, followed
-// by anything but whitespace) or nests deeper than 512 levels, ok is false and n is 0. A
+// by anything but whitespace) or nests deeper than 10,000 levels, ok is false and n is 0. A
 // leading byte order mark is rejected, as encoding/json rejects it (RFC 8259 §8.1: senders
 // must not add one). Invalid UTF-8 inside strings is accepted, as encoding/json accepts it.
 //
@@ -49,7 +50,7 @@ func CountJSONArray(body []byte, key string) (n int64, ok bool) {
 		return 0, false
 	}
 	var (
-		arrays  [maxDepth / 64]uint64 // bit d-1 set: the container at depth d is an array
+		arrays  [(maxDepth + 63) / 64]uint64 // bit d-1 set: the container at depth d is an array
 		depth   int                   // open containers
 		inArray bool                  // the container at depth is an array
 		hit     bool                  // the key just read at depth 1 matches key

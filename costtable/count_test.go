@@ -380,8 +380,10 @@ func TestCountJSONArrayDepth(t *testing.T) {
 		{129, true},
 		{511, true},
 		{512, true},
-		{513, false},
-		{514, false},
+		{513, true},
+		{9_999, true},
+		{10_000, true}, // encoding/json's limit too
+		{10_001, false},
 		{100_000, false},
 	}
 	for _, tt := range tests {

@@ -70,7 +70,7 @@
 // # Records and files
 //
 // Rule.Charge prices a call: a fixed cost, or ceil(records/Per) with records counted by
-// CountJSONArray (one validating pass over a buffered body, no allocation, nesting up to 512
+// CountJSONArray (one validating pass over a buffered body, no allocation, nesting up to 10,000
 // levels) or CountQueryList. Parse and LoadFile compile a table from YAML or JSON, naming the
 // line and the rule of every problem.
 //
