@@ -51,13 +51,13 @@ func CountJSONArray(body []byte, key string) (n int64, ok bool) {
 	}
 	var (
 		arrays  [(maxDepth + 63) / 64]uint64 // bit d-1 set: the container at depth d is an array
-		depth   int                   // open containers
-		inArray bool                  // the container at depth is an array
-		hit     bool                  // the key just read at depth 1 matches key
-		other   bool                  // a matching key's value is not an array
-		target  bool                  // the array open at depth 2 is a matching key's value
-		count   int64                 // elements of that array so far
-		best    int64                 // largest count among matching keys' arrays
+		depth   int                          // open containers
+		inArray bool                         // the container at depth is an array
+		hit     bool                         // the key just read at depth 1 matches key
+		other   bool                         // a matching key's value is not an array
+		target  bool                         // the array open at depth 2 is a matching key's value
+		count   int64                        // elements of that array so far
+		best    int64                        // largest count among matching keys' arrays
 	)
 value:
 	for {

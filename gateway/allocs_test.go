@@ -15,10 +15,11 @@ import (
 
 // ownAllocsBudget is what the gateway may allocate per allowed call beyond what
 // httputil.ReverseProxy allocates for the same call with the same transport, rewrite and
-// buffer pool: identifying, pricing, debiting and the rate-limit fields together (2), and,
-// for a call the transport could resend, the context that counts its attempts (2: the
-// value and the request's copy that carries it).
-const ownAllocsBudget = 4
+// buffer pool: identifying, pricing, debiting and the rate-limit fields together (2), the
+// debit's call id (1: refunds and compensations name it), and, for a call the transport
+// could resend, the context that counts its attempts (2: the value and the request's copy
+// that carries it).
+const ownAllocsBudget = 5
 
 // TestHotPathAllocs holds the gateway's own allocations per allowed call (memory store, a
 // canned upstream) to ownAllocsBudget.

@@ -175,7 +175,8 @@ func (b *breaker) close() {
 // to one of its decisions: over limit, cost too high, concurrency cap, period used up).
 func storeFailed(err error) bool {
 	return err != nil && !errors.Is(err, limiter.ErrOverLimit) && !errors.Is(err, limiter.ErrCostExceedsLimit) &&
-		!errors.Is(err, limiter.ErrConcurrency) && !errors.Is(err, limiter.ErrPeriodExhausted)
+		!errors.Is(err, limiter.ErrConcurrency) && !errors.Is(err, limiter.ErrPeriodExhausted) &&
+		!errors.Is(err, limiter.ErrCompensated)
 }
 
 // spend runs Store.Spend behind the breaker and measures it. client is the caller's own
@@ -189,6 +190,11 @@ func (g *Gateway) spend(client context.Context, key limiter.Key, cost int64, now
 	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
 	cancel()
 	g.settle(client, opSpend, start, err)
+	if storeFailed(err) {
+		// No answer: the debit may have run, or may still run. Undo it either way; the call
+		// goes on uncharged (failing open) or is refused.
+		g.compensate(key, d.Call)
+	}
 	return d, err
 }
 
@@ -225,58 +231,99 @@ func (g *Gateway) settle(client context.Context, op int, start time.Time, err er
 }
 
 // refund runs Store.Refund behind the breaker, with a context of its own (the client's
-// may be gone already). With the breaker open it waits for the breaker to close (storeCall).
+// may be gone already). A refund names its debit's call id and applies once, so one the
+// store cannot take now is queued and retried (storeCall).
 func (g *Gateway) refund(parent context.Context, key limiter.Key, d limiter.Decision) error {
-	return g.storeCall(parent, opRefund, func(ctx context.Context) error { return g.cfg.Store.Refund(ctx, key, d) })
+	return g.storeCall(parent, opRefund, true, func(ctx context.Context) error { return g.cfg.Store.Refund(ctx, key, d) })
 }
 
-// release runs Store.Release behind the breaker; with it open, it waits for the breaker to
-// close (storeCall), and the lease expires after its TTL at the latest.
+// compensate undoes the debit of call, whose Spend got no answer from the store: the script
+// may have run (its reply lost), may still run (it waits on the store's socket), or never
+// will. Queued and retried until the store answers (storeCall).
+func (g *Gateway) compensate(key limiter.Key, call string) {
+	c, ok := g.cfg.Store.(compensator)
+	if !ok || call == "" {
+		return
+	}
+	g.metrics.compensations.Inc()
+	_ = g.storeCall(context.Background(), opCompensate, true, func(ctx context.Context) error {
+		var now time.Time
+		if g.cfg.Clock != nil {
+			now = g.cfg.Clock()
+		}
+		return c.Compensate(ctx, key, call, now)
+	})
+}
+
+// release runs Store.Release behind the breaker; with it open, or failing, it is queued and
+// retried (storeCall), and the lease expires after its TTL at the latest.
 func (g *Gateway) releaseLease(parent context.Context, key limiter.Key, d limiter.Decision) error {
-	return g.storeCall(parent, opRelease, func(ctx context.Context) error { return g.cfg.Store.Release(ctx, key, d) })
+	return g.storeCall(parent, opRelease, true, func(ctx context.Context) error { return g.cfg.Store.Release(ctx, key, d) })
 }
 
-func (g *Gateway) storeCall(parent context.Context, op int, call func(context.Context) error) error {
+// storeCall runs a store call that must not be lost (a refund, a compensation, a release)
+// behind the breaker. One the breaker keeps from the store now waits in a queue; so does one
+// that fails, when retry says running it again is safe (it applies once). The queue runs when
+// the breaker closes and every second while it holds calls. It returns an error only when the
+// call failed and was not queued, or the queue was full (errBreakerOpen).
+func (g *Gateway) storeCall(parent context.Context, op int, retry bool, call func(context.Context) error) error {
+	return g.runStoreCall(parent, deferredCall{op: op, retry: retry, call: call, until: time.Now().Add(g.retryFor(op))})
+}
+
+func (g *Gateway) runStoreCall(parent context.Context, d deferredCall) error {
 	if !g.breaker.allow() {
-		// Not now, but not never: a lease left held keeps the org at its cap for the lease's
-		// time to live, a refund left undone bills a call never served. Run it when the
-		// breaker closes; errBreakerOpen only when too many wait already.
-		if !g.queue(deferredCall{op: op, call: call}) {
+		if !g.queue(d) {
 			return errBreakerOpen
 		}
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), g.cfg.StoreTimeout)
 	start := time.Now()
-	err := call(ctx)
+	err := d.call(ctx)
 	cancel()
 	if err != nil {
-		g.metrics.observeStore(op, resultError, start)
+		g.metrics.observeStore(d.op, resultError, start)
 	} else {
-		g.metrics.observeStore(op, resultOK, start)
+		g.metrics.observeStore(d.op, resultOK, start)
 	}
 	g.breaker.done(err)
+	if err != nil && d.retry {
+		if g.push(d) {
+			return nil
+		}
+		g.dropped(d, "queue_full")
+	}
 	return err
 }
 
-// deferredCall is a refund or release skipped while the breaker was open, run once it closes.
-type deferredCall struct {
-	op    int
-	call  func(context.Context) error
-	tries int // runs that failed
+// retryFor is how long a queued store call of op is worth retrying: a lease expires on its
+// own after its TTL, and a debit's record (what a refund or compensation needs to apply
+// once) after the call TTL.
+func (g *Gateway) retryFor(op int) time.Duration {
+	if op == opRelease && g.cfg.LeaseTTL > 0 {
+		return g.cfg.LeaseTTL
+	}
+	return g.cfg.CallTTL
 }
 
-// maxDeferred bounds the store calls waiting for the breaker to close: beyond it, leases are
-// left to expire and refunds are lost (and logged). maxDeferredTries bounds the runs of one.
-const (
-	maxDeferred      = 4096
-	maxDeferredTries = 5
-)
+// deferredCall is a store call waiting to be run (again).
+type deferredCall struct {
+	op    int
+	retry bool // safe to run again after a failure: it applies once
+	call  func(context.Context) error
+	until time.Time // past it, the call is dropped: too late to apply
+}
+
+// maxDeferred bounds the store calls waiting: beyond it, leases are left to expire and
+// refunds and compensations are lost (counted in creditgate_store_calls_dropped_total, and
+// logged).
+const maxDeferred = 4096
 
 // queue adds d to the calls waiting for the breaker to close, and reports whether there was
 // room.
 func (g *Gateway) queue(d deferredCall) bool {
 	if !g.push(d) {
+		g.dropped(d, "queue_full")
 		return false
 	}
 	if g.breaker.state.Load() == breakerClosed {
@@ -290,17 +337,21 @@ func (g *Gateway) queue(d deferredCall) bool {
 func (g *Gateway) push(d deferredCall) bool {
 	select {
 	case g.deferred <- d:
+		g.metrics.deferredLen.Set(float64(len(g.deferred)))
 		return true
 	default:
 		return false
 	}
 }
 
-// runDeferred runs the store calls that waited for the breaker to close, each behind the
-// breaker again: one that finds it open once more waits again. A release the store fails
-// waits for the next close (up to maxDeferredTries runs; releasing twice is harmless). A
-// refund the store fails is not run again: its script may have run with the reply lost, and
-// a second run would give the credits back twice.
+// dropped counts and logs a store call given up on.
+func (g *Gateway) dropped(d deferredCall, why string) {
+	g.metrics.droppedCalls.WithLabelValues(storeOpNames[d.op], why).Inc()
+	g.log.Warn("store call dropped", zap.String("op", storeOpNames[d.op]), zap.String("reason", why))
+}
+
+// runDeferred runs the store calls that waited, each behind the breaker again: one that finds
+// it open, or fails and may be retried, waits again, until its time is up.
 func (g *Gateway) runDeferred() {
 	for range len(g.deferred) {
 		var d deferredCall
@@ -309,21 +360,38 @@ func (g *Gateway) runDeferred() {
 		default:
 			return
 		}
-		// With the breaker open again, storeCall queues it anew (errBreakerOpen: no room).
-		err := g.storeCall(context.Background(), d.op, d.call)
-		if err == nil {
+		g.metrics.deferredLen.Set(float64(len(g.deferred)))
+		if time.Now().After(d.until) {
+			g.dropped(d, "expired")
 			continue
 		}
-		if d.tries++; err != errBreakerOpen && d.op == opRelease && d.tries < maxDeferredTries && g.push(d) {
-			continue
+		if err := g.runStoreCall(context.Background(), d); err != nil && err != errBreakerOpen {
+			g.log.Warn("deferred store call failed", zap.String("op", storeOpNames[d.op]), zap.Error(err))
 		}
-		g.log.Warn("deferred store call failed", zap.String("op", storeOpNames[d.op]), zap.Int("tries", d.tries), zap.Error(err))
+	}
+}
+
+// retryLoop runs the queue every second while it holds calls and the breaker lets calls
+// through, so a call that failed is retried even when the breaker never opened.
+func (g *Gateway) retryLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+			if len(g.deferred) > 0 && !g.breaker.open() {
+				g.runDeferred()
+			}
+		}
 	}
 }
 
 // Close stops the gateway's background work (the breaker's prober, the lease renewals). Calls still in flight
 // are not affected.
 func (g *Gateway) Close() {
+	g.stopOnce.Do(func() { close(g.stop) })
 	g.breaker.close()
 	if g.leases != nil {
 		g.leases.close()
@@ -337,3 +405,8 @@ func (g *Gateway) Drain() { g.draining.Store(true) }
 // BreakerOpen reports whether the credit store's breaker is open: calls skip the store and
 // the fail mode answers them.
 func (g *Gateway) BreakerOpen() bool { return g.breaker.open() }
+
+// compensator is what the gateway needs of a store to undo debits whose reply was lost.
+type compensator interface {
+	Compensate(ctx context.Context, key limiter.Key, call string, now time.Time) error
+}

@@ -13,6 +13,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -101,6 +102,9 @@ type Config struct {
 	Shadow bool
 	// Window is the store's window, for the RateLimit-Policy field (zero: 24h).
 	Window time.Duration
+	// CallTTL is how long the store keeps a debit's record (limiter.Options.CallTTL): queued
+	// refunds and compensations are retried until then (zero: 2m).
+	CallTTL time.Duration
 	// LeaseTTL is the store's lease time to live (limiter.Options.LeaseTTL): the gateway
 	// renews the leases of calls in flight every third of it, when the store can
 	// (limiter.LeaseRenewer). Zero: leases are not renewed.
@@ -144,7 +148,9 @@ type Gateway struct {
 	leases     *leaseKeeper // nil: leases are not renewed
 	orgHeader  string       // cfg.OrgHeader, canonical
 	breaker    *breaker
-	deferred   chan deferredCall // refunds and releases waiting for the breaker to close
+	deferred   chan deferredCall // refunds, compensations and releases waiting for the store
+	stop       chan struct{}     // closed by Close
+	stopOnce   sync.Once
 	draining   atomic.Bool
 	storeLocal bool // the store is a *limiter.MemoryStore, which never waits
 }
@@ -268,6 +274,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Usage == nil {
 		cfg.Usage, _ = cfg.Store.(usageReader)
 	}
+	if cfg.CallTTL <= 0 {
+		cfg.CallTTL = 2 * time.Minute
+	}
 	if cfg.BreakerFailures <= 0 {
 		cfg.BreakerFailures = 3
 	}
@@ -284,7 +293,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, cfg.StoreTimeout, cfg.Probe,
 		cfg.Logger.Named("breaker"), cfg.Metrics)
 	g.deferred = make(chan deferredCall, maxDeferred)
+	g.stop = make(chan struct{})
 	g.breaker.onClose = g.runDeferred
+	go g.retryLoop()
 	_, g.storeLocal = cfg.Store.(*limiter.MemoryStore)
 	if r, ok := cfg.Store.(renewer); ok && cfg.LeaseTTL > 0 {
 		g.leases = newLeaseKeeper(r, cfg.LeaseTTL, cfg.StoreTimeout, cfg.Clock, g.log.Named("leases"), g.breaker, cfg.Metrics)

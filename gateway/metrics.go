@@ -43,6 +43,10 @@ type Metrics struct {
 	bodyRefused *prometheus.CounterVec
 	retries     prometheus.Counter
 
+	compensations prometheus.Counter
+	deferredLen   prometheus.Gauge
+	droppedCalls  *prometheus.CounterVec
+
 	storeOps [numStoreOps][numStoreResults]prometheus.Observer
 	storeErr [numStoreOps]prometheus.Counter
 	unknown  *orgSeries // calls that named no known org
@@ -104,12 +108,13 @@ const (
 	opSpend = iota
 	opRefund
 	opRelease
-	opPeriod // a monthly plan's call counted against its period
-	opRenew  // the leases of calls in flight renewed
+	opPeriod     // a monthly plan's call counted against its period
+	opRenew      // the leases of calls in flight renewed
+	opCompensate // a debit whose reply was lost, undone
 	numStoreOps
 )
 
-var storeOpNames = [numStoreOps]string{"spend", "refund", "release", "period", "renew"}
+var storeOpNames = [numStoreOps]string{"spend", "refund", "release", "period", "renew", "compensate"}
 
 const (
 	resultOK       = iota // the store decided: allowed, or a refund/release done
@@ -196,6 +201,12 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		bodyRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "body_buffer_refusals_total",
 			Help: "Calls answered 503 BODY_BUFFER_FULL, by the bound they met: total (the whole budget) or org (the org's share)."},
 			[]string{"scope"}),
+		compensations: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "compensations_total",
+			Help: "Debits whose reply from the store was lost (timeout, reset, breaker), queued to be undone by call id."}),
+		deferredLen: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "store_calls_queued",
+			Help: "Refunds, compensations and lease releases waiting for the store to answer."}),
+		droppedCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_calls_dropped_total",
+			Help: "Refunds, compensations and releases given up on, by op and reason (queue_full, expired)."}, []string{"op", "reason"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "upstream_retries_prevented_total",
 			Help: "Second attempts the upstream transport would have made for a call already sent, stopped before a byte left."}),
 		labels: map[string]string{},
@@ -204,6 +215,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	m.reg.MustRegister(m.requests, m.rejections, m.debited, m.refunded, m.addon, m.ruleReqs, m.ruleCredits,
 		m.limiterDur, m.upstreamDur, m.redisErrors, m.breakerSt, m.breakerTr, m.inFlight,
 		m.bodyHeld, m.bodyPeak, m.bodyLimit, m.bodyRefused, m.retries,
+		m.compensations, m.deferredLen, m.droppedCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for op := range numStoreOps {
 		for res := range numStoreResults {

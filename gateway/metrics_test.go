@@ -426,7 +426,7 @@ func TestDeferredCallNotStrandedByClose(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			_ = g.storeCall(context.Background(), opRelease, func(context.Context) error { ran.Add(1); return nil })
+			_ = g.storeCall(context.Background(), opRelease, true, func(context.Context) error { ran.Add(1); return nil })
 		}()
 		go func() { defer wg.Done(); <-start; g.breaker.done(nil) }()
 		close(start)
@@ -440,12 +440,19 @@ func TestDeferredCallNotStrandedByClose(t *testing.T) {
 	}
 }
 
-// TestDeferredRunFails: a queued release the store fails waits for the next close (not run
-// again at once, which would itself reopen the breaker); a queued refund the store fails is
-// not run again (its script may have run with the reply lost: twice would refund twice).
+// TestDeferredRunFails: queued store calls the store fails are retried (by the retry loop,
+// not at once, which would itself reopen the breaker) when they apply once (a refund or
+// compensation by call id, a release); one that would apply twice (a monthly plan's call
+// taken back) is not run again.
 func TestDeferredRunFails(t *testing.T) {
-	g := newDeadStoreGateway(t)
-	var releases, refunds atomic.Int32
+	f := newFixture(t, func(c *Config) {
+		c.Probe = func(context.Context) error { return errors.New("down") }
+		c.BreakerCooldown = time.Hour
+		c.BreakerFailures = 10 // three failures in a row must not reopen it here
+	})
+	t.Cleanup(f.gw.Close)
+	g := f.gw
+	var releases, refunds, uncounts atomic.Int32
 	g.breaker.set(breakerOpen, errors.New("down"))
 	failFirst := func(n *atomic.Int32) func(context.Context) error {
 		return func(context.Context) error {
@@ -455,24 +462,24 @@ func TestDeferredRunFails(t *testing.T) {
 			return nil
 		}
 	}
-	if err := g.storeCall(context.Background(), opRelease, failFirst(&releases)); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.storeCall(context.Background(), opRefund, failFirst(&refunds)); err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		op    int
+		retry bool
+		n     *atomic.Int32
+	}{{opRelease, true, &releases}, {opRefund, true, &refunds}, {opRefund, false, &uncounts}} {
+		if err := g.storeCall(context.Background(), c.op, c.retry, failFirst(c.n)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	g.breaker.done(nil) // one close: each runs once and fails
-	waitUntil(t, func() bool { return releases.Load() == 1 && refunds.Load() == 1 })
-	time.Sleep(100 * time.Millisecond)
-	if releases.Load() != 1 || refunds.Load() != 1 || g.breaker.open() {
-		t.Fatalf("after one close: release ran %d times, refund %d, breaker open %v; want 1, 1, closed",
-			releases.Load(), refunds.Load(), g.breaker.open())
+	waitUntil(t, func() bool { return releases.Load() == 1 && refunds.Load() == 1 && uncounts.Load() == 1 })
+	if g.breaker.open() {
+		t.Fatal("the breaker reopened")
 	}
-	g.breaker.set(breakerOpen, errors.New("down"))
-	g.breaker.done(nil) // the next close: the release runs again, the refund does not
-	waitUntil(t, func() bool { return releases.Load() == 2 })
+	// The retry loop runs the queue again within a second or two.
+	waitUntil(t, func() bool { return releases.Load() == 2 && refunds.Load() == 2 })
 	time.Sleep(100 * time.Millisecond)
-	if refunds.Load() != 1 || len(g.deferred) != 0 {
-		t.Fatalf("after the second close: refund ran %d times, %d queued; want 1, 0", refunds.Load(), len(g.deferred))
+	if uncounts.Load() != 1 || len(g.deferred) != 0 {
+		t.Fatalf("the call that applies twice ran %d times, %d queued; want 1, 0", uncounts.Load(), len(g.deferred))
 	}
 }

@@ -100,7 +100,8 @@ func (g *Gateway) uncountCall(r *http.Request, t *tenant, d limiter.PeriodDecisi
 	if !ok || !d.Allowed || t.period == nil {
 		return
 	}
-	err := g.storeCall(r.Context(), opRefund, func(ctx context.Context) error { return ps.RefundCall(ctx, *t.period, d) })
+	// Not retried after a failure: taking a call back twice would take back two.
+	err := g.storeCall(r.Context(), opRefund, false, func(ctx context.Context) error { return ps.RefundCall(ctx, *t.period, d) })
 	if err != nil {
 		g.log.Error("period refund failed", zap.String("org", t.org.ID), zap.Error(err))
 	}

@@ -22,7 +22,19 @@ var (
 	// ErrConcurrency means the org already has as many calls in flight as its cap allows
 	// (Decision.ConcurrencyLimit says which cap); nothing was debited.
 	ErrConcurrency = errors.New("too many calls in flight")
+	// ErrCompensated means the call was compensated (Compensator) before its debit ran:
+	// nothing was debited. Its caller has given up on it by then.
+	ErrCompensated = errors.New("call compensated before its debit")
 )
+
+// Compensator undoes debits whose outcome the caller never learned (the reply was lost):
+// RedisStore, PipelinedStore and MemoryStore implement it.
+type Compensator interface {
+	// Compensate gives back the debit of call if it ran and was not refunded yet, and
+	// otherwise marks call so that its debit, if it still comes, does nothing (Spend answers
+	// ErrCompensated). It applies once whatever the retries, within Options.CallTTL.
+	Compensate(ctx context.Context, key Key, call string, now time.Time) error
+}
 
 // Store debits credits from rolling windows. Both implementations (RedisStore,
 // MemoryStore) pass the same conformance suite (package storetest).
@@ -63,8 +75,10 @@ type Key struct {
 	// Rule names the cost-table rule that priced this call; an allowed Spend records its
 	// credits under it for per-rule usage (see UsageReader). Empty records nothing.
 	Rule string
+	// Call identifies this call's debit (see Decision.Call); empty: Spend makes one up.
+	Call string
 
-	redisKeys []string // ring, ring positions, total, leases, heavy leases, add-on limit, meter, period calls, usage by rule (hash, index); all tagged {Org}
+	redisKeys []string // ring, ring positions, total, leases, heavy leases, add-on limit, meter, period calls, usage by rule (hash, index), debit records (hash, expiries); all tagged {Org}
 	freeArg   any      // Free, Addon and AddonCap preformatted (and boxed, so Spend does not
 	addonArg  any      // allocate) for the script; nil without add-ons
 	capArg    any
@@ -79,6 +93,13 @@ func NewKey(org string, limit int64) Key {
 // when heavy is above 0, heavy calls (as this one) at most heavy.
 func (k Key) WithConcurrency(concurrency, heavy int64) Key {
 	k.Concurrency, k.HeavyConcurrency = concurrency, heavy
+	return k
+}
+
+// WithCall returns k for the call identified by call (unique across replicas and restarts
+// for as long as Options.CallTTL; NewCallID makes such ids).
+func (k Key) WithCall(call string) Key {
+	k.Call = call
 	return k
 }
 
@@ -101,7 +122,8 @@ func redisKeysFor(org string) []string {
 	// the new one.
 	return []string{prefix + "ring", prefix + "pos", prefix + "used", prefix + "inflight", prefix + "heavy",
 		prefix + "addon", prefix + "meter", prefix + "period",
-		prefix + "use", prefix + "useidx"}
+		prefix + "use", prefix + "useidx",
+		prefix + "calls", prefix + "callexp"}
 }
 
 // Decision is the result of Spend. It is a value so the request path does not allocate.
@@ -138,6 +160,10 @@ type Decision struct {
 	// store's clock: the day its add-on credits are metered on. (Not the day of Bucket: a
 	// bucket that does not divide a day can start before midnight.)
 	Day int64
+	// Call identifies the debit of a Spend with a cost, whatever its outcome, even when the
+	// store could not decide: Refund and Compensator.Compensate name it. It is also the
+	// lease id when there is a lease.
+	Call string
 }
 
 // Options sets the window of a store.
@@ -151,6 +177,10 @@ type Options struct {
 	// LeaseTTL is how long a concurrency lease lasts if it is never released (default 2m):
 	// longer than any call, short enough that a dead replica's slots come back soon.
 	LeaseTTL time.Duration
+	// CallTTL is how long the store keeps the record of a debit (what Refund and Compensate
+	// need to apply once), and the mark of a call compensated before its debit ran (default
+	// 2m). A compensation later than that is not applied.
+	CallTTL time.Duration
 }
 
 // DefaultBucket returns the bucket used for window when none is configured: window/1440
@@ -173,6 +203,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = 2 * time.Minute
 	}
+	if o.CallTTL == 0 {
+		o.CallTTL = 2 * time.Minute
+	}
 	switch {
 	case o.Window < time.Millisecond || o.Window%time.Millisecond != 0:
 		return o, fmt.Errorf("window must be a positive whole number of milliseconds, got %s", o.Window)
@@ -182,13 +215,18 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("bucket %s is longer than the window %s", o.Bucket, o.Window)
 	case o.LeaseTTL < time.Millisecond:
 		return o, fmt.Errorf("lease TTL must be at least 1ms, got %s", o.LeaseTTL)
+	case o.CallTTL < time.Millisecond:
+		return o, fmt.Errorf("call TTL must be at least 1ms, got %s", o.CallTTL)
 	}
 	return o, nil
 }
 
 // decide fills in a Decision from a window's state, the same way in both stores.
-// status: 1 allowed, 0 over limit, -1 cost exceeds limit, -2 concurrency cap, -3 heavy cap.
-func decide(status int64, key Key, cost, used, retryMs, resetMs, bucket, inFlight int64, lease string) (Decision, error) {
+// status: 1 allowed, 0 over limit, -1 cost exceeds limit, -2 concurrency cap, -3 heavy cap,
+// -4 compensated before it ran.
+//
+// call is the debit's call id (also its lease id, with a cap).
+func decide(status int64, key Key, cost, used, retryMs, resetMs, bucket, inFlight int64, call string) (Decision, error) {
 	d := Decision{
 		Allowed:    status == 1,
 		Limit:      key.Limit,
@@ -197,12 +235,13 @@ func decide(status int64, key Key, cost, used, retryMs, resetMs, bucket, inFligh
 		RetryAfter: time.Duration(retryMs) * time.Millisecond,
 		Reset:      time.Duration(resetMs) * time.Millisecond,
 		Bucket:     bucket,
+		Call:       call,
 	}
 	switch status {
 	case 1:
 		d.Cost = cost
 		if key.Concurrency > 0 && cost > 0 {
-			d.Lease, d.InFlight, d.ConcurrencyLimit = lease, inFlight, key.Concurrency
+			d.Lease, d.InFlight, d.ConcurrencyLimit = call, inFlight, key.Concurrency
 		}
 		return d, nil
 	case 0:
@@ -213,6 +252,8 @@ func decide(status int64, key Key, cost, used, retryMs, resetMs, bucket, inFligh
 	case -3:
 		d.InFlight, d.ConcurrencyLimit = inFlight, key.HeavyConcurrency
 		return d, ErrConcurrency
+	case -4:
+		return d, ErrCompensated
 	default:
 		return d, ErrCostExceedsLimit
 	}
@@ -231,6 +272,17 @@ var (
 )
 
 func newLeaseID() string { return leasePrefix + strconv.FormatUint(leaseSeq.Add(1), 36) }
+
+// NewCallID returns an id for a call's debit, unique across processes.
+func NewCallID() string { return newLeaseID() }
+
+// callID is key's call id for a debit of cost, made up when the caller named none.
+func callID(key Key, cost int64) string {
+	if key.Call != "" || cost <= 0 {
+		return key.Call
+	}
+	return newLeaseID()
+}
 
 func checkCost(key Key, cost int64) error {
 	if cost < 0 {

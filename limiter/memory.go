@@ -6,7 +6,10 @@ import (
 	"time"
 )
 
-var _ Store = (*MemoryStore)(nil)
+var (
+	_ Store       = (*MemoryStore)(nil)
+	_ Compensator = (*MemoryStore)(nil)
+)
 
 // MemoryStore keeps rolling windows in process memory, with the same semantics as
 // RedisStore (bucket for bucket). It serves a single replica: nothing is shared or kept
@@ -14,6 +17,7 @@ var _ Store = (*MemoryStore)(nil)
 // allocated once its org has been seen (orgs come from configuration, so they are bounded).
 type MemoryStore struct {
 	window, bucket, leaseTTL int64 // ms
+	callTTL                  int64 // ms
 	slot                     int64 // ms, of the usage by rule (UsageSlot)
 
 	mu      sync.RWMutex
@@ -32,6 +36,30 @@ type memWindow struct {
 	addonSet bool            // ...if ever set
 	meter    map[int64]int64 // billing: UTC day -> add-on credits (or additional calls) consumed
 	periods  map[int64]int64 // monthly plans: period start (UTC day) -> calls counted
+
+	calls     map[string]callRecord // debits by call id, and calls compensated before theirs
+	nextSweep int64                 // unix ms after which expired records are dropped
+}
+
+// callRecord is what refund.lua keeps of a call (see RedisStore's refund): the debit, or a
+// mark that it was refunded, or that it was compensated before it ran.
+type callRecord struct {
+	state                    byte // 'd' debited, 'r' refunded, 'x' compensated before the debit
+	bucket, cost, addon, day int64
+	expires                  int64 // unix ms
+}
+
+// sweepCalls drops the records that expired by now, at most every quarter of their TTL.
+func (s *MemoryStore) sweepCalls(w *memWindow, now int64) {
+	if now < w.nextSweep {
+		return
+	}
+	w.nextSweep = now + max(s.callTTL/4, 1)
+	for id, r := range w.calls {
+		if r.expires <= now {
+			delete(w.calls, id)
+		}
+	}
 }
 
 type memBucket struct {
@@ -49,6 +77,7 @@ func NewMemoryStore(opts Options) (*MemoryStore, error) {
 		window:   opts.Window.Milliseconds(),
 		bucket:   opts.Bucket.Milliseconds(),
 		leaseTTL: opts.LeaseTTL.Milliseconds(),
+		callTTL:  opts.CallTTL.Milliseconds(),
 		slot:     UsageSlot(opts.Window).Milliseconds(),
 		windows:  make(map[string]*memWindow),
 	}, nil
@@ -84,28 +113,35 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	defer w.mu.Unlock()
 
 	w.expire(ms - s.window - s.bucket)
+	call := callID(key, cost)
+	if call != "" {
+		s.sweepCalls(w, ms)
+		if r, seen := w.calls[call]; seen && r.expires > ms {
+			return decide(-4, key, cost, w.used, 0, 0, 0, 0, call)
+		}
+	}
 	key.Limit = w.limitFor(key) // billing: with add-ons, free allotment + the add-on limit held
 	if cost > key.Limit {
-		return decide(-1, key, cost, w.used, 0, s.reset(w, ms), 0, 0, "")
+		return decide(-1, key, cost, w.used, 0, s.reset(w, ms), 0, 0, call)
 	}
 	// Concurrency comes before credits: a call refused for it is not debited.
 	var inFlight int64
 	if key.Concurrency > 0 && cost > 0 {
 		inFlight = expireLeases(w.leases, ms)
 		if inFlight >= key.Concurrency {
-			return decide(-2, key, cost, w.used, 0, s.reset(w, ms), 0, inFlight, "")
+			return decide(-2, key, cost, w.used, 0, s.reset(w, ms), 0, inFlight, call)
 		}
 		if key.HeavyConcurrency > 0 {
 			if heavy := expireLeases(w.heavy, ms); heavy >= key.HeavyConcurrency {
-				return decide(-3, key, cost, w.used, 0, s.reset(w, ms), 0, heavy, "")
+				return decide(-3, key, cost, w.used, 0, s.reset(w, ms), 0, heavy, call)
 			}
 		}
 	}
 	switch {
 	case w.used+cost > key.Limit:
-		return decide(0, key, cost, w.used, s.retryAfter(w, w.used+cost-key.Limit, ms), s.reset(w, ms), 0, 0, "")
+		return decide(0, key, cost, w.used, s.retryAfter(w, w.used+cost-key.Limit, ms), s.reset(w, ms), 0, 0, call)
 	case cost == 0:
-		return decide(1, key, 0, w.used, 0, s.reset(w, ms), 0, 0, "")
+		return decide(1, key, 0, w.used, 0, s.reset(w, ms), 0, 0, call)
 	}
 
 	b := ms - ms%s.bucket
@@ -120,19 +156,21 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	day := dayOf(ms)
 	addon := w.meterDebit(key, w.used-cost, w.used, day)
 	s.record(w, key.Rule, b, cost, ms)
-	var lease string
+	if w.calls == nil {
+		w.calls = make(map[string]callRecord)
+	}
+	w.calls[call] = callRecord{state: 'd', bucket: b, cost: cost, addon: addon, day: day, expires: ms + s.callTTL}
 	if key.Concurrency > 0 {
-		lease = newLeaseID()
 		if w.leases == nil {
 			w.leases, w.heavy = make(map[string]int64), make(map[string]int64)
 		}
-		w.leases[lease] = ms + s.leaseTTL
+		w.leases[call] = ms + s.leaseTTL
 		if key.HeavyConcurrency > 0 {
-			w.heavy[lease] = ms + s.leaseTTL
+			w.heavy[call] = ms + s.leaseTTL
 		}
 		inFlight++
 	}
-	d, err := decide(1, key, cost, w.used, 0, s.reset(w, ms), b, inFlight, lease)
+	d, err := decide(1, key, cost, w.used, 0, s.reset(w, ms), b, inFlight, call)
 	d.Addon, d.Day = addon, day
 	return d, err
 }
@@ -160,7 +198,7 @@ func (s *MemoryStore) Release(_ context.Context, key Key, d Decision) error {
 	return nil
 }
 
-// Refund implements Store.
+// Refund implements Store. With the debit's call id, it applies once whatever the retries.
 func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 	if !d.Allowed || d.Cost <= 0 {
 		return nil
@@ -168,6 +206,55 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 	w := s.get(key.Org)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	now := time.Now().UnixMilli()
+	if r, ok := w.calls[d.Call]; ok && d.Call != "" {
+		if r.state != 'd' {
+			return nil // refunded already
+		}
+		d.Bucket, d.Cost, d.Addon, d.Day = r.bucket, r.cost, r.addon, r.day
+		r.state = 'r'
+		w.calls[d.Call] = r
+	} else if d.Call != "" {
+		// Older than its record: refunded by the decision's values, and marked so that a
+		// retry does nothing.
+		if w.calls == nil {
+			w.calls = make(map[string]callRecord)
+		}
+		w.calls[d.Call] = callRecord{state: 'r', expires: now + s.callTTL}
+	}
+	s.refund(w, key, d)
+	return nil
+}
+
+// Compensate implements Compensator.
+func (s *MemoryStore) Compensate(_ context.Context, key Key, call string, now time.Time) error {
+	if call == "" {
+		return nil
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	ms := now.UnixMilli()
+	w := s.get(key.Org)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s.sweepCalls(w, ms)
+	r, ok := w.calls[call]
+	switch {
+	case !ok || r.expires <= ms:
+		if w.calls == nil {
+			w.calls = make(map[string]callRecord)
+		}
+		w.calls[call] = callRecord{state: 'x', expires: ms + s.callTTL}
+	case r.state == 'd':
+		w.calls[call] = callRecord{state: 'r', expires: r.expires}
+		s.refund(w, key, Decision{Allowed: true, Cost: r.cost, Bucket: r.bucket, Addon: r.addon, Day: r.day})
+	}
+	return nil
+}
+
+// refund gives back d's credits from the bucket that recorded them, w locked.
+func (s *MemoryStore) refund(w *memWindow, key Key, d Decision) {
 	for i := len(w.buckets) - 1; i >= 0; i-- {
 		b := &w.buckets[i]
 		if b.start != d.Bucket {
@@ -181,10 +268,9 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 		if b.credits == 0 {
 			w.buckets = append(w.buckets[:i], w.buckets[i+1:]...)
 		}
-		return nil
+		return
 	}
 	w.unmeterDay(debitDay(d), d.Addon) // its bucket expired: it gives nothing back, and is not billed
-	return nil
 }
 
 // expire drops the buckets that start at or before cutoff.

@@ -66,7 +66,11 @@ func (p *PipelinedStore) Spend(ctx context.Context, key Key, cost int64, now tim
 	if err := checkCost(key, cost); err != nil {
 		return Decision{}, err
 	}
-	keys, args, lease := p.spendArgs(key, cost, now)
+	keys, args, call := p.spendArgs(key, cost, now)
+	var lease string
+	if key.Concurrency > 0 {
+		lease = call
+	}
 	c := spendCalls.Get().(*spendCall)
 	c.ctx, c.keys, c.args, c.lease = ctx, keys, args, lease
 	select {
@@ -79,16 +83,17 @@ func (p *PipelinedStore) Spend(ctx context.Context, key Key, cost int64, now tim
 	select {
 	case <-c.done:
 	case <-ctx.Done():
-		// The flusher still owns c: leave it to the garbage collector, not the pool.
-		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, ctx.Err())
+		// The flusher still owns c: leave it to the garbage collector, not the pool. The
+		// script may run: the caller compensates Call.
+		return Decision{Call: call}, fmt.Errorf("spend %s: %w", key.Org, ctx.Err())
 	}
 	reply, err := c.reply, c.err
 	c.ctx, c.keys, c.args, c.lease, c.reply, c.err = nil, nil, nil, "", nil, nil
 	spendCalls.Put(c)
 	if err != nil {
-		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
+		return Decision{Call: call}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
-	return decodeSpend(reply, key, cost, lease)
+	return decodeSpend(reply, key, cost, call)
 }
 
 func (p *PipelinedStore) flusher(ctx context.Context) {

@@ -28,7 +28,10 @@ func mustScript(name string) *redis.Script {
 	return redis.NewScript(string(src))
 }
 
-var _ Store = (*RedisStore)(nil)
+var (
+	_ Store       = (*RedisStore)(nil)
+	_ Compensator = (*RedisStore)(nil)
+)
 
 // RedisStore keeps rolling windows in Redis: per org a ring of per-bucket counters in one
 // string (Window/Bucket+1 eight-byte slots), a hash of its head and tail and a running total, all under the org's hash tag so one Lua script
@@ -39,6 +42,7 @@ type RedisStore struct {
 	windowArg   string // ms, preformatted for the script
 	bucketArg   string
 	leaseTTLArg string
+	callTTLArg  string // ms: how long a debit's record is kept
 	slotArg     string // usage slot (ms), spend.lua's ARGV[14]
 	slotMs      int64
 }
@@ -55,6 +59,7 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 		windowArg:   strconv.FormatInt(opts.Window.Milliseconds(), 10),
 		bucketArg:   strconv.FormatInt(opts.Bucket.Milliseconds(), 10),
 		leaseTTLArg: strconv.FormatInt(opts.LeaseTTL.Milliseconds(), 10),
+		callTTLArg:  strconv.FormatInt(opts.CallTTL.Milliseconds(), 10),
 		slotArg:     strconv.FormatInt(UsageSlot(opts.Window).Milliseconds(), 10),
 		slotMs:      UsageSlot(opts.Window).Milliseconds(),
 	}, nil
@@ -76,15 +81,16 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	if err := checkCost(key, cost); err != nil {
 		return Decision{}, err
 	}
-	keys, args, lease := s.spendArgs(key, cost, now)
+	keys, args, call := s.spendArgs(key, cost, now)
 	reply, err := spendScript.Run(ctx, s.client, keys, args...).Int64Slice()
 	if err != nil {
-		if lease != "" {
-			s.releaseLost(keys, lease)
+		if key.Concurrency > 0 && call != "" {
+			s.releaseLost(keys, call)
 		}
-		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
+		// The script may have run: the caller compensates Call.
+		return Decision{Call: call}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
-	return decodeSpend(reply, key, cost, lease)
+	return decodeSpend(reply, key, cost, call)
 }
 
 // lostReleaseTimeout bounds releaseLost's one attempt.
@@ -103,7 +109,7 @@ func (s *RedisStore) releaseLost(keys []string, lease string) {
 }
 
 // spendArgs returns the KEYS and ARGV of spend.lua for one call (both stores' Spend use it),
-// and the lease id the call takes, if any.
+// and the call's id (its lease id too, with a cap).
 func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []any, string) {
 	nowArg := ""
 	if !now.IsZero() {
@@ -113,9 +119,10 @@ func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
+	call := callID(key, cost)
 	var lease string
 	if key.Concurrency > 0 && cost > 0 {
-		lease = newLeaseID()
+		lease = call
 	}
 	freeArg, addonArg, capArg := key.freeArg, key.addonArg, key.capArg
 	if freeArg == nil {
@@ -123,16 +130,16 @@ func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []
 	}
 	return keys, []any{cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
 		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
-		freeArg, addonArg, capArg, key.Rule, s.slotArg}, lease
+		freeArg, addonArg, capArg, key.Rule, s.slotArg, call, s.callTTLArg}, call
 }
 
 // decodeSpend turns spend.lua's reply into a Decision.
-func decodeSpend(reply []int64, key Key, cost int64, lease string) (Decision, error) {
+func decodeSpend(reply []int64, key Key, cost int64, call string) (Decision, error) {
 	if len(reply) != 9 {
 		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 9", key.Org, len(reply))
 	}
 	key.Limit = reply[7] // with add-ons, the script read the add-on limit
-	d, err := decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], lease)
+	d, err := decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], call)
 	d.Addon = reply[6]
 	if d.Allowed && d.Cost > 0 { // a debit (as the memory store sets it)
 		d.Day = reply[8]
@@ -140,22 +147,42 @@ func decodeSpend(reply []int64, key Key, cost int64, lease string) (Decision, er
 	return d, err
 }
 
-// Refund implements Store.
+// Refund implements Store. With the debit's call id, it applies once whatever the retries.
 func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 	if !d.Allowed || d.Cost <= 0 {
 		return nil
 	}
+	return s.refund(ctx, key, d.Cost, d.Bucket, d.Addon, debitDay(d), d.Call, time.Time{})
+}
+
+// Compensate implements Compensator.
+func (s *RedisStore) Compensate(ctx context.Context, key Key, call string, now time.Time) error {
+	if call == "" {
+		return nil
+	}
+	return s.refund(ctx, key, 0, 0, 0, 0, call, now)
+}
+
+// refund runs refund.lua: by the debit's record when call names one, else (a debit older
+// than its record) by the values given; without values, a call with no record is marked so
+// that its debit, if it comes, does nothing.
+func (s *RedisStore) refund(ctx context.Context, key Key, cost, bucket, addon, day int64, call string, now time.Time) error {
 	keys := key.redisKeys
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
-	refundKeys := []string{keys[0], keys[1], keys[2], keys[6], keys[8], keys[9]}
+	refundKeys := []string{keys[0], keys[1], keys[2], keys[6], keys[8], keys[9], keys[10], keys[11]}
 	free := emptyArg
 	if key.addons() {
 		free = key.freeArg
 	}
-	if err := refundScript.Run(ctx, s.client, refundKeys, d.Cost, strconv.FormatInt(d.Bucket, 10),
-		s.windowArg, s.bucketArg, d.Addon, debitDay(d), key.Rule, s.slotArg, free).Err(); err != nil {
+	at := ""
+	if !now.IsZero() {
+		at = strconv.FormatInt(now.UnixMilli(), 10)
+	}
+	if err := refundScript.Run(ctx, s.client, refundKeys, cost, strconv.FormatInt(bucket, 10),
+		s.windowArg, s.bucketArg, addon, day, key.Rule, s.slotArg, free,
+		call, s.callTTLArg, at).Err(); err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil

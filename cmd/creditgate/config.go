@@ -54,6 +54,9 @@ type Config struct {
 	// HeavyConcurrency caps each org's heavy calls in flight (bulk and multi-record writes),
 	// inside its own cap; 0 disables the sub-cap.
 	HeavyConcurrency int64 `env:"CREDITGATE_HEAVY_CONCURRENCY" envDefault:"10"`
+	// CallRecordTTL is how long Redis keeps each debit's record, so that a refund applies once
+	// and a debit whose reply was lost can be undone; longer than CREDITGATE_UPSTREAM_TIMEOUT.
+	CallRecordTTL time.Duration `env:"CREDITGATE_CALL_RECORD_TTL" envDefault:"2m"`
 	// LeaseTTL is how long a concurrency slot stays taken if its gateway dies mid-call; the
 	// leases of calls in flight are renewed every third of it.
 	LeaseTTL time.Duration `env:"CREDITGATE_LEASE_TTL" envDefault:"15s"`
@@ -270,6 +273,9 @@ func (c *Config) validate(environ map[string]string) error {
 
 	if c.HeavyConcurrency < 0 {
 		bad("CREDITGATE_HEAVY_CONCURRENCY", "must be 0 (no sub-cap) or more, got %d", c.HeavyConcurrency)
+	}
+	if c.CallRecordTTL <= c.UpstreamTimeout || c.CallRecordTTL > 24*time.Hour {
+		bad("CREDITGATE_CALL_RECORD_TTL", "must be longer than CREDITGATE_UPSTREAM_TIMEOUT (%s) and at most 24h, got %s", c.UpstreamTimeout, c.CallRecordTTL)
 	}
 	if c.LeaseTTL < time.Second {
 		bad("CREDITGATE_LEASE_TTL", "must be at least 1s, got %s", c.LeaseTTL)

@@ -912,7 +912,12 @@ func TestConcurrencyAcrossGateways(t *testing.T) {
 		return tm.UnixMilli()
 	}
 	_ = a.cmd.Process.Kill()
-	_ = a.cmd.Wait()
+	select { // startGateway's goroutine waits for the process; its cleanup reads done again
+	case err := <-a.done:
+		a.done <- err
+	case <-time.After(5 * time.Second):
+		t.Fatal("the killed gateway did not exit")
+	}
 	killed, killedMs := time.Now(), redisNow()
 	// The dead gateway's leases expire at most one lease TTL after the kill, whatever their
 	// calls' age: renewals stop with the gateway.

@@ -75,7 +75,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	defer func() { _ = log.Sync() }()
 
-	storeOpts := limiter.Options{Window: cfg.Window, Bucket: cfg.Bucket, LeaseTTL: cfg.LeaseTTL}
+	storeOpts := limiter.Options{Window: cfg.Window, Bucket: cfg.Bucket, LeaseTTL: cfg.LeaseTTL, CallTTL: cfg.CallRecordTTL}
 	redisLog := &redisLogger{s: log.Named("redis").Sugar()}
 	var (
 		store limiter.Store
@@ -160,6 +160,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		MaxBodyBytes:       cfg.MaxBodyBytes,
 		BodyTimeout:        cfg.BodyTimeout,
 		LeaseTTL:           cfg.LeaseTTL,
+		CallTTL:            cfg.CallRecordTTL,
 		BodyBufferBytes:    cfg.BodyBufferBytes,
 		BodyBufferOrgBytes: cfg.BodyBufferOrgBytes,
 		MaxInflateRatio:    cfg.MaxInflateRatio,

@@ -18,21 +18,67 @@
 -- ARGV[7]  rule name of the debit ("" records nothing)
 -- ARGV[8]  usage slot (ms)
 -- ARGV[9]  billing: the free allotment (credits), or "" when the org has no add-ons
+-- KEYS[7]  hash: call id -> the record of its debit (spend.lua KEYS[11])
+-- KEYS[8]  sorted set: call id -> when its record expires (spend.lua KEYS[12])
+-- ARGV[10] call id of the debit ("": refund by ARGV[1], [2], [5] and [6] alone)
+-- ARGV[11] how long a record is kept (ms)
+-- ARGV[12] now (unix ms), or "" to use the Redis server's clock (TIME)
+--
+-- With a call id the refund applies once: from the debit's record (ARGV[1], [2], [5], [6]
+-- are then ignored), which it marks refunded. A call with no record and no credits given
+-- (ARGV[1] 0: a compensation, its debit's reply lost) is marked so that its debit, if it still
+-- comes, does nothing; with credits given (a debit older than its record), they are given
+-- back and the call marked refunded.
 --
 -- Reply (integer): the credits given back (0 when the bucket had expired)
 
 local credits = tonumber(ARGV[1])
+local debit_ms = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local bucket = tonumber(ARGV[4])
+local debit_day = ARGV[6]
+local addon = tonumber(ARGV[5] or '0') or 0
+
+local call = ARGV[10] or ''
+if call ~= '' then
+	local ttl = tonumber(ARGV[11])
+	local now
+	if ARGV[12] == nil or ARGV[12] == '' then
+		local t = redis.call('TIME')
+		now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+	else
+		now = tonumber(ARGV[12])
+	end
+	local rec = redis.call('HGET', KEYS[7], call)
+	if rec and (credits or 0) <= 0 and tonumber(redis.call('ZSCORE', KEYS[8], call) or '0') <= now then
+		rec = nil -- a compensation past the record's life: as if it were gone already
+	end
+	if rec then
+		if rec == 'r' or rec == 'x' then
+			return 0 -- refunded, or compensated, already
+		end
+		local b, c, a, d = string.match(rec, '^(%-?%d+):(%d+):(%d+):(%d+)$')
+		debit_ms, credits, addon, debit_day = tonumber(b), tonumber(c), tonumber(a), d
+		redis.call('HSET', KEYS[7], call, 'r') -- keeps its expiry in KEYS[8]
+	else
+		redis.call('HSET', KEYS[7], call, (credits or 0) > 0 and 'r' or 'x')
+		redis.call('ZADD', KEYS[8], now + ttl, call)
+		redis.call('PEXPIRE', KEYS[7], ttl)
+		redis.call('PEXPIRE', KEYS[8], ttl)
+		if (credits or 0) <= 0 then
+			return 0
+		end
+	end
+end
+
 local slots = math.ceil(window / bucket) + 1
-local k = math.floor(tonumber(ARGV[2]) / bucket)
+local k = math.floor(debit_ms / bucket)
 
 -- Billing: what the refund takes off the meter (memory store: refundMetered). A refund that
 -- gives credits back takes off the drop of the part above the free allotment (ARGV[9]), so a
 -- later call metered only because the refunded one held free credits is not billed, and
 -- refunds in a row never un-meter a credit twice. One that gives nothing back (its bucket is
 -- gone) takes off what the debit metered: a call the gateway refunds is never billed.
-local addon = tonumber(ARGV[5] or '0') or 0
 local free = tonumber(ARGV[9] or '')
 local function unmeter_on(day, n)
 	if n > 0 and redis.call('HINCRBY', KEYS[4], day, -n) <= 0 then
@@ -40,20 +86,20 @@ local function unmeter_on(day, n)
 	end
 end
 local function unmeter(n)
-	unmeter_on(ARGV[6], n)
+	unmeter_on(debit_day, n)
 end
 -- unmeter_drop takes drop off the meter: the debit's own add-on part from its day, the rest
 -- (later calls metered because the debit held free credits) from the next day first, where
 -- they were metered if the refund came after midnight, else from the debit's day.
 local function unmeter_drop(drop)
 	local own = math.min(drop, addon)
-	unmeter_on(ARGV[6], own)
+	unmeter_on(debit_day, own)
 	local rest = drop - own
 	if rest > 0 then
-		local next_day = string.format('%d', tonumber(ARGV[6]) + 1)
+		local next_day = string.format('%d', tonumber(debit_day) + 1)
 		local n = math.min(rest, tonumber(redis.call('HGET', KEYS[4], next_day) or '0') or 0)
 		unmeter_on(next_day, n)
-		unmeter_on(ARGV[6], rest - n)
+		unmeter_on(debit_day, rest - n)
 	end
 end
 
@@ -162,7 +208,7 @@ end
 local rule = ARGV[7] or ''
 local uslot = tonumber(ARGV[8] or '0') or 0
 if rule ~= '' and uslot > 0 then
-	local b = tonumber(ARGV[2])
+	local b = debit_ms
 	local m = string.format('%d', b - b % uslot) .. ':' .. rule
 	local rec = tonumber(redis.call('HGET', KEYS[5], m) or '0')
 	if rec > 0 then

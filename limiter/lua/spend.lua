@@ -36,10 +36,16 @@
 -- ARGV[11] add-on limit to use while KEYS[6] does not exist (the configured one)
 -- ARGV[12] add-on cap (credits): a stored add-on limit above it counts as the cap
 -- KEYS[9..10], ARGV[13..14]: usage by rule, see the block of that name below.
+-- KEYS[11] hash: call id -> the record of its debit "<bucket ms>:<cost>:<add-on>:<day>", or
+--          "r" (refunded), or "x" (compensated before its debit ran: refund.lua)
+-- KEYS[12] sorted set: call id -> when its record expires (unix ms)
+-- ARGV[15] call id of this debit ("" records nothing)
+-- ARGV[16] how long a record is kept (ms)
 --
 -- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
---                   -2 rejected (concurrency cap), -3 rejected (heavy cap)
+--                   -2 rejected (concurrency cap), -3 rejected (heavy cap), -4 not run: the
+--                   call was compensated before (or already debited under its id)
 --   used            credits held by live buckets after this call
 --   retry_after_ms  rejected (0): ms until enough credits free up for this cost; else 0
 --   reset_ms        ms until the oldest live bucket frees up; 0 when nothing is held
@@ -180,6 +186,22 @@ end
 -- main is the window and concurrency logic; its replies are completed below with the billing
 -- slots (reply[7..9]), so every early return carries them.
 local function main()
+
+-- Debit records: a call whose id is known already (compensated before it ran, or run) does
+-- nothing. A few expired records go on every call, so they stay bounded by the rate of debits
+-- over their lifetime.
+local call = ARGV[15] or ''
+local call_ttl = tonumber(ARGV[16] or '0') or 0
+if call ~= '' then
+	local old = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', now, 'LIMIT', 0, 8)
+	if #old > 0 then
+		redis.call('HDEL', KEYS[11], unpack(old))
+		redis.call('ZREM', KEYS[12], unpack(old))
+	end
+	if redis.call('HEXISTS', KEYS[11], call) == 1 and tonumber(redis.call('ZSCORE', KEYS[12], call) or '0') > now then
+		return {-4, 0, 0, 0, 0, 0}
+	end
+end
 
 -- Expire: buckets with start <= now - window - bucket are free again.
 local cutoff = now - window - bucket
@@ -350,6 +372,13 @@ if cap > 0 then
 		redis.call('ZADD', KEYS[5], now + lease_ttl, lease)
 		redis.call('PEXPIRE', KEYS[5], lease_ttl)
 	end
+end
+
+if call ~= '' and call_ttl > 0 then
+	redis.call('HSET', KEYS[11], call, string.format('%d:%d:%d:%d', b, cost, metered, math.floor(now / 86400000)))
+	redis.call('ZADD', KEYS[12], now + call_ttl, call)
+	redis.call('PEXPIRE', KEYS[11], call_ttl)
+	redis.call('PEXPIRE', KEYS[12], call_ttl)
 end
 
 return {1, used, 0, reset_ms(), b, in_flight}

@@ -61,6 +61,10 @@ func Run(t *testing.T, newStore NewStore) {
 		{"HeavySubCap", testHeavySubCap},
 		{"LeasesExpire", testLeasesExpire},
 		{"LeasesRenewed", testLeasesRenewed},
+		{"RefundAppliesOnce", testRefundOnce},
+		{"CompensateBeforeDebit", testCompensateBefore},
+		{"CompensateAfterDebit", testCompensateAfter},
+		{"CallRecordsExpire", testCallRecordsExpire},
 		{"RacingLeasesNeverExceedCap", testRacingLeases},
 		{"AddonLimitFromStore", testAddonLimit},
 		{"AddonMetering", testAddonMetering},
@@ -659,4 +663,138 @@ func testLeasesRenewed(t *testing.T, newStore NewStore) {
 	renew(t0.Add(40*time.Second), 0, long.Lease, other.Lease)
 	mustAllow(t, s, k, 1, t0.Add(40*time.Second))
 	renew(t0.Add(40*time.Second), 0)
+}
+
+func compensator(t *testing.T, s limiter.Store) limiter.Compensator {
+	t.Helper()
+	c, ok := s.(limiter.Compensator)
+	if !ok {
+		t.Fatalf("%T does not compensate", s)
+	}
+	return c
+}
+
+// addonKey is a key with add-ons from its first credit on, so every debit is metered.
+func addonKey(org string) limiter.Key {
+	return limiter.NewKey(org, 100).WithAddons(0, 100, 1000)
+}
+
+func meterTotal(t *testing.T, s limiter.Store, org string) int64 {
+	t.Helper()
+	m, err := s.(limiter.Meter).Metered(context.Background(), org, limiter.Day(t0)-1, limiter.Day(t0)+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// testRefundOnce: a refund retried (its reply lost, say) gives the credits back, and
+// un-meters them, once.
+func testRefundOnce(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	org := newOrg()
+	k := addonKey(org)
+	ctx := context.Background()
+	mustAllow(t, s, k, 10, t0)
+	d := mustAllow(t, s, k, 5, t0.Add(time.Second))
+	if d.Call == "" {
+		t.Fatal("a debit without a call id")
+	}
+	for range 3 {
+		if err := s.Refund(ctx, k, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := used(t, s, k, t0.Add(2*time.Second)); got != 10 {
+		t.Fatalf("used %d after one refund retried, want 10", got)
+	}
+	if got := meterTotal(t, s, org); got != 10 {
+		t.Fatalf("metered %d after one refund retried, want 10", got)
+	}
+}
+
+// testCompensateBefore: a compensation that reaches the store before its debit (the debit was
+// still on the wire when its caller gave up) makes the debit do nothing; more of it change
+// nothing.
+func testCompensateBefore(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute, CallTTL: time.Minute})
+	c := compensator(t, s)
+	org := newOrg()
+	k := addonKey(org).WithConcurrency(1, 0)
+	call := limiter.NewCallID()
+	ctx := context.Background()
+	for range 2 {
+		if err := c.Compensate(ctx, k, call, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := s.Spend(ctx, k.WithCall(call), 7, t0.Add(time.Second))
+	if !errors.Is(err, limiter.ErrCompensated) || d.Allowed || d.Lease != "" {
+		t.Fatalf("Spend after its compensation = %+v, %v; want ErrCompensated and nothing taken", d, err)
+	}
+	if got := used(t, s, k, t0.Add(2*time.Second)); got != 0 {
+		t.Fatalf("used %d, want 0", got)
+	}
+	if got := meterTotal(t, s, org); got != 0 {
+		t.Fatalf("metered %d, want 0", got)
+	}
+	mustAllow(t, s, k, 3, t0.Add(2*time.Second)) // the lease was not taken
+}
+
+// testCompensateAfter: a compensation of a debit that ran gives it back once, with its add-on
+// part; a refund of it after that does nothing.
+func testCompensateAfter(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute, CallTTL: time.Minute})
+	c := compensator(t, s)
+	org := newOrg()
+	k := addonKey(org)
+	ctx := context.Background()
+	mustAllow(t, s, k, 4, t0)
+	call := limiter.NewCallID()
+	d := mustAllow(t, s, k.WithCall(call), 6, t0.Add(time.Second))
+	if d.Call != call {
+		t.Fatalf("decision names call %q, want %q", d.Call, call)
+	}
+	for range 2 {
+		if err := c.Compensate(ctx, k, call, t0.Add(2*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Refund(ctx, k, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(t, s, k, t0.Add(3*time.Second)); got != 4 {
+		t.Fatalf("used %d after compensating the second debit, want 4", got)
+	}
+	if got := meterTotal(t, s, org); got != 4 {
+		t.Fatalf("metered %d, want 4", got)
+	}
+	if _, err := s.Spend(ctx, k.WithCall(call), 6, t0.Add(4*time.Second)); !errors.Is(err, limiter.ErrCompensated) {
+		t.Fatalf("the same call debited again: %v", err)
+	}
+}
+
+// testCallRecordsExpire: past CallTTL a debit's record is gone: a compensation then cannot
+// find it (and does nothing to the window), and a new call may reuse nothing of it.
+func testCallRecordsExpire(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute, CallTTL: time.Minute})
+	c := compensator(t, s)
+	k := limiter.NewKey(newOrg(), 100)
+	call := limiter.NewCallID()
+	mustAllow(t, s, k.WithCall(call), 5, t0)
+	if err := c.Compensate(context.Background(), k, call, t0.Add(time.Minute+time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(t, s, k, t0.Add(2*time.Minute)); got != 5 {
+		t.Fatalf("used %d after a compensation past the record's life, want 5 (too late to apply)", got)
+	}
+	// The compensation's own mark lasts a CallTTL too.
+	if _, err := s.Spend(context.Background(), k.WithCall(call), 1, t0.Add(2*time.Minute)); !errors.Is(err, limiter.ErrCompensated) {
+		t.Fatalf("a call marked compensated was debited: %v", err)
+	}
+	mustAllow(t, s, k.WithCall(call), 1, t0.Add(3*time.Minute))
 }
