@@ -57,6 +57,8 @@ func NewAdminHandler(cfg AdminConfig) http.Handler {
 		switch {
 		case storeErr == nil:
 			_, _ = w.Write([]byte("ready\n"))
+		case g != nil && g.cfg.FailLocal && !g.cfg.Shadow:
+			_, _ = w.Write([]byte("ready (degraded): credit store unavailable, each gateway limits to its share (fail mode local)\n"))
 		case g != nil && (g.cfg.FailOpen || g.cfg.Shadow):
 			_, _ = w.Write([]byte("ready (degraded): credit store unavailable, calls pass uncharged (fail mode open)\n"))
 		default:

@@ -73,7 +73,7 @@ func TestHotPathAllocs(t *testing.T) {
 	}
 	base, ours := perCall(bare), perCall(gw)
 	t.Logf("allocations per call: ReverseProxy alone %.0f, gateway %.0f", base, ours)
-	if own := ours - base; own > ownAllocsBudget {
+	if own := ours - base; own > ownAllocsBudget+raceAllocSlack {
 		t.Errorf("the gateway allocates %.0f times per allowed call beyond the proxy's %.0f; budget %d", own, base, ownAllocsBudget)
 	}
 }

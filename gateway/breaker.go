@@ -246,13 +246,20 @@ func (g *Gateway) compensate(key limiter.Key, call string) {
 		return
 	}
 	g.metrics.compensations.Inc()
-	_ = g.storeCall(context.Background(), opCompensate, true, func(ctx context.Context) error {
-		var now time.Time
-		if g.cfg.Clock != nil {
-			now = g.cfg.Clock()
-		}
-		return c.Compensate(ctx, key, call, now)
-	})
+	// Queued, not run now: the store just failed this call, and would likely fail the next
+	// too (and count twice towards opening the breaker). The queue runs within a second, or
+	// when the breaker closes.
+	d := deferredCall{op: opCompensate, retry: true, until: time.Now().Add(g.retryFor(opCompensate)),
+		call: func(ctx context.Context) error {
+			var now time.Time
+			if g.cfg.Clock != nil {
+				now = g.cfg.Clock()
+			}
+			return c.Compensate(ctx, key, call, now)
+		}}
+	if !g.push(d) {
+		g.dropped(d, "queue_full")
+	}
 }
 
 // release runs Store.Release behind the breaker; with it open, or failing, it is queued and
@@ -383,6 +390,9 @@ func (g *Gateway) retryLoop() {
 		case <-t.C:
 			if len(g.deferred) > 0 && !g.breaker.open() {
 				g.runDeferred()
+			}
+			if g.local != nil && g.local.pending() > 0 && !g.breaker.open() {
+				g.reconcile()
 			}
 		}
 	}

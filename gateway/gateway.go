@@ -61,6 +61,10 @@ type Config struct {
 	StoreTimeout time.Duration
 	// FailOpen lets calls through, uncharged, when the store cannot decide; false answers 503.
 	FailOpen bool
+	// FailLocal keeps limiting when the store cannot decide: each gateway admits its share of
+	// an org's credits on its own, and writes them into the store when it answers again (see
+	// local.go). It wins over FailOpen.
+	FailLocal bool
 	// Costs prices calls (required).
 	Costs *costtable.Table
 	// Orgs is who may call (required), and LimitOf gives an org's credits per window.
@@ -145,8 +149,9 @@ type Gateway struct {
 
 	metrics    *Metrics
 	bodies     *bodyBudget
-	leases     *leaseKeeper // nil: leases are not renewed
-	orgHeader  string       // cfg.OrgHeader, canonical
+	leases     *leaseKeeper  // nil: leases are not renewed
+	local      *localLimiter // fail mode local; nil otherwise
+	orgHeader  string        // cfg.OrgHeader, canonical
 	breaker    *breaker
 	deferred   chan deferredCall // refunds, compensations and releases waiting for the store
 	stop       chan struct{}     // closed by Close
@@ -159,6 +164,7 @@ type Gateway struct {
 type roster struct {
 	dir     *orgs.Directory
 	tenants map[*orgs.Org]*tenant
+	byID    map[string]*tenant
 }
 
 // tenant is an org with everything the request path needs prepared once.
@@ -171,8 +177,11 @@ type tenant struct {
 	m        *orgSeries  // the org's metrics
 	// policyTail follows q=<limit> in policy, for a limit changed by add-ons at run time.
 	policyTail string
-	plan       AddonPlan          // add-on credits: what the org may buy
-	period     *limiter.PeriodKey // monthly plans: the call quota per period; nil otherwise
+	// remaining is what the org had left at the store's last decision, -1 before any: its
+	// share when the store cannot decide (fail mode local).
+	remaining atomic.Int64
+	plan      AddonPlan          // add-on credits: what the org may buy
+	period    *limiter.PeriodKey // monthly plans: the call quota per period; nil otherwise
 }
 
 // callState travels to the proxy's error hook, which refunds, in a callWriter.
@@ -184,10 +193,12 @@ type callState struct {
 	// the concurrency lease), under preKey; d is then the rest of the cost. Zero otherwise.
 	pre    limiter.Decision
 	preKey limiter.Key
-	rule   string
-	body   *watchedBody // nil without a request body
-	rs     *ruleSeries  // the rule's metrics
-	sent   time.Time    // when the call was handed to the proxy
+	// local and preLocal: d and pre were decided on the gateway's own (fail mode local).
+	local, preLocal bool
+	rule            string
+	body            *watchedBody // nil without a request body
+	rs              *ruleSeries  // the rule's metrics
+	sent            time.Time    // when the call was handed to the proxy
 	// observed: the upstream latency is recorded (when the response's headers are written,
 	// or when the proxy gives up).
 	observed bool
@@ -294,7 +305,18 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Logger.Named("breaker"), cfg.Metrics)
 	g.deferred = make(chan deferredCall, maxDeferred)
 	g.stop = make(chan struct{})
-	g.breaker.onClose = g.runDeferred
+	g.breaker.onClose = func() {
+		g.runDeferred()
+		if g.local != nil {
+			g.reconcile()
+		}
+	}
+	if cfg.FailLocal {
+		g.local = newLocalLimiter(limiter.Options{Window: cfg.Window})
+		if hb, ok := cfg.Store.(limiter.Heartbeater); ok {
+			go g.heartbeatLoop(hb)
+		}
+	}
 	go g.retryLoop()
 	_, g.storeLocal = cfg.Store.(*limiter.MemoryStore)
 	if r, ok := cfg.Store.(renewer); ok && cfg.LeaseTTL > 0 {
@@ -319,7 +341,7 @@ func New(cfg Config) (*Gateway, error) {
 func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 	cfg := g.cfg
 	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
-	r := &roster{dir: dir, tenants: make(map[*orgs.Org]*tenant, dir.Len())}
+	r := &roster{dir: dir, tenants: make(map[*orgs.Org]*tenant, dir.Len()), byID: make(map[string]*tenant, dir.Len())}
 	series := g.metrics.setOrgs(dir.Orgs())
 	for _, o := range dir.Orgs() {
 		limit := cfg.LimitOf(o)
@@ -333,6 +355,12 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 			key:        limiter.NewKey(o.ID, limit),
 			policyTail: ";w=" + window,
 			m:          series[o],
+		}
+		t.remaining.Store(-1)
+		if old := g.roster.Load(); old != nil {
+			if ot, ok := old.byID[o.ID]; ok {
+				t.remaining.Store(ot.remaining.Load())
+			}
 		}
 		if cfg.AddonPlanOf != nil {
 			t.plan = cfg.AddonPlanOf(o)
@@ -351,6 +379,7 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 		}
 		t.limit, t.policy = l, `"credits";q=`+l+t.policyTail
 		r.tenants[o] = t
+		r.byID[o.ID] = t
 	}
 	g.roster.Store(r)
 }
@@ -421,10 +450,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// one of unknown length) is read only once the call holds its concurrency slot and the
 	// smallest cost of its rule, so an org without either cannot make the gateway hold it.
 	var (
-		pre     limiter.Decision
-		preKey  limiter.Key
-		charged = true // false once the call goes on uncharged (shadow mode, fail open)
-		body    *heldBody
+		pre      limiter.Decision
+		preLocal bool // pre, and d, were decided on the gateway's own (fail mode local)
+		local    bool
+		preKey   limiter.Key
+		charged  = true // false once the call goes on uncharged (shadow mode, fail open)
+		body     *heldBody
 	)
 	defer func() { g.releaseBody(body) }()
 	if p.countsBody() {
@@ -432,7 +463,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !g.cfg.Shadow && (r.ContentLength < 0 || r.ContentLength > prefetchLimit || coded) {
 			var err error
 			preKey = key
-			pre, err = g.spend(r.Context(), key, 1, now)
+			pre, preLocal, err = g.decide(r, t, key, 1, now)
 			if pre.Lease != "" {
 				g.hold(key, pre)
 				defer g.release(r, key, pre)
@@ -445,7 +476,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if body, err = g.bufferBody(w, r, t.org.ID); err != nil {
 			if pre.Allowed {
-				g.refundDecision(r, t, key, pre, rule.Name)
+				g.refundDecision(r, t, key, pre, preLocal, rule.Name)
 			}
 			if !g.bodyRefused(w, r, t, rs, rule.Name, err, callState{t: t, key: key, rule: rule.Name, rs: rs, pd: pd}) {
 				return
@@ -481,9 +512,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case pre.Allowed:
 		// The rest of the cost, without a second lease.
 		if rest := cost - pre.Cost; rest > 0 {
-			d, err = g.spend(r.Context(), key.WithConcurrency(0, 0), rest, now)
+			d, local, err = g.decide(r, t, key.WithConcurrency(0, 0), rest, now)
 			if err != nil {
-				g.refundDecision(r, t, key, pre, rule.Name)
+				g.refundDecision(r, t, key, pre, preLocal, rule.Name)
 				d.Used, d.Remaining = d.Used-pre.Cost, min(d.Remaining+pre.Cost, d.Limit)
 				if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
 					return
@@ -503,7 +534,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		shown.Cost, shown.Lease, shown.InFlight, shown.ConcurrencyLimit = pre.Cost+d.Cost, pre.Lease, pre.InFlight, pre.ConcurrencyLimit
 		setLimitFields(h, t, shown)
 	default:
-		d, err = g.spend(r.Context(), key, cost, now)
+		d, local, err = g.decide(r, t, key, cost, now)
 		if d.Lease != "" {
 			// Released when the call is over, however it ends: answered, client gone, or panic
 			// (ReverseProxy panics with http.ErrAbortHandler when a client leaves mid-body).
@@ -523,7 +554,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	forwarded = true
-	g.forward(w, r, callState{t: t, key: key, d: d, pre: pre, preKey: preKey, rule: rule.Name, rs: rs, pd: pd})
+	g.forward(w, r, callState{t: t, key: key, d: d, local: local, pre: pre, preLocal: preLocal, preKey: preKey, rule: rule.Name, rs: rs, pd: pd})
 }
 
 // admit acts on the store's answer to a debit of cost credits: it reports whether the call
@@ -646,8 +677,8 @@ func abandonBody(w http.ResponseWriter) {
 }
 
 // refundDecision gives back a debit of a call that will not be forwarded after all.
-func (g *Gateway) refundDecision(r *http.Request, t *tenant, key limiter.Key, d limiter.Decision, rule string) {
-	if err := g.refund(r.Context(), key, d); err != nil {
+func (g *Gateway) refundDecision(r *http.Request, t *tenant, key limiter.Key, d limiter.Decision, local bool, rule string) {
+	if err := g.refundCall(r.Context(), key, d, local); err != nil {
 		g.log.Error("refund failed", zap.String("org", t.org.ID), zap.String("rule", rule),
 			zap.Int64("cost", d.Cost), zap.Error(err))
 		return
@@ -810,10 +841,10 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if st != nil && st.d.Allowed && st.d.Cost+st.pre.Cost > 0 {
 		var rerr error
 		if st.pre.Allowed && st.pre.Cost > 0 {
-			rerr = g.refund(r.Context(), st.preKey, st.pre)
+			rerr = g.refundCall(r.Context(), st.preKey, st.pre, st.preLocal)
 		}
 		if st.d.Cost > 0 {
-			rerr = errors.Join(rerr, g.refund(r.Context(), st.key, st.d))
+			rerr = errors.Join(rerr, g.refundCall(r.Context(), st.key, st.d, st.local))
 		}
 		cost := st.pre.Cost + st.d.Cost
 		if rerr != nil {

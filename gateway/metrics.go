@@ -44,6 +44,8 @@ type Metrics struct {
 	retries     prometheus.Counter
 
 	compensations prometheus.Counter
+	localLedger   prometheus.Gauge
+	liveGateways  prometheus.Gauge
 	deferredLen   prometheus.Gauge
 	droppedCalls  *prometheus.CounterVec
 
@@ -203,6 +205,10 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			[]string{"scope"}),
 		compensations: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "compensations_total",
 			Help: "Debits whose reply from the store was lost (timeout, reset, breaker), queued to be undone by call id."}),
+		localLedger: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "local_ledger_calls",
+			Help: "Calls admitted on this gateway's own while the store could not decide (fail mode local), not yet written into it."}),
+		liveGateways: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "gateways_alive",
+			Help: "Gateways sharing the store at the last heartbeat (fail mode local): each admits this share of an org's credits on its own."}),
 		deferredLen: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "store_calls_queued",
 			Help: "Refunds, compensations and lease releases waiting for the store to answer."}),
 		droppedCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_calls_dropped_total",
@@ -215,7 +221,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	m.reg.MustRegister(m.requests, m.rejections, m.debited, m.refunded, m.addon, m.ruleReqs, m.ruleCredits,
 		m.limiterDur, m.upstreamDur, m.redisErrors, m.breakerSt, m.breakerTr, m.inFlight,
 		m.bodyHeld, m.bodyPeak, m.bodyLimit, m.bodyRefused, m.retries,
-		m.compensations, m.deferredLen, m.droppedCalls,
+		m.compensations, m.deferredLen, m.droppedCalls, m.localLedger, m.liveGateways,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for op := range numStoreOps {
 		for res := range numStoreResults {

@@ -77,6 +77,10 @@ type Key struct {
 	Rule string
 	// Call identifies this call's debit (see Decision.Call); empty: Spend makes one up.
 	Call string
+	// Force records the debit whatever the limit and the concurrency caps (no lease is
+	// taken): credits admitted while the store could not decide, written afterwards. With a
+	// Call, a second forced debit of it does nothing (ErrCompensated).
+	Force bool
 
 	redisKeys []string // ring, ring positions, total, leases, heavy leases, add-on limit, meter, period calls, usage by rule (hash, index), debit records (hash, expiries); all tagged {Org}
 	freeArg   any      // Free, Addon and AddonCap preformatted (and boxed, so Spend does not
@@ -100,6 +104,12 @@ func (k Key) WithConcurrency(concurrency, heavy int64) Key {
 // for as long as Options.CallTTL; NewCallID makes such ids).
 func (k Key) WithCall(call string) Key {
 	k.Call = call
+	return k
+}
+
+// WithForce returns k for a debit recorded whatever the limit and caps (see Key.Force).
+func (k Key) WithForce() Key {
+	k.Force, k.Concurrency, k.HeavyConcurrency = true, 0, 0
 	return k
 }
 

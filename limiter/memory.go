@@ -121,7 +121,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 		}
 	}
 	key.Limit = w.limitFor(key) // billing: with add-ons, free allotment + the add-on limit held
-	if cost > key.Limit {
+	if cost > key.Limit && !key.Force {
 		return decide(-1, key, cost, w.used, 0, s.reset(w, ms), 0, 0, call)
 	}
 	// Concurrency comes before credits: a call refused for it is not debited.
@@ -138,7 +138,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 		}
 	}
 	switch {
-	case w.used+cost > key.Limit:
+	case w.used+cost > key.Limit && !key.Force:
 		return decide(0, key, cost, w.used, s.retryAfter(w, w.used+cost-key.Limit, ms), s.reset(w, ms), 0, 0, call)
 	case cost == 0:
 		return decide(1, key, 0, w.used, 0, s.reset(w, ms), 0, 0, call)

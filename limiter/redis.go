@@ -68,7 +68,7 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 // LoadScripts loads the scripts into the server's cache (on every master of a cluster);
 // it doubles as a readiness check. Spend falls back to EVAL if the cache is flushed later.
 func (s *RedisStore) LoadScripts(ctx context.Context) error {
-	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript, periodScript, usageScript, renewScript} {
+	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript, periodScript, usageScript, renewScript, heartbeatScript} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return fmt.Errorf("load scripts: %w", err)
 		}
@@ -130,7 +130,7 @@ func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []
 	}
 	return keys, []any{cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
 		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
-		freeArg, addonArg, capArg, key.Rule, s.slotArg, call, s.callTTLArg}, call
+		freeArg, addonArg, capArg, key.Rule, s.slotArg, call, s.callTTLArg, forceArg(key)}, call
 }
 
 // decodeSpend turns spend.lua's reply into a Decision.
@@ -208,3 +208,10 @@ func (s *RedisStore) Release(ctx context.Context, key Key, d Decision) error {
 // limit, meter, period calls) and its usage by rule (hash, sorted set), for tools and tests
 // that inspect them.
 func RedisKeys(org string) []string { return redisKeysFor(org) }
+
+func forceArg(k Key) any {
+	if k.Force {
+		return "1"
+	}
+	return emptyArg
+}

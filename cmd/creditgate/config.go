@@ -39,8 +39,9 @@ type Config struct {
 	// RedisPipeline sends concurrent credit decisions to Redis together, one pipeline per
 	// flush (limiter.PipelinedStore); false: one round trip per decision.
 	RedisPipeline bool `env:"CREDITGATE_REDIS_PIPELINE" envDefault:"false"`
-	// FailMode is what happens when the store cannot decide: open (forward, uncharged) or
-	// closed (503).
+	// FailMode is what happens when the store cannot decide: open (forward, uncharged),
+	// closed (503) or local (each gateway limits to its share on its own, and writes what it
+	// admitted into the store when it answers again).
 	FailMode string `env:"CREDITGATE_FAIL_MODE" envDefault:"open"`
 	// BreakerFailures is how many credit store calls in a row must fail before the breaker
 	// opens: then calls stop waiting on Redis and the fail mode answers them at once.
@@ -239,8 +240,8 @@ func (c *Config) validate(environ map[string]string) error {
 	if c.RedisTimeout <= 0 || c.RedisTimeout > time.Minute {
 		bad("CREDITGATE_REDIS_TIMEOUT", "must be between 1ms and 1m, got %s", c.RedisTimeout)
 	}
-	if c.FailMode != "open" && c.FailMode != "closed" {
-		bad("CREDITGATE_FAIL_MODE", "must be open or closed, got %q", c.FailMode)
+	if c.FailMode != "open" && c.FailMode != "closed" && c.FailMode != "local" {
+		bad("CREDITGATE_FAIL_MODE", "must be open, closed or local, got %q", c.FailMode)
 	}
 	if c.BreakerFailures < 1 || c.BreakerFailures > 1000 {
 		bad("CREDITGATE_BREAKER_FAILURES", "must be between 1 and 1000, got %d", c.BreakerFailures)

@@ -146,6 +146,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Store:              store,
 		StoreTimeout:       cfg.RedisTimeout,
 		FailOpen:           cfg.FailMode == "open",
+		FailLocal:          cfg.FailMode == "local",
 		Costs:              cfg.costTable,
 		Orgs:               cfg.plans.dir,
 		LimitOf:            func(o *orgs.Org) int64 { return current.Load().limitOf(o) },

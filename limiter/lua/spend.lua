@@ -41,6 +41,8 @@
 -- KEYS[12] sorted set: call id -> when its record expires (unix ms)
 -- ARGV[15] call id of this debit ("" records nothing)
 -- ARGV[16] how long a record is kept (ms)
+-- ARGV[17] "1": record the debit whatever the limit and caps (credits a gateway admitted on
+--          its own while it could not reach Redis); "" or absent: decide as usual
 --
 -- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
@@ -233,13 +235,14 @@ local function reset_ms()
 	return tail * bucket + bucket + window - now
 end
 
-if cost > limit then
+local force = ARGV[17] == '1'
+if cost > limit and not force then
 	return {-1, used, 0, reset_ms(), 0, 0}
 end
 
 -- Concurrency comes before credits: a call refused for it is not debited.
 local in_flight = 0
-if cap > 0 and cost > 0 then
+if cap > 0 and cost > 0 and not force then
 	redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 	in_flight = redis.call('ZCARD', KEYS[4])
 	if in_flight >= cap then
@@ -254,7 +257,7 @@ if cap > 0 and cost > 0 then
 	end
 end
 
-if used + cost > limit then
+if used + cost > limit and not force then
 	-- Walk the buckets oldest first until enough credits would be free for this cost.
 	local need = used + cost - limit
 	local got = 0

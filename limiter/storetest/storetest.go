@@ -65,6 +65,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CompensateBeforeDebit", testCompensateBefore},
 		{"CompensateAfterDebit", testCompensateAfter},
 		{"CallRecordsExpire", testCallRecordsExpire},
+		{"ForcedDebit", testForcedDebit},
 		{"RacingLeasesNeverExceedCap", testRacingLeases},
 		{"AddonLimitFromStore", testAddonLimit},
 		{"AddonMetering", testAddonMetering},
@@ -797,4 +798,31 @@ func testCallRecordsExpire(t *testing.T, newStore NewStore) {
 		t.Fatalf("a call marked compensated was debited: %v", err)
 	}
 	mustAllow(t, s, k.WithCall(call), 1, t0.Add(3*time.Minute))
+}
+
+// testForcedDebit: a forced debit (credits a gateway admitted while it could not reach the
+// store) is recorded past the limit, at its own time, and metered; the org is then refused
+// until enough frees up; the same forced call twice is recorded once.
+func testForcedDebit(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: time.Hour, Bucket: time.Minute})
+	org := newOrg()
+	k := limiter.NewKey(org, 100).WithAddons(50, 50, 1000).WithConcurrency(1, 0)
+	mustAllow(t, s, k, 90, t0)
+	call := limiter.NewCallID()
+	f := k.WithForce().WithCall(call)
+	d, err := s.Spend(context.Background(), f, 30, t0.Add(10*time.Minute))
+	if err != nil || !d.Allowed || d.Used != 120 || d.Lease != "" || d.Addon != 30 {
+		t.Fatalf("forced debit = %+v, %v; want allowed, used 120, no lease, 30 add-on", d, err)
+	}
+	if _, err := s.Spend(context.Background(), f, 30, t0.Add(11*time.Minute)); !errors.Is(err, limiter.ErrCompensated) {
+		t.Fatalf("the same forced call again: %v, want ErrCompensated", err)
+	}
+	r := mustReject(t, s, k, 1, t0.Add(20*time.Minute))
+	// 21 credits must free up: the first 90 do at +61m (their bucket ends an hour after it began).
+	if r.Used != 120 || r.RetryAfter != bucketEnd(t0, time.Minute).Add(time.Hour).Sub(t0.Add(20*time.Minute)) {
+		t.Fatalf("refused %+v", r)
+	}
+	if got := meterTotal(t, s, org); got != 70 {
+		t.Fatalf("metered %d, want 70 (40 of the first debit, 30 forced)", got)
+	}
 }

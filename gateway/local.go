@@ -1,0 +1,241 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/creditgate/creditgate/limiter"
+)
+
+// Fail mode local (CREDITGATE_FAIL_MODE=local): while the store cannot decide, each gateway
+// keeps limiting on its own, in memory: an org gets this gateway's share of the credits it had
+// left at the last answer the store gave (share = 1 / the gateways alive, which they learn
+// from a heartbeat in the store), or of its whole limit when the store never answered for it.
+// Every call admitted so is kept in a ledger and, once the store answers again, written into
+// the org's window and billing meter as a forced debit under its own call id, so exactly once
+// whatever the retries. Concurrency caps are not held in this mode.
+
+// heartbeatEvery is how often a gateway says it is alive; its heartbeat lasts heartbeatTTL.
+const (
+	heartbeatEvery = time.Second
+	heartbeatTTL   = 5 * time.Second
+)
+
+// maxLedger bounds the calls a gateway admits on its own before the store answers again;
+// past it, calls are refused as in fail mode closed.
+const maxLedger = 1 << 20
+
+// localLimiter decides while the store cannot: the local windows of one outage, its shares,
+// and the ledger of what it admitted.
+type localLimiter struct {
+	opts limiter.Options
+	id   string       // this gateway, in the heartbeat
+	live atomic.Int64 // gateways alive at the last heartbeat (at least 1)
+
+	writing sync.Mutex // one reconcile at a time: two would write a call, then refund it
+
+	mu     sync.Mutex
+	store  *limiter.MemoryStore  // this outage's windows; nil between outages
+	shares map[string]int64      // org → its share in this outage
+	ledger map[string]localDebit // call id → a debit still to write into the store
+}
+
+// localDebit is a call admitted on the gateway's own, to be written into the store.
+type localDebit struct {
+	key  limiter.Key // the org's key in the store, with the call's rule
+	cost int64
+	at   time.Time
+	d    limiter.Decision // the local decision, for a refund before it is written
+}
+
+func newLocalLimiter(opts limiter.Options) *localLimiter {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	l := &localLimiter{opts: opts, id: hex.EncodeToString(b[:]), ledger: map[string]localDebit{}}
+	l.live.Store(1)
+	return l
+}
+
+// errLedgerFull refuses a call the gateway could admit on its own but not remember.
+var errLedgerFull = errors.New("local ledger full")
+
+// spend decides a debit of cost for t on the gateway's own: against t's share, in a window
+// of this outage. An allowed debit joins the ledger.
+func (l *localLimiter) spend(t *tenant, key limiter.Key, cost int64, now time.Time) (limiter.Decision, error) {
+	if now.IsZero() {
+		now = time.Now()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.ledger) >= maxLedger {
+		return limiter.Decision{}, errLedgerFull
+	}
+	if l.store == nil {
+		s, err := limiter.NewMemoryStore(l.opts)
+		if err != nil {
+			return limiter.Decision{}, err
+		}
+		l.store, l.shares = s, map[string]int64{}
+	}
+	share, ok := l.shares[t.org.ID]
+	if !ok {
+		left := t.remaining.Load()
+		if left < 0 { // no answer from the store for this org since start
+			left = t.key.Limit
+		}
+		share = left / max(l.live.Load(), 1)
+		l.shares[t.org.ID] = share
+	}
+	call := limiter.NewCallID()
+	d, err := l.store.Spend(context.Background(), limiter.NewKey(t.org.ID, share).WithCall(call), cost, now)
+	if err == nil && d.Allowed && cost > 0 {
+		l.ledger[call] = localDebit{key: key.WithConcurrency(0, 0), cost: cost, at: now, d: d}
+	}
+	return d, err
+}
+
+// refund takes back a call admitted on the gateway's own that was not served, and reports
+// whether it was still in the ledger (else it is in the store already: refund it there).
+func (l *localLimiter) refund(call string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.ledger[call]
+	if !ok {
+		return false
+	}
+	delete(l.ledger, call)
+	_ = l.store.Refund(context.Background(), limiter.NewKey(e.key.Org, e.d.Limit), e.d)
+	return true
+}
+
+// pending returns how many calls wait to be written into the store.
+func (l *localLimiter) pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.ledger)
+}
+
+// reconcile writes the ledger into the store, each call as a forced debit at its own time
+// under its call id (a retry of one already written does nothing), and ends the outage when
+// all are written.
+func (g *Gateway) reconcile() {
+	l := g.local
+	if !l.writing.TryLock() {
+		return
+	}
+	defer l.writing.Unlock()
+	l.mu.Lock()
+	calls := make(map[string]localDebit, len(l.ledger))
+	for id, e := range l.ledger {
+		calls[id] = e
+	}
+	l.mu.Unlock()
+	var written, failed int
+	for id, e := range calls {
+		if g.breaker.open() {
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.StoreTimeout)
+		start := time.Now()
+		d, err := g.cfg.Store.Spend(ctx, e.key.WithForce().WithCall(id), e.cost, e.at)
+		cancel()
+		if err != nil && !errors.Is(err, limiter.ErrCompensated) {
+			g.metrics.observeStore(opSpend, resultError, start)
+			g.breaker.done(err)
+			failed++
+			continue
+		}
+		g.metrics.observeStore(opSpend, resultOK, start)
+		g.breaker.done(nil)
+		if d.Addon > 0 {
+			g.metrics.AddAddonCredits(e.key.Org, d.Addon)
+		}
+		l.mu.Lock()
+		_, still := l.ledger[id]
+		delete(l.ledger, id)
+		l.mu.Unlock()
+		if !still && err == nil {
+			// Refunded while it was being written: take it back from the store too.
+			_ = g.refund(context.Background(), e.key, d)
+		}
+		written++
+	}
+	l.mu.Lock()
+	if len(l.ledger) == 0 && !g.breaker.open() {
+		l.store, l.shares = nil, nil // the outage is over: the next one starts from the store's word
+	}
+	left := len(l.ledger)
+	l.mu.Unlock()
+	g.metrics.localLedger.Set(float64(left))
+	if written > 0 || failed > 0 {
+		g.log.Info("calls admitted without the store written into it",
+			zap.Int("written", written), zap.Int("failed", failed), zap.Int("left", left))
+	}
+}
+
+// heartbeatLoop tells the store this gateway is alive, and learns how many are, every second.
+func (g *Gateway) heartbeatLoop(hb limiter.Heartbeater) {
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	beat := func() {
+		if g.breaker.open() {
+			return // the last count stands while the store is away
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.StoreTimeout)
+		n, err := hb.Heartbeat(ctx, g.local.id, heartbeatTTL)
+		cancel()
+		if err == nil && n > 0 {
+			g.local.live.Store(n)
+			g.metrics.liveGateways.Set(float64(n))
+		}
+	}
+	beat()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+			beat()
+		}
+	}
+}
+
+// decide debits cost for t through the store or, when the store cannot decide and the fail
+// mode is local, on the gateway's own; local reports which. A decision of the store is also
+// what t has left, for its share in a later outage.
+func (g *Gateway) decide(r *http.Request, t *tenant, key limiter.Key, cost int64, now time.Time) (limiter.Decision, bool, error) {
+	d, err := g.spend(r.Context(), key, cost, now)
+	if !storeFailed(err) {
+		t.remaining.Store(d.Remaining)
+		return d, false, err
+	}
+	if g.local == nil || g.cfg.Shadow || r.Context().Err() != nil {
+		return d, false, err
+	}
+	ld, lerr := g.local.spend(t, key, cost, now)
+	if lerr != nil && !errors.Is(lerr, limiter.ErrOverLimit) && !errors.Is(lerr, limiter.ErrCostExceedsLimit) {
+		return d, false, err // the ledger is full: as fail mode closed
+	}
+	g.metrics.localLedger.Set(float64(g.local.pending()))
+	if lerr == nil && ld.Allowed {
+		ld.Limit = t.key.Limit // the fields show the org's limit, and what is left of the share
+	}
+	return ld, true, lerr
+}
+
+// refundCall gives back a debit of a call that was not served: on the gateway's own ledger
+// if it is still there, else in the store.
+func (g *Gateway) refundCall(ctx context.Context, key limiter.Key, d limiter.Decision, local bool) error {
+	if local && g.local.refund(d.Call) {
+		return nil
+	}
+	return g.refund(ctx, key, d)
+}
