@@ -22,13 +22,21 @@ import (
 // the bill exactly the part of them above the free allotment.
 func TestLedgerExactThroughRedisFaults(t *testing.T) {
 	if testing.Short() {
-		t.Skip("fault run of about 15 s")
+		t.Skip("fault runs of about 15 s")
 	}
+	// closed: calls refused while Redis is away; local: admitted on each gateway's own
+	// share, and written into Redis when it answers again.
+	for _, mode := range []string{"closed", "local"} {
+		t.Run(mode, func(t *testing.T) { ledgerThroughFaults(t, mode) })
+	}
+}
+
+func ledgerThroughFaults(t *testing.T, mode string) {
 	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	up := newCostUpstream(t, 0)
 	const free = 500
 	vars := billingVars(up.URL, srv.URL, free)
-	vars["CREDITGATE_FAIL_MODE"] = "closed"
+	vars["CREDITGATE_FAIL_MODE"] = mode
 	vars["CREDITGATE_REDIS_TIMEOUT"] = "300ms"
 	vars["CREDITGATE_LOG_LEVEL"] = "warn"
 	a, b := startGateway(t, vars), startGateway(t, vars)
@@ -91,11 +99,14 @@ func TestLedgerExactThroughRedisFaults(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 
-	// Compensations and refunds queued during the faults run once Redis answers.
+	// Compensations and refunds queued during the faults run once Redis answers, and what
+	// was admitted on a gateway's own is written in.
 	for _, gw := range []*process{a, b} {
 		waitFor(t, 20*time.Second, func() bool {
-			v, ok := metricstest.Scrape(t, gw.admin+"/metrics").Value("creditgate_store_calls_queued")
-			return ok && v == 0
+			fams := metricstest.Scrape(t, gw.admin+"/metrics")
+			q, ok := fams.Value("creditgate_store_calls_queued")
+			l, _ := fams.Value("creditgate_local_ledger_calls")
+			return ok && q == 0 && l == 0
 		})
 	}
 	var compensations, dropped float64
@@ -151,4 +162,116 @@ func TestLedgerExactThroughRedisFaults(t *testing.T) {
 func itoaE2E(n int64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// TestFailModeLocalThreeGateways: three gateways in fail mode local, Redis stopped for 10 s
+// under load. While it is away the gateways together admit no more than what the org had left
+// when it stopped (each its third, plus at most one call's cost each); afterwards the window
+// and the bill hold every credit served, and the org, at its limit, is refused until credits
+// free up.
+func TestFailModeLocalThreeGateways(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault run of about 15 s")
+	}
+	srv := redistest.Start(t)
+	up := newCostUpstream(t, 0)
+	const free, addon, cost = 1000, 2000, 50 // a bulk read initialize costs 50
+	vars := billingVars(up.URL, srv.URL, free)
+	vars["CREDITGATE_FAIL_MODE"] = "local"
+	vars["CREDITGATE_REDIS_TIMEOUT"] = "300ms"
+	vars["CREDITGATE_LOG_LEVEL"] = "warn"
+	gws := []*process{startGateway(t, vars), startGateway(t, vars), startGateway(t, vars)}
+	if s, body := adminDo(t, "PUT", gws[0].admin+"/admin/v1/orgs/acme/addon", e2eAdminToken, `{"limit":2000}`); s != 200 {
+		t.Fatalf("PUT addon: %d %s", s, body)
+	}
+	read := "/crm/bulk/v2/read"
+	for i := range 30 { // 1,500 credits, through every gateway: each knows what is left
+		if resp, body := call(t, http.DefaultClient, "POST", gws[i%3].base+read, "acme-key"); resp.StatusCode != 200 {
+			t.Fatalf("before the outage: %d %s", resp.StatusCode, body)
+		}
+	}
+	for _, gw := range gws { // the heartbeat has counted three
+		waitFor(t, 5*time.Second, func() bool {
+			v, _ := metricstest.Scrape(t, gw.admin+"/metrics").Value("creditgate_gateways_alive")
+			return v == 3
+		})
+	}
+	// Each gateway's last answer for acme must be the current one: one more call each.
+	for _, gw := range gws {
+		if resp, body := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "acme-key"); resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+	}
+	before := up.credits.Load()
+	left := int64(free + addon - before)
+
+	srv.Pause()
+	var (
+		wg         sync.WaitGroup
+		stop       atomic.Bool
+		ok, no     atomic.Int64
+		unexpected atomic.Int64
+	)
+	for i := range 6 {
+		gw := gws[i%3]
+		wg.Go(func() {
+			for n := 0; !stop.Load() && n < 5000; n++ {
+				resp, _ := call(t, http.DefaultClient, "POST", gw.base+read, "acme-key")
+				switch resp.StatusCode {
+				case 200:
+					ok.Add(1)
+				case 429:
+					no.Add(1)
+					time.Sleep(20 * time.Millisecond)
+				default:
+					unexpected.Add(1)
+				}
+			}
+		})
+	}
+	time.Sleep(10 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+	during := up.credits.Load() - before
+	srv.Resume()
+
+	for _, gw := range gws {
+		waitFor(t, 20*time.Second, func() bool {
+			fams := metricstest.Scrape(t, gw.admin+"/metrics")
+			q, ok1 := fams.Value("creditgate_store_calls_queued")
+			l, ok2 := fams.Value("creditgate_local_ledger_calls")
+			return ok1 && ok2 && q == 0 && l == 0
+		})
+	}
+	s, body := adminDo(t, "GET", gws[1].admin+"/admin/v1/orgs/acme/usage", e2eViewerToken, "")
+	if s != 200 {
+		t.Fatalf("usage: %d %s", s, body)
+	}
+	var usage struct {
+		Used int64 `json:"used_credits"`
+	}
+	if err := json.Unmarshal([]byte(body), &usage); err != nil {
+		t.Fatal(err)
+	}
+	rep, repBody := readReport(t, gws[2])
+	served := up.credits.Load()
+	t.Logf("Redis stopped 10 s with %d credits left: the three gateways admitted %d credits on their own (%d calls, %d refused 429, %d other); window %d, served %d, billed %d add-on credits",
+		left, during, ok.Load(), no.Load(), unexpected.Load(), usage.Used, served, rep.TotalAddonCredits)
+	if during > left+3*cost {
+		t.Errorf("admitted %d credits during the outage, more than the %d left plus one call per gateway", during, left)
+	}
+	if during == 0 || unexpected.Load() != 0 {
+		t.Errorf("admitted %d credits, %d unexpected answers", during, unexpected.Load())
+	}
+	if usage.Used != served {
+		t.Errorf("the window holds %d credits, the upstream served %d", usage.Used, served)
+	}
+	if want := max(0, served-free); rep.TotalAddonCredits != want {
+		t.Errorf("billed %d add-on credits, want %d: %s", rep.TotalAddonCredits, want, repBody)
+	}
+	resp, _ := call(t, http.DefaultClient, "POST", gws[0].base+read, "acme-key")
+	if served+cost > free+addon && (resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "") {
+		t.Errorf("after the outage, at %d of %d credits: %d, Retry-After %q; want 429 until credits free up",
+			served, free+addon, resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
 }
