@@ -42,7 +42,7 @@ type Config struct {
 	// FailMode is what happens when the store cannot decide: open (forward, uncharged),
 	// closed (503) or local (each gateway limits to its share on its own, and writes what it
 	// admitted into the store when it answers again).
-	FailMode string `env:"CREDITGATE_FAIL_MODE" envDefault:"open"`
+	FailMode string `env:"CREDITGATE_FAIL_MODE" envDefault:"local"`
 	// BreakerFailures is how many credit store calls in a row must fail before the breaker
 	// opens: then calls stop waiting on Redis and the fail mode answers them at once.
 	BreakerFailures int `env:"CREDITGATE_BREAKER_FAILURES" envDefault:"3"`

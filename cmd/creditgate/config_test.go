@@ -17,7 +17,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !cfg.demo || cfg.ListenAddr != ":8080" || cfg.AdminAddr != ":9090" || cfg.Window != 24*time.Hour ||
-		cfg.Bucket != time.Minute || cfg.FailMode != "open" || cfg.MaxBodyBytes != 10<<20 ||
+		cfg.Bucket != time.Minute || cfg.FailMode != "local" || cfg.MaxBodyBytes != 10<<20 ||
 		cfg.CostTable != "zoho-crm" || cfg.OrgMode != "apikey" || cfg.OrgHeader != "X-Org-Id" ||
 		cfg.BreakerFailures != 3 || cfg.BreakerCooldown != time.Second || cfg.MetricsMaxOrgs != 100 {
 		t.Fatalf("defaults: %+v", cfg)
