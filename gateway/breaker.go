@@ -237,6 +237,18 @@ func (g *Gateway) refund(parent context.Context, key limiter.Key, d limiter.Deci
 	return g.storeCall(parent, opRefund, true, func(ctx context.Context) error { return g.cfg.Store.Refund(ctx, key, d) })
 }
 
+// refundLater queues the refund of d, to run within a second or when the breaker closes.
+func (g *Gateway) refundLater(key limiter.Key, d limiter.Decision, local bool) {
+	if local && g.local.refund(d.Call) {
+		return
+	}
+	q := deferredCall{op: opRefund, retry: true, until: time.Now().Add(g.retryFor(opRefund)),
+		call: func(ctx context.Context) error { return g.cfg.Store.Refund(ctx, key, d) }}
+	if !g.push(q) {
+		g.dropped(q, "queue_full")
+	}
+}
+
 // compensate undoes the debit of call, whose Spend got no answer from the store: the script
 // may have run (its reply lost), may still run (it waits on the store's socket), or never
 // will. Queued and retried until the store answers (storeCall).

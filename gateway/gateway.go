@@ -476,7 +476,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if body, err = g.bufferBody(w, r, t.org.ID); err != nil {
 			if pre.Allowed {
-				g.refundDecision(r, t, key, pre, preLocal, rule.Name)
+				g.refundDecision(r, t, preKey, pre, preLocal, rule.Name)
 			}
 			if !g.bodyRefused(w, r, t, rs, rule.Name, err, callState{t: t, key: key, rule: rule.Name, rs: rs, pd: pd}) {
 				return
@@ -514,7 +514,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rest := cost - pre.Cost; rest > 0 {
 			d, local, err = g.decide(r, t, key.WithConcurrency(0, 0), rest, now)
 			if err != nil {
-				g.refundDecision(r, t, key, pre, preLocal, rule.Name)
+				if storeFailed(err) && !local {
+					// The store just failed: give the smallest cost back later, not by
+					// waiting on it again now.
+					g.refundLater(preKey, pre, preLocal)
+				} else {
+					g.refundDecision(r, t, preKey, pre, preLocal, rule.Name)
+				}
 				d.Used, d.Remaining = d.Used-pre.Cost, min(d.Remaining+pre.Cost, d.Limit)
 				if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
 					return

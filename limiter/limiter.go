@@ -32,7 +32,8 @@ var (
 type Compensator interface {
 	// Compensate gives back the debit of call if it ran and was not refunded yet, and
 	// otherwise marks call so that its debit, if it still comes, does nothing (Spend answers
-	// ErrCompensated). It applies once whatever the retries, within Options.CallTTL.
+	// ErrCompensated). It applies once whatever the retries, within Options.CallTTL. The
+	// call's concurrency lease, if it took one, is released.
 	Compensate(ctx context.Context, key Key, call string, now time.Time) error
 }
 
@@ -281,7 +282,10 @@ var (
 	leaseSeq atomic.Uint64
 )
 
-func newLeaseID() string { return leasePrefix + strconv.FormatUint(leaseSeq.Add(1), 36) }
+func newLeaseID() string {
+	var buf [48]byte // one allocation: the string
+	return string(strconv.AppendUint(append(buf[:0], leasePrefix...), leaseSeq.Add(1), 36))
+}
 
 // NewCallID returns an id for a call's debit, unique across processes.
 func NewCallID() string { return newLeaseID() }

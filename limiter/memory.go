@@ -212,8 +212,8 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 			return nil // refunded already
 		}
 		d.Bucket, d.Cost, d.Addon, d.Day = r.bucket, r.cost, r.addon, r.day
-		r.state = 'r'
-		w.calls[d.Call] = r
+		// Marked refunded for a whole TTL from now, as refund.lua does.
+		w.calls[d.Call] = callRecord{state: 'r', expires: now + s.callTTL}
 	} else if d.Call != "" {
 		// Older than its record: refunded by the decision's values, and marked so that a
 		// retry does nothing.
@@ -247,9 +247,12 @@ func (s *MemoryStore) Compensate(_ context.Context, key Key, call string, now ti
 		}
 		w.calls[call] = callRecord{state: 'x', expires: ms + s.callTTL}
 	case r.state == 'd':
-		w.calls[call] = callRecord{state: 'r', expires: r.expires}
+		w.calls[call] = callRecord{state: 'r', expires: ms + s.callTTL}
 		s.refund(w, key, Decision{Allowed: true, Cost: r.cost, Bucket: r.bucket, Addon: r.addon, Day: r.day})
 	}
+	// The call's lease, if it took one, goes with it (release.lua does the same in Redis).
+	delete(w.leases, call)
+	delete(w.heavy, call)
 	return nil
 }
 

@@ -155,12 +155,16 @@ func (s *RedisStore) Refund(ctx context.Context, key Key, d Decision) error {
 	return s.refund(ctx, key, d.Cost, d.Bucket, d.Addon, debitDay(d), d.Call, time.Time{})
 }
 
-// Compensate implements Compensator.
+// Compensate implements Compensator. The call's lease, if it took one, is released too
+// (a second round trip: compensations are rare).
 func (s *RedisStore) Compensate(ctx context.Context, key Key, call string, now time.Time) error {
 	if call == "" {
 		return nil
 	}
-	return s.refund(ctx, key, 0, 0, 0, 0, call, now)
+	if err := s.refund(ctx, key, 0, 0, 0, 0, call, now); err != nil {
+		return err
+	}
+	return s.Release(ctx, key, Decision{Lease: call})
 }
 
 // refund runs refund.lua: by the debit's record when call names one, else (a debit older

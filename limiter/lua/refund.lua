@@ -59,7 +59,12 @@ if call ~= '' then
 		end
 		local b, c, a, d = string.match(rec, '^(%-?%d+):(%d+):(%d+):(%d+)$')
 		debit_ms, credits, addon, debit_day = tonumber(b), tonumber(c), tonumber(a), d
-		redis.call('HSET', KEYS[7], call, 'r') -- keeps its expiry in KEYS[8]
+		-- Marked refunded for a whole TTL from now: a retry of this refund (its reply lost),
+		-- which may come up to a TTL after its first attempt, must find the mark.
+		redis.call('HSET', KEYS[7], call, 'r')
+		redis.call('ZADD', KEYS[8], now + ttl, call)
+		redis.call('PEXPIRE', KEYS[7], ttl)
+		redis.call('PEXPIRE', KEYS[8], ttl)
 	else
 		redis.call('HSET', KEYS[7], call, (credits or 0) > 0 and 'r' or 'x')
 		redis.call('ZADD', KEYS[8], now + ttl, call)

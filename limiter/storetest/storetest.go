@@ -66,6 +66,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"CompensateAfterDebit", testCompensateAfter},
 		{"CallRecordsExpire", testCallRecordsExpire},
 		{"ForcedDebit", testForcedDebit},
+		{"RefundRetriedPastItsRecord", testRefundRetriedLate},
+		{"CompensateReleasesLease", testCompensateReleasesLease},
 		{"RacingLeasesNeverExceedCap", testRacingLeases},
 		{"AddonLimitFromStore", testAddonLimit},
 		{"AddonMetering", testAddonMetering},
@@ -824,5 +826,44 @@ func testForcedDebit(t *testing.T, newStore NewStore) {
 	}
 	if got := meterTotal(t, s, org); got != 70 {
 		t.Fatalf("metered %d, want 70 (40 of the first debit, 30 forced)", got)
+	}
+}
+
+// testRefundRetriedLate: a refund retried after its debit's own record would have expired
+// still applies once: the refund's mark lasts a CallTTL from the refund.
+func testRefundRetriedLate(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute, CallTTL: time.Minute})
+	org := newOrg()
+	k := addonKey(org)
+	ctx := context.Background()
+	mustAllow(t, s, k, 10, t0)
+	d := mustAllow(t, s, k, 5, t0)
+	if err := s.Refund(ctx, k, d); err != nil {
+		t.Fatal(err)
+	}
+	mustAllow(t, s, k, 1, t0.Add(2*time.Minute)) // drops records that expired by then
+	if err := s.Refund(ctx, k, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(t, s, k, t0.Add(3*time.Minute)); got != 11 {
+		t.Fatalf("used %d after a refund retried late, want 11 (applied once)", got)
+	}
+	if got := meterTotal(t, s, org); got != 11 {
+		t.Fatalf("metered %d, want 11", got)
+	}
+}
+
+// testCompensateReleasesLease: a compensated call gives back its concurrency slot too.
+func testCompensateReleasesLease(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute, CallTTL: time.Minute})
+	k := limiter.NewKey(newOrg(), 100).WithConcurrency(1, 0)
+	call := limiter.NewCallID()
+	mustAllow(t, s, k.WithCall(call), 5, t0)
+	mustConcurrency(t, s, k, 1, t0.Add(time.Second))
+	if err := compensator(t, s).Compensate(context.Background(), k, call, t0.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if d := mustAllow(t, s, k, 1, t0.Add(3*time.Second)); d.Used != 1 {
+		t.Fatalf("after the compensation: %+v; want its credits and its slot back", d)
 	}
 }
