@@ -41,8 +41,9 @@ type breaker struct {
 	onClose  func() // run (in a goroutine of its own) each time the breaker closes
 
 	state     atomic.Int32
-	failed    atomic.Int32 // store calls failed in a row
-	nextProbe atomic.Int64 // unix ns after which a call may probe (no Probe func)
+	failed    atomic.Int32  // store calls failed in a row
+	oks       atomic.Uint64 // store calls that succeeded, ever: queued calls wait for the next
+	nextProbe atomic.Int64  // unix ns after which a call may probe (no Probe func)
 
 	mu       sync.Mutex // serializes changes of state, their log lines and the prober
 	openedAt time.Time
@@ -85,6 +86,7 @@ func (b *breaker) open() bool { return b.state.Load() == breakerOpen }
 // decided (allowed or rejected), else the store's failure.
 func (b *breaker) done(err error) {
 	if err == nil {
+		b.oks.Add(1)
 		if b.failed.Load() != 0 {
 			b.failed.Store(0)
 		}
@@ -244,7 +246,7 @@ func (g *Gateway) refundLater(key limiter.Key, d limiter.Decision, local bool) {
 	}
 	q := deferredCall{op: opRefund, retry: true, until: time.Now().Add(g.retryFor(opRefund)),
 		call: func(ctx context.Context) error { return g.cfg.Store.Refund(ctx, key, d) }}
-	if !g.push(q) {
+	if !g.pushFailed(q) {
 		g.dropped(q, "queue_full")
 	}
 }
@@ -269,7 +271,7 @@ func (g *Gateway) compensate(key limiter.Key, call string) {
 			}
 			return c.Compensate(ctx, key, call, now)
 		}}
-	if !g.push(d) {
+	if !g.pushFailed(d) {
 		g.dropped(d, "queue_full")
 	}
 }
@@ -307,7 +309,7 @@ func (g *Gateway) runStoreCall(parent context.Context, d deferredCall) error {
 	}
 	g.breaker.done(err)
 	if err != nil && d.retry {
-		if g.push(d) {
+		if g.pushFailed(d) {
 			return nil
 		}
 		g.dropped(d, "queue_full")
@@ -331,7 +333,17 @@ type deferredCall struct {
 	retry bool // safe to run again after a failure: it applies once
 	call  func(context.Context) error
 	until time.Time // past it, the call is dropped: too late to apply
+	// failed: queued after a failure, when the store had answered oks calls, at at. It runs
+	// again once the store has answered another call since, or retryIdle later, so a hung
+	// store is not called again and again.
+	failed bool
+	oks    uint64
+	at     time.Time
 }
+
+// retryIdle is how long a queued call waits for the store to answer another before it is
+// tried again anyway (no traffic to tell that the store is back).
+const retryIdle = 5 * time.Second
 
 // maxDeferred bounds the store calls waiting: beyond it, leases are left to expire and
 // refunds and compensations are lost (counted in creditgate_store_calls_dropped_total, and
@@ -350,6 +362,13 @@ func (g *Gateway) queue(d deferredCall) bool {
 		go g.runDeferred()
 	}
 	return true
+}
+
+// pushFailed queues d after the store failed it (or the debit it undoes): it runs again once
+// the store has answered another call, or retryIdle later.
+func (g *Gateway) pushFailed(d deferredCall) bool {
+	d.failed, d.oks, d.at = true, g.breaker.oks.Load(), time.Now()
+	return g.push(d)
 }
 
 // push adds d to the queue without starting a run, and reports whether there was room.
@@ -382,6 +401,15 @@ func (g *Gateway) runDeferred() {
 		g.metrics.deferredLen.Set(float64(len(g.deferred)))
 		if time.Now().After(d.until) {
 			g.dropped(d, "expired")
+			continue
+		}
+		if d.failed && g.breaker.oks.Load() == d.oks && time.Since(d.at) < retryIdle {
+			// The store has not answered anything since: wait, keeping the item's place.
+			select {
+			case g.deferred <- d:
+			default:
+				g.dropped(d, "queue_full")
+			}
 			continue
 		}
 		if err := g.runStoreCall(context.Background(), d); err != nil && err != errBreakerOpen {

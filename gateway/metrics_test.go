@@ -476,7 +476,13 @@ func TestDeferredRunFails(t *testing.T) {
 	if g.breaker.open() {
 		t.Fatal("the breaker reopened")
 	}
-	// The retry loop runs the queue again within a second or two.
+	// They wait for the store to answer another call (not to be sent at a hung store again
+	// and again), then the retry loop runs them within a second or two.
+	time.Sleep(1200 * time.Millisecond)
+	if releases.Load() != 1 || refunds.Load() != 1 {
+		t.Fatalf("retried before the store answered anything: release %d, refund %d", releases.Load(), refunds.Load())
+	}
+	g.breaker.done(nil) // another call answered
 	waitUntil(t, func() bool { return releases.Load() == 2 && refunds.Load() == 2 })
 	time.Sleep(100 * time.Millisecond)
 	if uncounts.Load() != 1 || len(g.deferred) != 0 {
