@@ -42,7 +42,7 @@ type RedisStore struct {
 	windowArg   string // ms, preformatted for the script
 	bucketArg   string
 	leaseTTLArg string
-	callTTLArg  string // ms: how long a debit's record is kept
+	callTTLArg  any    // ms: how long a debit's record is kept (boxed once: Spend passes it)
 	slotArg     string // usage slot (ms), spend.lua's ARGV[14]
 	slotMs      int64
 }
@@ -59,7 +59,7 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 		windowArg:   strconv.FormatInt(opts.Window.Milliseconds(), 10),
 		bucketArg:   strconv.FormatInt(opts.Bucket.Milliseconds(), 10),
 		leaseTTLArg: strconv.FormatInt(opts.LeaseTTL.Milliseconds(), 10),
-		callTTLArg:  strconv.FormatInt(opts.CallTTL.Milliseconds(), 10),
+		callTTLArg:  any(strconv.FormatInt(opts.CallTTL.Milliseconds(), 10)),
 		slotArg:     strconv.FormatInt(UsageSlot(opts.Window).Milliseconds(), 10),
 		slotMs:      UsageSlot(opts.Window).Milliseconds(),
 	}, nil

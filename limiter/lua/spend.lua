@@ -200,7 +200,8 @@ if call ~= '' then
 		redis.call('HDEL', KEYS[11], unpack(old))
 		redis.call('ZREM', KEYS[12], unpack(old))
 	end
-	if redis.call('HEXISTS', KEYS[11], call) == 1 and tonumber(redis.call('ZSCORE', KEYS[12], call) or '0') > now then
+	-- Every record has its expiry in KEYS[12]: one lookup tells whether the call is known.
+	if tonumber(redis.call('ZSCORE', KEYS[12], call) or '0') > now then
 		return {-4, 0, 0, 0, 0, 0}
 	end
 end
