@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/creditgate/creditgate/limiter"
 )
@@ -28,6 +29,42 @@ var (
 
 // tooManyRequestsBody is the exact body of the 429, byte for byte (README "The refused call").
 var tooManyRequestsBody = []byte(`{"code":"TOO_MANY_REQUESTS","details":{},"message":"Many requests fired than the allowed limit for the past 24 hours.","status":"error"}`)
+
+// overLimitError is the 429 of a window other than 24 hours: its message names the window.
+type overLimitError struct{ body []byte }
+
+func (e *overLimitError) Error() string { return limiter.ErrOverLimit.Error() }
+func (e *overLimitError) Unwrap() error { return limiter.ErrOverLimit }
+
+// newOverLimitError returns the 429 of window: the exact body for 24 hours, and the same
+// sentence naming the window otherwise ("the past 10 minutes").
+func newOverLimitError(window time.Duration) *overLimitError {
+	if window == 24*time.Hour {
+		return &overLimitError{body: tooManyRequestsBody}
+	}
+	b, _ := json.Marshal(errorBody{Code: "TOO_MANY_REQUESTS", Details: map[string]any{}, Status: "error",
+		Message: "Many requests fired than the allowed limit for the past " + windowPhrase(window) + "."})
+	return &overLimitError{body: b}
+}
+
+// windowPhrase says a window in words: "24 hours", "1 hour", "90 seconds", "1500 milliseconds".
+func windowPhrase(d time.Duration) string {
+	unit := func(n int64, one string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return strconv.FormatInt(n, 10) + " " + one + "s"
+	}
+	switch {
+	case d%time.Hour == 0:
+		return unit(int64(d/time.Hour), "hour")
+	case d%time.Minute == 0:
+		return unit(int64(d/time.Minute), "minute")
+	case d%time.Second == 0:
+		return unit(int64(d/time.Second), "second")
+	}
+	return unit(d.Milliseconds(), "millisecond")
+}
 
 // errorBody is the one JSON shape of every error the gateway answers itself. Fields are in
 // alphabetical order, as in the 429 body.
@@ -87,7 +124,12 @@ func writeError(w http.ResponseWriter, err error, retryAfter int64) {
 	}
 	if errors.Is(err, limiter.ErrOverLimit) {
 		w.WriteHeader(http.StatusTooManyRequests)
-		_, _ = w.Write(tooManyRequestsBody)
+		var ol *overLimitError
+		if errors.As(err, &ol) {
+			_, _ = w.Write(ol.body)
+		} else {
+			_, _ = w.Write(tooManyRequestsBody)
+		}
 		return
 	}
 	status, body := errorResponse(err)
@@ -177,7 +219,9 @@ func errorResponse(err error) (int, errorBody) {
 		b.Message = "This call costs more credits than the whole limit of the window; it can never succeed."
 		b.Details["cost"] = ce.cost
 		b.Details["limit"] = ce.limit
-		return http.StatusTooManyRequests, b
+		// Not 429: retry clients (go-retryablehttp's default policy, among others) retry every
+		// 429, and this call can never succeed.
+		return http.StatusUnprocessableEntity, b
 	}
 	for _, k := range errorKinds {
 		if errors.Is(err, k.err) {

@@ -149,9 +149,10 @@ type Gateway struct {
 
 	metrics    *Metrics
 	bodies     *bodyBudget
-	leases     *leaseKeeper  // nil: leases are not renewed
-	local      *localLimiter // fail mode local; nil otherwise
-	orgHeader  string        // cfg.OrgHeader, canonical
+	overLimit  *overLimitError // the 429 of the window
+	leases     *leaseKeeper    // nil: leases are not renewed
+	local      *localLimiter   // fail mode local; nil otherwise
+	orgHeader  string          // cfg.OrgHeader, canonical
 	breaker    *breaker
 	deferred   chan deferredCall // refunds, compensations and releases waiting for the store
 	stop       chan struct{}     // closed by Close
@@ -300,6 +301,7 @@ func New(cfg Config) (*Gateway, error) {
 		metrics:   cfg.Metrics,
 		bodies:    newBodyBudget(cfg.BodyBufferBytes, cfg.BodyBufferOrgBytes, cfg.Metrics),
 		orgHeader: textproto.CanonicalMIMEHeaderKey(cfg.OrgHeader),
+		overLimit: newOverLimitError(cfg.Window),
 	}
 	g.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, cfg.StoreTimeout, cfg.Probe,
 		cfg.Logger.Named("breaker"), cfg.Metrics)
@@ -609,7 +611,7 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, t *tenant, rs *r
 			writeError(w, &costError{cost: cost, limit: d.Limit}, 0)
 			return false
 		}
-		writeError(w, err, ceilSeconds(d.RetryAfter))
+		writeError(w, g.overLimit, ceilSeconds(d.RetryAfter))
 		return false
 	default:
 		if r.Context().Err() != nil {
@@ -794,15 +796,36 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		}
 		pr.Out.URL.RawQuery = q
 	}
-	// Keep the chain of a load balancer in front; SetXForwarded appends our hop.
+	// Keep the chain of a load balancer in front; SetXForwarded appends our hop. RFC 7239's
+	// Forwarded, which ReverseProxy drops too, is kept and extended the same way.
 	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 	pr.SetXForwarded()
+	if fwd := pr.In.Header["Forwarded"]; len(fwd) > 0 {
+		pr.Out.Header["Forwarded"] = append(fwd[:len(fwd):len(fwd)], forwardedElement(pr.In))
+	}
 	if g.cfg.StripCredentials && g.cfg.Mode == OrgModeAPIKey {
 		if _, ok := bearerKey(pr.Out.Header.Get("Authorization")); ok {
 			deleteAliases(pr.Out.Header, "Authorization")
 		}
 		deleteAliases(pr.Out.Header, "X-Api-Key")
 	}
+}
+
+// forwardedElement is this hop's element of an RFC 7239 Forwarded field: the client's
+// address, the host it asked for and the protocol.
+func forwardedElement(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // IPv6, quoted below
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	return `for="` + host + `";host=` + strconv.Quote(r.Host) + ";proto=" + proto
 }
 
 // proxyError runs when the upstream could not be reached or did not answer in time: the

@@ -332,7 +332,7 @@ func TestTooManyRequests(t *testing.T) {
 func TestCostExceedsWholeLimit(t *testing.T) {
 	f := newFixture(t, nil)
 	resp, body := do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"Authorization": "Bearer tiny-key"}, "")
-	if resp.StatusCode != 429 || !strings.Contains(body, `"code":"COST_EXCEEDS_LIMIT"`) ||
+	if resp.StatusCode != 422 || !strings.Contains(body, `"code":"COST_EXCEEDS_LIMIT"`) ||
 		!strings.Contains(body, `"cost":50`) || !strings.Contains(body, `"limit":10`) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
@@ -606,7 +606,7 @@ func TestCostExceedsLimitDoesNotInviteRetry(t *testing.T) {
 	f := newFixture(t, nil)
 	do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "tiny-key"}, "")
 	resp, _ := do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"X-Api-Key": "tiny-key"}, "")
-	if resp.StatusCode != 429 || resp.Header.Get("X-Ratelimit-Reset") == "0" || resp.Header.Get("Retry-After") != "" {
+	if resp.StatusCode != 422 || resp.Header.Get("X-Ratelimit-Reset") == "0" || resp.Header.Get("Retry-After") != "" {
 		t.Fatalf("status %d, reset %q, retry-after %q", resp.StatusCode, resp.Header.Get("X-Ratelimit-Reset"), resp.Header.Get("Retry-After"))
 	}
 }

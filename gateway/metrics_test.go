@@ -61,7 +61,7 @@ func TestMetricsAfterMixedWorkload(t *testing.T) {
 	status("POST", "/crm/bulk/v2/write", acme, "", 200)   // 500 credits: 507 used of 1000
 	status("POST", "/crm/bulk/v2/write", acme, "", 429)   // credits
 	status("GET", "/unreachable", acme, "", 502)          // 1 credit debited, then refunded
-	status("POST", "/crm/bulk/v2/read", tiny, "", 429)    // 50 > 10: cost exceeds the limit
+	status("POST", "/crm/bulk/v2/read", tiny, "", 422)    // 50 > 10: cost exceeds the limit
 	status("GET", "/crm/v2/users", nil, "", 401)          // no key
 	status("GET", "/crm/v2/users", map[string]string{"X-Api-Key": "nope"}, "", 401)
 	status("POST", "/crm/v2/Leads", acme, `{"data":[`+strings.Repeat(`{"a":1},`, 20)+`{}]}`, 413)

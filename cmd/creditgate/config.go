@@ -130,10 +130,38 @@ var testVars = map[string]bool{"CREDITGATE_TEST_REDIS_URL": true, "CREDITGATE_RE
 // are reported together, each starting with the variable's name.
 func loadConfig(environ map[string]string) (Config, error) {
 	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: environ})
-	if err != nil {
-		return cfg, renameEnvErrors(err)
+	verr := cfg.validate(environ)
+	if err == nil {
+		return cfg, verr
 	}
-	return cfg, cfg.validate(environ)
+	// A value that did not parse is reported as such; the others are still checked, so every
+	// problem is reported together. Checks of the variables that did not parse are dropped:
+	// they saw a zero value, not the one given.
+	perr := renameEnvErrors(err)
+	bad := map[string]bool{}
+	for _, e := range unjoin(perr) {
+		if name, _, ok := strings.Cut(e.Error(), ":"); ok {
+			bad[name] = true
+		}
+	}
+	out := []error{perr}
+	for _, e := range unjoin(verr) {
+		if name, _, _ := strings.Cut(e.Error(), ":"); !bad[name] {
+			out = append(out, e)
+		}
+	}
+	return cfg, errors.Join(out...)
+}
+
+// unjoin returns the errors errors.Join joined into err (err alone otherwise; none for nil).
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // renameEnvErrors rewrites env's errors, which name Go fields, to name the variables.

@@ -283,3 +283,24 @@ func TestEditionsFileWithoutOrgs(t *testing.T) {
 		t.Fatalf("loadConfig = %v, want an error naming CREDITGATE_EDITIONS_FILE", err)
 	}
 }
+
+// TestParseAndCheckErrorsTogether: a value that does not parse does not hide the problems of
+// the other variables.
+func TestParseAndCheckErrorsTogether(t *testing.T) {
+	_, err := loadConfig(map[string]string{
+		"CREDITGATE_UPSTREAM_URL": "http://127.0.0.1:9000", "CREDITGATE_ORGS": validOrgs,
+		"CREDITGATE_WINDOW": "10x", "CREDITGATE_FAIL_MODE": "sideways", "CREDITGATE_MAX_BODY_BYTES": "-5",
+	})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	for _, want := range []string{"CREDITGATE_WINDOW: must be a Go duration", "CREDITGATE_FAIL_MODE", "sideways", "CREDITGATE_MAX_BODY_BYTES: must be at least 1"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Count(msg, "CREDITGATE_WINDOW") != 1 {
+		t.Errorf("CREDITGATE_WINDOW reported more than once (its zero value checked too):\n%s", msg)
+	}
+}
