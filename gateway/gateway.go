@@ -102,6 +102,8 @@ type Config struct {
 	MethodOverride MethodOverride
 	// StripCredentials removes the API key header before forwarding.
 	StripCredentials bool
+	// PreserveHost sends the client's Host upstream instead of the upstream URL's.
+	PreserveHost bool
 	// Shadow counts and logs, but never rejects.
 	Shadow bool
 	// Window is the store's window, for the RateLimit-Policy field (zero: 24h).
@@ -747,7 +749,50 @@ var limitFields = [...]string{
 
 // modifyResponse measures the upstream's answer and drops its limit fields.
 func (g *Gateway) modifyResponse(resp *http.Response) error {
+	g.rewriteLocations(resp)
 	return dropUpstreamLimitFields(resp)
+}
+
+// rewriteLocations points the upstream's own absolute URLs in Location, Content-Location and
+// Refresh back at the address the client used (as nginx's default proxy_redirect does): the
+// upstream, seeing its own Host, answers with its own address, and a client following it
+// would leave the gateway (and its credits) behind.
+func (g *Gateway) rewriteLocations(resp *http.Response) {
+	h := resp.Header
+	_, loc := h["Location"]
+	_, cloc := h["Content-Location"]
+	_, ref := h["Refresh"]
+	if !loc && !cloc && !ref || resp.Request == nil {
+		return
+	}
+	out := resp.Request
+	host := out.Header.Get("X-Forwarded-Host") // the Host the client asked for
+	proto := out.Header.Get("X-Forwarded-Proto")
+	if host == "" || proto == "" {
+		return
+	}
+	up := g.cfg.Upstream
+	from := up.Scheme + "://" + up.Host + strings.TrimSuffix(up.Path, "/")
+	to := proto + "://" + host
+	rewrite := func(v string) string {
+		if len(v) < len(from) || !strings.EqualFold(v[:len(from)], from) {
+			return v
+		}
+		if rest := v[len(from):]; rest == "" || rest[0] == '/' || rest[0] == '?' || rest[0] == '#' {
+			return to + rest
+		}
+		return v
+	}
+	for _, k := range [...]string{"Location", "Content-Location"} {
+		if v := h.Get(k); v != "" {
+			h.Set(k, rewrite(v))
+		}
+	}
+	if v := h.Get("Refresh"); v != "" { // "5; url=http://…"
+		if i := strings.Index(strings.ToLower(v), "url="); i >= 0 {
+			h.Set("Refresh", v[:i+4]+rewrite(v[i+4:]))
+		}
+	}
 }
 
 func dropUpstreamLimitFields(resp *http.Response) error {
@@ -788,6 +833,9 @@ func cleanedPath(p string) string {
 
 func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(g.cfg.Upstream)
+	if g.cfg.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
 	// ReverseProxy drops the query parameters it cannot parse (';', bad escapes) before
 	// Rewrite; the call was priced on the query as sent, so that is what goes upstream.
 	if q := pr.In.URL.RawQuery; q != "" {

@@ -80,3 +80,59 @@ func TestForwardedKept(t *testing.T) {
 		t.Fatalf("Forwarded %q added to a call that had none", got)
 	}
 }
+
+// TestRedirectsStayOnTheGateway: an upstream's absolute redirect to its own address is
+// pointed back at the gateway, so a client following it stays there and is charged; other
+// hosts' URLs are left alone; with PreserveHost the upstream sees the client's Host.
+func TestRedirectsStayOnTheGateway(t *testing.T) {
+	var upURL string
+	f := newFixture(t, nil)
+	upURL = f.up.URL
+	f.up.handler = func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/crm/v2/users":
+			w.Header().Set("Content-Location", upURL+"/crm/v2/users?x=1")
+			w.Header().Set("Refresh", "5; url="+upURL+"/crm/v2/org")
+			http.Redirect(w, r, upURL+"/crm/v2/settings/modules?page=2", http.StatusFound)
+		case "/crm/v2/settings/roles":
+			http.Redirect(w, r, "https://elsewhere.example/x", http.StatusFound)
+		default:
+			_, _ = w.Write([]byte("ok"))
+		}
+	}
+	resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+	// do follows redirects with the same headers on the same host: two calls, both charged.
+	if resp.StatusCode != 200 || resp.Request.URL.String() != f.url+"/crm/v2/settings/modules?page=2" {
+		t.Fatalf("followed to %s (%d)", resp.Request.URL, resp.StatusCode)
+	}
+	if got := f.used(t, "acme", 1000); got != 2 {
+		t.Fatalf("charged %d, want 2 (the redirect and where it led)", got)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("GET", f.url+"/crm/v2/users", nil)
+	req.Header.Set("X-Api-Key", "acme-key")
+	r2, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.Header.Get("Content-Location") != f.url+"/crm/v2/users?x=1" || r2.Header.Get("Refresh") != "5; url="+f.url+"/crm/v2/org" {
+		t.Errorf("Content-Location %q, Refresh %q", r2.Header.Get("Content-Location"), r2.Header.Get("Refresh"))
+	}
+	req, _ = http.NewRequest("GET", f.url+"/crm/v2/settings/roles", nil)
+	req.Header.Set("X-Api-Key", "acme-key")
+	r3, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3.Body.Close()
+	if r3.Header.Get("Location") != "https://elsewhere.example/x" {
+		t.Errorf("another host's Location rewritten: %q", r3.Header.Get("Location"))
+	}
+
+	p := newFixture(t, func(c *Config) { c.PreserveHost = true })
+	do(t, "GET", p.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if got := p.up.last().Host; got != strings.TrimPrefix(p.url, "http://") {
+		t.Errorf("upstream saw Host %q with PreserveHost", got)
+	}
+}

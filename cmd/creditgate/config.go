@@ -89,7 +89,9 @@ type Config struct {
 	OrgMode          string `env:"CREDITGATE_ORG_MODE" envDefault:"apikey"`
 	OrgHeader        string `env:"CREDITGATE_ORG_HEADER" envDefault:"X-Org-Id"`
 	StripCredentials bool   `env:"CREDITGATE_STRIP_CREDENTIALS"`
-	Orgs             string `env:"CREDITGATE_ORGS"`
+	// PreserveHost sends the client's Host header upstream instead of the upstream URL's.
+	PreserveHost bool   `env:"CREDITGATE_PRESERVE_HOST"`
+	Orgs         string `env:"CREDITGATE_ORGS"`
 	// OrgsFile holds more orgs (YAML or JSON), added to CREDITGATE_ORGS; read again on SIGHUP.
 	OrgsFile string `env:"CREDITGATE_ORGS_FILE"`
 	// EditionsFile changes or adds editions (YAML or JSON); read again on SIGHUP.

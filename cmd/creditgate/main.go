@@ -157,6 +157,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Mode:               gateway.OrgMode(cfg.OrgMode),
 		OrgHeader:          cfg.OrgHeader,
 		StripCredentials:   cfg.StripCredentials,
+		PreserveHost:       cfg.PreserveHost,
 		Shadow:             cfg.Shadow,
 		MaxBodyBytes:       cfg.MaxBodyBytes,
 		BodyTimeout:        cfg.BodyTimeout,
