@@ -192,11 +192,6 @@ func (g *Gateway) spend(client context.Context, key limiter.Key, cost int64, now
 	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
 	cancel()
 	g.settle(client, opSpend, start, err)
-	if storeFailed(err) {
-		// No answer: the debit may have run, or may still run. Undo it either way; the call
-		// goes on uncharged (failing open) or is refused.
-		g.compensate(key, d.Call)
-	}
 	return d, err
 }
 

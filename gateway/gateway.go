@@ -518,7 +518,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rest := cost - pre.Cost; rest > 0 {
 			d, local, err = g.decide(r, t, key.WithConcurrency(0, 0), rest, now)
 			if err != nil {
-				if storeFailed(err) && !local {
+				if storeFailed(err) || local {
 					// The store just failed: give the smallest cost back later, not by
 					// waiting on it again now.
 					g.refundLater(preKey, pre, preLocal)

@@ -54,6 +54,9 @@ type localDebit struct {
 	cost int64
 	at   time.Time
 	d    limiter.Decision // the local decision, for a refund before it is written
+	// sent: a write of it into the store was attempted, and may have landed even if its
+	// reply was lost; a refund must then go to the store too.
+	sent bool
 }
 
 func newLocalLimiter(opts limiter.Options) *localLimiter {
@@ -68,8 +71,10 @@ func newLocalLimiter(opts limiter.Options) *localLimiter {
 var errLedgerFull = errors.New("local ledger full")
 
 // spend decides a debit of cost for t on the gateway's own: against t's share, in a window
-// of this outage. An allowed debit joins the ledger.
-func (l *localLimiter) spend(t *tenant, key limiter.Key, cost int64, now time.Time) (limiter.Decision, error) {
+// of this outage. An allowed debit joins the ledger under call, the id of the store debit
+// that got no answer: written later under it, it is written once whether that debit ran or
+// not (a known call id is not debited again).
+func (l *localLimiter) spend(t *tenant, key limiter.Key, call string, cost int64, now time.Time, retry time.Duration) (limiter.Decision, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
@@ -91,29 +96,51 @@ func (l *localLimiter) spend(t *tenant, key limiter.Key, cost int64, now time.Ti
 		if left < 0 { // no answer from the store for this org since start
 			left = t.key.Limit
 		}
-		share = left / max(l.live.Load(), 1)
+		share = max(left, 0) / max(l.live.Load(), 1)
 		l.shares[t.org.ID] = share
 	}
-	call := limiter.NewCallID()
-	d, err := l.store.Spend(context.Background(), limiter.NewKey(t.org.ID, share).WithCall(call), cost, now)
+	fromStore := call != ""
+	if !fromStore {
+		call = limiter.NewCallID()
+	}
+	lk := limiter.NewKey(t.org.ID, max(share, 1)).WithCall(call)
+	var d limiter.Decision
+	var err error
+	if cost > share {
+		// Not "can never succeed": the share is this outage's, and the store decides again
+		// when it answers.
+		d, err = l.store.Spend(context.Background(), lk.WithCall(""), 0, now)
+		d.Allowed, err = false, limiter.ErrOverLimit
+	} else {
+		d, err = l.store.Spend(context.Background(), lk, cost, now)
+	}
+	if errors.Is(err, limiter.ErrOverLimit) {
+		// The wait the store would give is the outage window's: meaningless. Ask again once
+		// the store may be back.
+		d.RetryAfter, d.Reset = retry, retry
+	}
+	d.Remaining = max(share-d.Used, 0)
 	if err == nil && d.Allowed && cost > 0 {
-		l.ledger[call] = localDebit{key: key.WithConcurrency(0, 0), cost: cost, at: now, d: d}
+		// A call id from the store's unanswered debit may have a debit there already: as
+		// good as sent.
+		l.ledger[call] = localDebit{key: key.WithConcurrency(0, 0), cost: cost, at: now, d: d, sent: fromStore}
 	}
 	return d, err
 }
 
-// refund takes back a call admitted on the gateway's own that was not served, and reports
-// whether it was still in the ledger (else it is in the store already: refund it there).
+// refund takes back a call admitted on the gateway's own that was not served. It reports
+// whether that is all: false when the call's write into the store was attempted (it is then
+// compensated there, by its call id).
 func (l *localLimiter) refund(call string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.ledger[call]
 	if !ok {
-		return false
+		return false // written into the store already
 	}
 	delete(l.ledger, call)
 	_ = l.store.Refund(context.Background(), limiter.NewKey(e.key.Org, e.d.Limit), e.d)
-	return true
+	return !e.sent
 }
 
 // pending returns how many calls wait to be written into the store.
@@ -125,7 +152,7 @@ func (l *localLimiter) pending() int {
 
 // reconcile writes the ledger into the store, each call as a forced debit at its own time
 // under its call id (a retry of one already written does nothing), and ends the outage when
-// all are written.
+// all are written. What the store then says an org has left is its word for the next outage.
 func (g *Gateway) reconcile() {
 	l := g.local
 	if !l.writing.TryLock() {
@@ -139,9 +166,20 @@ func (g *Gateway) reconcile() {
 	}
 	l.mu.Unlock()
 	var written, failed int
+	ros := g.roster.Load()
 	for id, e := range calls {
 		if g.breaker.open() {
 			break
+		}
+		l.mu.Lock()
+		cur, still := l.ledger[id]
+		if still {
+			cur.sent = true
+			l.ledger[id] = cur
+		}
+		l.mu.Unlock()
+		if !still {
+			continue // refunded meanwhile
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.StoreTimeout)
 		start := time.Now()
@@ -151,21 +189,19 @@ func (g *Gateway) reconcile() {
 			g.metrics.observeStore(opSpend, resultError, start)
 			g.breaker.done(err)
 			failed++
-			continue
+			continue // kept, marked sent: a refund now is compensated in the store
 		}
 		g.metrics.observeStore(opSpend, resultOK, start)
 		g.breaker.done(nil)
 		if d.Addon > 0 {
 			g.metrics.AddAddonCredits(e.key.Org, d.Addon)
 		}
-		l.mu.Lock()
-		_, still := l.ledger[id]
-		delete(l.ledger, id)
-		l.mu.Unlock()
-		if !still && err == nil {
-			// Refunded while it was being written: take it back from the store too.
-			_ = g.refund(context.Background(), e.key, d)
+		if t := ros.byID[e.key.Org]; t != nil && err == nil {
+			t.remaining.Store(d.Remaining)
 		}
+		l.mu.Lock()
+		delete(l.ledger, id) // a refund racing this write has compensated it by its id
+		l.mu.Unlock()
 		written++
 	}
 	l.mu.Lock()
@@ -210,32 +246,44 @@ func (g *Gateway) heartbeatLoop(hb limiter.Heartbeater) {
 
 // decide debits cost for t through the store or, when the store cannot decide and the fail
 // mode is local, on the gateway's own; local reports which. A decision of the store is also
-// what t has left, for its share in a later outage.
+// what t has left, for its share in a later outage. A debit the store did not answer is
+// compensated, unless the call goes on locally under the same call id.
 func (g *Gateway) decide(r *http.Request, t *tenant, key limiter.Key, cost int64, now time.Time) (limiter.Decision, bool, error) {
 	d, err := g.spend(r.Context(), key, cost, now)
 	if !storeFailed(err) {
 		t.remaining.Store(d.Remaining)
 		return d, false, err
 	}
-	if g.local == nil || g.cfg.Shadow || r.Context().Err() != nil {
-		return d, false, err
+	if g.local != nil && !g.cfg.Shadow && r.Context().Err() == nil {
+		ld, lerr := g.local.spend(t, key, d.Call, cost, now, max(g.cfg.BreakerCooldown, time.Second))
+		if lerr == nil || errors.Is(lerr, limiter.ErrOverLimit) {
+			if lerr != nil || !ld.Allowed {
+				g.compensate(key, d.Call) // refused here: the store's debit, if it ran, is undone
+			} else {
+				g.metrics.localAdmitted.Inc()
+			}
+			g.metrics.localLedger.Set(float64(g.local.pending()))
+			ld.Limit = t.key.Limit // the fields show the org's limit, and what is left of the share
+			return ld, true, lerr
+		}
+		// The ledger is full: as fail mode closed.
 	}
-	ld, lerr := g.local.spend(t, key, cost, now)
-	if lerr != nil && !errors.Is(lerr, limiter.ErrOverLimit) && !errors.Is(lerr, limiter.ErrCostExceedsLimit) {
-		return d, false, err // the ledger is full: as fail mode closed
-	}
-	g.metrics.localLedger.Set(float64(g.local.pending()))
-	if lerr == nil && ld.Allowed {
-		ld.Limit = t.key.Limit // the fields show the org's limit, and what is left of the share
-	}
-	return ld, true, lerr
+	// No answer: the debit may have run, or may still run. Undo it either way; the call goes
+	// on uncharged (failing open) or is refused.
+	g.compensate(key, d.Call)
+	return d, false, err
 }
 
 // refundCall gives back a debit of a call that was not served: on the gateway's own ledger
-// if it is still there, else in the store.
+// if it never left it, else in the store (by its call id).
 func (g *Gateway) refundCall(ctx context.Context, key limiter.Key, d limiter.Decision, local bool) error {
-	if local && g.local.refund(d.Call) {
-		return nil
+	if !local {
+		return g.refund(ctx, key, d)
 	}
-	return g.refund(ctx, key, d)
+	done := g.local.refund(d.Call)
+	g.metrics.localLedger.Set(float64(g.local.pending()))
+	if !done {
+		g.compensate(key, d.Call) // written, or maybe written: undone in the store by its id
+	}
+	return nil
 }

@@ -45,6 +45,7 @@ type Metrics struct {
 
 	compensations prometheus.Counter
 	localLedger   prometheus.Gauge
+	localAdmitted prometheus.Counter
 	liveGateways  prometheus.Gauge
 	deferredLen   prometheus.Gauge
 	droppedCalls  *prometheus.CounterVec
@@ -207,6 +208,8 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			Help: "Debits whose reply from the store was lost (timeout, reset, breaker), queued to be undone by call id."}),
 		localLedger: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "local_ledger_calls",
 			Help: "Calls admitted on this gateway's own while the store could not decide (fail mode local), not yet written into it."}),
+		localAdmitted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "local_admitted_total",
+			Help: "Calls admitted on this gateway's own while the store could not decide (fail mode local)."}),
 		liveGateways: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "gateways_alive",
 			Help: "Gateways sharing the store at the last heartbeat (fail mode local): each admits this share of an org's credits on its own."}),
 		deferredLen: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "store_calls_queued",
@@ -221,7 +224,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	m.reg.MustRegister(m.requests, m.rejections, m.debited, m.refunded, m.addon, m.ruleReqs, m.ruleCredits,
 		m.limiterDur, m.upstreamDur, m.redisErrors, m.breakerSt, m.breakerTr, m.inFlight,
 		m.bodyHeld, m.bodyPeak, m.bodyLimit, m.bodyRefused, m.retries,
-		m.compensations, m.deferredLen, m.droppedCalls, m.localLedger, m.liveGateways,
+		m.compensations, m.deferredLen, m.droppedCalls, m.localLedger, m.localAdmitted, m.liveGateways,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for op := range numStoreOps {
 		for res := range numStoreResults {

@@ -114,9 +114,13 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 
 	w.expire(ms - s.window - s.bucket)
 	call := callID(key, cost)
+	recNow := ms // a forced debit carries its call's own time: its record lives from now
+	if key.Force {
+		recNow = time.Now().UnixMilli()
+	}
 	if call != "" {
-		s.sweepCalls(w, ms)
-		if r, seen := w.calls[call]; seen && r.expires > ms {
+		s.sweepCalls(w, recNow)
+		if r, seen := w.calls[call]; seen && r.expires > recNow {
 			return decide(-4, key, cost, w.used, 0, 0, 0, 0, call)
 		}
 	}
@@ -159,7 +163,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	if w.calls == nil {
 		w.calls = make(map[string]callRecord)
 	}
-	w.calls[call] = callRecord{state: 'd', bucket: b, cost: cost, addon: addon, day: day, expires: ms + s.callTTL}
+	w.calls[call] = callRecord{state: 'd', bucket: b, cost: cost, addon: addon, day: day, expires: recNow + s.callTTL}
 	if key.Concurrency > 0 {
 		if w.leases == nil {
 			w.leases, w.heavy = make(map[string]int64), make(map[string]int64)

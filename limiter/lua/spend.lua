@@ -194,14 +194,21 @@ local function main()
 -- over their lifetime.
 local call = ARGV[15] or ''
 local call_ttl = tonumber(ARGV[16] or '0') or 0
+-- A forced debit carries its call's own time, maybe long past: its record lives from the
+-- server's time, so it outlasts retries of the write.
+local rec_now = now
+if ARGV[17] == '1' then
+	local t = redis.call('TIME')
+	rec_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 if call ~= '' then
-	local old = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', now, 'LIMIT', 0, 8)
+	local old = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', rec_now, 'LIMIT', 0, 8)
 	if #old > 0 then
 		redis.call('HDEL', KEYS[11], unpack(old))
 		redis.call('ZREM', KEYS[12], unpack(old))
 	end
 	-- Every record has its expiry in KEYS[12]: one lookup tells whether the call is known.
-	if tonumber(redis.call('ZSCORE', KEYS[12], call) or '0') > now then
+	if tonumber(redis.call('ZSCORE', KEYS[12], call) or '0') > rec_now then
 		return {-4, 0, 0, 0, 0, 0}
 	end
 end
@@ -380,7 +387,7 @@ end
 
 if call ~= '' and call_ttl > 0 then
 	redis.call('HSET', KEYS[11], call, string.format('%d:%d:%d:%d', b, cost, metered, math.floor(now / 86400000)))
-	redis.call('ZADD', KEYS[12], now + call_ttl, call)
+	redis.call('ZADD', KEYS[12], rec_now + call_ttl, call)
 	redis.call('PEXPIRE', KEYS[11], call_ttl)
 	redis.call('PEXPIRE', KEYS[12], call_ttl)
 end
