@@ -59,21 +59,7 @@ func (s *flakyStore) Heartbeat(context.Context, string, time.Duration) (int64, e
 // refuses past it; once the store is back, what it admitted is in the org's window, and the
 // org is refused until credits free up.
 func TestFailModeLocal(t *testing.T) {
-	var fs *flakyStore
-	f := newFixture(t, func(c *Config) {
-		m := c.Store.(*limiter.MemoryStore)
-		fs = &flakyStore{MemoryStore: m}
-		fs.alive.Store(2)
-		c.Store, c.FailLocal = fs, true
-		c.BreakerCooldown = 50 * time.Millisecond
-		c.Probe = func(context.Context) error {
-			if fs.down.Load() {
-				return errDown
-			}
-			return nil
-		}
-	})
-	t.Cleanup(f.gw.Close)
+	f, fs := localFixture(t, 2)
 	key := map[string]string{"X-Api-Key": "acme-key"}
 	// acme has 1000: 300 used, 700 left; the heartbeat says two gateways.
 	for range 6 {
@@ -81,7 +67,6 @@ func TestFailModeLocal(t *testing.T) {
 			t.Fatalf("%d %s", resp.StatusCode, body)
 		}
 	}
-	waitUntil(t, func() bool { return f.gw.local.live.Load() == 2 })
 	fs.down.Store(true)
 	admitted := 0
 	for range 20 {
