@@ -83,7 +83,7 @@ type Key struct {
 	// Call, a second forced debit of it does nothing (ErrCompensated).
 	Force bool
 
-	redisKeys []string // ring, ring positions, total, leases, heavy leases, add-on limit, meter, period calls, usage by rule (hash, index), debit records (hash, expiries); all tagged {Org}
+	redisKeys []string // ring, ring positions, total, leases, heavy leases, add-on limit, meter, period calls, usage by rule (hash, index), debit records; all tagged {Org}
 	freeArg   any      // Free, Addon and AddonCap preformatted (and boxed, so Spend does not
 	addonArg  any      // allocate) for the script; nil without add-ons
 	capArg    any
@@ -134,7 +134,7 @@ func redisKeysFor(org string) []string {
 	return []string{prefix + "ring", prefix + "pos", prefix + "used", prefix + "inflight", prefix + "heavy",
 		prefix + "addon", prefix + "meter", prefix + "period",
 		prefix + "use", prefix + "useidx",
-		prefix + "calls", prefix + "callexp"}
+		prefix + "calls"}
 }
 
 // Decision is the result of Spend. It is a value so the request path does not allocate.

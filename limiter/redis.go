@@ -175,7 +175,7 @@ func (s *RedisStore) refund(ctx context.Context, key Key, cost, bucket, addon, d
 	if keys == nil {
 		keys = redisKeysFor(key.Org)
 	}
-	refundKeys := []string{keys[0], keys[1], keys[2], keys[6], keys[8], keys[9], keys[10], keys[11]}
+	refundKeys := []string{keys[0], keys[1], keys[2], keys[6], keys[8], keys[9], keys[10]}
 	free := emptyArg
 	if key.addons() {
 		free = key.freeArg

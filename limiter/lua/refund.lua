@@ -18,8 +18,7 @@
 -- ARGV[7]  rule name of the debit ("" records nothing)
 -- ARGV[8]  usage slot (ms)
 -- ARGV[9]  billing: the free allotment (credits), or "" when the org has no add-ons
--- KEYS[7]  hash: call id -> the record of its debit (spend.lua KEYS[11])
--- KEYS[8]  sorted set: call id -> when its record expires (spend.lua KEYS[12])
+-- KEYS[7]  hash: call id -> the record of its debit, "<expires ms>:<state>[:…]" (spend.lua KEYS[11])
 -- ARGV[10] call id of the debit ("": refund by ARGV[1], [2], [5] and [6] alone)
 -- ARGV[11] how long a record is kept (ms)
 -- ARGV[12] now (unix ms), or "" to use the Redis server's clock (TIME)
@@ -50,29 +49,24 @@ if call ~= '' then
 		now = tonumber(ARGV[12])
 	end
 	local rec = redis.call('HGET', KEYS[7], call)
-	if rec and (credits or 0) <= 0 and tonumber(redis.call('ZSCORE', KEYS[8], call) or '0') <= now then
+	if rec and (credits or 0) <= 0 and (tonumber(string.match(rec, '^(%d+):')) or 0) <= now then
 		rec = nil -- a compensation past the record's life: as if it were gone already
 	end
 	if rec then
-		if rec == 'r' or rec == 'x' then
+		local b, c, a, d = string.match(rec, '^%d+:d:(%-?%d+):(%d+):(%d+):(%d+)$')
+		if not b then
 			return 0 -- refunded, or compensated, already
 		end
-		local b, c, a, d = string.match(rec, '^(%-?%d+):(%d+):(%d+):(%d+)$')
 		debit_ms, credits, addon, debit_day = tonumber(b), tonumber(c), tonumber(a), d
 		-- Marked refunded for a whole TTL from now: a retry of this refund (its reply lost),
 		-- which may come up to a TTL after its first attempt, must find the mark.
-		redis.call('HSET', KEYS[7], call, 'r')
-		redis.call('ZADD', KEYS[8], now + ttl, call)
-		redis.call('PEXPIRE', KEYS[7], ttl)
-		redis.call('PEXPIRE', KEYS[8], ttl)
+		redis.call('HSET', KEYS[7], call, string.format('%d:r', now + ttl))
 	else
-		redis.call('HSET', KEYS[7], call, (credits or 0) > 0 and 'r' or 'x')
-		redis.call('ZADD', KEYS[8], now + ttl, call)
-		redis.call('PEXPIRE', KEYS[7], ttl)
-		redis.call('PEXPIRE', KEYS[8], ttl)
-		if (credits or 0) <= 0 then
-			return 0
-		end
+		redis.call('HSET', KEYS[7], call, string.format('%d:%s', now + ttl, (credits or 0) > 0 and 'r' or 'x'))
+	end
+	redis.call('PEXPIRE', KEYS[7], math.max(ttl, redis.call('PTTL', KEYS[7])))
+	if (credits or 0) <= 0 then
+		return 0
 	end
 end
 

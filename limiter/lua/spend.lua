@@ -36,9 +36,9 @@
 -- ARGV[11] add-on limit to use while KEYS[6] does not exist (the configured one)
 -- ARGV[12] add-on cap (credits): a stored add-on limit above it counts as the cap
 -- KEYS[9..10], ARGV[13..14]: usage by rule, see the block of that name below.
--- KEYS[11] hash: call id -> the record of its debit "<bucket ms>:<cost>:<add-on>:<day>", or
---          "r" (refunded), or "x" (compensated before its debit ran: refund.lua)
--- KEYS[12] sorted set: call id -> when its record expires (unix ms)
+-- KEYS[11] hash: call id -> "<expires ms>:d:<bucket ms>:<cost>:<add-on>:<day>", the record of
+--          its debit, or "<expires ms>:r" (refunded) or "<expires ms>:x" (compensated before its
+--          debit ran: refund.lua); the field "~" holds the cursor of the sweep of expired ones
 -- ARGV[15] call id of this debit ("" records nothing)
 -- ARGV[16] how long a record is kept (ms)
 -- ARGV[17] "1": record the debit whatever the limit and caps (credits a gateway admitted on
@@ -201,14 +201,12 @@ if ARGV[17] == '1' then
 	local t = redis.call('TIME')
 	rec_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local function rec_expires(rec)
+	return tonumber(string.match(rec, '^(%d+):')) or 0
+end
 if call ~= '' then
-	local old = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', rec_now, 'LIMIT', 0, 8)
-	if #old > 0 then
-		redis.call('HDEL', KEYS[11], unpack(old))
-		redis.call('ZREM', KEYS[12], unpack(old))
-	end
-	-- Every record has its expiry in KEYS[12]: one lookup tells whether the call is known.
-	if tonumber(redis.call('ZSCORE', KEYS[12], call) or '0') > rec_now then
+	local rec = redis.call('HGET', KEYS[11], call)
+	if rec and rec_expires(rec) > rec_now then
 		return {-4, 0, 0, 0, 0, 0}
 	end
 end
@@ -386,10 +384,23 @@ if cap > 0 then
 end
 
 if call ~= '' and call_ttl > 0 then
-	redis.call('HSET', KEYS[11], call, string.format('%d:%d:%d:%d', b, cost, metered, math.floor(now / 86400000)))
-	redis.call('ZADD', KEYS[12], rec_now + call_ttl, call)
+	redis.call('HSET', KEYS[11], call, string.format('%d:d:%d:%d:%d:%d', rec_now + call_ttl, b, cost, metered, math.floor(now / 86400000)))
 	redis.call('PEXPIRE', KEYS[11], call_ttl)
-	redis.call('PEXPIRE', KEYS[12], call_ttl)
+	-- Sweep: one debit in 8 (by the clock) reads 32 more records and drops the expired ones, so
+	-- records go at least as fast as they come (one a debit); the hash expires with the last.
+	if rec_now % 8 == 0 then
+		local r = redis.call('HSCAN', KEYS[11], redis.call('HGET', KEYS[11], '~') or '0', 'COUNT', 32)
+		local dead = {}
+		for i = 1, #r[2], 2 do
+			if r[2][i] ~= '~' and rec_expires(r[2][i + 1]) <= rec_now then
+				dead[#dead + 1] = r[2][i]
+			end
+		end
+		if #dead > 0 then
+			redis.call('HDEL', KEYS[11], unpack(dead))
+		end
+		redis.call('HSET', KEYS[11], '~', r[1])
+	end
 end
 
 return {1, used, 0, reset_ms(), b, in_flight}
