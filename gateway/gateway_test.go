@@ -747,9 +747,9 @@ func TestHalfClosedBodyAnswered400(t *testing.T) {
 	}
 }
 
-// rawUpstream answers every request as written: interim, then (once it has read the request
-// body) final, closing the connection after them if closeAfter.
-func rawUpstream(t *testing.T, interim, final string, closeAfter bool) string {
+// rawServer accepts loopback connections and calls handle for each request read from them;
+// the connection is closed when handle returns false. It returns the server's URL.
+func rawServer(t *testing.T, handle func(c net.Conn, req *http.Request) (keepOpen bool)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -767,13 +767,7 @@ func rawUpstream(t *testing.T, interim, final string, closeAfter bool) string {
 				br := bufio.NewReader(c)
 				for {
 					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = c.Write([]byte(interim))
-					_, _ = io.Copy(io.Discard, req.Body)
-					_, _ = c.Write([]byte(final))
-					if closeAfter {
+					if err != nil || !handle(c, req) {
 						return
 					}
 				}
@@ -781,6 +775,18 @@ func rawUpstream(t *testing.T, interim, final string, closeAfter bool) string {
 		}
 	}()
 	return "http://" + ln.Addr().String()
+}
+
+// rawUpstream answers every request as written: interim, then (once it has read the request
+// body) final, closing the connection after them if closeAfter.
+func rawUpstream(t *testing.T, interim, final string, closeAfter bool) string {
+	t.Helper()
+	return rawServer(t, func(c net.Conn, req *http.Request) bool {
+		_, _ = c.Write([]byte(interim))
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, _ = c.Write([]byte(final))
+		return !closeAfter
+	})
 }
 
 // TestRefundAfterInterimKeepsRefundFields: an upstream that sends a 103 and then drops the

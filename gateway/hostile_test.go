@@ -280,37 +280,17 @@ type droppingUpstream struct {
 
 func newDroppingUpstream(t *testing.T, delay time.Duration) *droppingUpstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	u := &droppingUpstream{url: "http://" + ln.Addr().String(), delay: delay}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if u.drop.Load() {
-						u.arrivals.Add(1)
-						return
-					}
-					time.Sleep(u.delay)
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+	u := &droppingUpstream{delay: delay}
+	u.url = rawServer(t, func(c net.Conn, req *http.Request) bool {
+		_, _ = io.Copy(io.Discard, req.Body)
+		if u.drop.Load() {
+			u.arrivals.Add(1)
+			return false
 		}
-	}()
+		time.Sleep(u.delay)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
 	return u
 }
 
