@@ -809,22 +809,12 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 func TestConcurrencyAcrossGateways(t *testing.T) {
 	srv := redistest.Start(t)
 	var (
-		mu          sync.Mutex
-		inFlight    int
-		peak        int
+		calls       inFlight
 		mode        atomic.Int32 // 0: answer after 300ms; 1: hold until the client leaves; 2: answer at once
 		holdRelease = make(chan struct{})
 	)
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		inFlight++
-		peak = max(peak, inFlight)
-		mu.Unlock()
-		defer func() {
-			mu.Lock()
-			inFlight--
-			mu.Unlock()
-		}()
+		defer calls.enter()()
 		switch mode.Load() {
 		case 0:
 			select {
@@ -876,9 +866,7 @@ func TestConcurrencyAcrossGateways(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	mu.Lock()
-	p := peak
-	mu.Unlock()
+	_, p := calls.read()
 	t.Logf("%d calls admitted, %d refused for concurrency; peak in flight at the upstream: %d (cap 3)", ok.Load(), refused.Load(), p)
 	if p > 3 || unexpected.Load() != 0 || ok.Load() == 0 || refused.Load() == 0 || concurrencyOK.Load() != refused.Load() {
 		t.Fatalf("peak %d, admitted %d, refused %d (uncharged %d), unexpected %d", p, ok.Load(), refused.Load(), concurrencyOK.Load(), unexpected.Load())
@@ -947,23 +935,13 @@ func TestConcurrencyAcrossGateways(t *testing.T) {
 func TestLongCallKeepsItsSlot(t *testing.T) {
 	srv := redistest.Start(t)
 	var (
-		mu       sync.Mutex
-		inFlight int
-		peak     int
+		calls    inFlight
 		hold     atomic.Bool
 		released = make(chan struct{})
 	)
 	hold.Store(true)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		inFlight++
-		peak = max(peak, inFlight)
-		mu.Unlock()
-		defer func() {
-			mu.Lock()
-			inFlight--
-			mu.Unlock()
-		}()
+		defer calls.enter()()
 		if hold.Load() {
 			select {
 			case <-released:
@@ -990,9 +968,8 @@ func TestLongCallKeepsItsSlot(t *testing.T) {
 		})
 	}
 	waitFor(t, 5*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return inFlight == 2
+		n, _ := calls.read()
+		return n == 2
 	})
 	// 8 s = 4 lease TTLs: every other call is refused for concurrency all along.
 	start := time.Now()
@@ -1009,9 +986,7 @@ func TestLongCallKeepsItsSlot(t *testing.T) {
 	close(released)
 	long.Wait()
 	hold.Store(false)
-	mu.Lock()
-	p := peak
-	mu.Unlock()
+	_, p := calls.read()
 	t.Logf("two calls held their slots for %s (lease TTL 2s), %d calls refused meanwhile; peak in flight at the upstream %d (cap 2)",
 		time.Since(start).Round(100*time.Millisecond), refused, p)
 	if p > 2 {
@@ -1020,4 +995,29 @@ func TestLongCallKeepsItsSlot(t *testing.T) {
 	if resp, body := call(t, http.DefaultClient, "GET", a.base+"/crm/v2/users", "acme-key"); resp.StatusCode != 200 {
 		t.Fatalf("after the long calls: %d %s", resp.StatusCode, body)
 	}
+}
+
+// inFlight counts the calls an upstream is serving, and the most at once.
+type inFlight struct {
+	mu        sync.Mutex
+	now, peak int
+}
+
+// enter counts a call in; the func it returns counts it out.
+func (f *inFlight) enter() func() {
+	f.mu.Lock()
+	f.now++
+	f.peak = max(f.peak, f.now)
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		f.now--
+		f.mu.Unlock()
+	}
+}
+
+func (f *inFlight) read() (now, peak int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now, f.peak
 }
