@@ -266,6 +266,9 @@ func (g *Gateway) bufferBody(w http.ResponseWriter, r *http.Request, org string)
 		// stalled client at once instead of waiting for it with no deadline.
 		_ = rc.SetReadDeadline(time.Time{})
 	}
+	if errors.Is(err, errBodyBudget) && r.Context().Err() != nil {
+		err = r.Context().Err() // the client left while it waited for room: its failure, not the budget's
+	}
 	switch {
 	case over && x.exact:
 		x.free()

@@ -236,7 +236,8 @@ func (g *Gateway) refund(parent context.Context, key limiter.Key, d limiter.Deci
 
 // refundLater queues the refund of d, to run within a second or when the breaker closes.
 func (g *Gateway) refundLater(key limiter.Key, d limiter.Decision, local bool) {
-	if local && g.local.refund(d.Call) {
+	if local {
+		_ = g.refundCall(context.Background(), key, d, true) // the ledger, or a compensation by id
 		return
 	}
 	q := deferredCall{op: opRefund, retry: true, until: time.Now().Add(g.retryFor(opRefund)),

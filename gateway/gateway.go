@@ -514,8 +514,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case !charged:
 	case pre.Allowed:
-		// The rest of the cost, without a second lease.
-		if rest := cost - pre.Cost; rest > 0 {
+		// The rest of the cost, without a second lease. A cost over the whole limit can never
+		// be paid: the rest alone would not tell (it is one credit less).
+		if rest := cost - pre.Cost; cost > pre.Limit {
+			d, err = limiter.Decision{Limit: pre.Limit, Used: pre.Used, Remaining: pre.Remaining}, limiter.ErrCostExceedsLimit
+			g.refundDecision(r, t, preKey, pre, preLocal, rule.Name)
+			d.Used, d.Remaining = d.Used-pre.Cost, min(d.Remaining+pre.Cost, d.Limit)
+			if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
+				return
+			}
+			pre, preKey = limiter.Decision{}, limiter.Key{}
+			break
+		} else if rest > 0 {
 			d, local, err = g.decide(r, t, key.WithConcurrency(0, 0), rest, now)
 			if err != nil {
 				if storeFailed(err) || local {

@@ -566,3 +566,25 @@ func TestBodyAtTheLimitFitsTheOrgShare(t *testing.T) {
 		t.Errorf("stored gzip near MaxBodyBytes: %d %s", r2.StatusCode, b2)
 	}
 }
+
+// TestLargeBodyCostOverWholeLimit: a large body whose cost is one more than the org's whole
+// limit is refused as one that can never succeed (422), not as a 429 to retry, and nothing
+// stays charged.
+func TestLargeBodyCostOverWholeLimit(t *testing.T) {
+	f := newFixture(t, nil)
+	req, _ := http.NewRequest("POST", f.url+"/crm/v8/Leads", strings.NewReader(records(105))) // 11 credits; tiny has 10
+	req.Header.Set("X-Api-Key", "tiny-key")
+	req.ContentLength = -1 // chunked: the smallest cost is taken before the body is read
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 422 || !strings.Contains(string(b), `"code":"COST_EXCEEDS_LIMIT"`) || resp.Header.Get("Retry-After") != "" {
+		t.Fatalf("%d %s Retry-After %q; want 422 COST_EXCEEDS_LIMIT", resp.StatusCode, b, resp.Header.Get("Retry-After"))
+	}
+	if got := f.used(t, "tiny", 10); got != 0 || f.up.count() != 0 {
+		t.Fatalf("window %d, forwarded %d; want nothing", got, f.up.count())
+	}
+}

@@ -251,7 +251,9 @@ func (g *Gateway) heartbeatLoop(hb limiter.Heartbeater) {
 func (g *Gateway) decide(r *http.Request, t *tenant, key limiter.Key, cost int64, now time.Time) (limiter.Decision, bool, error) {
 	d, err := g.spend(r.Context(), key, cost, now)
 	if !storeFailed(err) {
-		t.remaining.Store(d.Remaining)
+		if g.local != nil {
+			t.remaining.Store(d.Remaining)
+		}
 		return d, false, err
 	}
 	if g.local != nil && !g.cfg.Shadow && r.Context().Err() == nil {

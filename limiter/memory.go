@@ -37,8 +37,7 @@ type memWindow struct {
 	meter    map[int64]int64 // billing: UTC day -> add-on credits (or additional calls) consumed
 	periods  map[int64]int64 // monthly plans: period start (UTC day) -> calls counted
 
-	calls     map[string]callRecord // debits by call id, and calls compensated before theirs
-	nextSweep int64                 // unix ms after which expired records are dropped
+	calls map[string]callRecord // debits by call id, and calls compensated before theirs
 }
 
 // callRecord is what refund.lua keeps of a call (see RedisStore's refund): the debit, or a
@@ -49,15 +48,17 @@ type callRecord struct {
 	expires                  int64 // unix ms
 }
 
-// sweepCalls drops the records that expired by now, at most every quarter of their TTL.
+// sweepCalls drops expired records, a few at a time: up to 8 of the records met first by a
+// map walk (which starts at a random place), so each debit pays a bounded price, and
+// records go at least as fast as they come (one a debit), as spend.lua's sweep does.
 func (s *MemoryStore) sweepCalls(w *memWindow, now int64) {
-	if now < w.nextSweep {
-		return
-	}
-	w.nextSweep = now + max(s.callTTL/4, 1)
+	n := 0
 	for id, r := range w.calls {
 		if r.expires <= now {
 			delete(w.calls, id)
+		}
+		if n++; n == 8 {
+			return
 		}
 	}
 }
