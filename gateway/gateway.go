@@ -104,6 +104,9 @@ type Config struct {
 	StripCredentials bool
 	// PreserveHost sends the client's Host upstream instead of the upstream URL's.
 	PreserveHost bool
+	// CORS is the policy for browsers on other origins (nil: none; preflights are then
+	// forwarded, uncharged and bounded in rate, and CORS fields are the upstream's).
+	CORS *CORSPolicy
 	// Shadow counts and logs, but never rejects.
 	Shadow bool
 	// Window is the store's window, for the RateLimit-Policy field (zero: 24h).
@@ -152,6 +155,8 @@ type Gateway struct {
 	metrics    *Metrics
 	bodies     *bodyBudget
 	overLimit  *overLimitError // the 429 of the window
+	cors       *cors           // nil without a policy
+	preflights preflightBucket // preflights forwarded without a policy
 	leases     *leaseKeeper    // nil: leases are not renewed
 	local      *localLimiter   // fail mode local; nil otherwise
 	orgHeader  string          // cfg.OrgHeader, canonical
@@ -304,6 +309,7 @@ func New(cfg Config) (*Gateway, error) {
 		bodies:    newBodyBudget(cfg.BodyBufferBytes, cfg.BodyBufferOrgBytes, cfg.Metrics),
 		orgHeader: textproto.CanonicalMIMEHeaderKey(cfg.OrgHeader),
 		overLimit: newOverLimitError(cfg.Window),
+		cors:      newCORS(cfg.CORS),
 	}
 	g.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, cfg.StoreTimeout, cfg.Probe,
 		cfg.Logger.Named("breaker"), cfg.Metrics)
@@ -399,6 +405,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.metrics.inFlight.Inc()
 	defer g.metrics.inFlight.Dec()
 	h := w.Header()
+	if isPreflight(r) {
+		g.preflight(w, r)
+		return
+	}
+	if g.cors != nil {
+		if origin := r.Header.Get("Origin"); origin != "" {
+			g.cors.set(h, origin) // on the gateway's own answers too, so a browser can read them
+		}
+	}
 	underscored := hasUnderscoreName(r.Header)
 	t, err := g.identify(r, underscored)
 	if err != nil {
@@ -575,6 +590,26 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	forwarded = true
 	g.forward(w, r, callState{t: t, key: key, d: d, local: local, pre: pre, preLocal: preLocal, preKey: preKey, rule: rule.Name, rs: rs, pd: pd})
+}
+
+// preflight answers a CORS preflight by the policy, or, without one, forwards it uncharged:
+// with no body, and at most preflightRate a second for the process (429 past it), so
+// preflights, which carry no credentials, are no source of free upstream work.
+func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Credits-Charged", "0")
+	if g.cors != nil {
+		g.metrics.preflights.WithLabelValues("answered").Inc()
+		g.cors.preflight(w, r)
+		return
+	}
+	if !g.preflights.take(time.Now()) {
+		g.metrics.preflights.WithLabelValues("refused").Inc()
+		writeError(w, errPreflightRate, 1)
+		return
+	}
+	g.metrics.preflights.WithLabelValues("forwarded").Inc()
+	r.Body, r.ContentLength = http.NoBody, 0
+	g.proxy.ServeHTTP(w, r)
 }
 
 // admit acts on the store's answer to a debit of cost credits: it reports whether the call
@@ -760,6 +795,9 @@ var limitFields = [...]string{
 // modifyResponse measures the upstream's answer and drops its limit fields.
 func (g *Gateway) modifyResponse(resp *http.Response) error {
 	g.rewriteLocations(resp)
+	if g.cors != nil {
+		g.cors.dropUpstream(resp.Header) // the gateway's are on the answer already
+	}
 	return dropUpstreamLimitFields(resp)
 }
 

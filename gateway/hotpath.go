@@ -76,9 +76,10 @@ type callWriter struct {
 	// upstream's interim (1xx) response would take them: ReverseProxy writes the header map
 	// with each 1xx (adding the upstream's own fields) and then clears it. So interim answers
 	// go out without them, and restore puts them back for the final one.
-	held    [len(limitFields)][]string
-	interim bool     // a 1xx went out since the fields were last restored
-	att     attempts // the call's upstream attempts, for replayable calls
+	held     [len(limitFields)][]string
+	heldCORS [len(corsFields)][]string // with a CORS policy
+	interim  bool                      // a 1xx went out since the fields were last restored
+	att      attempts                  // the call's upstream attempts, for replayable calls
 }
 
 // hold records the gateway's rate-limit fields before the call goes upstream.
@@ -86,6 +87,9 @@ func (c *callWriter) hold() {
 	h := c.ResponseWriter.Header()
 	for i, k := range limitFields {
 		c.held[i] = h[k]
+	}
+	for i, k := range corsFields {
+		c.heldCORS[i] = h[k]
 	}
 }
 
@@ -102,6 +106,11 @@ func (c *callWriter) restore() {
 			h[k] = c.held[i]
 		} else {
 			delete(h, k)
+		}
+	}
+	for i, k := range corsFields {
+		if c.heldCORS[i] != nil {
+			h[k] = c.heldCORS[i]
 		}
 	}
 }

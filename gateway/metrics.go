@@ -46,6 +46,7 @@ type Metrics struct {
 	compensations prometheus.Counter
 	localLedger   prometheus.Gauge
 	localAdmitted prometheus.Counter
+	preflights    *prometheus.CounterVec
 	liveGateways  prometheus.Gauge
 	deferredLen   prometheus.Gauge
 	droppedCalls  *prometheus.CounterVec
@@ -210,6 +211,8 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			Help: "Calls admitted on this gateway's own while the store could not decide (fail mode local), not yet written into it."}),
 		localAdmitted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "local_admitted_total",
 			Help: "Calls admitted on this gateway's own while the store could not decide (fail mode local)."}),
+		preflights: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "preflights_total",
+			Help: "CORS preflights: answered by the gateway's policy, forwarded (no policy), or refused past the rate bound."}, []string{"handled"}),
 		liveGateways: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "gateways_alive",
 			Help: "Gateways sharing the store at the last heartbeat (fail mode local): each admits this share of an org's credits on its own."}),
 		deferredLen: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "store_calls_queued",
@@ -224,7 +227,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	m.reg.MustRegister(m.requests, m.rejections, m.debited, m.refunded, m.addon, m.ruleReqs, m.ruleCredits,
 		m.limiterDur, m.upstreamDur, m.redisErrors, m.breakerSt, m.breakerTr, m.inFlight,
 		m.bodyHeld, m.bodyPeak, m.bodyLimit, m.bodyRefused, m.retries,
-		m.compensations, m.deferredLen, m.droppedCalls, m.localLedger, m.localAdmitted, m.liveGateways,
+		m.compensations, m.deferredLen, m.droppedCalls, m.localLedger, m.localAdmitted, m.liveGateways, m.preflights,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for op := range numStoreOps {
 		for res := range numStoreResults {
@@ -234,6 +237,9 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	}
 	for _, s := range breakerNames {
 		m.breakerTr.WithLabelValues(s)
+	}
+	for _, h := range []string{"answered", "forwarded", "refused"} {
+		m.preflights.WithLabelValues(h)
 	}
 	m.bodyRefused.WithLabelValues("total")
 	m.bodyRefused.WithLabelValues("org")

@@ -90,8 +90,16 @@ type Config struct {
 	OrgHeader        string `env:"CREDITGATE_ORG_HEADER" envDefault:"X-Org-Id"`
 	StripCredentials bool   `env:"CREDITGATE_STRIP_CREDENTIALS"`
 	// PreserveHost sends the client's Host header upstream instead of the upstream URL's.
-	PreserveHost bool   `env:"CREDITGATE_PRESERVE_HOST"`
-	Orgs         string `env:"CREDITGATE_ORGS"`
+	PreserveHost bool `env:"CREDITGATE_PRESERVE_HOST"`
+	// CORSOrigins are the origins browsers may call from ("*": any), comma-separated; unset:
+	// no CORS policy (preflights are forwarded, uncharged, bounded in rate).
+	CORSOrigins string `env:"CREDITGATE_CORS_ORIGINS"`
+	// CORSHeaders are the request headers a browser may send, comma-separated; unset: the
+	// credential headers, Content-Type, Idempotency-Key and X-HTTP-Method-Override.
+	CORSHeaders string `env:"CREDITGATE_CORS_HEADERS"`
+	// CORSMaxAge is how long a browser may keep a preflight's answer.
+	CORSMaxAge time.Duration `env:"CREDITGATE_CORS_MAX_AGE" envDefault:"10m"`
+	Orgs       string        `env:"CREDITGATE_ORGS"`
 	// OrgsFile holds more orgs (YAML or JSON), added to CREDITGATE_ORGS; read again on SIGHUP.
 	OrgsFile string `env:"CREDITGATE_ORGS_FILE"`
 	// EditionsFile changes or adds editions (YAML or JSON); read again on SIGHUP.
@@ -122,6 +130,7 @@ type Config struct {
 	adminTokens *gateway.AdminTokens
 	slabs       costtable.Slabs
 	callPrices  [2]int64 // micro-dollars: non-commercial, commercial
+	cors        *gateway.CORSPolicy
 	demo        bool
 }
 
@@ -328,6 +337,28 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	if c.MaxInflateRatio < 0 {
 		bad("CREDITGATE_MAX_INFLATE_RATIO", "must be 0 (no ratio bound) or more, got %d", c.MaxInflateRatio)
+	}
+	if c.CORSOrigins != "" {
+		c.cors = &gateway.CORSPolicy{MaxAge: c.CORSMaxAge}
+		for o := range strings.SplitSeq(c.CORSOrigins, ",") {
+			o = strings.TrimSpace(o)
+			u, err := url.Parse(o)
+			if o != "*" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "") {
+				bad("CREDITGATE_CORS_ORIGINS", "each origin must be * or scheme://host[:port], got %q", o)
+				continue
+			}
+			c.cors.Origins = append(c.cors.Origins, o)
+		}
+		if c.CORSHeaders != "" {
+			for h := range strings.SplitSeq(c.CORSHeaders, ",") {
+				if h = strings.TrimSpace(h); h != "" {
+					c.cors.Headers = append(c.cors.Headers, h)
+				}
+			}
+		}
+	}
+	if c.CORSMaxAge < 0 || c.CORSMaxAge > 24*time.Hour {
+		bad("CREDITGATE_CORS_MAX_AGE", "must be between 0 and 24h, got %s", c.CORSMaxAge)
 	}
 	if c.MethodOverride != string(gateway.MethodOverridePrice) && c.MethodOverride != string(gateway.MethodOverrideStrip) {
 		bad("CREDITGATE_METHOD_OVERRIDE", "must be price or strip, got %q", c.MethodOverride)

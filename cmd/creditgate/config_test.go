@@ -88,6 +88,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bucket longer than window", map[string]string{"CREDITGATE_WINDOW": "4s", "CREDITGATE_BUCKET": "5s"}, []string{"CREDITGATE_BUCKET"}},
 		{"too many buckets", map[string]string{"CREDITGATE_WINDOW": "24h", "CREDITGATE_BUCKET": "1ms"}, []string{"CREDITGATE_BUCKET", "100000"}},
 		{"fail mode", map[string]string{"CREDITGATE_FAIL_MODE": "sideways"}, []string{"CREDITGATE_FAIL_MODE", "sideways"}},
+		{"cors origin", map[string]string{"CREDITGATE_CORS_ORIGINS": "https://ok.example, app.example.com"}, []string{"CREDITGATE_CORS_ORIGINS", "app.example.com"}},
+		{"cors max age", map[string]string{"CREDITGATE_CORS_MAX_AGE": "-1s"}, []string{"CREDITGATE_CORS_MAX_AGE"}},
 		{"breaker failures zero", map[string]string{"CREDITGATE_BREAKER_FAILURES": "0"}, []string{"CREDITGATE_BREAKER_FAILURES", "between 1 and 1000"}},
 		{"breaker failures not int", map[string]string{"CREDITGATE_BREAKER_FAILURES": "few"}, []string{"CREDITGATE_BREAKER_FAILURES", "integer"}},
 		{"breaker cooldown too short", map[string]string{"CREDITGATE_BREAKER_COOLDOWN": "1ms"}, []string{"CREDITGATE_BREAKER_COOLDOWN", "10ms"}},

@@ -158,6 +158,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		OrgHeader:          cfg.OrgHeader,
 		StripCredentials:   cfg.StripCredentials,
 		PreserveHost:       cfg.PreserveHost,
+		CORS:               cfg.cors,
 		Shadow:             cfg.Shadow,
 		MaxBodyBytes:       cfg.MaxBodyBytes,
 		BodyTimeout:        cfg.BodyTimeout,

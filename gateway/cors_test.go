@@ -1,0 +1,100 @@
+package gateway
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+func preflightReq(t *testing.T, base, origin string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("OPTIONS", base+"/crm/v8/Leads", strings.NewReader("ignored body"))
+	req.Header.Set("Origin", origin)
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "authorization, content-type")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// TestCORSPolicy: with a policy the gateway answers preflights itself (no credentials, nothing
+// charged or forwarded), and every answer to an allowed origin, its own 401 and 429 included,
+// carries the fields a browser needs to read it; the upstream's CORS fields give way.
+func TestCORSPolicy(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.CORS = &CORSPolicy{Origins: []string{"https://app.example.com"}} })
+	f.up.handler = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		_, _ = w.Write([]byte("ok"))
+	}
+	resp := preflightReq(t, f.url, "https://app.example.com")
+	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "POST") ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") ||
+		resp.Header.Get("Access-Control-Max-Age") != "600" {
+		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp := preflightReq(t, f.url, "https://evil.example"); resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("preflight from another origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	if f.up.count() != 0 {
+		t.Fatalf("preflights forwarded: %d", f.up.count())
+	}
+	origin := map[string]string{"Origin": "https://app.example.com"}
+	resp, _ = do(t, "GET", f.url+"/crm/v8/users", origin, "") // no key: the gateway's 401
+	if resp.StatusCode != 401 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Fatalf("401: %v", resp.Header)
+	}
+	origin["X-Api-Key"] = "acme-key"
+	resp, _ = do(t, "GET", f.url+"/crm/v8/users", origin, "")
+	if acao := resp.Header.Values("Access-Control-Allow-Origin"); resp.StatusCode != 200 || len(acao) != 1 || acao[0] != "https://app.example.com" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "X-Ratelimit-Remaining") {
+		t.Fatalf("proxied answer: %d %v", resp.StatusCode, resp.Header)
+	}
+	if got := f.used(t, "acme", 1000); got != 1 {
+		t.Fatalf("charged %d, want 1 (the one proxied call)", got)
+	}
+
+	// After an upstream's 1xx the final answer still carries them.
+	up := rawUpstream(t, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false)
+	g := newFixture(t, func(c *Config) {
+		c.Upstream, _ = url.Parse(up)
+		c.CORS = &CORSPolicy{Origins: []string{"*"}}
+	})
+	resp, _ = do(t, "GET", g.url+"/crm/v8/users", map[string]string{"X-Api-Key": "acme-key", "Origin": "https://b.example"}, "")
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "https://b.example" {
+		t.Fatalf("after a 103: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestPreflightWithoutPolicy: without a policy a preflight goes upstream uncharged and without
+// its body, at most 100 a second (200 at once) for the process: past it, 429.
+func TestPreflightWithoutPolicy(t *testing.T) {
+	f := newFixture(t, nil)
+	forwarded, refused := 0, 0
+	for range 260 {
+		switch resp := preflightReq(t, f.url, "https://app.example.com"); resp.StatusCode {
+		case 200:
+			forwarded++
+		case 429:
+			refused++
+		default:
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	if forwarded < 200 || refused == 0 || forwarded != f.up.count() {
+		t.Fatalf("forwarded %d (upstream saw %d), refused %d; want 200 and a few more, then 429", forwarded, f.up.count(), refused)
+	}
+	f.up.mu.Lock()
+	body := f.up.bodies[0]
+	f.up.mu.Unlock()
+	if body != "" {
+		t.Fatalf("a preflight's body went upstream: %q", body)
+	}
+	if got := f.used(t, "acme", 1000); got != 0 {
+		t.Fatalf("charged %d", got)
+	}
+}
