@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/creditgate/creditgate/orgs"
 )
 
 func preflightReq(t *testing.T, base, origin string) *http.Response {
@@ -96,5 +98,18 @@ func TestPreflightWithoutPolicy(t *testing.T) {
 	}
 	if got := f.used(t, "acme", 1000); got != 0 {
 		t.Fatalf("charged %d", got)
+	}
+}
+
+// TestOwnUsageFieldsMatchPolicy: the usage answer's RateLimit field has an item for every
+// policy RateLimit-Policy lists, the concurrency cap's included.
+func TestOwnUsageFieldsMatchPolicy(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.ConcurrencyOf = func(*orgs.Org) int64 { return 4 } })
+	resp, body := do(t, "GET", f.url+"/creditgate/v1/usage", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if !strings.Contains(resp.Header.Get("Ratelimit-Policy"), `"concurrency";q=4`) || !strings.Contains(resp.Header.Get("Ratelimit"), `"concurrency";r=4`) {
+		t.Fatalf("RateLimit-Policy %q, RateLimit %q", resp.Header.Get("Ratelimit-Policy"), resp.Header.Get("Ratelimit"))
 	}
 }

@@ -186,8 +186,10 @@ func (g *Gateway) serveUsage(w http.ResponseWriter, r *http.Request, t *tenant, 
 		return
 	}
 	if limitFields {
+		// With a concurrency cap, its item too: RateLimit-Policy lists it.
 		setLimitFields(w.Header(), t, limiter.Decision{
 			Allowed: true, Limit: resp.OverallCredits, Used: u.Used, Remaining: resp.UnusedCredits, Reset: u.Reset,
+			ConcurrencyLimit: t.key.Concurrency, InFlight: u.InFlight,
 		})
 	}
 	writeJSON(w, resp)
