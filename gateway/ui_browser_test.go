@@ -207,6 +207,19 @@ func TestUsagePageInBrowser(t *testing.T) {
 			t.Errorf("legend lacks rule %s", r)
 		}
 	}
+	// The credit axis counts whole credits; once loaded, the loading line is gone.
+	ticks := regexp.MustCompile(`text-anchor="end" class="axis">([^<]*)<`).FindAllStringSubmatch(dom, -1)
+	if len(ticks) != 5 {
+		t.Errorf("%d ticks on the credit axis, want 5", len(ticks))
+	}
+	for _, tk := range ticks {
+		if strings.ContainsAny(tk[1], ".") && !strings.Contains(tk[1], ",") {
+			t.Errorf("a fractional tick on the credit axis: %q", tk[1])
+		}
+	}
+	if !regexp.MustCompile(`id="loading"[^>]*hidden`).MatchString(dom) {
+		t.Error("the loading line is still shown once the page is ready")
+	}
 
 	// Without a token the page asks for one and reads nothing.
 	dom = runChromium(t, bin, "--dump-dom", admin.URL+"/ui/")

@@ -69,6 +69,7 @@
   function level(pct) { return pct >= 95 ? "bad" : pct >= 80 ? "warn" : ""; }
 
   function showError(err) {
+    $("loading").hidden = true;
     const el = $("error");
     if (err instanceof HTTPError && (err.status === 401 || err.status === 403)) {
       // A refused token is of no further use: forget it and ask for another.
@@ -131,11 +132,13 @@
     return e;
   }
 
+  // niceMax is the top of the chart's axis: four steps of 1, 2 or 5 × 10^k credits (at
+  // least 1), so every tick is a whole number of credits.
   function niceMax(v) {
-    if (v <= 0) return 10;
-    const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-    return 10 * p;
+    const raw = Math.max(1, v / 4);
+    const p = Math.pow(10, Math.floor(Math.log10(raw)));
+    for (const m of [1, 2, 5, 10]) if (m * p >= raw) return 4 * Math.ceil(m * p);
+    return 40 * p;
   }
 
   function renderChart(h) {
@@ -226,6 +229,7 @@
       renderChart(h);
       await renderBilling(org);
       $("error").hidden = true;
+      $("loading").hidden = true;
       $("dashboard").hidden = false;
       document.body.dataset.state = "ready";
     } catch (e) {
@@ -237,6 +241,7 @@
     const token = takeToken();
     $("controls").hidden = !token;
     if (!token) {
+      $("loading").hidden = true;
       $("login").hidden = false;
       document.body.dataset.state = "login";
       return;
