@@ -488,7 +488,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				defer g.release(r, key, pre)
 			}
 			if !g.admit(w, r, t, rs, rule.Name, key, 1, pre, err) {
-				abandonBody(w)
+				abandonBody(w, r)
 				return
 			}
 			charged = pre.Allowed
@@ -709,7 +709,7 @@ func (g *Gateway) bodyRefused(w http.ResponseWriter, r *http.Request, t *tenant,
 		g.forward(w, r, st)
 		return true
 	}
-	abandonBody(w)
+	abandonBody(w, r)
 	if full {
 		g.metrics.count(t.m, rs, outBodyBudget, 0, 0)
 		g.log.Warn("body buffer full", zap.String("org", t.org.ID), zap.String("rule", rule))
@@ -724,10 +724,13 @@ func (g *Gateway) bodyRefused(w http.ResponseWriter, r *http.Request, t *tenant,
 
 // abandonBody lets a call be answered without its body being read (or read in full): the
 // server would read what is left of it before and after answering, with no deadline, so a
-// client that stalls would hold its connection and never get its answer. The connection is
-// closed after the answer instead, and reads from it fail at once.
-func abandonBody(w http.ResponseWriter) {
-	w.Header().Set("Connection", "close")
+// client that stalls would hold its connection and never get its answer. Reads of it fail at
+// once, and an HTTP/1 connection is closed after the answer (an HTTP/2 stream is reset on
+// its own; closing would end the client's other streams).
+func abandonBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor < 2 {
+		w.Header().Set("Connection", "close")
+	}
 	_ = http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
 }
 

@@ -99,7 +99,11 @@ type Config struct {
 	CORSHeaders string `env:"CREDITGATE_CORS_HEADERS"`
 	// CORSMaxAge is how long a browser may keep a preflight's answer.
 	CORSMaxAge time.Duration `env:"CREDITGATE_CORS_MAX_AGE" envDefault:"10m"`
-	Orgs       string        `env:"CREDITGATE_ORGS"`
+	// TLSCertFile and TLSKeyFile make the proxy listener serve TLS (HTTP/2 and HTTP/1.1) with
+	// this certificate, read again on SIGHUP; both or neither.
+	TLSCertFile string `env:"CREDITGATE_TLS_CERT_FILE"`
+	TLSKeyFile  string `env:"CREDITGATE_TLS_KEY_FILE"`
+	Orgs        string `env:"CREDITGATE_ORGS"`
 	// OrgsFile holds more orgs (YAML or JSON), added to CREDITGATE_ORGS; read again on SIGHUP.
 	OrgsFile string `env:"CREDITGATE_ORGS_FILE"`
 	// EditionsFile changes or adds editions (YAML or JSON); read again on SIGHUP.
@@ -131,6 +135,7 @@ type Config struct {
 	slabs       costtable.Slabs
 	callPrices  [2]int64 // micro-dollars: non-commercial, commercial
 	cors        *gateway.CORSPolicy
+	cert        *certificate // nil: the proxy listener serves plain HTTP
 	demo        bool
 }
 
@@ -355,6 +360,15 @@ func (c *Config) validate(environ map[string]string) error {
 					c.cors.Headers = append(c.cors.Headers, h)
 				}
 			}
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("CREDITGATE_TLS_CERT_FILE", "and CREDITGATE_TLS_KEY_FILE are both needed, or neither")
+	} else if c.TLSCertFile != "" {
+		if cert, err := newCertificate(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			errs = append(errs, err)
+		} else {
+			c.cert = cert
 		}
 	}
 	if c.CORSMaxAge < 0 || c.CORSMaxAge > 24*time.Hour {

@@ -90,6 +90,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"fail mode", map[string]string{"CREDITGATE_FAIL_MODE": "sideways"}, []string{"CREDITGATE_FAIL_MODE", "sideways"}},
 		{"cors origin", map[string]string{"CREDITGATE_CORS_ORIGINS": "https://ok.example, app.example.com"}, []string{"CREDITGATE_CORS_ORIGINS", "app.example.com"}},
 		{"cors max age", map[string]string{"CREDITGATE_CORS_MAX_AGE": "-1s"}, []string{"CREDITGATE_CORS_MAX_AGE"}},
+		{"tls cert without key", map[string]string{"CREDITGATE_TLS_CERT_FILE": "cert.pem"}, []string{"CREDITGATE_TLS_CERT_FILE", "CREDITGATE_TLS_KEY_FILE"}},
+		{"tls files missing", map[string]string{"CREDITGATE_TLS_CERT_FILE": "/nonexistent/cert.pem", "CREDITGATE_TLS_KEY_FILE": "/nonexistent/key.pem"}, []string{"CREDITGATE_TLS_CERT_FILE", "no such file"}},
 		{"breaker failures zero", map[string]string{"CREDITGATE_BREAKER_FAILURES": "0"}, []string{"CREDITGATE_BREAKER_FAILURES", "between 1 and 1000"}},
 		{"breaker failures not int", map[string]string{"CREDITGATE_BREAKER_FAILURES": "few"}, []string{"CREDITGATE_BREAKER_FAILURES", "integer"}},
 		{"breaker cooldown too short", map[string]string{"CREDITGATE_BREAKER_COOLDOWN": "1ms"}, []string{"CREDITGATE_BREAKER_COOLDOWN", "10ms"}},

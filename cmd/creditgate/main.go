@@ -216,7 +216,12 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- proxySrv.Serve(proxyLn) }()
+	if cfg.cert != nil {
+		proxySrv.TLSConfig = cfg.cert.config()
+		go func() { serveErr <- proxySrv.ServeTLS(proxyLn, "", "") }()
+	} else {
+		go func() { serveErr <- proxySrv.Serve(proxyLn) }()
+	}
 	go func() { serveErr <- adminSrv.Serve(adminLn) }()
 
 	hup := make(chan os.Signal, 1)
@@ -229,6 +234,13 @@ serve:
 			log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout))
 			break serve
 		case <-hup:
+			if cfg.cert != nil {
+				if err := cfg.cert.load(); err != nil {
+					log.Error("SIGHUP: TLS certificate refused, the running one stays", zap.Error(err))
+				} else {
+					log.Info("SIGHUP: TLS certificate reloaded")
+				}
+			}
 			reload(cfg, gw, &current, log)
 		case err := <-serveErr:
 			log.Error("server stopped", zap.Error(err))
@@ -260,7 +272,9 @@ serve:
 // and its running version stays.
 func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[plans], log *zap.Logger) {
 	if cfg.CostTableFile == "" && cfg.OrgsFile == "" && cfg.EditionsFile == "" {
-		log.Info("SIGHUP: nothing to reload (no CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE or CREDITGATE_EDITIONS_FILE)")
+		if cfg.cert == nil {
+			log.Info("SIGHUP: nothing to reload (no CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE, CREDITGATE_EDITIONS_FILE or TLS certificate)")
+		}
 		return
 	}
 	if cfg.CostTableFile != "" {
