@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,9 @@ type Config struct {
 	// each call at most once and HTTP/1.1 only (see upstream.go); another RoundTripper is
 	// used as is, and must not resend calls itself.
 	Transport http.RoundTripper
+	// UpstreamTLS configures TLS to an https:// upstream (a private CA, a client certificate)
+	// for the default transport; nil: the system's roots, no client certificate.
+	UpstreamTLS *tls.Config
 	// UpstreamTimeout bounds the wait for the upstream's response headers (zero: 60s); past
 	// it the gateway answers 504 and refunds.
 	UpstreamTimeout time.Duration
@@ -282,7 +286,9 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.Transport == nil {
-		cfg.Transport = NewTransport(cfg.UpstreamTimeout)
+		t := NewTransport(cfg.UpstreamTimeout)
+		t.TLSClientConfig = cfg.UpstreamTLS
+		cfg.Transport = t
 	}
 	if t, ok := cfg.Transport.(*http.Transport); ok {
 		cfg.Transport = oneAttempt(t)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -103,7 +104,13 @@ type Config struct {
 	// this certificate, read again on SIGHUP; both or neither.
 	TLSCertFile string `env:"CREDITGATE_TLS_CERT_FILE"`
 	TLSKeyFile  string `env:"CREDITGATE_TLS_KEY_FILE"`
-	Orgs        string `env:"CREDITGATE_ORGS"`
+	// UpstreamCAFile is a PEM bundle of the CAs an https:// upstream's certificate may chain
+	// to (unset: the system's); UpstreamClientCertFile and UpstreamClientKeyFile, a client
+	// certificate the gateway presents to it.
+	UpstreamCAFile         string `env:"CREDITGATE_UPSTREAM_CA_FILE"`
+	UpstreamClientCertFile string `env:"CREDITGATE_UPSTREAM_CLIENT_CERT_FILE"`
+	UpstreamClientKeyFile  string `env:"CREDITGATE_UPSTREAM_CLIENT_KEY_FILE"`
+	Orgs                   string `env:"CREDITGATE_ORGS"`
 	// OrgsFile holds more orgs (YAML or JSON), added to CREDITGATE_ORGS; read again on SIGHUP.
 	OrgsFile string `env:"CREDITGATE_ORGS_FILE"`
 	// EditionsFile changes or adds editions (YAML or JSON); read again on SIGHUP.
@@ -136,6 +143,7 @@ type Config struct {
 	callPrices  [2]int64 // micro-dollars: non-commercial, commercial
 	cors        *gateway.CORSPolicy
 	cert        *certificate // nil: the proxy listener serves plain HTTP
+	upstreamTLS *tls.Config
 	demo        bool
 }
 
@@ -370,6 +378,11 @@ func (c *Config) validate(environ map[string]string) error {
 		} else {
 			c.cert = cert
 		}
+	}
+	if t, err := upstreamTLS(c.UpstreamCAFile, c.UpstreamClientCertFile, c.UpstreamClientKeyFile); err != nil {
+		errs = append(errs, err)
+	} else {
+		c.upstreamTLS = t
 	}
 	if c.CORSMaxAge < 0 || c.CORSMaxAge > 24*time.Hour {
 		bad("CREDITGATE_CORS_MAX_AGE", "must be between 0 and 24h, got %s", c.CORSMaxAge)

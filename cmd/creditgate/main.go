@@ -143,6 +143,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	gw, err := gateway.New(gateway.Config{
 		Upstream:           upstream,
 		UpstreamTimeout:    cfg.UpstreamTimeout,
+		UpstreamTLS:        cfg.upstreamTLS,
 		Store:              store,
 		StoreTimeout:       cfg.RedisTimeout,
 		FailOpen:           cfg.FailMode == "open",

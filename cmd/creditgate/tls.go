@@ -2,7 +2,9 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"os"
 	"sync/atomic"
 )
 
@@ -41,4 +43,34 @@ func (c *certificate) config() *tls.Config {
 			return c.current.Load(), nil
 		},
 	}
+}
+
+// upstreamTLS builds the TLS configuration towards an https:// upstream from the files
+// configured (a CA bundle, a client certificate and key); nil when none is set.
+func upstreamTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("CREDITGATE_UPSTREAM_CA_FILE: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CREDITGATE_UPSTREAM_CA_FILE: %s holds no PEM certificate", caFile)
+		}
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, fmt.Errorf("CREDITGATE_UPSTREAM_CLIENT_CERT_FILE and CREDITGATE_UPSTREAM_CLIENT_KEY_FILE are both needed, or neither")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("CREDITGATE_UPSTREAM_CLIENT_CERT_FILE, CREDITGATE_UPSTREAM_CLIENT_KEY_FILE: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
@@ -32,7 +33,7 @@ func writeCert(t *testing.T, dir, cn string) (certFile, keyFile string, pool *x5
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}, IsCA: true, BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -139,4 +140,40 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestHTTPSUpstreamPrivateCA: an https:// upstream whose certificate chains to a private CA,
+// and which asks for a client certificate, is reached with CREDITGATE_UPSTREAM_CA_FILE and
+// the client certificate; without the CA the call fails as unreachable (502, refunded).
+func TestHTTPSUpstreamPrivateCA(t *testing.T) {
+	dir := t.TempDir()
+	clientCert, clientKey, clientPool := writeCert(t, dir, "gateway")
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok from "+r.TLS.PeerCertificates[0].Subject.CommonName)
+	}))
+	up.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientPool}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{
+		"CREDITGATE_UPSTREAM_URL":              up.URL,
+		"CREDITGATE_ORGS":                      "acme:limit=1000,keys=acme-key",
+		"CREDITGATE_UPSTREAM_CA_FILE":          caFile,
+		"CREDITGATE_UPSTREAM_CLIENT_CERT_FILE": clientCert,
+		"CREDITGATE_UPSTREAM_CLIENT_KEY_FILE":  clientKey,
+	}
+	gw := startGateway(t, vars)
+	resp, body := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "acme-key")
+	if resp.StatusCode != 200 || body != "ok from gateway" || resp.Header.Get("X-Credits-Charged") != "1" {
+		t.Fatalf("through the private CA: %d %q charged %s", resp.StatusCode, body, resp.Header.Get("X-Credits-Charged"))
+	}
+	delete(vars, "CREDITGATE_UPSTREAM_CA_FILE")
+	gw2 := startGateway(t, vars)
+	resp, body = call(t, http.DefaultClient, "GET", gw2.base+"/crm/v2/users", "acme-key")
+	if resp.StatusCode != 502 || resp.Header.Get("X-Credits-Charged") != "0" {
+		t.Fatalf("without the CA: %d %s", resp.StatusCode, body)
+	}
 }
