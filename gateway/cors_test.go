@@ -113,3 +113,35 @@ func TestOwnUsageFieldsMatchPolicy(t *testing.T) {
 		t.Fatalf("RateLimit-Policy %q, RateLimit %q", resp.Header.Get("Ratelimit-Policy"), resp.Header.Get("Ratelimit"))
 	}
 }
+
+// TestRateLimitFieldModes: draft 7's combined fields, or X-RateLimit-* only, instead of the
+// current draft's structured ones; a refund rewrites them in the same form.
+func TestRateLimitFieldModes(t *testing.T) {
+	for _, tt := range []struct {
+		mode          RateLimitFields
+		policy, field string // of the first call; "" when absent
+	}{
+		{FieldsDraft, `"credits";q=1000;w=86400`, `"credits";r=999;t=`},
+		{FieldsDraft7, `1000;w=86400`, `limit=1000, remaining=999, reset=`},
+		{FieldsX, ``, ``},
+	} {
+		t.Run(string(tt.mode), func(t *testing.T) {
+			f := newFixture(t, func(c *Config) { c.RateLimitFields = tt.mode })
+			resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+			if resp.Header.Get("Ratelimit-Policy") != tt.policy || !strings.HasPrefix(resp.Header.Get("Ratelimit"), tt.field) ||
+				(tt.field == "") != (resp.Header.Get("Ratelimit") == "") {
+				t.Errorf("policy %q, field %q", resp.Header.Get("Ratelimit-Policy"), resp.Header.Get("Ratelimit"))
+			}
+			if resp.Header.Get("X-Ratelimit-Limit") != "1000" || resp.Header.Get("X-Ratelimit-Remaining") != "999" {
+				t.Errorf("X-RateLimit-Limit %q, -Remaining %q", resp.Header.Get("X-Ratelimit-Limit"), resp.Header.Get("X-Ratelimit-Remaining"))
+			}
+			// A refund (the upstream unreachable) gives the credit back in the same form.
+			f.up.Close()
+			resp, _ = do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+			want := map[RateLimitFields]string{FieldsDraft: `"credits";r=999;t=`, FieldsDraft7: `limit=1000, remaining=999, reset=`}[tt.mode]
+			if resp.StatusCode != 502 || !strings.HasPrefix(resp.Header.Get("Ratelimit"), want) || (want == "") != (resp.Header.Get("Ratelimit") == "") {
+				t.Errorf("after a refund: %d %q", resp.StatusCode, resp.Header.Get("Ratelimit"))
+			}
+		})
+	}
+}

@@ -101,6 +101,8 @@ type Config struct {
 	// BodyBufferOrgBytes those of one org (zero: 256 MiB and a quarter of BodyBufferBytes).
 	// A call that finds no room within a second is answered 503 BODY_BUFFER_FULL, uncharged.
 	BodyBufferBytes, BodyBufferOrgBytes int64
+	// RateLimitFields says which rate-limit fields answers carry (zero: FieldsDraft).
+	RateLimitFields RateLimitFields
 	// MethodOverride says how calls with method override headers are priced (zero:
 	// MethodOverridePrice).
 	MethodOverride MethodOverride
@@ -192,6 +194,7 @@ type tenant struct {
 	// remaining is what the org had left at the store's last decision, -1 before any: its
 	// share when the store cannot decide (fail mode local).
 	remaining atomic.Int64
+	fields    RateLimitFields    // which rate-limit fields answers carry
 	plan      AddonPlan          // add-on credits: what the org may buy
 	period    *limiter.PeriodKey // monthly plans: the call quota per period; nil otherwise
 }
@@ -274,6 +277,13 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.BodyBufferOrgBytes > cfg.BodyBufferBytes || cfg.BodyBufferOrgBytes < 3*cfg.MaxBodyBytes {
 		return nil, fmt.Errorf("gateway: an org's body buffer (%d bytes) must hold three times MaxBodyBytes (%d: a body as sent, and its decoded copy while it grows) and fit in the whole buffer (%d)",
 			cfg.BodyBufferOrgBytes, cfg.MaxBodyBytes, cfg.BodyBufferBytes)
+	}
+	switch cfg.RateLimitFields {
+	case "":
+		cfg.RateLimitFields = FieldsDraft
+	case FieldsDraft, FieldsDraft7, FieldsX:
+	default:
+		return nil, fmt.Errorf("gateway: unknown rate-limit fields %q", cfg.RateLimitFields)
 	}
 	switch cfg.MethodOverride {
 	case "":
@@ -371,6 +381,7 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 			key:        limiter.NewKey(o.ID, limit),
 			policyTail: ";w=" + window,
 			m:          series[o],
+			fields:     cfg.RateLimitFields,
 		}
 		t.remaining.Store(-1)
 		if old := g.roster.Load(); old != nil {
@@ -391,9 +402,11 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 		if concurrency > 0 {
 			t.key = t.key.WithConcurrency(concurrency, 0)
 			t.heavyKey = t.key.WithConcurrency(concurrency, cfg.HeavyConcurrency)
-			t.policyTail += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
+			if t.fields == FieldsDraft { // the other forms name one policy
+				t.policyTail += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
+			}
 		}
-		t.limit, t.policy = l, `"credits";q=`+l+t.policyTail
+		t.limit, t.policy = l, t.policyFor(l)
 		r.tenants[o] = t
 		r.byID[o.ID] = t
 	}
@@ -988,14 +1001,7 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 			st.t.m.refunded.Add(float64(cost))
 			h := w.Header()
 			h.Set("X-Credits-Charged", "0")
-			remaining := strconv.FormatInt(min(st.d.Remaining+cost, st.d.Limit), 10)
-			h.Set("X-Ratelimit-Remaining", remaining)
-			rl := h.Get("Ratelimit")
-			_, rest, _ := strings.Cut(rl, ", ") // other items (concurrency) stay as they were
-			if rest != "" {
-				rest = ", " + rest
-			}
-			h.Set("Ratelimit", `"credits";r=`+remaining+";t="+h.Get("X-Ratelimit-Reset")+rest)
+			setRemaining(h, st.t, st.d.Limit, st.d.Remaining+cost)
 		}
 	}
 	org, rule := "", ""

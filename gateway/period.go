@@ -69,9 +69,15 @@ func (g *Gateway) countCall(w http.ResponseWriter, r *http.Request, t *tenant, r
 		h.Set("X-Ratelimit-Limit", t.limit)
 		h.Set("X-Ratelimit-Remaining", "0")
 		h.Set("X-Ratelimit-Reset", secs)
-		h.Set("Ratelimit-Policy", t.policy+`, "monthly";q=`+strconv.FormatInt(d.Limit, 10)+
-			`;w=`+strconv.FormatInt(int64(d.End.Sub(d.Start)/time.Second), 10))
-		h.Set("Ratelimit", `"monthly";r=0;t=`+secs)
+		period := strconv.FormatInt(int64(d.End.Sub(d.Start)/time.Second), 10)
+		switch t.fields {
+		case FieldsDraft:
+			h.Set("Ratelimit-Policy", t.policy+`, "monthly";q=`+strconv.FormatInt(d.Limit, 10)+`;w=`+period)
+			h.Set("Ratelimit", `"monthly";r=0;t=`+secs)
+		case FieldsDraft7: // one policy only: the period's
+			h.Set("Ratelimit-Policy", strconv.FormatInt(d.Limit, 10)+";w="+period)
+			h.Set("Ratelimit", "limit="+strconv.FormatInt(d.Limit, 10)+", remaining=0, reset="+secs)
+		}
 		h.Set("X-Credits-Charged", "0")
 		writeError(w, periodExhausted(t.period.Monthly, d.Limit-t.period.Monthly, d.End), ceilSeconds(wait))
 		return d, false

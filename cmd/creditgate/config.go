@@ -82,7 +82,10 @@ type Config struct {
 	// MethodOverride is price (a call naming another method in X-HTTP-Method-Override and
 	// its cousins costs the dearer of the two) or strip (those headers are removed).
 	MethodOverride string `env:"CREDITGATE_METHOD_OVERRIDE" envDefault:"price"`
-	CostTable      string `env:"CREDITGATE_COST_TABLE" envDefault:"zoho-crm"`
+	// RateLimitFields is draft (the current IETF draft's structured fields), draft7 (its
+	// combined form of draft 7) or x (X-RateLimit-* only); X-RateLimit-* are always sent.
+	RateLimitFields string `env:"CREDITGATE_RATELIMIT_FIELDS" envDefault:"draft"`
+	CostTable       string `env:"CREDITGATE_COST_TABLE" envDefault:"zoho-crm"`
 	// CostTableFile is a custom cost table (YAML or JSON); it replaces CREDITGATE_COST_TABLE
 	// and is read again on SIGHUP.
 	CostTableFile string `env:"CREDITGATE_COST_TABLE_FILE"`
@@ -386,6 +389,11 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	if c.CORSMaxAge < 0 || c.CORSMaxAge > 24*time.Hour {
 		bad("CREDITGATE_CORS_MAX_AGE", "must be between 0 and 24h, got %s", c.CORSMaxAge)
+	}
+	switch gateway.RateLimitFields(c.RateLimitFields) {
+	case gateway.FieldsDraft, gateway.FieldsDraft7, gateway.FieldsX:
+	default:
+		bad("CREDITGATE_RATELIMIT_FIELDS", "must be draft, draft7 or x, got %q", c.RateLimitFields)
 	}
 	if c.MethodOverride != string(gateway.MethodOverridePrice) && c.MethodOverride != string(gateway.MethodOverrideStrip) {
 		bad("CREDITGATE_METHOD_OVERRIDE", "must be price or strip, got %q", c.MethodOverride)

@@ -169,6 +169,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		BodyBufferOrgBytes: cfg.BodyBufferOrgBytes,
 		MaxInflateRatio:    cfg.MaxInflateRatio,
 		MethodOverride:     gateway.MethodOverride(cfg.MethodOverride),
+		RateLimitFields:    gateway.RateLimitFields(cfg.RateLimitFields),
 		Window:             cfg.Window,
 		Logger:             log,
 		Metrics:            metrics,
