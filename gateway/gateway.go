@@ -550,35 +550,29 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case pre.Allowed:
 		// The rest of the cost, without a second lease. A cost over the whole limit can never
 		// be paid: the rest alone would not tell (it is one credit less).
-		if rest := cost - pre.Cost; cost > pre.Limit {
+		switch rest := cost - pre.Cost; {
+		case cost > pre.Limit:
 			d, err = limiter.Decision{Limit: pre.Limit, Used: pre.Used, Remaining: pre.Remaining}, limiter.ErrCostExceedsLimit
-			g.refundDecision(r, t, preKey, pre, preLocal, rule.Name)
+		case rest > 0:
+			d, local, err = g.decide(r, t, key.WithConcurrency(0, 0), rest, now)
+		default:
+			d = pre
+			d.Cost, d.Addon, d.Lease = 0, 0, ""
+		}
+		if err != nil {
+			// The rest was refused, or could not be decided: the smallest cost goes back (from
+			// the queue when the store just failed, rather than waiting on it again now).
+			if storeFailed(err) || local {
+				g.refundLater(preKey, pre, preLocal)
+			} else {
+				g.refundDecision(r, t, preKey, pre, preLocal, rule.Name)
+			}
 			d.Used, d.Remaining = d.Used-pre.Cost, min(d.Remaining+pre.Cost, d.Limit)
 			if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
 				return
 			}
 			pre, preKey = limiter.Decision{}, limiter.Key{}
 			break
-		} else if rest > 0 {
-			d, local, err = g.decide(r, t, key.WithConcurrency(0, 0), rest, now)
-			if err != nil {
-				if storeFailed(err) || local {
-					// The store just failed: give the smallest cost back later, not by
-					// waiting on it again now.
-					g.refundLater(preKey, pre, preLocal)
-				} else {
-					g.refundDecision(r, t, preKey, pre, preLocal, rule.Name)
-				}
-				d.Used, d.Remaining = d.Used-pre.Cost, min(d.Remaining+pre.Cost, d.Limit)
-				if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
-					return
-				}
-				pre, preKey = limiter.Decision{}, limiter.Key{}
-				break
-			}
-		} else {
-			d = pre
-			d.Cost, d.Addon, d.Lease = 0, 0, ""
 		}
 		g.metrics.count(t.m, rs, outAllowed, 0, pre.Cost+d.Cost)
 		if a := pre.Addon + d.Addon; a > 0 && t.m != nil {
