@@ -52,12 +52,7 @@ func (s *RedisStore) Renew(ctx context.Context, key Key, leases []string, now ti
 
 // Renew implements LeaseRenewer.
 func (s *MemoryStore) Renew(_ context.Context, key Key, leases []string, now time.Time) (int64, error) {
-	if now.IsZero() {
-		now = time.Now()
-	}
-	ms := now.UnixMilli()
-	w := s.get(key.Org)
-	w.mu.Lock()
+	w, ms := s.lock(key.Org, now)
 	defer w.mu.Unlock()
 	var n int64
 	for _, l := range leases {

@@ -100,17 +100,23 @@ func (s *MemoryStore) get(org string) *memWindow {
 	return w
 }
 
+// lock returns org's window, locked (the caller unlocks it), and now in unix ms (the zero
+// time meaning the local clock).
+func (s *MemoryStore) lock(org string, now time.Time) (*memWindow, int64) {
+	if now.IsZero() {
+		now = time.Now()
+	}
+	w := s.get(org)
+	w.mu.Lock()
+	return w, now.UnixMilli()
+}
+
 // Spend implements Store.
 func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Time) (Decision, error) {
 	if err := checkCost(key, cost); err != nil {
 		return Decision{}, err
 	}
-	if now.IsZero() {
-		now = time.Now()
-	}
-	ms := now.UnixMilli()
-	w := s.get(key.Org)
-	w.mu.Lock()
+	w, ms := s.lock(key.Org, now)
 	defer w.mu.Unlock()
 
 	w.expire(ms - s.window - s.bucket)
@@ -236,12 +242,7 @@ func (s *MemoryStore) Compensate(_ context.Context, key Key, call string, now ti
 	if call == "" {
 		return nil
 	}
-	if now.IsZero() {
-		now = time.Now()
-	}
-	ms := now.UnixMilli()
-	w := s.get(key.Org)
-	w.mu.Lock()
+	w, ms := s.lock(key.Org, now)
 	defer w.mu.Unlock()
 	s.sweepCalls(w, ms)
 	r, ok := w.calls[call]
