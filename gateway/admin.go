@@ -131,6 +131,7 @@ func (cfg AdminConfig) require(min Role, h http.HandlerFunc) http.Handler {
 
 // explainRequest is the body of POST /admin/v1/explain.
 type explainRequest struct {
+	Host   string          `json:"host"` // routes by host: the host the client would ask for
 	Method string          `json:"method"`
 	Path   string          `json:"path"`
 	Query  string          `json:"query"`
@@ -141,6 +142,7 @@ type explainRequest struct {
 type explainResponse struct {
 	Cost    int64  `json:"cost"`
 	Rule    string `json:"rule"`
+	Route   string `json:"route,omitempty"` // with routes: the route that would forward the call
 	Heavy   bool   `json:"heavy"`
 	Records *int64 `json:"records,omitempty"` // per-record rules: the records counted
 	Counted *bool  `json:"counted,omitempty"` // per-record rules: false when the rule's cost was charged instead
@@ -178,13 +180,19 @@ func (g *Gateway) explain(w http.ResponseWriter, r *http.Request) {
 	if query == "" {
 		query = u.RawQuery
 	}
-	rule := g.costs.Load().Match(req.Method, cleanedPath(u.Path), query)
+	path := cleanedPath(u.Path)
+	rt := g.routes.Load().match(req.Host, path)
+	if rt == nil {
+		writeError(w, errNoRoute, 0)
+		return
+	}
+	rule := rt.Costs.Match(req.Method, rt.upstreamPath(path), query)
 	var body []byte
 	if rule.CountsBody() && len(req.Body) > 0 && string(req.Body) != "null" {
 		body = req.Body
 	}
 	cost, records, counted := rule.Charge(query, body)
-	resp := explainResponse{Cost: cost, Rule: rule.Name, Heavy: rule.Heavy}
+	resp := explainResponse{Cost: cost, Rule: rule.Name, Route: rt.Name, Heavy: rule.Heavy}
 	if rule.Per > 0 {
 		resp.Records, resp.Counted = &records, &counted
 	}

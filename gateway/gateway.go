@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -46,18 +47,23 @@ const (
 
 // Config holds what a Gateway needs. Zero values are documented per field.
 type Config struct {
-	// Upstream is the API behind the gateway (required).
+	// Upstream is the API behind the gateway, with Costs its cost table: the one route of a
+	// gateway without Routes (required then).
 	Upstream *url.URL
-	// Transport reaches the upstream; nil means a tuned clone of http.DefaultTransport with
-	// UpstreamTimeout as its response-header timeout. An *http.Transport is cloned to send
-	// each call at most once and HTTP/1.1 only (see upstream.go); another RoundTripper is
-	// used as is, and must not resend calls itself.
+	// Routes, when not empty, send calls to several upstreams by host and path prefix, each
+	// with its own cost table (see Route); Upstream and Costs are then not used. Calls that no
+	// route matches are answered 404 ROUTE_NOT_FOUND, uncharged.
+	Routes []Route
+	// Transport reaches the upstreams; nil means tuned clones of http.DefaultTransport with
+	// UpstreamTimeout (or a route's Timeout) as their response-header timeout. An
+	// *http.Transport is cloned to send each call at most once and HTTP/1.1 only (see
+	// upstream.go); another RoundTripper is used as is, and must not resend calls itself.
 	Transport http.RoundTripper
 	// UpstreamTLS configures TLS to an https:// upstream (a private CA, a client certificate)
 	// for the default transport; nil: the system's roots, no client certificate.
 	UpstreamTLS *tls.Config
-	// UpstreamTimeout bounds the wait for the upstream's response headers (zero: 60s); past
-	// it the gateway answers 504 and refunds.
+	// UpstreamTimeout bounds the wait for the upstream's response headers (zero: 60s), for
+	// routes without a Timeout of their own; past it the gateway answers 504 and refunds.
 	UpstreamTimeout time.Duration
 	// Store keeps the windows (required).
 	Store spender
@@ -69,7 +75,7 @@ type Config struct {
 	// an org's credits on its own, and writes them into the store when it answers again (see
 	// local.go). It wins over FailOpen.
 	FailLocal bool
-	// Costs prices calls (required).
+	// Costs prices the calls of Upstream (required without Routes).
 	Costs *costtable.Table
 	// Orgs is who may call (required), and LimitOf gives an org's credits per window.
 	Orgs    *orgs.Directory
@@ -108,7 +114,8 @@ type Config struct {
 	MethodOverride MethodOverride
 	// StripCredentials removes the API key header before forwarding.
 	StripCredentials bool
-	// PreserveHost sends the client's Host upstream instead of the upstream URL's.
+	// PreserveHost sends the client's Host to Upstream instead of the upstream URL's (routes
+	// say it for themselves).
 	PreserveHost bool
 	// CORS is the policy for browsers on other origins (nil: none; preflights are then
 	// forwarded, uncharged and bounded in rate, and CORS fields are the upstream's).
@@ -153,10 +160,14 @@ type Config struct {
 // Gateway is the proxy's http.Handler: identify, price, debit, forward.
 type Gateway struct {
 	cfg    Config
-	costs  atomic.Pointer[costtable.Table]
+	routes atomic.Pointer[routeTable]
 	roster atomic.Pointer[roster]
-	proxy  *httputil.ReverseProxy
 	log    *zap.Logger
+
+	routesMu   sync.Mutex                          // one swap of the routes at a time
+	transports map[time.Duration]http.RoundTripper // by response-header timeout; under routesMu
+	buffers    httputil.BufferPool                 // the proxies' copy buffers
+	proxyLog   *log.Logger                         // the proxies' own errors
 
 	metrics    *Metrics
 	bodies     *bodyBudget
@@ -201,9 +212,10 @@ type tenant struct {
 
 // callState travels to the proxy's error hook, which refunds, in a callWriter.
 type callState struct {
-	t   *tenant
-	key limiter.Key
-	d   limiter.Decision
+	t     *tenant
+	route *route // where the call goes
+	key   limiter.Key
+	d     limiter.Decision
 	// pre is the debit taken before a large body was read (the rule's smallest cost, with
 	// the concurrency lease), under preKey; d is then the rest of the cost. Zero otherwise.
 	pre    limiter.Decision
@@ -238,14 +250,19 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 // New returns a Gateway for cfg.
 func New(cfg Config) (*Gateway, error) {
 	switch {
-	case cfg.Upstream == nil:
+	case cfg.Upstream == nil && len(cfg.Routes) == 0:
 		return nil, errors.New("gateway: no upstream")
 	case cfg.Store == nil:
 		return nil, errors.New("gateway: no store")
-	case cfg.Costs == nil:
+	case cfg.Costs == nil && len(cfg.Routes) == 0:
 		return nil, errors.New("gateway: no cost table")
 	case cfg.Orgs == nil || cfg.LimitOf == nil:
 		return nil, errors.New("gateway: no orgs")
+	}
+	if len(cfg.Routes) > 0 {
+		if err := checkRoutes(cfg.Routes); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
 	}
 	if cfg.Mode == "" {
 		cfg.Mode = OrgModeAPIKey
@@ -295,11 +312,6 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	if cfg.Transport == nil {
-		t := NewTransport(cfg.UpstreamTimeout)
-		t.TLSClientConfig = cfg.UpstreamTLS
-		cfg.Transport = t
-	}
 	if t, ok := cfg.Transport.(*http.Transport); ok {
 		cfg.Transport = oneAttempt(t)
 	}
@@ -326,7 +338,11 @@ func New(cfg Config) (*Gateway, error) {
 		orgHeader: textproto.CanonicalMIMEHeaderKey(cfg.OrgHeader),
 		overLimit: newOverLimitError(cfg.Window),
 		cors:      newCORS(cfg.CORS),
+
+		transports: map[time.Duration]http.RoundTripper{},
+		buffers:    newBufferPool(),
 	}
+	g.proxyLog = zap.NewStdLog(g.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)))
 	g.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, cfg.StoreTimeout, cfg.Probe,
 		cfg.Logger.Named("breaker"), cfg.Metrics)
 	g.deferred = make(chan deferredCall, maxDeferred)
@@ -348,16 +364,12 @@ func New(cfg Config) (*Gateway, error) {
 	if r, ok := cfg.Store.(renewer); ok && cfg.LeaseTTL > 0 {
 		g.leases = newLeaseKeeper(r, cfg.LeaseTTL, cfg.StoreTimeout, cfg.Clock, g.log.Named("leases"), g.breaker, cfg.Metrics)
 	}
-	g.SetCosts(cfg.Costs)
-	g.SetOrgs(cfg.Orgs)
-	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        g.rewrite,
-		Transport:      cfg.Transport,
-		ModifyResponse: g.modifyResponse,
-		ErrorHandler:   g.proxyError,
-		BufferPool:     newBufferPool(),
-		ErrorLog:       zap.NewStdLog(g.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	if len(cfg.Routes) > 0 {
+		g.setRoutes(cfg.Routes, false)
+	} else {
+		g.SetCosts(cfg.Costs)
 	}
+	g.SetOrgs(cfg.Orgs)
 	return g, nil
 }
 
@@ -413,12 +425,6 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 	g.roster.Store(r)
 }
 
-// SetCosts swaps the cost table for new requests; requests in flight keep the one they read.
-func (g *Gateway) SetCosts(t *costtable.Table) {
-	g.metrics.setRules(ruleNames(t)...)
-	g.costs.Store(t)
-}
-
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.metrics.inFlight.Inc()
@@ -447,9 +453,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.serveOwnUsage(w, r, t) // neither charged nor forwarded
 		return
 	}
-	p, err := g.price(g.costs.Load(), r, underscored)
+	rt := g.routeFor(r)
+	if rt == nil {
+		setPolicyFields(h, t)
+		h.Set("X-Credits-Charged", "0")
+		g.metrics.count(t.m, nil, outNoRoute, 0, 0)
+		writeError(w, errNoRoute, 0)
+		return
+	}
+	p, err := g.price(rt.Costs, r, underscored)
 	rule := p.rules[0]
-	rs := g.metrics.rule(rule.Name)
+	ruleName := rt.ruleName(rule)
+	rs := g.metrics.rule(ruleName)
 	if err != nil {
 		setPolicyFields(h, t)
 		g.metrics.count(t.m, rs, outBadRequest, 0, 0)
@@ -469,7 +484,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	)
 	if t.period != nil {
 		var ok bool
-		if pd, ok = g.countCall(w, r, t, rule.Name, rs, now); !ok {
+		if pd, ok = g.countCall(w, r, t, ruleName, rs, now); !ok {
 			return
 		}
 		defer func() {
@@ -482,7 +497,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.heavy() {
 		key = t.heavyKey
 	}
-	key = key.WithRule(rule.Name) // usage by rule; the rule that prices the call, once known
+	key = key.WithRule(ruleName) // usage by rule; the rule that prices the call, once known
 
 	// A body whose records are counted is read before the call is priced. A large one (or
 	// one of unknown length) is read only once the call holds its concurrency slot and the
@@ -506,7 +521,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				g.hold(key, pre)
 				defer g.release(r, key, pre)
 			}
-			if !g.admit(w, r, t, rs, rule.Name, key, 1, pre, err) {
+			if !g.admit(w, r, t, rs, ruleName, key, 1, pre, err) {
 				abandonBody(w, r)
 				return
 			}
@@ -514,9 +529,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if body, err = g.bufferBody(w, r, t.org.ID); err != nil {
 			if pre.Allowed {
-				g.refundDecision(r, t, preKey, pre, preLocal, rule.Name)
+				g.refundDecision(r, t, preKey, pre, preLocal, ruleName)
 			}
-			if !g.bodyRefused(w, r, t, rs, rule.Name, err, callState{t: t, key: key, rule: rule.Name, rs: rs, pd: pd}) {
+			if !g.bodyRefused(w, r, t, rs, ruleName, err, callState{t: t, route: rt, key: key, rule: ruleName, rs: rs, pd: pd}) {
 				return
 			}
 			forwarded = true // shadow mode: forwarded uncharged (bodyRefused did)
@@ -530,14 +545,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rule, cost, records, counted := p.charge(r.URL.RawQuery, raw, decoded, countable)
 	if rule != p.rules[0] {
-		rs = g.metrics.rule(rule.Name)
-		key = key.WithRule(rule.Name)
+		ruleName = rt.ruleName(rule)
+		rs = g.metrics.rule(ruleName)
+		key = key.WithRule(ruleName)
 	}
 	if !counted {
 		g.log.Info("records not countable, rule cost charged", zap.String("org", t.org.ID),
-			zap.String("rule", rule.Name), zap.Int64("cost", cost), zap.Int("body_bytes", len(raw)))
+			zap.String("rule", ruleName), zap.Int64("cost", cost), zap.Int("body_bytes", len(raw)))
 	} else if rule.Per > 0 {
-		g.log.Debug("records counted", zap.String("org", t.org.ID), zap.String("rule", rule.Name),
+		g.log.Debug("records counted", zap.String("org", t.org.ID), zap.String("rule", ruleName),
 			zap.Int64("records", records), zap.Int64("cost", cost))
 	}
 	if body != nil {
@@ -565,10 +581,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if storeFailed(err) || local {
 				g.refundLater(preKey, pre, preLocal)
 			} else {
-				g.refundDecision(r, t, preKey, pre, preLocal, rule.Name)
+				g.refundDecision(r, t, preKey, pre, preLocal, ruleName)
 			}
 			d.Used, d.Remaining = d.Used-pre.Cost, min(d.Remaining+pre.Cost, d.Limit)
-			if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
+			if !g.admit(w, r, t, rs, ruleName, key, cost, d, err) {
 				return
 			}
 			pre, preKey = limiter.Decision{}, limiter.Key{}
@@ -590,7 +606,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			g.hold(key, d)
 			defer g.release(r, key, d)
 		}
-		if !g.admit(w, r, t, rs, rule.Name, key, cost, d, err) {
+		if !g.admit(w, r, t, rs, ruleName, key, cost, d, err) {
 			return
 		}
 		if d.Allowed {
@@ -602,7 +618,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	forwarded = true
-	g.forward(w, r, callState{t: t, key: key, d: d, local: local, pre: pre, preLocal: preLocal, preKey: preKey, rule: rule.Name, rs: rs, pd: pd})
+	g.forward(w, r, callState{t: t, route: rt, key: key, d: d, local: local, pre: pre, preLocal: preLocal, preKey: preKey, rule: ruleName, rs: rs, pd: pd})
 }
 
 // preflight answers a CORS preflight by the policy, or, without one, forwards it uncharged:
@@ -620,9 +636,14 @@ func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errPreflightRate, 1)
 		return
 	}
+	rt := g.routeFor(r)
+	if rt == nil {
+		writeError(w, errNoRoute, 0)
+		return
+	}
 	g.metrics.preflights.WithLabelValues("forwarded").Inc()
 	r.Body, r.ContentLength = http.NoBody, 0
-	g.proxy.ServeHTTP(w, r)
+	rt.proxy.ServeHTTP(w, r)
 }
 
 // admit acts on the store's answer to a debit of cost credits: it reports whether the call
@@ -789,7 +810,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st callState) 
 	if replayable(r) {
 		r = withAttempts(r, &cw.att) // one upstream attempt at most (see upstream.go)
 	}
-	g.proxy.ServeHTTP(cw, r)
+	st.route.proxy.ServeHTTP(cw, r)
 	*cw = callWriter{}
 	callWriters.Put(cw)
 }
@@ -809,8 +830,8 @@ var limitFields = [...]string{
 }
 
 // modifyResponse measures the upstream's answer and drops its limit fields.
-func (g *Gateway) modifyResponse(resp *http.Response) error {
-	g.rewriteLocations(resp)
+func (g *Gateway) modifyResponse(rt *route, resp *http.Response) error {
+	g.rewriteLocations(rt, resp)
 	if g.cors != nil {
 		g.cors.dropUpstream(resp.Header) // the gateway's are on the answer already
 	}
@@ -821,7 +842,7 @@ func (g *Gateway) modifyResponse(resp *http.Response) error {
 // Refresh back at the address the client used (as nginx's default proxy_redirect does): the
 // upstream, seeing its own Host, answers with its own address, and a client following it
 // would leave the gateway (and its credits) behind.
-func (g *Gateway) rewriteLocations(resp *http.Response) {
+func (g *Gateway) rewriteLocations(rt *route, resp *http.Response) {
 	h := resp.Header
 	_, loc := h["Location"]
 	_, cloc := h["Content-Location"]
@@ -835,9 +856,10 @@ func (g *Gateway) rewriteLocations(resp *http.Response) {
 	if host == "" || proto == "" {
 		return
 	}
-	up := g.cfg.Upstream
-	from := up.Scheme + "://" + up.Host + strings.TrimSuffix(up.Path, "/")
-	to := proto + "://" + host
+	from, to := rt.from, proto+"://"+host
+	if rt.StripPrefix {
+		to += rt.prefix // the upstream's paths are the route's, less its prefix
+	}
 	rewrite := func(v string) string {
 		if len(v) < len(from) || !strings.EqualFold(v[:len(from)], from) {
 			return v
@@ -895,15 +917,15 @@ func cleanedPath(p string) string {
 	return c
 }
 
-func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(g.cfg.Upstream)
-	if g.cfg.PreserveHost {
+func (g *Gateway) rewrite(rt *route, pr *httputil.ProxyRequest) {
+	pr.SetURL(rt.Upstream)
+	if rt.PreserveHost {
 		pr.Out.Host = pr.In.Host
 	}
 	// ReverseProxy drops the query parameters it cannot parse (';', bad escapes) before
 	// Rewrite; the call was priced on the query as sent, so that is what goes upstream.
 	if q := pr.In.URL.RawQuery; q != "" {
-		if t := g.cfg.Upstream.RawQuery; t != "" {
+		if t := rt.Upstream.RawQuery; t != "" {
 			q = t + "&" + q
 		}
 		pr.Out.URL.RawQuery = q

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -69,14 +70,17 @@ type usageResponse struct {
 // hoursResponse is the body of GET /admin/v1/orgs/{org}/usage/hours: credits by slot (an hour
 // for a 24h window) and rule over the window, every slot listed, oldest first.
 type hoursResponse struct {
-	Org           string     `json:"org"`
-	WindowSeconds int64      `json:"window_seconds"`
-	SlotSeconds   float64    `json:"slot_seconds"`
-	AsOf          string     `json:"as_of"`
-	Rules         []string   `json:"rules"` // every rule in slots, by credits, largest first
-	TotalCredits  int64      `json:"total_credits"`
-	Slots         []hourSlot `json:"slots"`
-	byRule        map[string]int64
+	Org           string   `json:"org"`
+	WindowSeconds int64    `json:"window_seconds"`
+	SlotSeconds   float64  `json:"slot_seconds"`
+	AsOf          string   `json:"as_of"`
+	Rules         []string `json:"rules"` // every rule in slots, by credits, largest first
+	TotalCredits  int64    `json:"total_credits"`
+	// ByRoute is the credits over the window by route, with routes (CREDITGATE_ROUTES_FILE),
+	// whose rules are named "route/rule".
+	ByRoute map[string]int64 `json:"by_route,omitempty"`
+	Slots   []hourSlot       `json:"slots"`
+	byRule  map[string]int64
 }
 
 type hourSlot struct {
@@ -313,6 +317,12 @@ func hoursOf(o *orgs.Org, u limiter.Usage, window time.Duration) hoursResponse {
 		s.Credits += ru.Credits
 		resp.TotalCredits += ru.Credits
 		resp.byRule[ru.Rule] += ru.Credits
+		if route, _, ok := strings.Cut(ru.Rule, "/"); ok {
+			if resp.ByRoute == nil {
+				resp.ByRoute = map[string]int64{}
+			}
+			resp.ByRoute[route] += ru.Credits
+		}
 	}
 	for rule := range resp.byRule {
 		resp.Rules = append(resp.Rules, rule)

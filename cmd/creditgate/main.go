@@ -142,6 +142,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	metrics := gateway.NewMetrics(gateway.MetricsOptions{MaxOrgs: cfg.MetricsMaxOrgs})
 	gw, err := gateway.New(gateway.Config{
 		Upstream:           upstream,
+		Routes:             cfg.routes,
 		UpstreamTimeout:    cfg.UpstreamTimeout,
 		UpstreamTLS:        cfg.upstreamTLS,
 		Store:              store,
@@ -268,16 +269,25 @@ serve:
 	return err
 }
 
-// reload reads the files of the configuration again on SIGHUP: the cost table, the editions
-// and the orgs. Each part that is valid takes effect for new requests at once (requests in
+// reload reads the files of the configuration again on SIGHUP: the routes (with their cost
+// tables), the cost table, the editions and the orgs. Each part that is valid takes effect for new requests at once (requests in
 // flight finish with what they started with); a part with an error is refused with a log line
 // and its running version stays.
 func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[plans], log *zap.Logger) {
-	if cfg.CostTableFile == "" && cfg.OrgsFile == "" && cfg.EditionsFile == "" {
+	if cfg.CostTableFile == "" && cfg.RoutesFile == "" && cfg.OrgsFile == "" && cfg.EditionsFile == "" {
 		if cfg.cert == nil {
-			log.Info("SIGHUP: nothing to reload (no CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE, CREDITGATE_EDITIONS_FILE or TLS certificate)")
+			log.Info("SIGHUP: nothing to reload (no CREDITGATE_ROUTES_FILE, CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE, CREDITGATE_EDITIONS_FILE or TLS certificate)")
 		}
 		return
+	}
+	if cfg.RoutesFile != "" {
+		if routes, err := cfg.loadRoutes(); err != nil {
+			log.Error("SIGHUP: routes refused, the running ones stay", zap.Error(err))
+		} else if err := gw.SetRoutes(routes); err != nil {
+			log.Error("SIGHUP: routes refused, the running ones stay", zap.Error(err))
+		} else {
+			log.Info("SIGHUP: routes reloaded", zap.Int("routes", len(routes)))
+		}
 	}
 	if cfg.CostTableFile != "" {
 		if tbl, err := costtable.LoadFile(cfg.CostTableFile); err != nil {

@@ -1,0 +1,173 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/creditgate/creditgate/costtable"
+)
+
+// A routes file (CREDITGATE_ROUTES_FILE), in YAML or JSON:
+//
+//	routes:
+//	  - name: crm                     # required: lower-case letters, digits, _ and -
+//	    host: api.example.com         # optional: only calls for this host
+//	    path_prefix: /crm             # optional: only paths under it
+//	    strip_prefix: true            # optional: forward and price /v8/Leads, not /crm/v8/Leads
+//	    upstream: https://crm.internal:8443
+//	    cost_table: zoho-crm          # a built-in table, or
+//	    cost_table_file: crm.yaml     # a cost table file, relative to this file
+//	    preserve_host: false          # optional: default CREDITGATE_PRESERVE_HOST
+//	    timeout: 30s                  # optional: default CREDITGATE_UPSTREAM_TIMEOUT
+//
+// A call goes to the first route that matches it: routes with a host before those without,
+// longer prefixes first.
+
+// RouteDefaults is what a route of a routes file takes where it says nothing.
+type RouteDefaults struct {
+	Costs        *costtable.Table // when it names no cost table
+	PreserveHost bool
+}
+
+type routesDoc struct {
+	Routes []routeEntry `yaml:"routes"`
+}
+
+type routeEntry struct {
+	Name          string `yaml:"name"`
+	Host          string `yaml:"host"`
+	PathPrefix    string `yaml:"path_prefix"`
+	StripPrefix   bool   `yaml:"strip_prefix"`
+	Upstream      string `yaml:"upstream"`
+	CostTable     string `yaml:"cost_table"`
+	CostTableFile string `yaml:"cost_table_file"`
+	PreserveHost  *bool  `yaml:"preserve_host"`
+	Timeout       string `yaml:"timeout"`
+}
+
+// LoadRoutesFile reads a routes file; cost table files are found relative to it. Errors
+// name the file, and the line and route of each mistake, all of them at once.
+func LoadRoutesFile(path string, def RouteDefaults) ([]Route, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	routes, err := ParseRoutes(filepath.Dir(path), data, def)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return routes, nil
+}
+
+// ParseRoutes compiles the routes of a routes file's data; dir is where cost table files are
+// looked for.
+func ParseRoutes(dir string, data []byte, def RouteDefaults) ([]Route, error) {
+	var doc routesDoc
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("want a mapping with routes: %w", err)
+	}
+	var node yaml.Node // for the line of each route
+	_ = yaml.Unmarshal(data, &node)
+	lines := routeLines(&node)
+
+	var errs []error
+	routes := make([]Route, 0, len(doc.Routes))
+	for i, e := range doc.Routes {
+		line := 0
+		if i < len(lines) {
+			line = lines[i]
+		}
+		fail := func(format string, a ...any) {
+			errs = append(errs, &routeError{index: i, line: line, name: e.Name, msg: fmt.Sprintf(format, a...)})
+		}
+		r := Route{Name: e.Name, Host: e.Host, PathPrefix: e.PathPrefix, StripPrefix: e.StripPrefix, PreserveHost: def.PreserveHost}
+		if e.PreserveHost != nil {
+			r.PreserveHost = *e.PreserveHost
+		}
+		if e.Upstream == "" {
+			fail("upstream is required")
+		} else if u, err := url.Parse(e.Upstream); err != nil {
+			fail("upstream: %v", err)
+		} else {
+			r.Upstream = u
+		}
+		if e.Timeout != "" {
+			d, err := time.ParseDuration(e.Timeout)
+			if err != nil || d <= 0 {
+				fail("timeout must be a positive duration such as 30s, got %q", e.Timeout)
+			}
+			r.Timeout = d
+		}
+		switch {
+		case e.CostTable != "" && e.CostTableFile != "":
+			fail("cost_table and cost_table_file: give one")
+		case e.CostTableFile != "":
+			p := e.CostTableFile
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(dir, p)
+			}
+			t, err := costtable.LoadFile(p)
+			if err != nil {
+				fail("cost_table_file: %v", err)
+			}
+			r.Costs = t
+		case e.CostTable != "":
+			t, err := costtable.Builtin(e.CostTable)
+			if err != nil {
+				fail("cost_table: %v", err)
+			}
+			r.Costs = t
+		default:
+			r.Costs = def.Costs
+		}
+		routes = append(routes, r)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if err := checkRoutes(routes); err != nil {
+		return nil, withRouteLines(err, lines)
+	}
+	return routes, nil
+}
+
+// routeLines returns the line of each item of the document's routes sequence.
+func routeLines(doc *yaml.Node) []int {
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "routes" {
+			var lines []int
+			for _, n := range m.Content[i+1].Content {
+				lines = append(lines, n.Line)
+			}
+			return lines
+		}
+	}
+	return nil
+}
+
+// withRouteLines gives each of checkRoutes's errors the line of its route.
+func withRouteLines(err error, lines []int) error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return err
+	}
+	for _, e := range j.Unwrap() {
+		if re, ok := e.(*routeError); ok && re.index < len(lines) {
+			re.line = lines[re.index]
+		}
+	}
+	return err
+}
