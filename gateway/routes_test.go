@@ -274,3 +274,27 @@ func TestParseRoutesFile(t *testing.T) {
 		}
 	}
 }
+
+func TestRouteTimeout(t *testing.T) {
+	slow := newUpstream(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	slow.handler = func(w http.ResponseWriter, r *http.Request) { <-release }
+	slowURL, _ := url.Parse(slow.URL)
+	f := newFixture(t, func(c *Config) {
+		c.Routes = []Route{
+			{Name: "slow", PathPrefix: "/slow", Upstream: slowURL, Costs: c.Costs, Timeout: 50 * time.Millisecond},
+			{Name: "rest", Upstream: c.Upstream, Costs: c.Costs},
+		}
+	})
+	resp, body := do(t, "GET", f.url+"/slow/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if resp.StatusCode != 504 || resp.Header.Get("X-Credits-Charged") != "0" {
+		t.Errorf("slow route: %d charged %q %s, want 504 refunded", resp.StatusCode, resp.Header.Get("X-Credits-Charged"), body)
+	}
+	if resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, ""); resp.StatusCode != 200 {
+		t.Errorf("other route: %d", resp.StatusCode)
+	}
+	if got := f.used(t, "acme", 1000); got != 1 {
+		t.Errorf("window holds %d, want 1 (the timed-out call refunded)", got)
+	}
+}
