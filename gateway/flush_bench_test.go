@@ -104,8 +104,9 @@ func BenchmarkFlushPolicy(b *testing.B) {
 				srv.Listener = cl
 				srv.Start()
 				defer srv.Close()
-				flushPolicy, gw.proxy.FlushInterval = tt.policy, tt.interval
-				defer func() { flushPolicy, gw.proxy.FlushInterval = true, 0 }()
+				proxy := gw.routes.Load().routes[0].proxy
+				flushPolicy, proxy.FlushInterval = tt.policy, tt.interval
+				defer func() { flushPolicy, proxy.FlushInterval = true, 0 }()
 				target := srv.URL + "/crm/v2/users"
 				if size != "small" {
 					target += "?large=1"
