@@ -541,7 +541,7 @@ func profileHotPath(o httpOpts, upstream, redisAddr string) error {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "profiling the hot path…")
-	if err := profileGateway(filepath.Join(o.profiles, "gateway-memory.prof"), upstream, mem, time.Second, drive); err != nil {
+	if err := profileGateway(filepath.Join(o.profiles, "gateway-memory.prof"), upstream, mem, true, time.Second, drive); err != nil {
 		return err
 	}
 	client, err := limiter.NewRedisClient("redis://" + redisAddr)
@@ -556,5 +556,5 @@ func profileHotPath(o httpOpts, upstream, redisAddr string) error {
 	if err := rs.LoadScripts(context.Background()); err != nil {
 		return err
 	}
-	return profileGateway(filepath.Join(o.profiles, "gateway-redis.prof"), upstream, rs, time.Second, drive)
+	return profileGateway(filepath.Join(o.profiles, "gateway-redis.prof"), upstream, rs, false, time.Second, drive)
 }

@@ -50,7 +50,7 @@ func TestHotPathAllocs(t *testing.T) {
 	// reads, which the flush policy flushes in between.
 	for _, tr := range []http.RoundTripper{cannedTransport{}, piecesTransport{}} {
 		gw, err := New(Config{
-			Upstream: up, Transport: tr, Store: store, Costs: costs, Orgs: dir,
+			Upstream: up, Transport: tr, Store: store, StoreInProcess: true, Costs: costs, Orgs: dir,
 			LimitOf: func(o *orgs.Org) int64 { return o.Limit }, Clock: time.Now,
 		})
 		if err != nil {

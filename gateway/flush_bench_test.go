@@ -70,7 +70,7 @@ func BenchmarkFlushPolicy(b *testing.B) {
 	dir, _ := orgs.NewDirectory(list)
 	costs, _ := costtable.Builtin("zoho-crm")
 	gw, err := New(Config{
-		Upstream: upURL, Store: store, Costs: costs, Orgs: dir,
+		Upstream: upURL, Store: store, StoreInProcess: true, Costs: costs, Orgs: dir,
 		LimitOf: func(o *orgs.Org) int64 { return o.Limit },
 	})
 	if err != nil {

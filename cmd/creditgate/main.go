@@ -78,7 +78,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	storeOpts := limiter.Options{Window: cfg.Window, Bucket: cfg.Bucket, LeaseTTL: cfg.LeaseTTL, CallTTL: cfg.CallRecordTTL}
 	redisLog := &redisLogger{s: log.Named("redis").Sugar()}
 	var (
-		store limiter.Store
+		store gateway.Store
 		ready func(context.Context) error
 	)
 	if cfg.RedisURL != "" {
@@ -146,6 +146,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		UpstreamTimeout:    cfg.UpstreamTimeout,
 		UpstreamTLS:        cfg.upstreamTLS,
 		Store:              store,
+		StoreInProcess:     cfg.RedisURL == "", // the memory store
 		StoreTimeout:       cfg.RedisTimeout,
 		FailOpen:           cfg.FailMode == "open",
 		FailLocal:          cfg.FailMode == "local",
