@@ -47,30 +47,9 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		status = errUpstreamTimeout
 	}
-	if st != nil {
-		g.uncountCall(r, st.t, st.pd) // monthly plans: a call never served is not counted
-	}
-	if st != nil && st.d.Allowed && st.d.Cost+st.pre.Cost > 0 {
-		var rerr error
-		if st.pre.Allowed && st.pre.Cost > 0 {
-			rerr = g.refundCall(r.Context(), st.preKey, st.pre, st.preLocal)
-		}
-		if st.d.Cost > 0 {
-			rerr = errors.Join(rerr, g.refundCall(r.Context(), st.key, st.d, st.local))
-		}
-		cost := st.pre.Cost + st.d.Cost
-		if rerr != nil {
-			g.log.Error("refund failed", zap.String("org", st.t.org.ID), zap.String("rule", st.rule),
-				zap.Int64("cost", cost), zap.Error(rerr))
-		} else {
-			st.t.m.refunded.Add(float64(cost))
-			h := w.Header()
-			h.Set("X-Credits-Charged", "0")
-			setRemaining(h, st.t, st.d.Limit, st.d.Remaining+cost)
-		}
-	}
 	org, rule := "", ""
 	if st != nil {
+		g.refundUnserved(w, r, st)
 		org, rule = st.t.org.ID, st.rule
 	}
 	g.log.Error("upstream error", zap.String("org", org), zap.String("rule", rule), zap.Error(err))
@@ -104,4 +83,30 @@ func (g *Gateway) release(r *http.Request, key limiter.Key, d limiter.Decision) 
 		// The lease expires on its own after its TTL.
 		g.log.Warn("lease release failed", zap.String("org", key.Org), zap.Error(err))
 	}
+}
+
+// refundUnserved gives back what a call the upstream never served took: its period's count
+// (monthly plans) and its debits, and rewrites the answer's fields to say so.
+func (g *Gateway) refundUnserved(w http.ResponseWriter, r *http.Request, st *callState) {
+	g.uncountCall(r, st.t, st.pd)
+	if !st.d.Allowed || st.d.Cost+st.pre.Cost <= 0 {
+		return
+	}
+	var rerr error
+	if st.pre.Allowed && st.pre.Cost > 0 {
+		rerr = g.refundCall(r.Context(), st.preKey, st.pre, st.preLocal)
+	}
+	if st.d.Cost > 0 {
+		rerr = errors.Join(rerr, g.refundCall(r.Context(), st.key, st.d, st.local))
+	}
+	cost := st.pre.Cost + st.d.Cost
+	if rerr != nil {
+		g.log.Error("refund failed", zap.String("org", st.t.org.ID), zap.String("rule", st.rule),
+			zap.Int64("cost", cost), zap.Error(rerr))
+		return
+	}
+	st.t.m.refunded.Add(float64(cost))
+	h := w.Header()
+	h.Set("X-Credits-Charged", "0")
+	setRemaining(h, st.t, st.d.Limit, st.d.Remaining+cost)
 }
