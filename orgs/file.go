@@ -59,6 +59,11 @@ func ParseFile(data []byte) ([]Org, error) {
 			return orgs, nil
 		}
 	}
+	return parseFileTree(data)
+}
+
+// parseFileTree reads data through the node tree, with lines for errors.
+func parseFileTree(data []byte) ([]Org, error) {
 	var doc fileDoc
 	_, err := configfile.Decode(data, &doc)
 	var se *configfile.SyntaxError
