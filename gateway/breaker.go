@@ -434,13 +434,17 @@ func (g *Gateway) retryLoop() {
 	}
 }
 
-// Close stops the gateway's background work (the breaker's prober, the lease renewals). Calls still in flight
-// are not affected.
+// Close stops the gateway's background work (the breaker's prober, the lease renewals) and
+// closes the upstream connections of the transport it built, each once its calls are done.
+// Calls still in flight are not affected.
 func (g *Gateway) Close() {
 	g.stopOnce.Do(func() { close(g.stop) })
 	g.breaker.close()
 	if g.leases != nil {
 		g.leases.close()
+	}
+	if g.upstream != nil {
+		g.upstream.Close()
 	}
 }
 

@@ -48,14 +48,18 @@ const (
 type Config struct {
 	// Upstream is the API behind the gateway (required).
 	Upstream *url.URL
-	// Transport reaches the upstream; nil means a tuned clone of http.DefaultTransport with
-	// UpstreamTimeout as its response-header timeout. An *http.Transport is cloned to send
-	// each call at most once and HTTP/1.1 only (see upstream.go); another RoundTripper is
-	// used as is, and must not resend calls itself.
+	// Transport reaches the upstream; nil means NewUpstreamTransport(UpstreamTimeout,
+	// UpstreamTLS, !UpstreamHTTP1Only), which the gateway closes in Close. An *http.Transport
+	// is cloned to send each call at most once and HTTP/1.1 only (see upstream.go); another
+	// RoundTripper (an *UpstreamTransport among them) is used as is, must not resend calls
+	// itself, and stays open after Close.
 	Transport http.RoundTripper
 	// UpstreamTLS configures TLS to an https:// upstream (a private CA, a client certificate)
 	// for the default transport; nil: the system's roots, no client certificate.
 	UpstreamTLS *tls.Config
+	// UpstreamHTTP1Only keeps the default transport to HTTP/1.1; zero: HTTP/2 to https://
+	// upstreams that offer it (see h2pool.go).
+	UpstreamHTTP1Only bool
 	// UpstreamTimeout bounds the wait for the upstream's response headers (zero: 60s); past
 	// it the gateway answers 504 and refunds.
 	UpstreamTimeout time.Duration
@@ -171,7 +175,8 @@ type Gateway struct {
 	stop       chan struct{}     // closed by Close
 	stopOnce   sync.Once
 	draining   atomic.Bool
-	storeLocal bool // the store is a *limiter.MemoryStore, which never waits
+	storeLocal bool               // the store is a *limiter.MemoryStore, which never waits
+	upstream   *UpstreamTransport // the transport New built, closed by Close; nil otherwise
 }
 
 // roster is the orgs in force: swapped whole on reload, read without locks.
@@ -295,10 +300,10 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	var own *UpstreamTransport
 	if cfg.Transport == nil {
-		t := NewTransport(cfg.UpstreamTimeout)
-		t.TLSClientConfig = cfg.UpstreamTLS
-		cfg.Transport = t
+		own = NewUpstreamTransport(cfg.UpstreamTimeout, cfg.UpstreamTLS, !cfg.UpstreamHTTP1Only)
+		cfg.Transport = own
 	}
 	if t, ok := cfg.Transport.(*http.Transport); ok {
 		cfg.Transport = oneAttempt(t)
@@ -326,6 +331,7 @@ func New(cfg Config) (*Gateway, error) {
 		orgHeader: textproto.CanonicalMIMEHeaderKey(cfg.OrgHeader),
 		overLimit: newOverLimitError(cfg.Window),
 		cors:      newCORS(cfg.CORS),
+		upstream:  own,
 	}
 	g.breaker = newBreaker(cfg.BreakerFailures, cfg.BreakerCooldown, cfg.StoreTimeout, cfg.Probe,
 		cfg.Logger.Named("breaker"), cfg.Metrics)
