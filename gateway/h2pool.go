@@ -59,12 +59,11 @@ type UpstreamTransport struct {
 // offered to https:// upstreams when http2 is true.
 func NewUpstreamTransport(responseHeaderTimeout time.Duration, tlsConfig *tls.Config, http2 bool) *UpstreamTransport {
 	t := NewTransport(responseHeaderTimeout)
-	if tlsConfig != nil {
-		t.TLSClientConfig = tlsConfig.Clone()
-	}
+	t.TLSClientConfig = tlsConfig.Clone()
 	u := &UpstreamTransport{h1: oneAttempt(t)}
 	if http2 {
-		d := t.Clone()
+		d := NewTransport(responseHeaderTimeout)
+		d.TLSClientConfig = tlsConfig.Clone()
 		if d.TLSClientConfig == nil {
 			d.TLSClientConfig = &tls.Config{}
 		}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -55,6 +56,12 @@ func oneAttempt(t *http.Transport) *http.Transport {
 	t.ForceAttemptHTTP2 = false
 	t.Protocols = new(http.Protocols)
 	t.Protocols.SetHTTP1(true)
+	// Clone set up HTTP/2 on the original first, adding h2 to the TLS configuration's ALPN
+	// list, and the clone copies that list: offered h2, an upstream would choose it and
+	// receive HTTP/1.1 on an HTTP/2 connection.
+	if c := t.TLSClientConfig; c != nil {
+		c.NextProtos = slices.DeleteFunc(slices.Clone(c.NextProtos), func(p string) bool { return p == "h2" })
+	}
 	return t
 }
 
