@@ -13,9 +13,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/creditgate/creditgate/costtable"
+	"github.com/creditgate/creditgate/limiter"
+	"github.com/creditgate/creditgate/orgs"
 )
 
 // tlsUpstream is an httptest TLS upstream that counts its connections and records the
@@ -152,6 +157,36 @@ func TestHTTP2Upstream(t *testing.T) {
 	// GET by id costs 1, as the calls to users do.
 	if got := f.used(t, "acme", 1000); got != 3+3+1+calls {
 		t.Errorf("window holds %d credits, want %d", got, 3+3+1+calls)
+	}
+}
+
+// TestHTTP2ClosedWithGateway: Gateway.Close closes the idle HTTP/2 connections of the
+// transport it built.
+func TestHTTP2ClosedWithGateway(t *testing.T) {
+	closed := make(chan struct{}, 1)
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto)
+	}))
+	up.EnableHTTP2 = true
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	f := newFixture(t, func(c *Config) {
+		c.Upstream, _ = url.Parse(up.URL)
+		c.UpstreamTLS = trusting(up.Certificate())
+	})
+	if resp, body := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, ""); body != "HTTP/2.0" {
+		t.Fatalf("%d %q, want HTTP/2.0", resp.StatusCode, body)
+	}
+	f.gw.Close()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream connection is still open after Close")
 	}
 }
 
@@ -323,6 +358,22 @@ func TestHTTP2OneAttemptPerCall(t *testing.T) {
 	}
 }
 
+// TestHTTP2ResponseHeaderTimeout: an HTTP/2 upstream that takes the call and never answers
+// is given UpstreamTimeout; the call is answered 504, sent once and refunded.
+func TestHTTP2ResponseHeaderTimeout(t *testing.T) {
+	up := newRawH2(t, func(*http2.Framer, uint32, int64) bool { return true })
+	f := newFixture(t, func(c *Config) {
+		c.Upstream, _ = url.Parse(up.url)
+		c.UpstreamTLS = trusting(up.cert)
+		c.UpstreamTimeout = 100 * time.Millisecond
+	})
+	resp, body := do(t, "GET", f.url+"/crm/v8/Leads?cvid=1", map[string]string{"X-Api-Key": "acme-key"}, "")
+	if resp.StatusCode != 504 || resp.Header.Get("X-Credits-Charged") != "0" || up.headers.Load() != 1 || f.used(t, "acme", 1000) != 0 {
+		t.Errorf("%d charged %s, sent %d times, window %d; want 504, 0, once, 0 (%s)",
+			resp.StatusCode, resp.Header.Get("X-Credits-Charged"), up.headers.Load(), f.used(t, "acme", 1000), body)
+	}
+}
+
 // TestHTTP2RefusedStreamSentAgain: a call the upstream provably did not process
 // (REFUSED_STREAM, or a GOAWAY whose last stream is below it) is sent once more on another
 // connection, if it has no body; never a third time, and never with a body.
@@ -373,6 +424,48 @@ func TestHTTP2RefusedStreamSentAgain(t *testing.T) {
 			}
 			if tt.wantSent == 2 && up.conns.Load() != 2 {
 				t.Errorf("sent again on %d connections, want 2 (another one)", up.conns.Load())
+			}
+		})
+	}
+}
+
+// BenchmarkUpstreamProtocols is an allowed call through the gateway to a TLS upstream on
+// loopback, over each protocol. Allocations count the upstream server's too (same process).
+func BenchmarkUpstreamProtocols(b *testing.B) {
+	for _, http1Only := range []bool{true, false} {
+		name := "HTTP2"
+		if http1Only {
+			name = "HTTP1"
+		}
+		b.Run(name, func(b *testing.B) {
+			up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.WriteString(w, `{"ok":true}`)
+			}))
+			up.EnableHTTP2 = true
+			up.StartTLS()
+			defer up.Close()
+			u, _ := url.Parse(up.URL)
+			store, _ := limiter.NewMemoryStore(limiter.Options{})
+			list, _ := orgs.Parse("bench:limit=1000000000000,keys=bench-key")
+			dir, _ := orgs.NewDirectory(list)
+			costs, _ := costtable.Builtin("zoho-crm")
+			gw, err := New(Config{
+				Upstream: u, UpstreamTLS: trusting(up.Certificate()), UpstreamHTTP1Only: http1Only,
+				Store: store, Costs: costs, Orgs: dir, LimitOf: func(o *orgs.Org) int64 { return o.Limit }, Clock: time.Now,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer gw.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest("GET", "/crm/v2/users", nil)
+				req.Header.Set("X-Api-Key", "bench-key")
+				w := httptest.NewRecorder()
+				gw.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatalf("status %d", w.Code)
+				}
 			}
 		})
 	}
