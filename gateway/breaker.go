@@ -434,14 +434,20 @@ func (g *Gateway) retryLoop() {
 	}
 }
 
-// Close stops the gateway's background work (the breaker's prober, the lease renewals). Calls still in flight
-// are not affected.
+// Close stops the gateway's background work (the breaker's prober, the lease renewals) and
+// closes the upstream connections of the transports it built, each once its calls are done.
+// Calls still in flight are not affected.
 func (g *Gateway) Close() {
 	g.stopOnce.Do(func() { close(g.stop) })
 	g.breaker.close()
 	if g.leases != nil {
 		g.leases.close()
 	}
+	g.routesMu.Lock()
+	for _, t := range g.transports {
+		t.Close()
+	}
+	g.routesMu.Unlock()
 }
 
 // Drain marks the gateway as shutting down: /readyz answers 503 so load balancers stop
