@@ -42,14 +42,18 @@ type Config struct {
 	// with its own cost table (see Route); Upstream and Costs are then not used. Calls that no
 	// route matches are answered 404 ROUTE_NOT_FOUND, uncharged.
 	Routes []Route
-	// Transport reaches the upstreams; nil means tuned clones of http.DefaultTransport with
-	// UpstreamTimeout (or a route's Timeout) as their response-header timeout. An
-	// *http.Transport is cloned to send each call at most once and HTTP/1.1 only (see
-	// upstream.go); another RoundTripper is used as is, and must not resend calls itself.
+	// Transport reaches the upstreams; nil means NewUpstreamTransport(UpstreamTimeout (or a
+	// route's Timeout), UpstreamTLS, !UpstreamHTTP1Only), one per timeout, which the gateway
+	// closes in Close. An *http.Transport is cloned to send each call at most once and
+	// HTTP/1.1 only (see upstream.go); another RoundTripper (an *UpstreamTransport among
+	// them) is used as is, must not resend calls itself, and stays open after Close.
 	Transport http.RoundTripper
 	// UpstreamTLS configures TLS to an https:// upstream (a private CA, a client certificate)
 	// for the default transport; nil: the system's roots, no client certificate.
 	UpstreamTLS *tls.Config
+	// UpstreamHTTP1Only keeps the default transport to HTTP/1.1; zero: HTTP/2 to https://
+	// upstreams that offer it (see h2pool.go).
+	UpstreamHTTP1Only bool
 	// UpstreamTimeout bounds the wait for the upstream's response headers (zero: 60s), for
 	// routes without a Timeout of their own; past it the gateway answers 504 and refunds.
 	UpstreamTimeout time.Duration
@@ -156,10 +160,10 @@ type Gateway struct {
 	roster atomic.Pointer[roster]
 	log    *zap.Logger
 
-	routesMu   sync.Mutex                          // one swap of the routes at a time
-	transports map[time.Duration]http.RoundTripper // by response-header timeout; under routesMu
-	buffers    httputil.BufferPool                 // the proxies' copy buffers
-	proxyLog   *log.Logger                         // the proxies' own errors
+	routesMu   sync.Mutex                           // one swap of the routes at a time
+	transports map[time.Duration]*UpstreamTransport // built by the gateway, by response-header timeout; under routesMu
+	buffers    httputil.BufferPool                  // the proxies' copy buffers
+	proxyLog   *log.Logger                          // the proxies' own errors
 
 	metrics    *Metrics
 	bodies     *bodyBudget
@@ -265,7 +269,7 @@ func New(cfg Config) (*Gateway, error) {
 		overLimit: newOverLimitError(cfg.Window),
 		cors:      newCORS(cfg.CORS),
 
-		transports: map[time.Duration]http.RoundTripper{},
+		transports: map[time.Duration]*UpstreamTransport{},
 		buffers:    newBufferPool(),
 	}
 	g.proxyLog = zap.NewStdLog(g.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)))
@@ -298,14 +302,20 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-// Close stops the gateway's background work (the breaker's prober, the lease renewals). Calls still in flight
-// are not affected.
+// Close stops the gateway's background work (the breaker's prober, the lease renewals) and
+// closes the upstream connections of the transports it built, each once its calls are done.
+// Calls still in flight are not affected.
 func (g *Gateway) Close() {
 	g.stopOnce.Do(func() { close(g.stop) })
 	g.breaker.close()
 	if g.leases != nil {
 		g.leases.close()
 	}
+	g.routesMu.Lock()
+	for _, t := range g.transports {
+		t.Close()
+	}
+	g.routesMu.Unlock()
 }
 
 // Drain marks the gateway as shutting down: /readyz answers 503 so load balancers stop

@@ -266,11 +266,9 @@ func (g *Gateway) transportFor(timeout time.Duration) http.RoundTripper {
 	if t, ok := g.transports[timeout]; ok {
 		return t
 	}
-	t := NewTransport(timeout)
-	t.TLSClientConfig = g.cfg.UpstreamTLS
-	rt := oneAttempt(t)
-	g.transports[timeout] = rt
-	return rt
+	t := NewUpstreamTransport(timeout, g.cfg.UpstreamTLS, !g.cfg.UpstreamHTTP1Only)
+	g.transports[timeout] = t
+	return t
 }
 
 // routeFor finds the route of r, with its prefix stripped if the route says so; nil when no

@@ -257,7 +257,7 @@ func TestParseRoutesFile(t *testing.T) {
 	}
 
 	for _, c := range []struct{ doc, want string }{
-		{"routes:\n  - name: a\n    upstream: http://x\n    colour: red\n", "line 4: field colour not found"},
+		{"routes:\n  - name: a\n    upstream: http://x\n    colour: red\n", `line 4: routes[0]: unknown field "colour"`},
 		{"routes:\n  - name: a\n    upstream: http://x\n  - name: b\n    upstream: http://y\n    timeout: soon\n",
 			`line 4: routes[1] "b": timeout must be a positive duration`},
 		{"routes:\n  - name: a\n    upstream: http://x\n    cost_table: nope\n", `line 2: routes[0] "a": cost_table: unknown cost table "nope"`},
@@ -266,7 +266,8 @@ func TestParseRoutesFile(t *testing.T) {
 		{"routes:\n  - name: a\n    upstream: ftp://x\n", `line 2: routes[0] "a": upstream must be an absolute http:// or https:// URL`},
 		{"routes:\n  - name: a\n    upstream: http://x\n    cost_table_file: missing.yaml\n", `line 2: routes[0] "a": cost_table_file:`},
 		{"routes: []\n", "no routes"},
-		{"- a\n", "want a mapping with routes"},
+		{"{\"routes\": [{\"name\": \"a\", \"upstream\": \"http://x\", \"timeout\": 5}]}", `line 1: routes[0] "a": timeout must be a positive duration such as 30s, got "5"`},
+		{"- a\n", "line 1: want a mapping, got a list"},
 	} {
 		_, err := ParseRoutes(dir, []byte(c.doc), def)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

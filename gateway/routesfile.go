@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/url"
@@ -9,9 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/creditgate/creditgate/costtable"
+	"github.com/creditgate/creditgate/internal/configfile"
 )
 
 // A routes file (CREDITGATE_ROUTES_FILE), in YAML or JSON:
@@ -41,15 +39,16 @@ type routesDoc struct {
 }
 
 type routeEntry struct {
-	Name          string `yaml:"name"`
-	Host          string `yaml:"host"`
-	PathPrefix    string `yaml:"path_prefix"`
-	StripPrefix   bool   `yaml:"strip_prefix"`
-	Upstream      string `yaml:"upstream"`
-	CostTable     string `yaml:"cost_table"`
-	CostTableFile string `yaml:"cost_table_file"`
-	PreserveHost  *bool  `yaml:"preserve_host"`
-	Timeout       string `yaml:"timeout"`
+	Pos           configfile.Pos `yaml:"-" json:"-"`
+	Name          string         `yaml:"name"`
+	Host          string         `yaml:"host"`
+	PathPrefix    string         `yaml:"path_prefix"`
+	StripPrefix   bool           `yaml:"strip_prefix"`
+	Upstream      string         `yaml:"upstream"`
+	CostTable     string         `yaml:"cost_table"`
+	CostTableFile string         `yaml:"cost_table_file"`
+	PreserveHost  *bool          `yaml:"preserve_host"`
+	Timeout       string         `yaml:"timeout"`
 }
 
 // LoadRoutesFile reads a routes file; cost table files are found relative to it. Errors
@@ -70,22 +69,15 @@ func LoadRoutesFile(path string, def RouteDefaults) ([]Route, error) {
 // looked for.
 func ParseRoutes(dir string, data []byte, def RouteDefaults) ([]Route, error) {
 	var doc routesDoc
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("want a mapping with routes: %w", err)
+	if _, err := configfile.Decode(data, &doc); err != nil {
+		return nil, err
 	}
-	var node yaml.Node // for the line of each route
-	_ = yaml.Unmarshal(data, &node)
-	lines := routeLines(&node)
-
 	var errs []error
 	routes := make([]Route, 0, len(doc.Routes))
+	lines := make([]int, len(doc.Routes))
 	for i, e := range doc.Routes {
-		line := 0
-		if i < len(lines) {
-			line = lines[i]
-		}
+		line := e.Pos.Line
+		lines[i] = line
 		fail := func(format string, a ...any) {
 			errs = append(errs, &routeError{index: i, line: line, name: e.Name, msg: fmt.Sprintf(format, a...)})
 		}
@@ -138,24 +130,6 @@ func ParseRoutes(dir string, data []byte, def RouteDefaults) ([]Route, error) {
 		return nil, withRouteLines(err, lines)
 	}
 	return routes, nil
-}
-
-// routeLines returns the line of each item of the document's routes sequence.
-func routeLines(doc *yaml.Node) []int {
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return nil
-	}
-	m := doc.Content[0]
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == "routes" {
-			var lines []int
-			for _, n := range m.Content[i+1].Content {
-				lines = append(lines, n.Line)
-			}
-			return lines
-		}
-	}
-	return nil
 }
 
 // withRouteLines gives each of checkRoutes's errors the line of its route.

@@ -116,7 +116,10 @@ type Config struct {
 	UpstreamCAFile         string `env:"CREDITGATE_UPSTREAM_CA_FILE"`
 	UpstreamClientCertFile string `env:"CREDITGATE_UPSTREAM_CLIENT_CERT_FILE"`
 	UpstreamClientKeyFile  string `env:"CREDITGATE_UPSTREAM_CLIENT_KEY_FILE"`
-	Orgs                   string `env:"CREDITGATE_ORGS"`
+	// UpstreamHTTP2 offers HTTP/2 to an https:// upstream (ALPN), each call still sent at most
+	// once; false speaks HTTP/1.1 only. A plain http:// upstream is always spoken HTTP/1.1.
+	UpstreamHTTP2 bool   `env:"CREDITGATE_UPSTREAM_HTTP2" envDefault:"true"`
+	Orgs          string `env:"CREDITGATE_ORGS"`
 	// OrgsFile holds more orgs (YAML or JSON), added to CREDITGATE_ORGS; read again on SIGHUP.
 	OrgsFile string `env:"CREDITGATE_ORGS_FILE"`
 	// EditionsFile changes or adds editions (YAML or JSON); read again on SIGHUP.
@@ -527,7 +530,8 @@ func (c *Config) logFields() []zap.Field {
 		upstream = "(demo)"
 	}
 	return []zap.Field{
-		zap.String("upstream", upstream), zap.String("routes_file", c.RoutesFile), zap.Int("routes", len(c.routes)), zap.String("store", store), zap.String("fail_mode", c.FailMode),
+		zap.String("upstream", upstream), zap.Bool("upstream_http2", c.UpstreamHTTP2), zap.String("routes_file", c.RoutesFile), zap.Int("routes", len(c.routes)),
+		zap.String("store", store), zap.String("fail_mode", c.FailMode),
 		zap.Int("breaker_failures", c.BreakerFailures), zap.Duration("breaker_cooldown", c.BreakerCooldown),
 		zap.Int("metrics_max_orgs", c.MetricsMaxOrgs),
 		zap.Duration("window", c.Window), zap.Duration("bucket", c.Bucket), zap.Bool("shadow", c.Shadow),

@@ -145,6 +145,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		Routes:             cfg.routes,
 		UpstreamTimeout:    cfg.UpstreamTimeout,
 		UpstreamTLS:        cfg.upstreamTLS,
+		UpstreamHTTP1Only:  !cfg.UpstreamHTTP2,
 		Store:              store,
 		StoreInProcess:     cfg.RedisURL == "", // the memory store
 		StoreTimeout:       cfg.RedisTimeout,
