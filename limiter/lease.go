@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-var renewScript = mustScript("lua/renew.lua")
+var renewScript = mustScript("renew.lua")
 
 // LeaseRenewer extends the concurrency leases of calls still in flight, so that a lease can
 // be short (a dead replica's slots come back soon) while a long call keeps its slot.

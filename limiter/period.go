@@ -59,7 +59,7 @@ var (
 	_ PeriodStore = (*MemoryStore)(nil)
 )
 
-var periodScript = mustScript("lua/period.lua")
+var periodScript = mustScript("period.lua")
 
 // PeriodOf returns the subscription period containing t for periods starting on day anchor
 // (1 to 28) of each month, at 00:00 UTC.

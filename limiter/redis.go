@@ -2,7 +2,6 @@ package limiter
 
 import (
 	"context"
-	"embed"
 	"fmt"
 	"strconv"
 	"time"
@@ -10,23 +9,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-//go:embed lua/*.lua
-var luaFS embed.FS
-
 var (
-	spendScript   = mustScript("lua/spend.lua")
-	refundScript  = mustScript("lua/refund.lua")
-	releaseScript = mustScript("lua/release.lua")
-	usageScript   = mustScript("lua/usage.lua")
+	spendScript   = mustScript("spend.lua")
+	refundScript  = mustScript("refund.lua")
+	releaseScript = mustScript("release.lua")
+	usageScript   = mustScript("usage.lua")
 )
-
-func mustScript(name string) *redis.Script {
-	src, err := luaFS.ReadFile(name)
-	if err != nil {
-		panic("limiter: missing embedded script " + name)
-	}
-	return redis.NewScript(string(src))
-}
 
 var (
 	_ Store       = (*RedisStore)(nil)

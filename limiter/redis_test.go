@@ -3,7 +3,6 @@ package limiter_test
 import (
 	"context"
 	"errors"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -437,36 +436,5 @@ func TestRedisLayoutChangeFreesExpiredCredits(t *testing.T) {
 	}
 	if d, err := after.Spend(ctx, k, 1, change); !errors.Is(err, limiter.ErrOverLimit) || d.Used != 10 {
 		t.Fatalf("Spend(1) at the limit = %+v, %v; want rejected", d, err)
-	}
-}
-
-// TestLuaCopiesAlike: a script cannot call another's functions, so spend.lua and usage.lua
-// each carry relaid_held (usage must report what the next spend will carry over), and
-// spend.lua and refund.lua each carry ring_read and ring_first_held; the copies must stay
-// the same.
-func TestLuaCopiesAlike(t *testing.T) {
-	fn := func(file, name string) string {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := string(b)
-		i := strings.Index(s, "local function "+name+"(")
-		if i < 0 {
-			t.Fatalf("%s has no %s", file, name)
-		}
-		j := strings.Index(s[i:], "\nend\n")
-		if j < 0 {
-			t.Fatalf("%s: %s has no end", file, name)
-		}
-		return s[i : i+j]
-	}
-	if a, b := fn("lua/spend.lua", "relaid_held"), fn("lua/usage.lua", "relaid_held"); a != b {
-		t.Fatalf("relaid_held differs:\nspend.lua:\n%s\nusage.lua:\n%s", a, b)
-	}
-	for _, name := range []string{"ring_read", "ring_first_held"} {
-		if a, b := fn("lua/spend.lua", name), fn("lua/refund.lua", name); a != b {
-			t.Fatalf("%s differs:\nspend.lua:\n%s\nrefund.lua:\n%s", name, a, b)
-		}
 	}
 }

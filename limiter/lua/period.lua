@@ -29,13 +29,7 @@
 local mode = ARGV[1]
 local monthly = tonumber(ARGV[2])
 local anchor = tonumber(ARGV[4])
-local now
-if ARGV[5] == nil or ARGV[5] == '' then
-	local t = redis.call('TIME')
-	now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-	now = tonumber(ARGV[5])
-end
+local now = clock_ms(ARGV[5])
 local keep = tonumber(ARGV[6])
 
 if mode == 'refund' then
@@ -51,8 +45,8 @@ if mode == 'refund' then
 	else
 		redis.call('HINCRBY', KEYS[1], ARGV[7], -1)
 	end
-	if before > monthly and redis.call('HINCRBY', KEYS[3], ARGV[9], -1) <= 0 then
-		redis.call('HDEL', KEYS[3], ARGV[9])
+	if before > monthly then
+		meter_take(KEYS[3], ARGV[9], 1)
 	end
 	return {1, 0, 0, 0, 0, 0, 0}
 end
@@ -86,7 +80,7 @@ local function civil_from_days(z)
 	return y, m, d
 end
 
-local day = math.floor(now / 86400000)
+local day = day_of(now)
 local y, m, d = civil_from_days(day)
 if d < anchor then
 	m = m - 1
@@ -103,8 +97,7 @@ local finish = days_from_civil(ny, nm, anchor)
 local field = string.format('%d', start)
 
 -- At most twice the monthly limit, even if a larger number was stored under an older limit.
-local additional = math.min(tonumber(redis.call('GET', KEYS[2]) or ARGV[3] or '0') or 0, 2 * monthly)
-local limit = monthly + additional
+local limit = capped_limit(monthly, KEYS[2], ARGV[3], 2 * monthly)
 local used = tonumber(redis.call('HGET', KEYS[1], field) or '0')
 
 if mode ~= 'spend' then
@@ -116,15 +109,7 @@ end
 
 if redis.call('HINCRBY', KEYS[1], field, 1) == 1 then
 	-- A new period: drop the counters of periods long gone.
-	local old = {}
-	for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-		if tonumber(f) < start - keep then
-			old[#old + 1] = f
-		end
-	end
-	if #old > 0 then
-		redis.call('HDEL', KEYS[1], unpack(old))
-	end
+	drop_through(KEYS[1], start - keep - 1)
 end
 redis.call('PEXPIRE', KEYS[1], (finish - day + keep) * 86400000)
 used = used + 1
@@ -132,19 +117,7 @@ used = used + 1
 local extra = 0
 if used > monthly then
 	extra = 1
-	local dayf = string.format('%d', day)
-	if redis.call('HINCRBY', KEYS[3], dayf, 1) == 1 then
-		local old = {}
-		for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
-			if tonumber(f) <= day - keep then
-				old[#old + 1] = f
-			end
-		end
-		if #old > 0 then
-			redis.call('HDEL', KEYS[3], unpack(old))
-		end
-	end
-	redis.call('PEXPIRE', KEYS[3], keep * 86400000)
+	meter_add(KEYS[3], day, 1, keep)
 end
 
 return {1, used, limit, extra, start, finish, day}

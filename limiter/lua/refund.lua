@@ -41,13 +41,7 @@ local addon = tonumber(ARGV[5] or '0') or 0
 local call = ARGV[10] or ''
 if call ~= '' then
 	local ttl = tonumber(ARGV[11])
-	local now
-	if ARGV[12] == nil or ARGV[12] == '' then
-		local t = redis.call('TIME')
-		now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-	else
-		now = tonumber(ARGV[12])
-	end
+	local now = clock_ms(ARGV[12])
 	local rec = redis.call('HGET', KEYS[7], call)
 	if rec and (credits or 0) <= 0 and (tonumber(string.match(rec, '^(%d+):')) or 0) <= now then
 		rec = nil -- a compensation past the record's life: as if it were gone already
@@ -79,26 +73,21 @@ local k = math.floor(debit_ms / bucket)
 -- refunds in a row never un-meter a credit twice. One that gives nothing back (its bucket is
 -- gone) takes off what the debit metered: a call the gateway refunds is never billed.
 local free = tonumber(ARGV[9] or '')
-local function unmeter_on(day, n)
-	if n > 0 and redis.call('HINCRBY', KEYS[4], day, -n) <= 0 then
-		redis.call('HDEL', KEYS[4], day)
-	end
-end
 local function unmeter(n)
-	unmeter_on(debit_day, n)
+	meter_take(KEYS[4], debit_day, n)
 end
 -- unmeter_drop takes drop off the meter: the debit's own add-on part from its day, the rest
 -- (later calls metered because the debit held free credits) from the next day first, where
 -- they were metered if the refund came after midnight, else from the debit's day.
 local function unmeter_drop(drop)
 	local own = math.min(drop, addon)
-	unmeter_on(debit_day, own)
+	meter_take(KEYS[4], debit_day, own)
 	local rest = drop - own
 	if rest > 0 then
 		local next_day = string.format('%d', tonumber(debit_day) + 1)
 		local n = math.min(rest, tonumber(redis.call('HGET', KEYS[4], next_day) or '0') or 0)
-		unmeter_on(next_day, n)
-		unmeter_on(debit_day, rest - n)
+		meter_take(KEYS[4], next_day, n)
+		meter_take(KEYS[4], debit_day, rest - n)
 	end
 end
 
@@ -129,76 +118,21 @@ if credits > held then
 	credits = held
 end
 if free then
-	unmeter_drop(math.max(0, used - free) - math.max(0, used - credits - free))
+	unmeter_drop(above_free(free, used - credits, used))
 end
 redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i64', slot(k), string.format('%d', -credits))
 used = used - credits
 redis.call('SET', KEYS[3], string.format('%d', math.max(used, 0)), 'KEEPTTL')
 
--- ring_read returns the counters of buckets from..to (to - from < slots), oldest first: one
--- GETRANGE per contiguous run (spend.lua has the same function).
-local function ring_read(from, to)
-	local vals = {}
-	local k = from
-	while k <= to do
-		local s = k % slots
-		local n = math.min(to - k + 1, slots - s) -- contiguous up to the end of the string
-		local raw = redis.call('GETRANGE', KEYS[1], s * 8, (s + n) * 8 - 1)
-		local pos = 1
-		for _ = 1, n do
-			local v = 0
-			if pos + 7 <= #raw then
-				v = struct.unpack('>i8', raw, pos)
-			end
-			pos = pos + 8
-			vals[#vals + 1] = v
-		end
-		k = k + n
-	end
-	return vals
-end
--- ring_first_held returns the first bucket in from..to holding credits (to if none does).
-local function ring_first_held(from, to)
-	local k = from
-	while k < to do
-		local last = math.min(k + 63, to)
-		local vals = ring_read(k, last)
-		for i = 1, #vals do
-			if vals[i] ~= 0 then
-				return k + i - 1
-			end
-		end
-		k = last + 1
-	end
-	return to
-end
-
--- ring_last_held returns the last bucket in from..to holding credits (from if none does):
--- ring_first_held, newest first.
-local function ring_last_held(from, to)
-	local k = to
-	while k > from do
-		local first = math.max(k - 63, from)
-		local vals = ring_read(first, k)
-		for i = #vals, 1, -1 do
-			if vals[i] ~= 0 then
-				return first + i - 1
-			end
-		end
-		k = first - 1
-	end
-	return from
-end
-
 -- Keep the tail on the oldest bucket that holds credits, and the head on the newest
 -- (spend.lua bounds a debit whose clock ran back by head, which must hold credits, as the
 -- memory store's newest bucket does).
 if used > 0 and held == credits and k == tail then
-	tail = ring_first_held(tail + 1, head)
+	tail = ring_first_held(KEYS[1], slots, tail + 1, head)
 	redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
 end
 if used > 0 and held == credits and k == head then
-	head = ring_last_held(tail, head - 1)
+	head = ring_last_held(KEYS[1], slots, tail, head - 1)
 	redis.call('HSET', KEYS[2], 'head', string.format('%d', head))
 end
 

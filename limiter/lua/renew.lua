@@ -11,13 +11,7 @@
 --
 -- Reply (integer): the number of leases renewed
 
-local now
-if ARGV[1] == nil or ARGV[1] == '' then
-	local t = redis.call('TIME')
-	now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-	now = tonumber(ARGV[1])
-end
+local now = clock_ms(ARGV[1])
 local ttl = tonumber(ARGV[2])
 
 local renewed = 0

@@ -24,13 +24,7 @@
 local window = tonumber(ARGV[1])
 local bucket = tonumber(ARGV[2])
 local slot = tonumber(ARGV[3])
-local now
-if ARGV[4] == nil or ARGV[4] == '' then
-	local t = redis.call('TIME')
-	now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-	now = tonumber(ARGV[4])
-end
+local now = clock_ms(ARGV[4])
 
 -- The live buckets are those starting after now - window - bucket, between the ring's tail
 -- and head. The ring is read whole (window/bucket + 1 eight-byte counters: 11.5 KB for 24 h in
@@ -40,22 +34,6 @@ local reset = 0
 local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
 local slots = math.ceil(window / bucket) + 1
--- relaid_held is spend.lua's function of that name: what a ring laid out for another bucket
--- (ob ms) and slot count (os) still holds at now. Keep the two alike.
-local function relaid_held(raw, head, tail, ob, os, now, total)
-	if ob == nil or os == nil or ob <= 0 or os < 2 then
-		return total
-	end
-	local first = math.max(tail, math.floor((now - os * ob) / ob) + 1, head - os + 1)
-	local held = 0
-	for k = first, head do
-		local at = (k % os) * 8 + 1
-		if at + 7 <= #raw then
-			held = held + struct.unpack('>i8', raw, at)
-		end
-	end
-	return math.max(held, 0)
-end
 
 if head ~= nil and tail ~= nil and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
 	-- Laid out for another window or bucket: the next spend carries what the old layout still
