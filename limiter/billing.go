@@ -92,7 +92,7 @@ func (s *RedisStore) SetAddon(ctx context.Context, org string, limit int64) erro
 	if limit < 0 {
 		return fmt.Errorf("set add-on %s: %w", org, errNegativeAddon)
 	}
-	if err := s.setter().Set(ctx, redisKeysFor(org)[5], limit, 0).Err(); err != nil {
+	if err := s.setter().Set(ctx, NewRedisKeys(org).Addon, limit, 0).Err(); err != nil {
 		return fmt.Errorf("set add-on %s: %w", org, err)
 	}
 	return nil
@@ -100,7 +100,7 @@ func (s *RedisStore) SetAddon(ctx context.Context, org string, limit int64) erro
 
 // Addon implements Meter.
 func (s *RedisStore) Addon(ctx context.Context, org string) (int64, bool, error) {
-	n, err := s.setter().Get(ctx, redisKeysFor(org)[5]).Int64()
+	n, err := s.setter().Get(ctx, NewRedisKeys(org).Addon).Int64()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return 0, false, nil
@@ -112,7 +112,7 @@ func (s *RedisStore) Addon(ctx context.Context, org string) (int64, bool, error)
 
 // Metered implements Meter.
 func (s *RedisStore) Metered(ctx context.Context, org string, from, to int64) (map[int64]int64, error) {
-	all, err := s.setter().HGetAll(ctx, redisKeysFor(org)[6]).Result()
+	all, err := s.setter().HGetAll(ctx, NewRedisKeys(org).Meter).Result()
 	if err != nil {
 		return nil, fmt.Errorf("meter %s: %w", org, err)
 	}

@@ -94,8 +94,7 @@ func (s *RedisStore) SpendCall(ctx context.Context, k PeriodKey, now time.Time, 
 	if count {
 		mode = "spend"
 	}
-	keys := redisKeysFor(k.Org)
-	reply, err := periodScript.Run(ctx, s.client, []string{keys[7], keys[5], keys[6]}, mode, k.Monthly, k.Additional,
+	reply, err := periodScript.Run(ctx, s.client, NewRedisKeys(k.Org).period, mode, k.Monthly, k.Additional,
 		k.AnchorDay, nowArg, meterDaysArg).Int64Slice()
 	if err != nil {
 		return PeriodDecision{}, fmt.Errorf("period %s: %w", k.Org, err)
@@ -116,8 +115,7 @@ func (s *RedisStore) RefundCall(ctx context.Context, k PeriodKey, d PeriodDecisi
 	if !d.Allowed {
 		return nil
 	}
-	keys := redisKeysFor(k.Org)
-	err := periodScript.Run(ctx, s.client, []string{keys[7], keys[5], keys[6]}, "refund", k.Monthly, k.Additional,
+	err := periodScript.Run(ctx, s.client, NewRedisKeys(k.Org).period, "refund", k.Monthly, k.Additional,
 		1, "", meterDaysArg, Day(d.Start), d.Additional, d.Day).Err()
 	if err != nil {
 		return fmt.Errorf("period refund %s: %w", k.Org, err)

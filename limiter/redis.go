@@ -69,8 +69,10 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	if err := checkCost(key, cost); err != nil {
 		return Decision{}, err
 	}
-	keys, args, call := s.spendArgs(key, cost, now)
-	reply, err := spendScript.Run(ctx, s.client, keys, args...).Int64Slice()
+	keys := key.redis()
+	call := callID(key, cost)
+	args := s.spendArgs(key, cost, now, call)
+	reply, err := spendScript.Run(ctx, s.client, keys.spend, args...).Int64Slice()
 	if err != nil {
 		if key.Concurrency > 0 && call != "" {
 			s.releaseLost(keys, call)
@@ -88,26 +90,21 @@ const lostReleaseTimeout = 2 * time.Second
 // outcome (the reply was lost, or the caller gave up first): the script may have run, and
 // its lease would hold one of the org's slots for the lease's whole time to live. Best
 // effort, in the background; a lease that was never taken is removed as a no-op.
-func (s *RedisStore) releaseLost(keys []string, lease string) {
+func (s *RedisStore) releaseLost(keys *RedisKeys, lease string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), lostReleaseTimeout)
 		defer cancel()
-		_ = releaseScript.Run(ctx, s.client, keys[3:5], lease).Err()
+		_ = releaseScript.Run(ctx, s.client, keys.leases, lease).Err()
 	}()
 }
 
-// spendArgs returns the KEYS and ARGV of spend.lua for one call (both stores' Spend use it),
-// and the call's id (its lease id too, with a cap).
-func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []any, string) {
+// spendArgs returns the ARGV of spend.lua for one call of id call (also its lease id, with a
+// cap; "" records no debit); both stores' Spend use it.
+func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time, call string) []any {
 	nowArg := ""
 	if !now.IsZero() {
 		nowArg = strconv.FormatInt(now.UnixMilli(), 10)
 	}
-	keys := key.redisKeys
-	if keys == nil {
-		keys = redisKeysFor(key.Org)
-	}
-	call := callID(key, cost)
 	var lease string
 	if key.Concurrency > 0 && cost > 0 {
 		lease = call
@@ -116,9 +113,9 @@ func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []
 	if freeArg == nil {
 		freeArg, addonArg, capArg = emptyArg, emptyArg, emptyArg
 	}
-	return keys, []any{cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
+	return []any{cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
 		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
-		freeArg, addonArg, capArg, key.Rule, s.slotArg, call, s.callTTLArg, forceArg(key)}, call
+		freeArg, addonArg, capArg, key.Rule, s.slotArg, call, s.callTTLArg, forceArg(key)}
 }
 
 // decodeSpend turns spend.lua's reply into a Decision.
@@ -159,11 +156,6 @@ func (s *RedisStore) Compensate(ctx context.Context, key Key, call string, now t
 // than its record) by the values given; without values, a call with no record is marked so
 // that its debit, if it comes, does nothing.
 func (s *RedisStore) refund(ctx context.Context, key Key, cost, bucket, addon, day int64, call string, now time.Time) error {
-	keys := key.redisKeys
-	if keys == nil {
-		keys = redisKeysFor(key.Org)
-	}
-	refundKeys := []string{keys[0], keys[1], keys[2], keys[6], keys[8], keys[9], keys[10]}
 	free := emptyArg
 	if key.addons() {
 		free = key.freeArg
@@ -172,7 +164,7 @@ func (s *RedisStore) refund(ctx context.Context, key Key, cost, bucket, addon, d
 	if !now.IsZero() {
 		at = strconv.FormatInt(now.UnixMilli(), 10)
 	}
-	if err := refundScript.Run(ctx, s.client, refundKeys, cost, strconv.FormatInt(bucket, 10),
+	if err := refundScript.Run(ctx, s.client, key.redis().refund, cost, strconv.FormatInt(bucket, 10),
 		s.windowArg, s.bucketArg, addon, day, key.Rule, s.slotArg, free,
 		call, s.callTTLArg, at).Err(); err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
@@ -185,21 +177,11 @@ func (s *RedisStore) Release(ctx context.Context, key Key, d Decision) error {
 	if d.Lease == "" {
 		return nil
 	}
-	keys := key.redisKeys
-	if keys == nil {
-		keys = redisKeysFor(key.Org)
-	}
-	if err := releaseScript.Run(ctx, s.client, keys[3:5], d.Lease).Err(); err != nil {
+	if err := releaseScript.Run(ctx, s.client, key.redis().leases, d.Lease).Err(); err != nil {
 		return fmt.Errorf("release %s: %w", key.Org, err)
 	}
 	return nil
 }
-
-// RedisKeys returns the Redis keys of org in spend.lua's KEYS order: its window (ring, ring
-// positions, total), its leases (calls in flight, heavy calls in flight), billing (add-on
-// limit, meter, period calls) and its usage by rule (hash, sorted set), for tools and tests
-// that inspect them.
-func RedisKeys(org string) []string { return redisKeysFor(org) }
 
 func forceArg(k Key) any {
 	if k.Force {

@@ -55,7 +55,7 @@ func TestRedisServerClock(t *testing.T) {
 		t.Fatalf("Spend over limit = %+v, %v", d, err)
 	}
 	// Keys carry a TTL no longer than window+bucket, so idle orgs vanish.
-	for _, key := range limiter.RedisKeys("clock")[:3] { // the window; no cap, so no lease keys
+	for _, key := range limiter.NewRedisKeys("clock").Window() { // the window; no cap, so no lease keys
 		ttl, err := srv.Client.PTTL(ctx, key).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -69,7 +69,7 @@ func TestRedisServerClock(t *testing.T) {
 // TestRedisKeysShareHashTag checks that every key of one org lands in one cluster slot.
 func TestRedisKeysShareHashTag(t *testing.T) {
 	for _, org := range []string{"acme", "a.b-c_d", "x"} {
-		for _, k := range limiter.RedisKeys(org) {
+		for _, k := range limiter.NewRedisKeys(org).All() {
 			if !strings.Contains(k, "{"+org+"}") || strings.Count(k, "{") != 1 {
 				t.Errorf("key %q does not carry exactly the hash tag {%s}", k, org)
 			}
@@ -98,7 +98,7 @@ func TestRedisMemoryBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	keys := limiter.RedisKeys(org)[:3] // the window; no cap, so no lease keys
+	keys := limiter.NewRedisKeys(org).Window() // the window; no cap, so no lease keys
 	if size, _ := srv.Client.StrLen(ctx, keys[0]).Result(); size != 1441*8 {
 		t.Fatalf("ring is %d bytes, want 1441 slots of 8", size)
 	}
@@ -199,7 +199,7 @@ func TestRedisStallNeverDebitsTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	held, _ := srv.Client.Get(ctx, limiter.RedisKeys("stall")[2]).Int64()
+	held, _ := srv.Client.Get(ctx, limiter.NewRedisKeys("stall").Used).Int64()
 	if held != 10 {
 		t.Fatalf("one Spend(10) left %d credits held in Redis", held)
 	}
@@ -254,18 +254,18 @@ func TestRedisClusterStore(t *testing.T) {
 		if _, err := s0.Spend(ctx, limiter.NewKey(org, 10), 1, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
-		keys := limiter.RedisKeys(org)
-		slot, err := c.Client.ClusterKeySlot(ctx, keys[0]).Result()
+		keys := limiter.NewRedisKeys(org)
+		slot, err := c.Client.ClusterKeySlot(ctx, keys.Ring).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range keys[1:] {
+		for _, k := range keys.All() {
 			if s, _ := c.Client.ClusterKeySlot(ctx, k).Result(); s != slot {
-				t.Fatalf("%s is in slot %d, %s in %d", keys[0], slot, k, s)
+				t.Fatalf("%s is in slot %d, %s in %d", keys.Ring, slot, k, s)
 			}
 		}
 		err = c.Client.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-			if n, _ := m.Exists(ctx, keys[2]).Result(); n == 1 {
+			if n, _ := m.Exists(ctx, keys.Used).Result(); n == 1 {
 				nodes[m.Options().Addr] = true
 			}
 			return nil
@@ -355,14 +355,14 @@ func TestRedisUsageBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	keys := limiter.RedisKeys(org)
-	hlen, _ := srv.Client.HLen(ctx, keys[8]).Result()
-	zcard, _ := srv.Client.ZCard(ctx, keys[9]).Result()
+	keys := limiter.NewRedisKeys(org)
+	hlen, _ := srv.Client.HLen(ctx, keys.Usage).Result()
+	zcard, _ := srv.Client.ZCard(ctx, keys.UsageIndex).Result()
 	if max := int64(26 * len(rules)); hlen != zcard || hlen > max || hlen < int64(24*len(rules)) {
 		t.Fatalf("HLEN %d, ZCARD %d; want equal, between %d and %d", hlen, zcard, 24*len(rules), max)
 	}
 	var bytes int64
-	for _, key := range keys[8:10] {
+	for _, key := range []string{keys.Usage, keys.UsageIndex} {
 		ttl, _ := srv.Client.PTTL(ctx, key).Result()
 		if ttl <= 0 || ttl > 25*time.Hour {
 			t.Errorf("PTTL %s = %s, want (0, 25h]", key, ttl)

@@ -78,11 +78,7 @@ func (s *RedisStore) Usage(ctx context.Context, key Key, now time.Time) (Usage, 
 	if !now.IsZero() {
 		nowArg = strconv.FormatInt(now.UnixMilli(), 10)
 	}
-	keys := key.redisKeys
-	if keys == nil {
-		keys = redisKeysFor(key.Org)
-	}
-	reply, err := usageScript.Run(ctx, s.client, []string{keys[0], keys[1], keys[3], keys[4], keys[8], keys[9], keys[5], keys[2]},
+	reply, err := usageScript.Run(ctx, s.client, key.redis().usage,
 		s.windowArg, s.bucketArg, s.slotArg, nowArg).Slice()
 	if err != nil {
 		return Usage{}, fmt.Errorf("usage %s: %w", key.Org, err)

@@ -26,6 +26,8 @@
 --   period_*    the period, as UTC day numbers (start inclusive, end exclusive)
 --   day         the UTC day of now
 
+local period_key, addon_key, meter_key = KEYS[1], KEYS[2], KEYS[3]
+
 local mode = ARGV[1]
 local monthly = tonumber(ARGV[2])
 local anchor = tonumber(ARGV[4])
@@ -36,17 +38,17 @@ if mode == 'refund' then
 	-- The period holds one call fewer. If it held more than the monthly limit, one call fewer
 	-- is additional, whichever call is taken back: a refunded monthly call makes a later
 	-- additional call a monthly one. So the meter follows the count, not the refunded call.
-	local before = tonumber(redis.call('HGET', KEYS[1], ARGV[7]) or '0')
+	local before = tonumber(redis.call('HGET', period_key, ARGV[7]) or '0')
 	if before <= 0 then
 		return {1, 0, 0, 0, 0, 0, 0}
 	end
 	if before <= 1 then
-		redis.call('HDEL', KEYS[1], ARGV[7])
+		redis.call('HDEL', period_key, ARGV[7])
 	else
-		redis.call('HINCRBY', KEYS[1], ARGV[7], -1)
+		redis.call('HINCRBY', period_key, ARGV[7], -1)
 	end
 	if before > monthly then
-		meter_take(KEYS[3], ARGV[9], 1)
+		meter_take(meter_key, ARGV[9], 1)
 	end
 	return {1, 0, 0, 0, 0, 0, 0}
 end
@@ -97,8 +99,8 @@ local finish = days_from_civil(ny, nm, anchor)
 local field = string.format('%d', start)
 
 -- At most twice the monthly limit, even if a larger number was stored under an older limit.
-local limit = capped_limit(monthly, KEYS[2], ARGV[3], 2 * monthly)
-local used = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+local limit = capped_limit(monthly, addon_key, ARGV[3], 2 * monthly)
+local used = tonumber(redis.call('HGET', period_key, field) or '0')
 
 if mode ~= 'spend' then
 	return {1, used, limit, 0, start, finish, day}
@@ -107,17 +109,17 @@ if used + 1 > limit then
 	return {0, used, limit, 0, start, finish, day}
 end
 
-if redis.call('HINCRBY', KEYS[1], field, 1) == 1 then
+if redis.call('HINCRBY', period_key, field, 1) == 1 then
 	-- A new period: drop the counters of periods long gone.
-	drop_through(KEYS[1], start - keep - 1)
+	drop_through(period_key, start - keep - 1)
 end
-redis.call('PEXPIRE', KEYS[1], (finish - day + keep) * 86400000)
+redis.call('PEXPIRE', period_key, (finish - day + keep) * 86400000)
 used = used + 1
 
 local extra = 0
 if used > monthly then
 	extra = 1
-	meter_add(KEYS[3], day, 1, keep)
+	meter_add(meter_key, day, 1, keep)
 end
 
 return {1, used, limit, extra, start, finish, day}

@@ -31,15 +31,14 @@
 -- ARGV[9]  lease time to live (ms)
 -- KEYS[6]  string: the org's add-on limit (credits) set through the admin API; "0" is off
 -- KEYS[7]  hash: UTC day (days since 1970-01-01) -> add-on credits consumed that day
--- KEYS[8]  billing: the monthly plan's period counter (period.lua; unused here)
 -- ARGV[10] free allotment (credits), or "" when the org has no add-ons: then ARGV[2] is the limit
 -- ARGV[11] add-on limit to use while KEYS[6] does not exist (the configured one)
 -- ARGV[12] add-on cap (credits): a stored add-on limit above it counts as the cap
--- KEYS[9]  hash: "<slot start ms>:<rule>" -> credits debited in that slot by that rule
--- KEYS[10] sorted set: the same members, score = slot start (unix ms), to trim old slots
+-- KEYS[8]  hash: "<slot start ms>:<rule>" -> credits debited in that slot by that rule
+-- KEYS[9]  sorted set: the same members, score = slot start (unix ms), to trim old slots
 -- ARGV[13] rule name of this call ("" records nothing)
 -- ARGV[14] usage slot (ms): window/24, an hour for a 24h window
--- KEYS[11] hash: call id -> "<expires ms>:d:<bucket ms>:<cost>:<add-on>:<day>", the record of
+-- KEYS[10] hash: call id -> "<expires ms>:d:<bucket ms>:<cost>:<add-on>:<day>", the record of
 --          its debit, or "<expires ms>:r" (refunded) or "<expires ms>:x" (compensated before its
 --          debit ran: refund.lua); the field "~" holds the cursor of the sweep of expired ones
 -- ARGV[15] call id of this debit ("" records nothing)
@@ -64,7 +63,7 @@
 local ring_key, pos_key, used_key = KEYS[1], KEYS[2], KEYS[3]
 local inflight_key, heavy_key = KEYS[4], KEYS[5]
 local addon_key, meter_key = KEYS[6], KEYS[7]
-local use_key, useidx_key, calls_key = KEYS[9], KEYS[10], KEYS[11]
+local use_key, useidx_key, calls_key = KEYS[8], KEYS[9], KEYS[10]
 
 local cost = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])

@@ -5,12 +5,12 @@
 --
 -- KEYS[1]  string: the ring of per-bucket credits (spend.lua KEYS[1]; see its header)
 -- KEYS[2]  hash: head, tail (bucket numbers), bucket and slots of the ring (spend.lua KEYS[2])
--- KEYS[3]  sorted set: lease id -> expiry (unix ms), calls in flight (spend.lua KEYS[4])
--- KEYS[4]  sorted set: the same for heavy calls (spend.lua KEYS[5])
--- KEYS[5]  hash: "<slot start ms>:<rule>" -> credits (spend.lua KEYS[9])
--- KEYS[6]  sorted set: the same members scored by slot start (spend.lua KEYS[10])
--- KEYS[7]  string: the add-on limit stored through the admin API (spend.lua KEYS[6])
--- KEYS[8]  string: running total of the window (spend.lua KEYS[3]), read only after a layout change
+-- KEYS[3]  string: running total of the window (spend.lua KEYS[3]), read only after a layout change
+-- KEYS[4]  sorted set: lease id -> expiry (unix ms), calls in flight (spend.lua KEYS[4])
+-- KEYS[5]  sorted set: the same for heavy calls (spend.lua KEYS[5])
+-- KEYS[6]  string: the add-on limit stored through the admin API (spend.lua KEYS[6])
+-- KEYS[7]  hash: "<slot start ms>:<rule>" -> credits (spend.lua KEYS[8])
+-- KEYS[8]  sorted set: the same members scored by slot start (spend.lua KEYS[9])
 -- ARGV[1]  window (ms)
 -- ARGV[2]  bucket (ms)
 -- ARGV[3]  usage slot (ms)
@@ -20,6 +20,10 @@
 --   addon      the stored add-on limit, or -1 when none was ever stored
 --   reset_ms   ms until the oldest live bucket frees up; 0 when nothing is held
 --   members    "<slot start ms>:<rule>" of the slots that overlap the window, with their credits
+
+local ring_key, pos_key, used_key = KEYS[1], KEYS[2], KEYS[3]
+local inflight_key, heavy_key, addon_key = KEYS[4], KEYS[5], KEYS[6]
+local use_key, useidx_key = KEYS[7], KEYS[8]
 
 local window = tonumber(ARGV[1])
 local bucket = tonumber(ARGV[2])
@@ -31,22 +35,22 @@ local now = clock_ms(ARGV[4])
 -- minutes) in one GETRANGE.
 local used = 0
 local reset = 0
-local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
+local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
 local slots = math.ceil(window / bucket) + 1
 
 if head ~= nil and tail ~= nil and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
 	-- Laid out for another window or bucket: the next spend carries what the old layout still
 	-- holds into its current bucket (spend.lua), so report that, freeing one window from now.
-	local total = tonumber(redis.call('GET', KEYS[8]) or '0') or 0
-	used = relaid_held(redis.call('GET', KEYS[1]) or '', head, tail, tonumber(pos[3]), tonumber(pos[4]), now, total)
+	local total = tonumber(redis.call('GET', used_key) or '0') or 0
+	used = relaid_held(redis.call('GET', ring_key) or '', head, tail, tonumber(pos[3]), tonumber(pos[4]), now, total)
 	if used > 0 then
 		reset = math.floor(now / bucket) * bucket + bucket + window - now
 	end
 elseif head ~= nil and tail ~= nil then
 	local first = math.max(tail, math.floor((now - window - bucket) / bucket) + 1)
 	if first <= head and head - first < slots then
-		local raw = redis.call('GET', KEYS[1]) or ''
+		local raw = redis.call('GET', ring_key) or ''
 		for k = first, head do
 			local at = (k % slots) * 8 + 1
 			local v = 0
@@ -64,17 +68,17 @@ elseif head ~= nil and tail ~= nil then
 end
 
 local alive = '(' .. string.format('%d', now)
-local in_flight = redis.call('ZCOUNT', KEYS[3], alive, '+inf')
-local heavy = redis.call('ZCOUNT', KEYS[4], alive, '+inf')
+local in_flight = redis.call('ZCOUNT', inflight_key, alive, '+inf')
+local heavy = redis.call('ZCOUNT', heavy_key, alive, '+inf')
 
-local members = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. string.format('%d', now - window - slot), '+inf')
+local members = redis.call('ZRANGEBYSCORE', useidx_key, '(' .. string.format('%d', now - window - slot), '+inf')
 local credits = {}
 if #members > 0 then
-	local vals = redis.call('HMGET', KEYS[5], unpack(members))
+	local vals = redis.call('HMGET', use_key, unpack(members))
 	for i = 1, #vals do
 		credits[i] = tonumber(vals[i]) or 0
 	end
 end
 
-local addon = tonumber(redis.call('GET', KEYS[7]) or '-1') or -1
+local addon = tonumber(redis.call('GET', addon_key) or '-1') or -1
 return {{now, used, reset, in_flight, heavy, addon}, members, credits}
