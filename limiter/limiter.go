@@ -84,9 +84,7 @@ type Key struct {
 	Force bool
 
 	redisKeys *RedisKeys // built by NewKey, so the request path builds no key names
-	freeArg   any        // Free, Addon and AddonCap preformatted (and boxed, so Spend does not
-	addonArg  any        // allocate) for the script; nil without add-ons
-	capArg    any
+	addonArgv []any      // Free, Addon and AddonCap formatted (and boxed, so Spend does not allocate) for the scripts; nil without add-ons
 }
 
 // NewKey returns the Key of org with the given limit, and no concurrency cap.
@@ -182,6 +180,11 @@ type Options struct {
 	// 2m). A compensation later than that is not applied.
 	CallTTL time.Duration
 }
+
+// ringSlots returns how many buckets of bucket ms a window of window ms spans at most,
+// ceil(window/bucket)+1: the counters of RedisStore's ring, and the span MemoryStore keeps
+// when a clock runs back.
+func ringSlots(window, bucket int64) int64 { return (window+bucket-1)/bucket + 1 }
 
 // DefaultBucket returns the bucket used for window when none is configured: window/1440
 // (one minute for 24 hours), truncated to whole milliseconds and at least 1ms.

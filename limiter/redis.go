@@ -27,12 +27,12 @@ var (
 // Redis Cluster alike. Time comes from the Redis server's clock unless the caller passes one.
 type RedisStore struct {
 	client      redis.Scripter
-	windowArg   string // ms, preformatted for the script
-	bucketArg   string
-	leaseTTLArg string
-	callTTLArg  any    // ms: how long a debit's record is kept (boxed once: Spend passes it)
-	slotArg     string // usage slot (ms), spend.lua's ARGV[14]
-	slotMs      int64
+	leaseTTLArg string // ms, for renew.lua
+	slotMs      int64  // usage slot (ms)
+
+	// The store's group of each script's ARGV (see the scripts' headers), formatted and
+	// boxed once: boxing a string per call allocates.
+	spendStore, refundStore, usageStore []any
 }
 
 // NewRedisStore returns a RedisStore on client: a *redis.Client, *redis.ClusterClient,
@@ -42,14 +42,17 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 	if err != nil {
 		return nil, err
 	}
+	ms := func(d time.Duration) any { return strconv.FormatInt(d.Milliseconds(), 10) }
+	window, bucket, slot := ms(opts.Window), ms(opts.Bucket), ms(UsageSlot(opts.Window))
+	slots := strconv.FormatInt(ringSlots(opts.Window.Milliseconds(), opts.Bucket.Milliseconds()), 10)
+	leaseTTL, callTTL := ms(opts.LeaseTTL), ms(opts.CallTTL)
 	return &RedisStore{
 		client:      client,
-		windowArg:   strconv.FormatInt(opts.Window.Milliseconds(), 10),
-		bucketArg:   strconv.FormatInt(opts.Bucket.Milliseconds(), 10),
-		leaseTTLArg: strconv.FormatInt(opts.LeaseTTL.Milliseconds(), 10),
-		callTTLArg:  any(strconv.FormatInt(opts.CallTTL.Milliseconds(), 10)),
-		slotArg:     strconv.FormatInt(UsageSlot(opts.Window).Milliseconds(), 10),
+		leaseTTLArg: leaseTTL.(string),
 		slotMs:      UsageSlot(opts.Window).Milliseconds(),
+		spendStore:  []any{window, bucket, slots, leaseTTL, slot, callTTL, meterDaysArg},
+		refundStore: []any{bucket, slots, slot, callTTL},
+		usageStore:  []any{window, bucket, slots, slot},
 	}, nil
 }
 
@@ -99,35 +102,44 @@ func (s *RedisStore) releaseLost(keys *RedisKeys, lease string) {
 }
 
 // spendArgs returns the ARGV of spend.lua for one call of id call (also its lease id, with a
-// cap; "" records no debit); both stores' Spend use it.
+// cap; "" records no debit), in the groups of its header; both stores' Spend use it.
 func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time, call string) []any {
-	nowArg := ""
-	if !now.IsZero() {
-		nowArg = strconv.FormatInt(now.UnixMilli(), 10)
-	}
 	var lease string
 	if key.Concurrency > 0 && cost > 0 {
 		lease = call
 	}
-	freeArg, addonArg, capArg := key.freeArg, key.addonArg, key.capArg
-	if freeArg == nil {
-		freeArg, addonArg, capArg = emptyArg, emptyArg, emptyArg
+	args := make([]any, 0, 5+7+len(s.spendStore))
+	args = append(args, cost, msArg(now), call, lease, forceArg(key))               // the call
+	args = append(args, key.Limit, key.Concurrency, key.HeavyConcurrency, key.Rule) // the key
+	args = append(args, key.addonArgs()...)                                         // its add-ons
+	return append(args, s.spendStore...)                                            // the store
+}
+
+// spendReply is spend.lua's reply, field for field (its header says what each means).
+type spendReply struct {
+	status, used, retryAfterMs, resetMs, bucketMs, inFlight, addon, limit, day int64
+}
+
+// decodeSpendReply reads spend.lua's reply: the one place that knows its order.
+func decodeSpendReply(v []int64) (spendReply, error) {
+	if len(v) != 9 {
+		return spendReply{}, fmt.Errorf("script replied %d values, want 9", len(v))
 	}
-	return []any{cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
-		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
-		freeArg, addonArg, capArg, key.Rule, s.slotArg, call, s.callTTLArg, forceArg(key)}
+	return spendReply{status: v[0], used: v[1], retryAfterMs: v[2], resetMs: v[3], bucketMs: v[4],
+		inFlight: v[5], addon: v[6], limit: v[7], day: v[8]}, nil
 }
 
 // decodeSpend turns spend.lua's reply into a Decision.
-func decodeSpend(reply []int64, key Key, cost int64, call string) (Decision, error) {
-	if len(reply) != 9 {
-		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 9", key.Org, len(reply))
+func decodeSpend(v []int64, key Key, cost int64, call string) (Decision, error) {
+	r, err := decodeSpendReply(v)
+	if err != nil {
+		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
-	key.Limit = reply[7] // with add-ons, the script read the add-on limit
-	d, err := decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], call)
-	d.Addon = reply[6]
+	key.Limit = r.limit // with add-ons, the script read the add-on limit
+	d, err := decide(r.status, key, cost, r.used, r.retryAfterMs, r.resetMs, r.bucketMs, r.inFlight, call)
+	d.Addon = r.addon
 	if d.Allowed && d.Cost > 0 { // a debit (as the memory store sets it)
-		d.Day = reply[8]
+		d.Day = r.day
 	}
 	return d, err
 }
@@ -158,15 +170,13 @@ func (s *RedisStore) Compensate(ctx context.Context, key Key, call string, now t
 func (s *RedisStore) refund(ctx context.Context, key Key, cost, bucket, addon, day int64, call string, now time.Time) error {
 	free := emptyArg
 	if key.addons() {
-		free = key.freeArg
+		free = key.addonArgs()[0]
 	}
-	at := ""
-	if !now.IsZero() {
-		at = strconv.FormatInt(now.UnixMilli(), 10)
-	}
-	if err := refundScript.Run(ctx, s.client, key.redis().refund, cost, strconv.FormatInt(bucket, 10),
-		s.windowArg, s.bucketArg, addon, day, key.Rule, s.slotArg, free,
-		call, s.callTTLArg, at).Err(); err != nil {
+	args := make([]any, 0, 6+2+len(s.refundStore))
+	args = append(args, cost, strconv.FormatInt(bucket, 10), addon, day, call, msArg(now)) // the debit
+	args = append(args, key.Rule, free)                                                    // the key
+	args = append(args, s.refundStore...)                                                  // the store
+	if err := refundScript.Run(ctx, s.client, key.redis().refund, args...).Err(); err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil
@@ -181,6 +191,14 @@ func (s *RedisStore) Release(ctx context.Context, key Key, d Decision) error {
 		return fmt.Errorf("release %s: %w", key.Org, err)
 	}
 	return nil
+}
+
+// msArg is t in unix ms for a script's now, or "" for the Redis server's clock when t is zero.
+func msArg(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(t.UnixMilli(), 10)
 }
 
 func forceArg(k Key) any {

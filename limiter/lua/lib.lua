@@ -38,6 +38,11 @@ local function above_free(free, from, to)
 	return math.max(0, to - free) - math.max(0, from - free)
 end
 
+-- record_expires returns when a debit's record (spend.lua's calls hash) expires, unix ms.
+local function record_expires(rec)
+	return tonumber(string.match(rec, '^(%d+):')) or 0
+end
+
 -- drop_through removes the fields of hash key whose numbers are at most last.
 local function drop_through(key, last)
 	local old = {}

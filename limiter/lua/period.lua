@@ -5,50 +5,59 @@
 -- next month. Nothing rolls over: each period has its own counter. A rejected call writes
 -- nothing.
 --
--- KEYS[1]  hash: period start (UTC day number) -> calls counted in that period
--- KEYS[2]  string: additional calls allowed per period, set through the admin API ("0" is off)
--- KEYS[3]  hash: UTC day -> additional calls used that day (the meter spend.lua also uses)
--- ARGV[1]  "spend" (count one call), "read" (count nothing), or "refund" (take one back)
--- ARGV[2]  monthly call limit (calls per period)
--- ARGV[3]  additional calls to allow while KEYS[2] does not exist (the configured ones)
--- ARGV[4]  anchor day of the month (1 to 28)
--- ARGV[5]  now (unix ms), or "" to use the Redis server's clock (TIME)
--- ARGV[6]  days the meter keeps
--- ARGV[7]  refund: the period start (day number) the call was counted in
--- ARGV[8]  refund: 1 if the call was an additional call, else 0 (informational)
--- ARGV[9]  refund: the UTC day of the call (an additional call taken back is un-metered on it)
+-- KEYS (limiter.RedisKeys, period list)
+--   [1]  period      hash: period start (UTC day number) -> calls counted in that period
+--   [2]  addon       string: additional calls allowed per period, set through the admin API
+--                    ("0" is off)
+--   [3]  meter       hash: UTC day -> additional calls used that day (spend.lua's meter)
 --
--- Reply (integers): {status, used, limit, additional, period_start_day, period_end_day, day}
+-- ARGV, in three groups as RedisStore's SpendCall and RefundCall build them.
+-- The call:
+--   [1]  mode        "spend" (count one call), "read" (count nothing), or "refund" (take one back)
+--   [2]  now         unix ms, or "" to use the Redis server's clock (TIME); unused by refund
+--   [3]  start       refund: the period start (day number) the call was counted in
+--   [4]  day         refund: the UTC day of the call (an additional call taken back is
+--                    un-metered on it)
+-- The org's plan (limiter.PeriodKey):
+--   [5]  monthly     calls per period
+--   [6]  additional  additional calls to allow while KEYS[2] does not exist (the configured ones)
+--   [7]  max_additional  the most additional calls that count, whatever is stored
+--   [8]  anchor      anchor day of the month (1 to 28)
+-- The store:
+--   [9]  keep        days the meter (and the period counters past their period) keep
+--
+-- Reply (integers; limiter.periodReply, decoded by name in decodePeriodReply):
+--   {status, used, limit, additional, period_start_day, period_end_day, day}
 --   status      1 counted (or read, or refunded), 0 rejected: the period's calls are used up
 --   used        calls counted in the period, this one included
 --   limit       monthly limit + additional calls allowed
 --   additional  1 when this call is an additional call (metered on day), else 0
 --   period_*    the period, as UTC day numbers (start inclusive, end exclusive)
 --   day         the UTC day of now
+--   (refund replies {1, 0, 0, 0, 0, 0, 0})
 
 local period_key, addon_key, meter_key = KEYS[1], KEYS[2], KEYS[3]
 
 local mode = ARGV[1]
-local monthly = tonumber(ARGV[2])
-local anchor = tonumber(ARGV[4])
-local now = clock_ms(ARGV[5])
-local keep = tonumber(ARGV[6])
+local monthly = tonumber(ARGV[5])
+local keep = tonumber(ARGV[9])
 
 if mode == 'refund' then
 	-- The period holds one call fewer. If it held more than the monthly limit, one call fewer
 	-- is additional, whichever call is taken back: a refunded monthly call makes a later
 	-- additional call a monthly one. So the meter follows the count, not the refunded call.
-	local before = tonumber(redis.call('HGET', period_key, ARGV[7]) or '0')
+	local start, day = ARGV[3], ARGV[4]
+	local before = tonumber(redis.call('HGET', period_key, start) or '0')
 	if before <= 0 then
 		return {1, 0, 0, 0, 0, 0, 0}
 	end
 	if before <= 1 then
-		redis.call('HDEL', period_key, ARGV[7])
+		redis.call('HDEL', period_key, start)
 	else
-		redis.call('HINCRBY', period_key, ARGV[7], -1)
+		redis.call('HINCRBY', period_key, start, -1)
 	end
 	if before > monthly then
-		meter_take(meter_key, ARGV[9], 1)
+		meter_take(meter_key, day, 1)
 	end
 	return {1, 0, 0, 0, 0, 0, 0}
 end
@@ -82,6 +91,8 @@ local function civil_from_days(z)
 	return y, m, d
 end
 
+local now = clock_ms(ARGV[2])
+local anchor = tonumber(ARGV[8])
 local day = day_of(now)
 local y, m, d = civil_from_days(day)
 if d < anchor then
@@ -98,8 +109,8 @@ end
 local finish = days_from_civil(ny, nm, anchor)
 local field = string.format('%d', start)
 
--- At most twice the monthly limit, even if a larger number was stored under an older limit.
-local limit = capped_limit(monthly, addon_key, ARGV[3], 2 * monthly)
+-- At most max_additional, even if a larger number was stored under an older limit.
+local limit = capped_limit(monthly, addon_key, ARGV[6], tonumber(ARGV[7]))
 local used = tonumber(redis.call('HGET', period_key, field) or '0')
 
 if mode ~= 'spend' then

@@ -3,31 +3,36 @@
 -- If that bucket has expired already, the credits are free anyway and nothing changes.
 -- The window is stored as in spend.lua (a ring of per-bucket counters; see its header).
 --
--- KEYS[1]  string: the ring of per-bucket credits
--- KEYS[2]  hash: head, tail (bucket numbers), bucket and slots of the layout
--- KEYS[3]  string: running total of the credits held by live buckets
--- ARGV[1]  credits to give back (integer > 0)
--- ARGV[2]  bucket start (unix ms) named by the debit
--- ARGV[3]  window (ms)
--- ARGV[4]  bucket (ms)
--- KEYS[4]  billing: hash UTC day -> add-on credits consumed (the meter of spend.lua)
--- ARGV[5]  billing: add-on credits the debit metered (0 or absent: none)
--- ARGV[6]  billing: the UTC day (days since 1970-01-01) they were metered on
--- KEYS[5]  usage by rule: hash "<slot start ms>:<rule>" -> credits (spend.lua KEYS[8])
--- KEYS[6]  usage by rule: the same members scored by slot start (spend.lua KEYS[9])
--- ARGV[7]  rule name of the debit ("" records nothing)
--- ARGV[8]  usage slot (ms)
--- ARGV[9]  billing: the free allotment (credits), or "" when the org has no add-ons
--- KEYS[7]  hash: call id -> the record of its debit, "<expires ms>:<state>[:…]" (spend.lua KEYS[10])
--- ARGV[10] call id of the debit ("": refund by ARGV[1], [2], [5] and [6] alone)
--- ARGV[11] how long a record is kept (ms)
--- ARGV[12] now (unix ms), or "" to use the Redis server's clock (TIME)
+-- KEYS (limiter.RedisKeys, refund list; spend.lua's header says what each holds)
+--   [1]  ring        string: the ring of per-bucket credits
+--   [2]  pos         hash: head, tail (bucket numbers), bucket and slots of the layout
+--   [3]  used        string: running total of the credits held by live buckets
+--   [4]  meter       hash: UTC day -> add-on credits consumed
+--   [5]  use         hash: "<slot start ms>:<rule>" -> credits
+--   [6]  useidx      sorted set: the same members scored by slot start
+--   [7]  calls       hash: call id -> the record of its debit, "<expires ms>:<state>[:…]"
 --
--- With a call id the refund applies once: from the debit's record (ARGV[1], [2], [5], [6]
--- are then ignored), which it marks refunded. A call with no record and no credits given
--- (ARGV[1] 0: a compensation, its debit's reply lost) is marked so that its debit, if it still
--- comes, does nothing; with credits given (a debit older than its record), they are given
--- back and the call marked refunded.
+-- ARGV, in three groups as RedisStore.refund builds them.
+-- The debit (from its Decision):
+--   [1]  credits     credits to give back (0: a compensation, its debit's reply lost)
+--   [2]  bucket_ms   bucket start (unix ms) named by the debit
+--   [3]  addon       add-on credits the debit metered (0: none)
+--   [4]  day         the UTC day (days since 1970-01-01) they were metered on
+--   [5]  call        call id of the debit ("": refund by [1] to [4] alone)
+--   [6]  now         unix ms, or "" to use the Redis server's clock (TIME)
+-- The org's key (limiter.Key):
+--   [7]  rule        rule name of the debit ("" recorded no usage by rule)
+--   [8]  free        the free allotment (credits), or "" when the org has no add-ons
+-- The store (limiter.Options):
+--   [9]  bucket      ms
+--   [10] slots       counters in the ring (a ring laid out otherwise holds the debit no more)
+--   [11] slot        usage slot (ms)
+--   [12] call_ttl    ms a record is kept
+--
+-- With a call id the refund applies once: from the debit's record ([1] to [4] are then
+-- ignored), which it marks refunded. A call with no record and no credits given (a
+-- compensation) is marked so that its debit, if it still comes, does nothing; with credits
+-- given (a debit older than its record), they are given back and the call marked refunded.
 --
 -- Reply (integer): the credits given back (0 when the bucket had expired)
 
@@ -36,17 +41,22 @@ local meter_key, use_key, useidx_key, calls_key = KEYS[4], KEYS[5], KEYS[6], KEY
 
 local credits = tonumber(ARGV[1])
 local debit_ms = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-local bucket = tonumber(ARGV[4])
-local debit_day = ARGV[6]
-local addon = tonumber(ARGV[5] or '0') or 0
+local addon = tonumber(ARGV[3]) or 0
+local debit_day = ARGV[4]
+local call = ARGV[5]
+local now_arg = ARGV[6]
 
-local call = ARGV[10] or ''
+local rule = ARGV[7]
+local free = tonumber(ARGV[8])
+
+local bucket, slots = tonumber(ARGV[9]), tonumber(ARGV[10])
+local uslot, call_ttl = tonumber(ARGV[11]), tonumber(ARGV[12])
+
 if call ~= '' then
-	local ttl = tonumber(ARGV[11])
-	local now = clock_ms(ARGV[12])
+	local ttl = call_ttl
+	local now = clock_ms(now_arg)
 	local rec = redis.call('HGET', calls_key, call)
-	if rec and (credits or 0) <= 0 and (tonumber(string.match(rec, '^(%d+):')) or 0) <= now then
+	if rec and (credits or 0) <= 0 and record_expires(rec) <= now then
 		rec = nil -- a compensation past the record's life: as if it were gone already
 	end
 	if rec then
@@ -67,15 +77,13 @@ if call ~= '' then
 	end
 end
 
-local slots = math.ceil(window / bucket) + 1
 local k = math.floor(debit_ms / bucket)
 
 -- Billing: what the refund takes off the meter (memory store: refundMetered). A refund that
--- gives credits back takes off the drop of the part above the free allotment (ARGV[9]), so a
+-- gives credits back takes off the drop of the part above the free allotment, so a
 -- later call metered only because the refunded one held free credits is not billed, and
 -- refunds in a row never un-meter a credit twice. One that gives nothing back (its bucket is
 -- gone) takes off what the debit metered: a call the gateway refunds is never billed.
-local free = tonumber(ARGV[9] or '')
 local function unmeter(n)
 	meter_take(meter_key, debit_day, n)
 end
@@ -141,8 +149,6 @@ end
 
 -- Usage by rule: the refunded
 -- credits leave the slot and rule they were recorded under.
-local rule = ARGV[7] or ''
-local uslot = tonumber(ARGV[8] or '0') or 0
 if rule ~= '' and uslot > 0 then
 	local b = debit_ms
 	local m = string.format('%d', b - b % uslot) .. ':' .. rule

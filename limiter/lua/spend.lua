@@ -15,38 +15,49 @@
 -- head - tail < slots; every slot outside tail..head is zero; when used > 0 the tail slot is not zero. Expiry walks forward from the tail, so each bucket
 -- is read and cleared once (amortized O(1) per call).
 --
--- KEYS[1]  string: the ring of per-bucket credits (slots * 8 bytes)
--- KEYS[2]  hash: head, tail (bucket numbers), bucket (ms) and slots of the layout
--- KEYS[3]  string: running total of the credits held by live buckets
--- ARGV[1]  cost (credits, integer >= 0; 0 only reads)
--- ARGV[2]  limit (credits per window, integer)
--- ARGV[3]  window (ms)
--- ARGV[4]  bucket (ms)
--- KEYS[4]  sorted set: lease id -> expiry (unix ms) of the org's calls in flight
--- KEYS[5]  sorted set: the same for its heavy calls in flight
--- ARGV[5]  now (unix ms), or "" to use the Redis server's clock (TIME)
--- ARGV[6]  concurrency cap (calls in flight; 0: no cap and no lease)
--- ARGV[7]  heavy cap (heavy calls in flight; 0: this call is not heavy or has no sub-cap)
--- ARGV[8]  lease id (unique per call)
--- ARGV[9]  lease time to live (ms)
--- KEYS[6]  string: the org's add-on limit (credits) set through the admin API; "0" is off
--- KEYS[7]  hash: UTC day (days since 1970-01-01) -> add-on credits consumed that day
--- ARGV[10] free allotment (credits), or "" when the org has no add-ons: then ARGV[2] is the limit
--- ARGV[11] add-on limit to use while KEYS[6] does not exist (the configured one)
--- ARGV[12] add-on cap (credits): a stored add-on limit above it counts as the cap
--- KEYS[8]  hash: "<slot start ms>:<rule>" -> credits debited in that slot by that rule
--- KEYS[9]  sorted set: the same members, score = slot start (unix ms), to trim old slots
--- ARGV[13] rule name of this call ("" records nothing)
--- ARGV[14] usage slot (ms): window/24, an hour for a 24h window
--- KEYS[10] hash: call id -> "<expires ms>:d:<bucket ms>:<cost>:<add-on>:<day>", the record of
---          its debit, or "<expires ms>:r" (refunded) or "<expires ms>:x" (compensated before its
---          debit ran: refund.lua); the field "~" holds the cursor of the sweep of expired ones
--- ARGV[15] call id of this debit ("" records nothing)
--- ARGV[16] how long a record is kept (ms)
--- ARGV[17] "1": record the debit whatever the limit and caps (credits a gateway admitted on
---          its own while it could not reach Redis); "" or absent: decide as usual
+-- KEYS (limiter.RedisKeys, spend list)
+--   [1]  ring        string: the ring of per-bucket credits (slots * 8 bytes)
+--   [2]  pos         hash: head, tail (bucket numbers), bucket (ms) and slots of the layout
+--   [3]  used        string: running total of the credits held by live buckets
+--   [4]  inflight    sorted set: lease id -> expiry (unix ms) of the org's calls in flight
+--   [5]  heavy       sorted set: the same for its heavy calls in flight
+--   [6]  addon       string: the org's add-on limit (credits) set through the admin API; "0" is off
+--   [7]  meter       hash: UTC day (days since 1970-01-01) -> add-on credits consumed that day
+--   [8]  use         hash: "<slot start ms>:<rule>" -> credits debited in that slot by that rule
+--   [9]  useidx      sorted set: the same members, score = slot start (unix ms), to trim old slots
+--   [10] calls       hash: call id -> "<expires ms>:d:<bucket ms>:<cost>:<add-on>:<day>", the
+--                    record of its debit, or "<expires ms>:r" (refunded) or "<expires ms>:x"
+--                    (compensated before its debit ran: refund.lua); the field "~" holds the
+--                    cursor of the sweep of expired ones
 --
--- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day}
+-- ARGV, in three groups as RedisStore.spendArgs builds them.
+-- The call:
+--   [1]  cost        credits (integer >= 0; 0 only reads)
+--   [2]  now         unix ms, or "" to use the Redis server's clock (TIME)
+--   [3]  call        id of this debit ("" records nothing); also its lease id
+--   [4]  lease       lease id to take ("" without a cap)
+--   [5]  force       "1": record the debit whatever the limit and caps (credits a gateway
+--                    admitted on its own while it could not reach Redis); "": decide as usual
+-- The org's key (limiter.Key):
+--   [6]  limit       credits per window, without add-ons
+--   [7]  cap         calls in flight (0: no cap and no lease)
+--   [8]  heavy_cap   heavy calls in flight (0: this call is not heavy or has no sub-cap)
+--   [9]  rule        cost-table rule of this call ("" records no usage by rule)
+--   [10] free        free allotment (credits), or "" when the org has no add-ons: then [6] is
+--                    the limit; with add-ons the limit is free plus the add-on limit
+--   [11] addon       add-on limit (credits) to use while KEYS[6] does not exist
+--   [12] addon_cap   add-on cap (credits): a stored add-on limit above it counts as the cap
+-- The store (limiter.Options, the same on every call):
+--   [13] window      ms
+--   [14] bucket      ms
+--   [15] slots       counters in the ring: ceil(window / bucket) + 1
+--   [16] lease_ttl   ms a lease lasts unless renewed or released
+--   [17] slot        usage slot (ms): window/24, an hour for a 24h window
+--   [18] call_ttl    ms a debit's record is kept
+--   [19] keep        days the meter keeps (limiter.MeterDays)
+--
+-- Reply (integers; limiter.spendReply, decoded by name in decodeSpendReply):
+--   {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
 --                   -2 rejected (concurrency cap), -3 rejected (heavy cap), -4 not run: the
 --                   call was compensated before (or already debited under its id)
@@ -66,22 +77,18 @@ local addon_key, meter_key = KEYS[6], KEYS[7]
 local use_key, useidx_key, calls_key = KEYS[8], KEYS[9], KEYS[10]
 
 local cost = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-local bucket = tonumber(ARGV[4])
-local now = clock_ms(ARGV[5])
-local cap = tonumber(ARGV[6] or '0')
-local heavy_cap = tonumber(ARGV[7] or '0')
-local lease = ARGV[8]
-local lease_ttl = tonumber(ARGV[9] or '0')
-local free = tonumber(ARGV[10] or '')
-local addon_default, addon_cap = ARGV[11], tonumber(ARGV[12]) or 0
-local rule, slot = ARGV[13] or '', tonumber(ARGV[14] or '0') or 0
-local call, call_ttl = ARGV[15] or '', tonumber(ARGV[16] or '0') or 0
-local force = ARGV[17] == '1'
-local keep = 100 -- days the meter keeps: limiter.MeterDays
+local now = clock_ms(ARGV[2])
+local call, lease, force = ARGV[3], ARGV[4], ARGV[5] == '1'
 
-local slots = math.ceil(window / bucket) + 1
+local limit = tonumber(ARGV[6])
+local cap, heavy_cap = tonumber(ARGV[7]), tonumber(ARGV[8])
+local rule = ARGV[9]
+local free = tonumber(ARGV[10])
+local addon_default, addon_cap = ARGV[11], tonumber(ARGV[12]) or 0
+
+local window, bucket, slots = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local lease_ttl, slot, call_ttl = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
+local keep = tonumber(ARGV[19])
 
 local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
@@ -132,12 +139,9 @@ local rec_now = now
 if force then
 	rec_now = clock_ms('')
 end
-local function rec_expires(rec)
-	return tonumber(string.match(rec, '^(%d+):')) or 0
-end
 if call ~= '' then
 	local rec = redis.call('HGET', calls_key, call)
-	if rec and rec_expires(rec) > rec_now then
+	if rec and record_expires(rec) > rec_now then
 		return {-4, 0, 0, 0, 0, 0}
 	end
 end
@@ -300,7 +304,7 @@ if call ~= '' and call_ttl > 0 then
 		local r = redis.call('HSCAN', calls_key, redis.call('HGET', calls_key, '~') or '0', 'COUNT', 32)
 		local dead = {}
 		for i = 1, #r[2], 2 do
-			if r[2][i] ~= '~' and rec_expires(r[2][i + 1]) <= rec_now then
+			if r[2][i] ~= '~' and record_expires(r[2][i + 1]) <= rec_now then
 				dead[#dead + 1] = r[2][i]
 			end
 		end

@@ -3,32 +3,41 @@
 -- Used is the sum of the live buckets (those a Spend at now would not expire), so it is exact
 -- against the window even when expired buckets have not been trimmed yet.
 --
--- KEYS[1]  string: the ring of per-bucket credits (spend.lua KEYS[1]; see its header)
--- KEYS[2]  hash: head, tail (bucket numbers), bucket and slots of the ring (spend.lua KEYS[2])
--- KEYS[3]  string: running total of the window (spend.lua KEYS[3]), read only after a layout change
--- KEYS[4]  sorted set: lease id -> expiry (unix ms), calls in flight (spend.lua KEYS[4])
--- KEYS[5]  sorted set: the same for heavy calls (spend.lua KEYS[5])
--- KEYS[6]  string: the add-on limit stored through the admin API (spend.lua KEYS[6])
--- KEYS[7]  hash: "<slot start ms>:<rule>" -> credits (spend.lua KEYS[8])
--- KEYS[8]  sorted set: the same members scored by slot start (spend.lua KEYS[9])
--- ARGV[1]  window (ms)
--- ARGV[2]  bucket (ms)
--- ARGV[3]  usage slot (ms)
--- ARGV[4]  now (unix ms), or "" to use the Redis server's clock (TIME)
+-- KEYS (limiter.RedisKeys, usage list; spend.lua's header says what each holds)
+--   [1]  ring        string: the ring of per-bucket credits
+--   [2]  pos         hash: head, tail (bucket numbers), bucket and slots of the ring
+--   [3]  used        string: running total of the window, read only after a layout change
+--   [4]  inflight    sorted set: lease id -> expiry (unix ms), calls in flight
+--   [5]  heavy       sorted set: the same for heavy calls
+--   [6]  addon       string: the add-on limit stored through the admin API
+--   [7]  use         hash: "<slot start ms>:<rule>" -> credits
+--   [8]  useidx      sorted set: the same members scored by slot start
 --
--- Reply: {{now_ms, used, reset_ms, in_flight, heavy_in_flight, addon}, {slot members}, {credits}}
---   addon      the stored add-on limit, or -1 when none was ever stored
---   reset_ms   ms until the oldest live bucket frees up; 0 when nothing is held
---   members    "<slot start ms>:<rule>" of the slots that overlap the window, with their credits
+-- ARGV, as RedisStore.Usage builds them.
+-- The read:
+--   [1]  now         unix ms, or "" to use the Redis server's clock (TIME)
+-- The store (limiter.Options):
+--   [2]  window      ms
+--   [3]  bucket      ms
+--   [4]  slots       counters in the ring
+--   [5]  slot        usage slot (ms)
+--
+-- Reply (limiter.usageReply, decoded by name in decodeUsageReply):
+--   {{now_ms, used, reset_ms, in_flight, heavy_in_flight, addon}, {members}, {credits}}
+--   now_ms           the instant of the read (unix ms)
+--   used             credits held by the live buckets
+--   reset_ms         ms until the oldest live bucket frees up; 0 when nothing is held
+--   in_flight        calls in flight under unexpired leases; heavy_in_flight, heavy ones
+--   addon            the stored add-on limit, or -1 when none was ever stored
+--   members          "<slot start ms>:<rule>" of the slots that overlap the window
+--   credits          the credits of each member, in the same order
 
 local ring_key, pos_key, used_key = KEYS[1], KEYS[2], KEYS[3]
 local inflight_key, heavy_key, addon_key = KEYS[4], KEYS[5], KEYS[6]
 local use_key, useidx_key = KEYS[7], KEYS[8]
 
-local window = tonumber(ARGV[1])
-local bucket = tonumber(ARGV[2])
-local slot = tonumber(ARGV[3])
-local now = clock_ms(ARGV[4])
+local now = clock_ms(ARGV[1])
+local window, bucket, slots, slot = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
 -- The live buckets are those starting after now - window - bucket, between the ring's tail
 -- and head. The ring is read whole (window/bucket + 1 eight-byte counters: 11.5 KB for 24 h in
@@ -37,7 +46,6 @@ local used = 0
 local reset = 0
 local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
-local slots = math.ceil(window / bucket) + 1
 
 if head ~= nil and tail ~= nil and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
 	-- Laid out for another window or bucket: the next spend carries what the old layout still
