@@ -10,10 +10,11 @@
 -- Window storage (a ring): bucket number k = start / bucket is counted in slot k % slots of a
 -- string of slots = ceil(window / bucket) + 1 big-endian signed 64-bit counters (BITFIELD i64),
 -- so an org's window takes slots * 8 bytes (11,528 for 24h in minutes) whatever the request
--- rate. A hash holds head (newest bucket number written) and tail (oldest live bucket number
--- holding credits), and the bucket (ms) and slots the ring was laid out for. Invariants:
--- head - tail < slots; every slot outside tail..head is zero; when used > 0 the tail slot is not zero. Expiry walks forward from the tail, so each bucket
--- is read and cleared once (amortized O(1) per call).
+-- rate (slots comes from Go, ARGV[15]). A hash holds head (newest bucket number written) and
+-- tail (oldest live bucket number holding credits), and the bucket (ms) and slots the ring was
+-- laid out for. Invariants: head - tail < slots; every slot outside tail..head is zero; when
+-- used > 0 the tail slot is not zero. Expiry walks forward from the tail, so each bucket is
+-- read and cleared once (amortized O(1) per call). The ring's helpers are in lib.lua.
 --
 -- KEYS (limiter.RedisKeys, spend list)
 --   [1]  ring        string: the ring of per-bucket credits (slots * 8 bytes)
