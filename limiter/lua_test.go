@@ -2,6 +2,8 @@ package limiter
 
 import (
 	"context"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -17,7 +19,7 @@ func TestLuaTwins(t *testing.T) {
 	ctx := context.Background()
 	run := func(t *testing.T, body string, keys []string, args ...any) int64 {
 		t.Helper()
-		n, err := redis.NewScript(libSource+"\n"+body).Run(ctx, srv.Client, keys, args...).Int64()
+		n, err := redis.NewScript(withLib(body)).Run(ctx, srv.Client, keys, args...).Int64()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,4 +78,30 @@ func TestLuaTwins(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestScriptsCarryTheirHelpers: every helper a built script calls is defined in it, before
+// its first call, and lib.lua's helpers all parse.
+func TestScriptsCarryTheirHelpers(t *testing.T) {
+	lib := mustRead("lib.lua")
+	if got, want := len(libFuncs), strings.Count(lib, "\nlocal function "); got != want {
+		t.Fatalf("parsed %d helpers of lib.lua, it defines %d", got, want)
+	}
+	entries, err := luaFS.ReadDir("lua")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == "lib.lua" {
+			continue
+		}
+		src := withLib(mustRead(e.Name()))
+		for _, fn := range libFuncs {
+			call := regexp.MustCompile(`[^a-z_]` + fn.name + `\(`).FindStringIndex(src)
+			def := strings.Index(src, "local function "+fn.name+"(")
+			if call != nil && (def < 0 || def > call[0]) {
+				t.Errorf("%s calls %s without defining it first", e.Name(), fn.name)
+			}
+		}
+	}
 }

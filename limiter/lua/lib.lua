@@ -1,6 +1,8 @@
 -- lib.lua: the helpers the scripts share. A script cannot call another's functions, so the
--- limiter builds every script at init as this file followed by the script's own file
--- (limiter/scripts.go); each helper exists once. To run a script by hand:
+-- limiter builds every script at init as the helpers of this file it uses (directly or
+-- through other helpers) followed by the script's own file (limiter/scripts.go); each helper
+-- exists once. A helper is one paragraph, its comment and its function, with no blank line
+-- inside, and uses only helpers above it. To run a script by hand:
 --   cat lib.lua spend.lua > whole.lua && redis-cli --eval whole.lua KEYS , ARGV
 --
 -- Helpers touch only the keys and numbers passed to them. Formulas live in Go, and a script

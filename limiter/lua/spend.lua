@@ -77,7 +77,8 @@ local inflight_key, heavy_key = KEYS[4], KEYS[5]
 local addon_key, meter_key = KEYS[6], KEYS[7]
 local use_key, useidx_key, calls_key = KEYS[8], KEYS[9], KEYS[10]
 
-local cost = tonumber(ARGV[1])
+local cost_arg = ARGV[1] -- as sent, for BITFIELD INCRBY
+local cost = tonumber(cost_arg)
 local now = clock_ms(ARGV[2])
 local call, lease, force = ARGV[3], ARGV[4], ARGV[5] == '1'
 
@@ -127,9 +128,18 @@ if free then
 	limit = capped_limit(free, addon_key, addon_default, addon_cap)
 end
 
--- main is the window and concurrency logic; its replies are completed below with the billing
--- slots (reply[7..9]), so every early return carries them.
-local function main()
+-- reset_ms is the wait until the oldest live bucket frees up.
+local function reset_ms()
+	if used <= 0 then
+		return 0
+	end
+	return tail * bucket + bucket + window - now
+end
+
+-- reply is the script's reply (see the header) with the window as it stands.
+local function reply(status, retry_ms, bucket_ms, in_flight)
+	return {status, used, retry_ms, reset_ms(), bucket_ms, in_flight, metered, limit, day_of(now)}
+end
 
 -- Debit records: a call whose id is known already (compensated before it ran, or run) does
 -- nothing. A few expired records go on every call, so they stay bounded by the rate of debits
@@ -143,7 +153,7 @@ end
 if call ~= '' then
 	local rec = redis.call('HGET', calls_key, call)
 	if rec and record_expires(rec) > rec_now then
-		return {-4, 0, 0, 0, 0, 0}
+		return {-4, 0, 0, 0, 0, 0, 0, limit, day_of(now)}
 	end
 end
 
@@ -170,15 +180,8 @@ if used > 0 then
 	end
 end
 
-local function reset_ms()
-	if used <= 0 then
-		return 0
-	end
-	return tail * bucket + bucket + window - now
-end
-
 if cost > limit and not force then
-	return {-1, used, 0, reset_ms(), 0, 0}
+	return reply(-1, 0, 0, 0)
 end
 
 -- Concurrency comes before credits: a call refused for it is not debited.
@@ -187,13 +190,13 @@ if cap > 0 and cost > 0 and not force then
 	redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now)
 	in_flight = redis.call('ZCARD', inflight_key)
 	if in_flight >= cap then
-		return {-2, used, 0, reset_ms(), 0, in_flight}
+		return reply(-2, 0, 0, in_flight)
 	end
 	if heavy_cap > 0 then
 		redis.call('ZREMRANGEBYSCORE', heavy_key, '-inf', now)
 		local heavy = redis.call('ZCARD', heavy_key)
 		if heavy >= heavy_cap then
-			return {-3, used, 0, reset_ms(), 0, heavy}
+			return reply(-3, 0, 0, heavy)
 		end
 	end
 end
@@ -209,17 +212,17 @@ if used + cost > limit and not force then
 		for i = 1, #vals do
 			got = got + vals[i]
 			if got >= need then
-				return {0, used, (k + i - 1) * bucket + bucket + window - now, reset_ms(), 0, 0}
+				return reply(0, (k + i - 1) * bucket + bucket + window - now, 0, 0)
 			end
 		end
 		k = last + 1
 	end
 	-- Unreachable while the total matches the buckets; answer a full window rather than 0.
-	return {0, used, window + bucket, reset_ms(), 0, 0}
+	return reply(0, window + bucket, 0, 0)
 end
 
 if cost == 0 then
-	return {1, used, 0, reset_ms(), 0, 0}
+	return reply(1, 0, 0, 0)
 end
 
 local k = math.floor(now / bucket)
@@ -239,7 +242,7 @@ elseif k < tail then
 else
 	moved = false
 end
-redis.call('BITFIELD', ring_key, 'INCRBY', 'i64', '#' .. string.format('%d', k % slots), string.format('%d', cost))
+redis.call('BITFIELD', ring_key, 'INCRBY', 'i64', '#' .. string.format('%d', k % slots), cost_arg)
 local used_before = used
 used = used + cost
 redis.call('SET', used_key, string.format('%d', used), 'KEEPTTL')
@@ -316,11 +319,4 @@ if call ~= '' and call_ttl > 0 then
 	end
 end
 
-return {1, used, 0, reset_ms(), b, in_flight}
-end
-
-local reply = main()
-reply[7] = metered
-reply[8] = limit
-reply[9] = day_of(now)
-return reply
+return reply(1, 0, b, in_flight)
