@@ -1,5 +1,7 @@
 package limiter
 
+import "strings"
+
 // RedisKeys names the Redis keys of one org. Every name carries the org's hash tag ({org}),
 // so each script touches one Redis Cluster slot. Build it with NewRedisKeys.
 type RedisKeys struct {
@@ -24,25 +26,52 @@ type RedisKeys struct {
 	spend, refund, usage, leases, period []string
 }
 
-// NewRedisKeys returns the Redis keys of org.
+// NewRedisKeys returns the Redis keys of org. The names share one string and the scripts'
+// KEYS one array, so this makes three allocations: a monthly plan's calls build them per call.
 func NewRedisKeys(org string) *RedisKeys {
-	prefix := "cg:{" + org + "}:"
+	k := &RedisKeys{}
 	// The window's keys are named for their layout (a ring since the sorted set and hash of
 	// earlier versions), so a server holding the old layout never meets a script expecting
 	// the new one.
-	k := &RedisKeys{
-		Ring: prefix + "ring", Pos: prefix + "pos", Used: prefix + "used",
-		InFlight: prefix + "inflight", Heavy: prefix + "heavy",
-		Addon: prefix + "addon", Meter: prefix + "meter",
-		Period: prefix + "period",
-		Usage:  prefix + "use", UsageIndex: prefix + "useidx",
-		Calls: prefix + "calls",
+	names := [...]struct {
+		field  *string
+		suffix string
+	}{
+		{&k.Ring, "ring"}, {&k.Pos, "pos"}, {&k.Used, "used"},
+		{&k.InFlight, "inflight"}, {&k.Heavy, "heavy"},
+		{&k.Addon, "addon"}, {&k.Meter, "meter"},
+		{&k.Period, "period"},
+		{&k.Usage, "use"}, {&k.UsageIndex, "useidx"},
+		{&k.Calls, "calls"},
 	}
-	k.spend = []string{k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Meter, k.Usage, k.UsageIndex, k.Calls}
-	k.refund = []string{k.Ring, k.Pos, k.Used, k.Meter, k.Usage, k.UsageIndex, k.Calls}
-	k.usage = []string{k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Usage, k.UsageIndex}
-	k.leases = []string{k.InFlight, k.Heavy}
-	k.period = []string{k.Period, k.Addon, k.Meter}
+	const open, close = "cg:{", "}:"
+	var b strings.Builder
+	b.Grow(len(names)*(len(open)+len(org)+len(close)) + 64)
+	for _, n := range names {
+		b.WriteString(open)
+		b.WriteString(org)
+		b.WriteString(close)
+		b.WriteString(n.suffix)
+	}
+	all := b.String()
+	at := 0
+	for _, n := range names {
+		end := at + len(open) + len(org) + len(close) + len(n.suffix)
+		*n.field = all[at:end]
+		at = end
+	}
+
+	lists := make([]string, 0, 30)
+	list := func(keys ...string) []string {
+		from := len(lists)
+		lists = append(lists, keys...)
+		return lists[from:len(lists):len(lists)]
+	}
+	k.spend = list(k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Meter, k.Usage, k.UsageIndex, k.Calls)
+	k.refund = list(k.Ring, k.Pos, k.Used, k.Meter, k.Usage, k.UsageIndex, k.Calls)
+	k.usage = list(k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Usage, k.UsageIndex)
+	k.leases = list(k.InFlight, k.Heavy)
+	k.period = list(k.Period, k.Addon, k.Meter)
 	return k
 }
 

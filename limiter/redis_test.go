@@ -77,6 +77,17 @@ func TestRedisKeysShareHashTag(t *testing.T) {
 	}
 }
 
+// TestRedisKeyNames pins the names: a server holding an org's keys must find them again after
+// an upgrade.
+func TestRedisKeyNames(t *testing.T) {
+	got := strings.Join(limiter.NewRedisKeys("acme").All(), " ")
+	want := "cg:{acme}:ring cg:{acme}:pos cg:{acme}:used cg:{acme}:inflight cg:{acme}:heavy cg:{acme}:addon " +
+		"cg:{acme}:meter cg:{acme}:period cg:{acme}:use cg:{acme}:useidx cg:{acme}:calls"
+	if got != want {
+		t.Fatalf("keys of acme:\n got %s\nwant %s", got, want)
+	}
+}
+
 // TestRedisMemoryBounded spends 100,000 times spread over two saturated 24h windows and
 // checks the org's window keys stay at one ring of window/bucket+1 slots, at most 100 KB in
 // all (MEMORY USAGE), and still agree with the credits held.
