@@ -162,7 +162,7 @@ func run() error {
 	if err := store.LoadScripts(ctx); err != nil {
 		return err
 	}
-	est, err := redisBenchmark(rds.addr, "bench-rb", *conns, 20_000)
+	est, err := redisBenchmark(store, rds.addr, "bench-rb", *conns, 20_000)
 	if err != nil {
 		return err
 	}
@@ -181,7 +181,7 @@ func run() error {
 	}
 	for range *rounds * 2 {
 		t0, _ := cpuTicks(rds.pid())
-		v, err := redisBenchmark(rds.addr, "bench-rb", *conns, n)
+		v, err := redisBenchmark(store, rds.addr, "bench-rb", *conns, n)
 		if err != nil {
 			return err
 		}

@@ -214,11 +214,7 @@ func (g *Gateway) usageOf(t *tenant, u limiter.Usage) usageResponse {
 		// Add-ons: the limit is the free allotment plus the add-on limit stored through the
 		// admin API (read with the window), else the configured one, at most the cap; as the
 		// debit script computes it.
-		additional = t.plan.Addon
-		if u.AddonSet {
-			additional = u.Addon
-		}
-		additional = min(max(additional, 0), t.plan.Cap)
+		additional = max(limiter.Allowance(u.Addon, u.AddonSet, t.plan.Addon, t.plan.Cap), 0)
 		overall = t.plan.Free + additional
 	case g.cfg.AdditionalOf != nil:
 		additional = min(max(g.cfg.AdditionalOf(t.org), 0), overall)

@@ -499,7 +499,7 @@ func (c *Config) planOf(p *plans, o *orgs.Org) gateway.AddonPlan {
 		price = c.callPrices[1]
 	}
 	return gateway.AddonPlan{
-		Edition: e.Name, Monthly: o.MonthlyLimit, Addon: min(o.Additional, 2*o.MonthlyLimit), Cap: 2 * o.MonthlyLimit,
+		Edition: e.Name, Monthly: o.MonthlyLimit, Addon: min(o.Additional, limiter.MaxAdditional(o.MonthlyLimit)), Cap: limiter.MaxAdditional(o.MonthlyLimit),
 		AnchorDay: c.AnchorDay, CallPrice: price,
 	}
 }
