@@ -22,8 +22,9 @@ var (
 	// ErrConcurrency means the org already has as many calls in flight as its cap allows
 	// (Decision.ConcurrencyLimit says which cap); nothing was debited.
 	ErrConcurrency = errors.New("too many calls in flight")
-	// ErrCompensated means the call was compensated (Compensator) before its debit ran:
-	// nothing was debited. Its caller has given up on it by then.
+	// ErrCompensated means the call was compensated (Compensator) or refunded before this
+	// debit of it ran: nothing was debited. Its caller has given up on it by then. (A Spend
+	// resent for a call whose debit ran and stands is not refused: it answers that debit.)
 	ErrCompensated = errors.New("call compensated before its debit")
 )
 
@@ -76,11 +77,15 @@ type Key struct {
 	// Rule names the cost-table rule that priced this call; an allowed Spend records its
 	// credits under it for per-rule usage (see UsageReader). Empty records nothing.
 	Rule string
-	// Call identifies this call's debit (see Decision.Call); empty: Spend makes one up.
+	// Call identifies this call's debit (see Decision.Call); empty: Spend makes one up. A
+	// Spend is idempotent by its Call, for Options.CallTTL: sent again (a retry whose first
+	// attempt's reply was lost), it debits nothing more and answers as the debit that ran
+	// did: allowed, the same cost and bucket, its lease still the one held.
 	Call string
 	// Force records the debit whatever the limit and the concurrency caps (no lease is
 	// taken): credits admitted while the store could not decide, written afterwards. With a
-	// Call, a second forced debit of it does nothing (ErrCompensated).
+	// Call known to the store already (debited, refunded or compensated), it does nothing
+	// and answers ErrCompensated, never a replay of the earlier debit: it applies once.
 	Force bool
 
 	redisKeys *RedisKeys // built by NewKey, so the request path builds no key names
@@ -224,14 +229,26 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
+// The statuses spend.lua answers (its header says what each means), by name. MemoryStore
+// decides with the same ones, so both stores fill in a Decision through decide.
+const (
+	statusAllowed          = 1  // debited
+	statusOverLimit        = 0  // not enough credits free
+	statusCostExceedsLimit = -1 // cost above the whole limit
+	statusConcurrency      = -2 // the org's cap of calls in flight
+	statusHeavy            = -3 // the cap of heavy calls in flight
+	statusCompensated      = -4 // the call was compensated or refunded before: nothing done
+	statusReplayed         = -5 // the call's debit ran already (a resend): answered as it was
+)
+
 // decide fills in a Decision from a window's state, the same way in both stores.
-// status: 1 allowed, 0 over limit, -1 cost exceeds limit, -2 concurrency cap, -3 heavy cap,
-// -4 compensated before it ran.
 //
-// call is the debit's call id (also its lease id, with a cap).
+// call is the debit's call id (also its lease id, with a cap). For statusReplayed, cost is
+// the debit's as recorded, and the Decision is the allowed one of that debit with the window
+// as it stands now: nothing more was debited, and the lease is the one the debit took.
 func decide(status int64, key Key, cost, used, retryMs, resetMs, bucket, inFlight int64, call string) (Decision, error) {
 	d := Decision{
-		Allowed:    status == 1,
+		Allowed:    status == statusAllowed || status == statusReplayed,
 		Limit:      key.Limit,
 		Used:       used,
 		Remaining:  max(key.Limit-used, 0),
@@ -241,21 +258,21 @@ func decide(status int64, key Key, cost, used, retryMs, resetMs, bucket, inFligh
 		Call:       call,
 	}
 	switch status {
-	case 1:
+	case statusAllowed, statusReplayed:
 		d.Cost = cost
 		if key.Concurrency > 0 && cost > 0 {
 			d.Lease, d.InFlight, d.ConcurrencyLimit = call, inFlight, key.Concurrency
 		}
 		return d, nil
-	case 0:
+	case statusOverLimit:
 		return d, ErrOverLimit
-	case -2:
+	case statusConcurrency:
 		d.InFlight, d.ConcurrencyLimit = inFlight, key.Concurrency
 		return d, ErrConcurrency
-	case -3:
+	case statusHeavy:
 		d.InFlight, d.ConcurrencyLimit = inFlight, key.HeavyConcurrency
 		return d, ErrConcurrency
-	case -4:
+	case statusCompensated:
 		return d, ErrCompensated
 	default:
 		return d, ErrCostExceedsLimit

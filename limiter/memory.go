@@ -125,34 +125,44 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	if key.Force {
 		recNow = time.Now().UnixMilli()
 	}
+	key.Limit = w.limitFor(key) // billing: with add-ons, free allotment + the add-on limit held
 	if call != "" {
 		s.sweepCalls(w, recNow)
 		if r, seen := w.calls[call]; seen && r.expires > recNow {
-			return decide(-4, key, cost, w.used, 0, 0, 0, 0, call)
+			if key.Force || r.state != 'd' {
+				return decide(statusCompensated, key, 0, w.used, 0, 0, 0, 0, call)
+			}
+			// A resend of a debit that ran: answered as it was, nothing debited again.
+			var inFlight int64
+			if key.Concurrency > 0 {
+				inFlight = expireLeases(w.leases, ms)
+			}
+			d, err := decide(statusReplayed, key, r.cost, w.used, 0, s.reset(w, ms), r.bucket, inFlight, call)
+			d.Addon, d.Day = r.addon, r.day
+			return d, err
 		}
 	}
-	key.Limit = w.limitFor(key) // billing: with add-ons, free allotment + the add-on limit held
 	if cost > key.Limit && !key.Force {
-		return decide(-1, key, cost, w.used, 0, s.reset(w, ms), 0, 0, call)
+		return decide(statusCostExceedsLimit, key, cost, w.used, 0, s.reset(w, ms), 0, 0, call)
 	}
 	// Concurrency comes before credits: a call refused for it is not debited.
 	var inFlight int64
 	if key.Concurrency > 0 && cost > 0 {
 		inFlight = expireLeases(w.leases, ms)
 		if inFlight >= key.Concurrency {
-			return decide(-2, key, cost, w.used, 0, s.reset(w, ms), 0, inFlight, call)
+			return decide(statusConcurrency, key, cost, w.used, 0, s.reset(w, ms), 0, inFlight, call)
 		}
 		if key.HeavyConcurrency > 0 {
 			if heavy := expireLeases(w.heavy, ms); heavy >= key.HeavyConcurrency {
-				return decide(-3, key, cost, w.used, 0, s.reset(w, ms), 0, heavy, call)
+				return decide(statusHeavy, key, cost, w.used, 0, s.reset(w, ms), 0, heavy, call)
 			}
 		}
 	}
 	switch {
 	case w.used+cost > key.Limit && !key.Force:
-		return decide(0, key, cost, w.used, s.retryAfter(w, w.used+cost-key.Limit, ms), s.reset(w, ms), 0, 0, call)
+		return decide(statusOverLimit, key, cost, w.used, s.retryAfter(w, w.used+cost-key.Limit, ms), s.reset(w, ms), 0, 0, call)
 	case cost == 0:
-		return decide(1, key, 0, w.used, 0, s.reset(w, ms), 0, 0, call)
+		return decide(statusAllowed, key, 0, w.used, 0, s.reset(w, ms), 0, 0, call)
 	}
 
 	b := ms - ms%s.bucket
@@ -180,7 +190,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 		}
 		inFlight++
 	}
-	d, err := decide(1, key, cost, w.used, 0, s.reset(w, ms), b, inFlight, call)
+	d, err := decide(statusAllowed, key, cost, w.used, 0, s.reset(w, ms), b, inFlight, call)
 	d.Addon, d.Day = addon, day
 	return d, err
 }

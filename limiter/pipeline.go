@@ -95,7 +95,7 @@ func (p *PipelinedStore) Spend(ctx context.Context, key Key, cost int64, now tim
 	if err != nil {
 		return Decision{Call: call}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
-	return decodeSpend(reply, key, cost, call)
+	return decodeSpend(reply, key, call)
 }
 
 func (p *PipelinedStore) flusher(ctx context.Context) {

@@ -83,7 +83,7 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 		// The script may have run: the caller compensates Call.
 		return Decision{Call: call}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
-	return decodeSpend(reply, key, cost, call)
+	return decodeSpend(reply, key, call)
 }
 
 // lostReleaseTimeout bounds releaseLost's one attempt.
@@ -117,26 +117,26 @@ func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time, call string) 
 
 // spendReply is spend.lua's reply, field for field (its header says what each means).
 type spendReply struct {
-	status, used, retryAfterMs, resetMs, bucketMs, inFlight, addon, limit, day int64
+	status, used, retryAfterMs, resetMs, bucketMs, inFlight, addon, limit, day, cost int64
 }
 
 // decodeSpendReply reads spend.lua's reply: the one place that knows its order.
 func decodeSpendReply(v []int64) (spendReply, error) {
-	if len(v) != 9 {
-		return spendReply{}, fmt.Errorf("script replied %d values, want 9", len(v))
+	if len(v) != 10 {
+		return spendReply{}, fmt.Errorf("script replied %d values, want 10", len(v))
 	}
 	return spendReply{status: v[0], used: v[1], retryAfterMs: v[2], resetMs: v[3], bucketMs: v[4],
-		inFlight: v[5], addon: v[6], limit: v[7], day: v[8]}, nil
+		inFlight: v[5], addon: v[6], limit: v[7], day: v[8], cost: v[9]}, nil
 }
 
 // decodeSpend turns spend.lua's reply into a Decision.
-func decodeSpend(v []int64, key Key, cost int64, call string) (Decision, error) {
+func decodeSpend(v []int64, key Key, call string) (Decision, error) {
 	r, err := decodeSpendReply(v)
 	if err != nil {
 		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
 	key.Limit = r.limit // with add-ons, the script read the add-on limit
-	d, err := decide(r.status, key, cost, r.used, r.retryAfterMs, r.resetMs, r.bucketMs, r.inFlight, call)
+	d, err := decide(r.status, key, r.cost, r.used, r.retryAfterMs, r.resetMs, r.bucketMs, r.inFlight, call)
 	d.Addon = r.addon
 	if d.Allowed && d.Cost > 0 { // a debit (as the memory store sets it)
 		d.Day = r.day

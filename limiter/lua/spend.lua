@@ -58,10 +58,12 @@
 --   [19] keep        days the meter keeps (limiter.MeterDays)
 --
 -- Reply (integers; limiter.spendReply, decoded by name in decodeSpendReply):
---   {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day}
+--   {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day, cost}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
 --                   -2 rejected (concurrency cap), -3 rejected (heavy cap), -4 not run: the
---                   call was compensated before (or already debited under its id)
+--                   call was compensated or refunded before (or, forced, is known at all),
+--                   -5 not run again: the call's debit ran already (this is a resend, its
+--                   first reply lost), answered as that debit (allowed) with the window now
 --   used            credits held by live buckets after this call
 --   retry_after_ms  rejected (0): ms until enough credits free up for this cost; else 0
 --   reset_ms        ms until the oldest live bucket frees up; 0 when nothing is held
@@ -70,7 +72,10 @@
 --   addon           allowed: the part of this debit above the free allotment, metered on
 --                   day; else 0
 --   limit           the limit that applied (free allotment + add-on limit with add-ons)
---   day             the UTC day of now (days since 1970-01-01): the day add-ons are metered on
+--   day             the UTC day of now (days since 1970-01-01): the day add-ons are metered
+--                   on; -5: the day the debit metered them on
+--   cost            credits this call debited: ARGV[1] when allowed, the recorded cost for
+--                   -5; else 0
 
 local ring_key, pos_key, used_key = KEYS[1], KEYS[2], KEYS[3]
 local inflight_key, heavy_key = KEYS[4], KEYS[5]
@@ -138,22 +143,34 @@ end
 
 -- reply is the script's reply (see the header) with the window as it stands.
 local function reply(status, retry_ms, bucket_ms, in_flight)
-	return {status, used, retry_ms, reset_ms(), bucket_ms, in_flight, metered, limit, day_of(now)}
+	local debited = 0
+	if status == 1 then
+		debited = cost
+	end
+	return {status, used, retry_ms, reset_ms(), bucket_ms, in_flight, metered, limit, day_of(now), debited}
 end
 
--- Debit records: a call whose id is known already (compensated before it ran, or run) does
--- nothing. A few expired records go on every call, so they stay bounded by the rate of debits
--- over their lifetime.
+-- Debit records: a call whose id is known already does nothing. Compensated or refunded, it
+-- answers -4. Debited (this is a resend: a retry whose first reply was lost), it answers -5
+-- below, as that debit did, once expiry has run (reset_ms needs a live tail). A forced debit
+-- answers -4 for any record: it must apply once, and its writer takes -4 for "written".
+-- A few expired records go on every call, so they stay bounded by the rate of debits over
+-- their lifetime.
 -- A forced debit carries its call's own time, maybe long past: its record lives from the
 -- server's time, so it outlasts retries of the write.
 local rec_now = now
 if force then
 	rec_now = clock_ms('')
 end
+local replay -- the record of this call's debit, when it ran already
 if call ~= '' then
 	local rec = redis.call('HGET', calls_key, call)
 	if rec and record_expires(rec) > rec_now then
-		return {-4, 0, 0, 0, 0, 0, 0, limit, day_of(now)}
+		if not force and string.find(rec, '^%d+:d:') then
+			replay = rec
+		else
+			return {-4, 0, 0, 0, 0, 0, 0, limit, day_of(now), 0}
+		end
 	end
 end
 
@@ -178,6 +195,18 @@ if used > 0 then
 		redis.call('SET', used_key, string.format('%d', used), 'KEEPTTL')
 		redis.call('HSET', pos_key, 'tail', string.format('%d', tail))
 	end
+end
+
+-- A resend of a debit that ran: the debit's bucket, cost, add-on part and day from its record,
+-- the calls in flight with the lease it took (still held unless released or expired since).
+if replay then
+	local b, c, a, d = string.match(replay, '^%d+:d:(%-?%d+):(%d+):(%d+):(%d+)$')
+	local in_flight = 0
+	if cap > 0 and tonumber(c) > 0 then
+		redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now)
+		in_flight = redis.call('ZCARD', inflight_key)
+	end
+	return {-5, used, 0, reset_ms(), tonumber(b), in_flight, tonumber(a), limit, tonumber(d), tonumber(c)}
 end
 
 if cost > limit and not force then

@@ -68,6 +68,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ForcedDebit", testForcedDebit},
 		{"RefundRetriedPastItsRecord", testRefundRetriedLate},
 		{"CompensateReleasesLease", testCompensateReleasesLease},
+		{"SpendResentDebitsOnce", testSpendResent},
 		{"RacingLeasesNeverExceedCap", testRacingLeases},
 		{"AddonLimitFromStore", testAddonLimit},
 		{"AddonMetering", testAddonMetering},
@@ -865,5 +866,64 @@ func testCompensateReleasesLease(t *testing.T, newStore NewStore) {
 	}
 	if d := mustAllow(t, s, k, 1, t0.Add(3*time.Second)); d.Used != 1 {
 		t.Fatalf("after the compensation: %+v; want its credits and its slot back", d)
+	}
+}
+
+// testSpendResent: a Spend sent again under its call id (a client library's retry after the
+// first attempt's reply was lost, a proxy's replay) answers as the debit that ran, allowed,
+// with its bucket, add-on part and lease, and debits nothing more: not refused for the credits
+// or the slot the debit itself holds. Compensated, the call then answers ErrCompensated; a
+// forced debit of a call debited already does nothing.
+func testSpendResent(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute, CallTTL: time.Hour, LeaseTTL: time.Hour})
+	c := compensator(t, s)
+	org := newOrg()
+	k := addonKey(org).WithConcurrency(1, 0) // limit 100, every credit metered, one slot
+	ctx := context.Background()
+	call := limiter.NewCallID()
+	first := mustAllow(t, s, k.WithCall(call), 60, t0)
+	for i, at := range []time.Time{t0, t0.Add(2 * time.Minute)} {
+		again, err := s.Spend(ctx, k.WithCall(call), 60, at)
+		if err != nil || !again.Allowed || again.Cost != 60 || again.Bucket != first.Bucket ||
+			again.Addon != first.Addon || again.Day != first.Day || again.Lease != first.Lease ||
+			again.Lease == "" || again.Call != call || again.Used != 60 || again.Remaining != 40 {
+			t.Fatalf("resend %d = %+v, %v; want the first debit %+v again, used 60", i, again, err, first)
+		}
+	}
+	mustConcurrency(t, s, k, 1, t0.Add(3*time.Minute)) // one lease: the call's
+	if got := used(t, s, k, t0.Add(3*time.Minute)); got != 60 {
+		t.Fatalf("used %d after a debit sent three times, want 60", got)
+	}
+	if got := meterTotal(t, s, org); got != 60 {
+		t.Fatalf("metered %d, want 60", got)
+	}
+
+	// Compensated (the caller gave up on it): credits and slot come back, and the call's
+	// id now answers ErrCompensated, taking nothing.
+	if err := c.Compensate(ctx, k, call, t0.Add(4*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Spend(ctx, k.WithCall(call), 60, t0.Add(5*time.Minute))
+	if !errors.Is(err, limiter.ErrCompensated) || d.Allowed || d.Lease != "" {
+		t.Fatalf("resend after the compensation = %+v, %v; want ErrCompensated and nothing taken", d, err)
+	}
+	other := mustAllow(t, s, k, 100, t0.Add(5*time.Minute)) // all credits and the slot free
+	if err := s.Release(ctx, k, other); err != nil {
+		t.Fatal(err)
+	}
+
+	// A forced debit never replays: a call debited already answers ErrCompensated. (A forced
+	// debit's record lives by the store's own clock, so this debit is at the store's time.)
+	k2 := limiter.NewKey(newOrg(), 100)
+	call2 := limiter.NewCallID()
+	if d, err := s.Spend(ctx, k2.WithCall(call2), 10, time.Time{}); err != nil || !d.Allowed {
+		t.Fatalf("Spend(10 now) = %+v, %v; want allowed", d, err)
+	}
+	d, err = s.Spend(ctx, k2.WithForce().WithCall(call2), 10, time.Time{})
+	if !errors.Is(err, limiter.ErrCompensated) {
+		t.Fatalf("forced debit of a call debited already: %+v, %v; want ErrCompensated", d, err)
+	}
+	if d, err := s.Spend(ctx, k2, 0, time.Time{}); err != nil || d.Used != 10 {
+		t.Fatalf("after the forced debit: %+v, %v; want used 10", d, err)
 	}
 }
