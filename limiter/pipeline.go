@@ -156,7 +156,7 @@ func (p *PipelinedStore) flush(batch []*spendCall, cmds []*redis.Cmd) {
 	}
 	pipe := p.pipe()
 	for _, c := range batch {
-		cmds = append(cmds, pipe.EvalSha(ctx, spendScript.Hash(), c.keys.spend, c.args...))
+		cmds = append(cmds, spendScript.queue(ctx, pipe, c.keys.spend, c.args...))
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	for i, c := range batch {

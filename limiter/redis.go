@@ -59,7 +59,7 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 // LoadScripts loads the scripts into the server's cache (on every master of a cluster);
 // it doubles as a readiness check. Spend falls back to EVAL if the cache is flushed later.
 func (s *RedisStore) LoadScripts(ctx context.Context) error {
-	for _, sc := range []*redis.Script{spendScript, refundScript, releaseScript, periodScript, usageScript, renewScript, heartbeatScript} {
+	for _, sc := range []script{spendScript, refundScript, releaseScript, periodScript, usageScript, renewScript, heartbeatScript} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return fmt.Errorf("load scripts: %w", err)
 		}

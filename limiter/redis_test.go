@@ -257,6 +257,8 @@ func TestRedisClusterStore(t *testing.T) {
 		}
 		return s
 	})
+	t.Run("ScriptSentOnce", func(t *testing.T) { testClusterSendsScriptOnce(t, c) })
+	t.Run("RedirectsFollowed", func(t *testing.T) { testClusterFollowsRedirects(t, c) })
 
 	// One org's keys live in one slot; different orgs reach different masters.
 	nodes := map[string]bool{}

@@ -22,6 +22,8 @@ const (
 
 // noRetries is go-redis's MaxRetries value for "never retry". It is forced whatever the URL
 // says: a script whose reply timed out may have run, and running it again would debit twice.
+// It does not reach every retry (a cluster client retries within its redirect loop): the
+// scripts themselves are sent as commands go-redis never sends twice (sendonce.go).
 const noRetries = -1
 
 // NewRedisClient returns a go-redis UniversalClient for rawURL:

@@ -4,8 +4,6 @@ import (
 	"embed"
 	"regexp"
 	"strings"
-
-	"github.com/redis/go-redis/v9"
 )
 
 //go:embed lua/*.lua
@@ -68,8 +66,8 @@ func withLib(script string) string {
 
 // mustScript returns the script lua/name, built on the helpers of lua/lib.lua it uses. Its
 // SHA1 (what EVALSHA and LoadScripts use) covers the helpers too.
-func mustScript(name string) *redis.Script {
-	return redis.NewScript(withLib(mustRead(name)))
+func mustScript(name string) script {
+	return newScript(withLib(mustRead(name)))
 }
 
 func mustRead(name string) string {
