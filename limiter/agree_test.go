@@ -2,7 +2,6 @@ package limiter_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"math/rand"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/creditgate/creditgate/internal/redistest"
 	"github.com/creditgate/creditgate/limiter"
@@ -190,15 +191,25 @@ func TestZeroFreeAllotment(t *testing.T) {
 // TestLostReplyReleasesLease: a Spend whose reply never reaches its caller (Redis stalled
 // past the caller's deadline) may still have run and taken a lease; the store releases it,
 // so the org is not held at its cap for the lease's time to live. Both Redis-backed stores.
+//
+// Redis is stopped (SIGSTOP) before the Spend and resumed after its caller gave up, so the
+// Spend times out whatever the machine's load, and its script runs on resume, before the
+// release the store then sends. The test waits for that release (a hook sees it answered)
+// rather than for a time: the reads that follow check what it left.
 func TestLostReplyReleasesLease(t *testing.T) {
-	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	srv := redistest.Start(t)
 	ctx := context.Background()
 	for _, pipelined := range []bool{false, true} {
-		client, err := limiter.NewRedisClient(srv.URL)
+		// A read timeout longer than any wait here: only the caller's deadline ends its Spend,
+		// and a slow machine does not cut the release short.
+		client, err := limiter.NewRedisClient(srv.URL + "?read_timeout=30s")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer client.Close()
+		k := limiter.NewKey("lost-reply-"+strconv.FormatBool(pipelined), 1000).WithConcurrency(1, 0)
+		released := make(chan struct{}, 1)
+		client.AddHook(releaseSeen{keys: limiter.NewRedisKeys(k.Org), released: released})
 		rs, err := limiter.NewRedisStore(client, limiter.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -212,34 +223,59 @@ func TestLostReplyReleasesLease(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		k := limiter.NewKey("lost-reply-"+strconv.FormatBool(pipelined), 1000).WithConcurrency(1, 0)
-		stalled := make(chan error, 1)
-		go func() { stalled <- srv.Client.Do(ctx, "DEBUG", "SLEEP", "0.4").Err() }()
-		time.Sleep(50 * time.Millisecond) // Redis is asleep
+		srv.Pause()
 		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		_, err = s.Spend(short, k, 1, time.Time{})
 		cancel()
+		srv.Resume()
 		if err == nil {
-			t.Fatalf("pipelined %v: Spend succeeded during a 400ms stall with a 100ms deadline", pipelined)
+			t.Fatalf("pipelined %v: Spend answered by a stopped Redis", pipelined)
 		}
-		if err := <-stalled; err != nil {
+		select {
+		case <-released:
+		case <-time.After(time.Minute): // a bound on a hang only, far above the release's 2s
+			t.Fatalf("pipelined %v: the lost Spend's lease was never released", pipelined)
+		}
+		keys := limiter.NewRedisKeys(k.Org)
+		if n, err := srv.Client.ZCard(ctx, keys.InFlight).Result(); err != nil || n != 0 {
+			t.Fatalf("pipelined %v: %d leases held after the release (%v)", pipelined, n, err)
+		}
+		d, err := s.Spend(ctx, k, 1, time.Time{})
+		if err != nil {
+			t.Fatalf("pipelined %v: the org's only slot still held after the release: %+v, %v", pipelined, d, err)
+		}
+		if err := s.Release(ctx, k, d); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(3 * time.Second)
-		for {
-			d, err := s.Spend(ctx, k, 1, time.Time{})
-			if err == nil {
-				if err := s.Release(ctx, k, d); err != nil {
-					t.Fatal(err)
-				}
-				break
-			}
-			if !errors.Is(err, limiter.ErrConcurrency) || time.Now().After(deadline) {
-				t.Fatalf("pipelined %v: the org's only slot still held 3s after the stall: %+v, %v", pipelined, d, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
 	}
+}
+
+// releaseSeen is a go-redis hook that signals released when a release of a lease of keys
+// (release.lua: the org's two lease keys) is answered.
+type releaseSeen struct {
+	keys     *limiter.RedisKeys
+	released chan struct{}
+}
+
+func (h releaseSeen) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h releaseSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		if err == nil && len(args) > 4 && (cmd.Name() == "evalsha" || cmd.Name() == "eval") &&
+			args[3] == h.keys.InFlight && args[4] == h.keys.Heavy {
+			select {
+			case h.released <- struct{}{}:
+			default:
+			}
+		}
+		return err
+	}
+}
+
+func (h releaseSeen) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // TestMeterOnDebitDay: add-on credits are metered on the UTC day of the debit, also when the

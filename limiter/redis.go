@@ -86,18 +86,35 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	return decodeSpend(reply, key, call)
 }
 
-// lostReleaseTimeout bounds releaseLost's one attempt.
-const lostReleaseTimeout = 2 * time.Second
+// lostReleaseTimeout bounds releaseLost's attempts, lostReleasePause spaces them.
+const (
+	lostReleaseTimeout = 2 * time.Second
+	lostReleasePause   = 100 * time.Millisecond
+)
 
 // releaseLost ends the lease a Spend may have taken though its caller never learned the
 // outcome (the reply was lost, or the caller gave up first): the script may have run, and
 // its lease would hold one of the org's slots for the lease's whole time to live. Best
-// effort, in the background; a lease that was never taken is removed as a no-op.
+// effort, in the background, tried again until Redis answers within lostReleaseTimeout (the
+// stall that lost the Spend's reply may outlast one attempt's read timeout); a release is
+// idempotent, and a lease that was never taken is removed as a no-op.
 func (s *RedisStore) releaseLost(keys *RedisKeys, lease string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), lostReleaseTimeout)
 		defer cancel()
-		_ = releaseScript.Run(ctx, s.client, keys.leases, lease).Err()
+		pause := time.NewTimer(0)
+		defer pause.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-pause.C:
+			}
+			if releaseScript.Run(ctx, s.client, keys.leases, lease).Err() == nil {
+				return
+			}
+			pause.Reset(lostReleasePause)
+		}
 	}()
 }
 

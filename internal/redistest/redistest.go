@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -109,8 +110,25 @@ func (s *Server) Kill() {
 }
 
 // Pause stops the server's process (SIGSTOP): its connections stay open but nothing is
-// answered, as with a hung or partitioned Redis. Resume undoes it.
-func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+// answered, as with a hung or partitioned Redis. Resume undoes it. Where the process's state
+// can be read (Linux), Pause returns once it is stopped: a command sent after Pause is not
+// served before Resume.
+func (s *Server) Pause() {
+	s.signal(syscall.SIGSTOP)
+	stat := "/proc/" + strconv.Itoa(s.cmd.Process.Pid) + "/stat"
+	for {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return
+		}
+		// pid (comm) state ...: the state follows the last ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] == 'T' || b[i+2] == 't' {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
 
 // Resume continues a paused server (SIGCONT).
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
