@@ -140,5 +140,9 @@ func (g *Gateway) debitRefusal(h http.Header, r *http.Request, c *call, cost int
 		// most once: never retried); a lease it may have taken, the store releases.
 		return refusal{kind: final, out: outClientClosed}
 	}
+	// The store could not decide. limiter.ErrCompensated lands here too: this call's id was
+	// compensated or refunded before its debit ran, so nothing is debited and no lease held
+	// (a debit that ran and was sent again answers allowed, not this), and the fail mode
+	// decides as for a store that did not answer.
 	return refusal{kind: storeDown, cause: err, level: zapcore.WarnLevel, fields: []zap.Field{zap.Int64("cost", cost)}}
 }

@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
 )
 
@@ -95,5 +97,40 @@ func waitUntil(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met within 5s")
 		}
+	}
+}
+
+// resendingStore sends every Spend twice under one call id, as a retry layer between the
+// gateway and its store would after losing the first reply, and answers the second.
+type resendingStore struct{ *limiter.MemoryStore }
+
+func (s resendingStore) Spend(ctx context.Context, key limiter.Key, cost int64, now time.Time) (limiter.Decision, error) {
+	if key.Call == "" && cost > 0 {
+		key = key.WithCall(limiter.NewCallID())
+	}
+	_, _ = s.MemoryStore.Spend(ctx, key, cost, now) // its reply lost
+	return s.MemoryStore.Spend(ctx, key, cost, now)
+}
+
+// TestResentSpendChargedOnce: a debit that reached the store twice (its first reply lost and
+// the call resent below the gateway) is answered as the debit it is: the call is forwarded,
+// charged once, and its one slot is freed when it ends.
+func TestResentSpendChargedOnce(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.ConcurrencyOf = func(o *orgs.Org) int64 { return 1 }
+		c.Store = resendingStore{c.Store.(*limiter.MemoryStore)}
+	})
+	key := map[string]string{"X-Api-Key": "acme-key"}
+	for i := range 2 {
+		resp, body := do(t, "GET", f.url+"/crm/v2/users", key, "")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Credits-Charged") != "1" {
+			t.Fatalf("call %d: %d, charged %q: %s", i, resp.StatusCode, resp.Header.Get("X-Credits-Charged"), body)
+		}
+	}
+	if f.up.count() != 2 {
+		t.Errorf("forwarded %d of 2", f.up.count())
+	}
+	if got := f.used(t, "acme", 1000); got != 2 {
+		t.Errorf("used %d, want 2: each call charged once", got)
 	}
 }
