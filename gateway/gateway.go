@@ -19,6 +19,7 @@ import (
 	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
 // OrgMode says how a request names its org.
@@ -86,9 +87,9 @@ type Config struct {
 	// own cap; 0 means no sub-cap. It applies only to orgs with a cap.
 	HeavyConcurrency int64
 	// AddonPlanOf says what an org may buy in add-on credits (see AddonPlan); nil: no org
-	// has add-ons. Slabs price consumed add-on credits (nil: costtable.DefaultSlabs).
+	// has add-ons. Slabs price consumed add-on credits (nil: plans.DefaultSlabs).
 	AddonPlanOf func(*orgs.Org) AddonPlan
-	Slabs       costtable.Slabs
+	Slabs       plans.Slabs
 	// Mode and OrgHeader say how a request names its org (zero: OrgModeAPIKey, "X-Org-Id").
 	Mode      OrgMode
 	OrgHeader string

@@ -19,6 +19,7 @@ import (
 	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
 // Config is the whole configuration, read from the environment. Every variable is documented
@@ -145,11 +146,11 @@ type Config struct {
 	// Derived by validate.
 	upstream    *url.URL
 	logLevel    zapcore.Level
-	plans       *plans
+	roster      *roster
 	costTable   *costtable.Table
 	routes      []gateway.Route // from RoutesFile
 	adminTokens *gateway.AdminTokens
-	slabs       costtable.Slabs
+	slabs       plans.Slabs
 	callPrices  [2]int64 // micro-dollars: non-commercial, commercial
 	cors        *gateway.CORSPolicy
 	cert        *certificate // nil: the proxy listener serves plain HTTP
@@ -436,7 +437,7 @@ func (c *Config) validate(environ map[string]string) error {
 	} else {
 		c.adminTokens = toks
 	}
-	if sl, err := costtable.ParseSlabs(c.AddonSlabs); err != nil {
+	if sl, err := plans.ParseSlabs(c.AddonSlabs); err != nil {
 		errs = append(errs, prefixLines("CREDITGATE_ADDON_SLABS", err))
 	} else {
 		c.slabs = sl
@@ -448,7 +449,7 @@ func (c *Config) validate(environ map[string]string) error {
 		{"CREDITGATE_CALL_PRICE_NONCOMMERCIAL", c.CallPriceNonCommercial},
 		{"CREDITGATE_CALL_PRICE_COMMERCIAL", c.CallPriceCommercial},
 	} {
-		if p, err := costtable.ParseMicros(v.value); err != nil || p > 1_000_000_000 {
+		if p, err := plans.ParseMicros(v.value); err != nil || p > 1_000_000_000 {
 			bad(v.name, "must be dollars per call such as 0.06 (at most six decimals, at most 1000), got %q", v.value)
 		} else {
 			c.callPrices[i] = p
@@ -465,7 +466,7 @@ func (c *Config) validate(environ map[string]string) error {
 		if p, err := c.loadPlans(); err != nil {
 			errs = append(errs, err)
 		} else {
-			c.plans = p
+			c.roster = p
 		}
 	}
 
@@ -489,9 +490,9 @@ func showURL(raw string) string {
 
 // planOf returns p.addonPlanOf(o), and for a monthly plan its calls per period, additional
 // calls (at most twice as many), price per additional call and period anchor.
-func (c *Config) planOf(p *plans, o *orgs.Org) gateway.AddonPlan {
+func (c *Config) planOf(p *roster, o *orgs.Org) gateway.AddonPlan {
 	e, ok := p.editions.Lookup(o.Edition)
-	if !ok || e.Kind != costtable.KindMonthly {
+	if !ok || e.Kind != plans.KindMonthly {
 		return p.addonPlanOf(o)
 	}
 	price := c.callPrices[0]
@@ -536,7 +537,7 @@ func (c *Config) logFields() []zap.Field {
 		zap.Int("metrics_max_orgs", c.MetricsMaxOrgs),
 		zap.Duration("window", c.Window), zap.Duration("bucket", c.Bucket), zap.Bool("shadow", c.Shadow),
 		zap.String("cost_table", c.costTable.Name()), zap.String("cost_table_file", c.CostTableFile),
-		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", c.plans.dir.Len()), zap.String("orgs_file", c.OrgsFile), zap.String("editions_file", c.EditionsFile),
+		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", c.roster.dir.Len()), zap.String("orgs_file", c.OrgsFile), zap.String("editions_file", c.EditionsFile),
 		zap.Bool("strip_credentials", c.StripCredentials), zap.String("log_level", c.LogLevel),
 		zap.Bool("redis_pipeline", c.RedisPipeline),
 		zap.String("addon_slabs", c.slabs.String()),

@@ -36,7 +36,7 @@ func TestLoadConfigProduction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.demo || cfg.upstream.Path != "/api" || cfg.plans.dir.Len() != 2 || cfg.Bucket != time.Second {
+	if cfg.demo || cfg.upstream.Path != "/api" || cfg.roster.dir.Len() != 2 || cfg.Bucket != time.Second {
 		t.Fatalf("%+v", cfg)
 	}
 	tests := []struct {
@@ -47,8 +47,8 @@ func TestLoadConfigProduction(t *testing.T) {
 		{1, 5000},  // explicit limit
 	}
 	for _, tt := range tests {
-		if got := cfg.plans.limitOf(&cfg.plans.orgs[tt.org]); got != tt.want {
-			t.Errorf("limit of %s = %d, want %d", cfg.plans.orgs[tt.org].ID, got, tt.want)
+		if got := cfg.roster.limitOf(&cfg.roster.orgs[tt.org]); got != tt.want {
+			t.Errorf("limit of %s = %d, want %d", cfg.roster.orgs[tt.org].ID, got, tt.want)
 		}
 	}
 }
@@ -264,14 +264,14 @@ func TestLoadConfigOrgsAndEditionsFiles(t *testing.T) {
 		{"delta", 10_000 + 10*600, 15},
 	}
 	for _, tt := range tests {
-		o, ok := cfg.plans.dir.ByID(tt.id)
+		o, ok := cfg.roster.dir.ByID(tt.id)
 		if !ok {
 			t.Fatalf("org %s missing", tt.id)
 		}
-		if got := cfg.plans.limitOf(o); got != tt.limit {
+		if got := cfg.roster.limitOf(o); got != tt.limit {
 			t.Errorf("limit of %s = %d, want %d", tt.id, got, tt.limit)
 		}
-		if got := cfg.plans.concurrencyOf(o); got != tt.conc {
+		if got := cfg.roster.concurrencyOf(o); got != tt.conc {
 			t.Errorf("concurrency of %s = %d, want %d", tt.id, got, tt.conc)
 		}
 	}
@@ -294,7 +294,7 @@ func TestLoadConfigOrgsAndEditionsFiles(t *testing.T) {
 	// An orgs file alone, without CREDITGATE_ORGS, is a configuration (not the demo).
 	delete(env, "CREDITGATE_ORGS")
 	cfg, err = loadConfig(env)
-	if err != nil || cfg.demo || cfg.plans.dir.Len() != 2 {
+	if err != nil || cfg.demo || cfg.roster.dir.Len() != 2 {
 		t.Fatalf("orgs file alone: demo=%v err=%v", cfg.demo, err)
 	}
 }

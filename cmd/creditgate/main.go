@@ -28,6 +28,7 @@ import (
 	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
 func main() {
@@ -127,7 +128,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		if err != nil {
 			return err
 		}
-		cfg.plans = &plans{editions: costtable.BuiltinEditions(), orgs: list, dir: dir}
+		cfg.roster = &roster{editions: plans.BuiltinEditions(), orgs: list, dir: dir}
 		if adminTokens.Len() == 0 {
 			demoToken = demoAdminToken
 			adminTokens = demoAdminTokens()
@@ -136,8 +137,8 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	// The plans in force. The gateway asks for limits only when it is handed a roster
 	// (gw.SetOrgs), so a reload stores the new plans first and then hands over their orgs.
-	var current atomic.Pointer[plans]
-	current.Store(cfg.plans)
+	var current atomic.Pointer[roster]
+	current.Store(cfg.roster)
 
 	metrics := gateway.NewMetrics(gateway.MetricsOptions{MaxOrgs: cfg.MetricsMaxOrgs})
 	gw, err := gateway.New(gateway.Config{
@@ -152,7 +153,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		FailOpen:           cfg.FailMode == "open",
 		FailLocal:          cfg.FailMode == "local",
 		Costs:              cfg.costTable,
-		Orgs:               cfg.plans.dir,
+		Orgs:               cfg.roster.dir,
 		LimitOf:            func(o *orgs.Org) int64 { return current.Load().limitOf(o) },
 		ConcurrencyOf:      func(o *orgs.Org) int64 { return current.Load().concurrencyOf(o) },
 		AddonPlanOf:        func(o *orgs.Org) gateway.AddonPlan { return cfg.planOf(current.Load(), o) },
@@ -275,7 +276,7 @@ serve:
 // tables), the cost table, the editions and the orgs. Each part that is valid takes effect for new requests at once (requests in
 // flight finish with what they started with); a part with an error is refused with a log line
 // and its running version stays.
-func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[plans], log *zap.Logger) {
+func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[roster], log *zap.Logger) {
 	if cfg.CostTableFile == "" && cfg.RoutesFile == "" && cfg.OrgsFile == "" && cfg.EditionsFile == "" {
 		if cfg.cert == nil {
 			log.Info("SIGHUP: nothing to reload (no CREDITGATE_ROUTES_FILE, CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE, CREDITGATE_EDITIONS_FILE or TLS certificate)")

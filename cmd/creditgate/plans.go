@@ -5,28 +5,28 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
-// plans is who may call and what each org's plan allots: the editions (built in, or changed
+// roster is who may call and what each org's plan allots: the editions (built in, or changed
 // by CREDITGATE_EDITIONS_FILE) and the orgs (CREDITGATE_ORGS plus CREDITGATE_ORGS_FILE). It is
 // read at start-up and again on SIGHUP, and is immutable once built.
-type plans struct {
-	editions costtable.Editions
+type roster struct {
+	editions plans.Editions
 	orgs     []orgs.Org
 	dir      *orgs.Directory
 }
 
 // loadPlans reads the editions and orgs the configuration names. Every problem is reported,
 // each line starting with the variable (or file variable) it comes from.
-func (c *Config) loadPlans() (*plans, error) {
-	p := &plans{editions: costtable.BuiltinEditions()}
+func (c *Config) loadPlans() (*roster, error) {
+	p := &roster{editions: plans.BuiltinEditions()}
 	var errs []error
 	if c.EditionsFile != "" {
-		eds, err := costtable.LoadEditionsFile(c.EditionsFile)
+		eds, err := plans.LoadEditionsFile(c.EditionsFile)
 		if err != nil {
 			return nil, prefixLines("CREDITGATE_EDITIONS_FILE", err)
 		}
@@ -84,7 +84,7 @@ func (c *Config) loadPlans() (*plans, error) {
 }
 
 // checkOrg checks what the parser cannot: the edition exists and the org has some limit.
-func (p *plans) checkOrg(o orgs.Org, mode string) error {
+func (p *roster) checkOrg(o orgs.Org, mode string) error {
 	var errs []error
 	e, known := p.editions.Lookup(o.Edition)
 	if o.Edition != "" && !known {
@@ -93,9 +93,9 @@ func (p *plans) checkOrg(o orgs.Org, mode string) error {
 	}
 	// Seats of the other kind would be ignored silently, and the allotment wrong.
 	switch {
-	case known && e.Kind == costtable.KindDesk && o.Users > 0:
+	case known && e.Kind == plans.KindDesk && o.Users > 0:
 		errs = append(errs, fmt.Errorf("org %q: field \"users\": Desk edition %q counts agents, not users", o.ID, o.Edition))
-	case known && e.Kind != costtable.KindDesk && (o.Agents > 0 || o.LightAgents > 0):
+	case known && e.Kind != plans.KindDesk && (o.Agents > 0 || o.LightAgents > 0):
 		f := "agents"
 		if o.Agents == 0 {
 			f = "light_agents"
@@ -105,7 +105,7 @@ func (p *plans) checkOrg(o orgs.Org, mode string) error {
 	if !o.HasLimit && o.Edition == "" {
 		errs = append(errs, fmt.Errorf("org %q: needs a \"limit\" or an \"edition\"", o.ID))
 	}
-	if known && e.Kind == costtable.KindMonthly {
+	if known && e.Kind == plans.KindMonthly {
 		if o.MonthlyLimit < 1 {
 			errs = append(errs, fmt.Errorf("org %q: field \"monthly_limit\": a monthly plan needs its calls per period (at least 1)", o.ID))
 		}
@@ -125,8 +125,8 @@ func (p *plans) checkOrg(o orgs.Org, mode string) error {
 			errs = append(errs, fmt.Errorf("org %q: field \"addon\": at most %d (500,000, and at most the edition's maximum minus the free allotment), got %d", o.ID, a.Cap, o.Addon))
 		}
 	}
-	if o.Limit > costtable.MaxAllotment {
-		errs = append(errs, fmt.Errorf("org %q: field \"limit\": at most %d, got %d", o.ID, costtable.MaxAllotment, o.Limit))
+	if o.Limit > plans.MaxAllotment {
+		errs = append(errs, fmt.Errorf("org %q: field \"limit\": at most %d, got %d", o.ID, plans.MaxAllotment, o.Limit))
 	}
 	if mode == "apikey" && len(o.Keys) == 0 {
 		errs = append(errs, fmt.Errorf("org %q: field \"keys\": needed in apikey mode (the org could never call)", o.ID))
@@ -136,7 +136,7 @@ func (p *plans) checkOrg(o orgs.Org, mode string) error {
 
 // concurrencyOf returns an org's cap on calls in flight: its own, else its edition's, else
 // none.
-func (p *plans) concurrencyOf(o *orgs.Org) int64 {
+func (p *roster) concurrencyOf(o *orgs.Org) int64 {
 	if o.Concurrency > 0 {
 		return o.Concurrency
 	}
@@ -148,7 +148,7 @@ func (p *plans) concurrencyOf(o *orgs.Org) int64 {
 
 // limitOf returns an org's credits per window: its explicit limit, or its edition's
 // allotment for its seats.
-func (p *plans) limitOf(o *orgs.Org) int64 {
+func (p *roster) limitOf(o *orgs.Org) int64 {
 	if o.HasLimit {
 		return o.Limit
 	}
@@ -156,27 +156,27 @@ func (p *plans) limitOf(o *orgs.Org) int64 {
 	if !ok {
 		return 0
 	}
-	if e.Kind == costtable.KindMonthly {
-		return costtable.MaxAllotment // a monthly plan without "limit" has no credit window
+	if e.Kind == plans.KindMonthly {
+		return plans.MaxAllotment // a monthly plan without "limit" has no credit window
 	}
-	return e.Allotment(costtable.Seats{
+	return e.Allotment(plans.Seats{
 		Users: o.Users, Agents: o.Agents, LightAgents: o.LightAgents, Addon: o.Addon, Legacy: o.Legacy,
 	})
 }
 
 // addonPlanOf returns what an org may buy in add-on credits: its free allotment (its explicit
 // limit, else its edition's allotment without add-ons), the configured add-on limit, and the
-// cap on it (costtable.AddonCap; 0 without an edition that sells add-ons).
-func (p *plans) addonPlanOf(o *orgs.Org) gateway.AddonPlan {
+// cap on it (plans.AddonCap; 0 without an edition that sells add-ons).
+func (p *roster) addonPlanOf(o *orgs.Org) gateway.AddonPlan {
 	e, ok := p.editions.Lookup(o.Edition)
 	if !ok {
 		return gateway.AddonPlan{Free: p.limitOf(o)}
 	}
 	free := o.Limit
 	if !o.HasLimit {
-		free = e.Allotment(costtable.Seats{Users: o.Users, Agents: o.Agents, LightAgents: o.LightAgents, Legacy: o.Legacy})
+		free = e.Allotment(plans.Seats{Users: o.Users, Agents: o.Agents, LightAgents: o.LightAgents, Legacy: o.Legacy})
 	}
-	a := gateway.AddonPlan{Edition: e.Name, Free: free, Cap: costtable.AddonCap(e, free)}
+	a := gateway.AddonPlan{Edition: e.Name, Free: free, Cap: plans.AddonCap(e, free)}
 	a.Addon = min(o.Addon, a.Cap)
 	return a
 }
