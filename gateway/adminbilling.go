@@ -15,26 +15,6 @@ import (
 	"github.com/creditgate/creditgate/plans"
 )
 
-// AddonPlan is what an org may buy in add-on credits.
-type AddonPlan struct {
-	// Edition is the org's edition name, shown in answers.
-	Edition string
-	// Free is the org's free allotment: its credits per window without add-ons.
-	Free int64
-	// Addon is the configured add-on limit (the org's "addon" field), in force until an
-	// admin sets one through the admin API; from then on the stored one wins, 0 meaning off.
-	Addon int64
-	// Cap is the largest add-on limit an admin may set (plans.AddonCap); 0 means the org
-	// cannot have add-ons (free and trial editions, orgs without an edition).
-	Cap int64
-	// Monthly, above 0, makes the org a monthly plan: Monthly calls per subscription period
-	// starting on AnchorDay (1 to 28) of each month. Addon and Cap then count additional calls
-	// (Cap is twice Monthly), each priced CallPrice micro-dollars; Free is unused.
-	Monthly   int64
-	AnchorDay int
-	CallPrice int64
-}
-
 // apiError is an admin API refusal that carries its own status, code, message and details.
 type apiError struct {
 	status  int

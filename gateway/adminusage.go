@@ -214,7 +214,7 @@ func (g *Gateway) usageOf(t *tenant, u limiter.Usage) usageResponse {
 		// Add-ons: the limit is the free allotment plus the add-on limit stored through the
 		// admin API (read with the window), else the configured one, at most the cap; as the
 		// debit script computes it.
-		additional = max(limiter.Allowance(u.Addon, u.AddonSet, t.plan.Addon, t.plan.Cap), 0)
+		additional = max(t.plan.Allowance(u.Addon, u.AddonSet), 0)
 		overall = t.plan.Free + additional
 	case g.cfg.AdditionalOf != nil:
 		additional = min(max(g.cfg.AdditionalOf(t.org), 0), overall)

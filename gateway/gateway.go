@@ -86,9 +86,9 @@ type Config struct {
 	// HeavyConcurrency caps each org's heavy calls in flight (rules marked heavy), inside its
 	// own cap; 0 means no sub-cap. It applies only to orgs with a cap.
 	HeavyConcurrency int64
-	// AddonPlanOf says what an org may buy in add-on credits (see AddonPlan); nil: no org
+	// AddonPlanOf says what an org may buy in add-on credits (see plans.Addon); nil: no org
 	// has add-ons. Slabs price consumed add-on credits (nil: plans.DefaultSlabs).
-	AddonPlanOf func(*orgs.Org) AddonPlan
+	AddonPlanOf func(*orgs.Org) plans.Addon
 	Slabs       plans.Slabs
 	// Mode and OrgHeader say how a request names its org (zero: OrgModeAPIKey, "X-Org-Id").
 	Mode      OrgMode

@@ -7,6 +7,7 @@ import (
 
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
 // roster is the orgs in force: swapped whole on reload, read without locks.
@@ -30,7 +31,7 @@ type tenant struct {
 	// share when the store cannot decide (fail mode local).
 	remaining atomic.Int64
 	fields    RateLimitFields    // which rate-limit fields answers carry
-	plan      AddonPlan          // add-on credits: what the org may buy
+	plan      plans.Addon        // add-on credits: what the org may buy
 	period    *limiter.PeriodKey // monthly plans: the call quota per period; nil otherwise
 }
 
@@ -65,7 +66,7 @@ func (g *Gateway) SetOrgs(dir *orgs.Directory) {
 		if cfg.AddonPlanOf != nil {
 			t.plan = cfg.AddonPlanOf(o)
 			if t.plan.Monthly > 0 {
-				t.period = &limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, AnchorDay: t.plan.AnchorDay}
+				t.period = &limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, MaxAdditional: t.plan.Cap, AnchorDay: t.plan.AnchorDay}
 			} else if t.plan.Cap > 0 {
 				t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon, t.plan.Cap)
 				l = strconv.FormatInt(t.key.Limit, 10)

@@ -17,6 +17,17 @@
 // AddonCap is the most add-on credits an org may set on top of its free allotment. Slabs
 // prices the add-on credits consumed in a day; ParseSlabs reads CREDITGATE_ADDON_SLABS.
 //
+// # An org's plan
+//
+// Plans holds the editions in force and how monthly plans are billed, and answers for any
+// org, configured or given at run time: LimitOf (credits per window), ConcurrencyOf (calls in
+// flight), AddonOf (what it may buy: add-on credits, or a monthly plan's additional calls,
+// at most MaxAdditional) and Check (the org against its edition, every problem named).
+//
+// The stores count the allowance an admin stores at run time with the same formula as
+// Addon.Allowance, which calls limiter.Allowance, the Go twin of the scripts' helper: plans
+// imports limiter, never the other way, and hands it limits and caps as numbers.
+//
 // # Left to others
 //
 // The package keeps no state, talks to no network, reads no environment and does not log.

@@ -18,7 +18,6 @@ import (
 	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/limiter"
-	"github.com/creditgate/creditgate/orgs"
 	"github.com/creditgate/creditgate/plans"
 )
 
@@ -463,7 +462,7 @@ func (c *Config) validate(environ map[string]string) error {
 		bad("CREDITGATE_ORG_HEADER", "must be a header name, got %q", c.OrgHeader)
 	}
 	if !c.demo {
-		if p, err := c.loadPlans(); err != nil {
+		if p, err := c.loadRoster(); err != nil {
 			errs = append(errs, err)
 		} else {
 			c.roster = p
@@ -486,23 +485,6 @@ func showURL(raw string) string {
 		return "(not shown: it may contain a password)"
 	}
 	return strconv.Quote(raw)
-}
-
-// planOf returns p.addonPlanOf(o), and for a monthly plan its calls per period, additional
-// calls (at most twice as many), price per additional call and period anchor.
-func (c *Config) planOf(p *roster, o *orgs.Org) gateway.AddonPlan {
-	e, ok := p.editions.Lookup(o.Edition)
-	if !ok || e.Kind != plans.KindMonthly {
-		return p.addonPlanOf(o)
-	}
-	price := c.callPrices[0]
-	if o.Commercial {
-		price = c.callPrices[1]
-	}
-	return gateway.AddonPlan{
-		Edition: e.Name, Monthly: o.MonthlyLimit, Addon: min(o.Additional, limiter.MaxAdditional(o.MonthlyLimit)), Cap: limiter.MaxAdditional(o.MonthlyLimit),
-		AnchorDay: c.AnchorDay, CallPrice: price,
-	}
 }
 
 // prefixLines puts name in front of every error joined in err.

@@ -47,7 +47,7 @@ func TestLoadConfigProduction(t *testing.T) {
 		{1, 5000},  // explicit limit
 	}
 	for _, tt := range tests {
-		if got := cfg.roster.limitOf(&cfg.roster.orgs[tt.org]); got != tt.want {
+		if got := cfg.roster.LimitOf(&cfg.roster.orgs[tt.org]); got != tt.want {
 			t.Errorf("limit of %s = %d, want %d", cfg.roster.orgs[tt.org].ID, got, tt.want)
 		}
 	}
@@ -268,10 +268,10 @@ func TestLoadConfigOrgsAndEditionsFiles(t *testing.T) {
 		if !ok {
 			t.Fatalf("org %s missing", tt.id)
 		}
-		if got := cfg.roster.limitOf(o); got != tt.limit {
+		if got := cfg.roster.LimitOf(o); got != tt.limit {
 			t.Errorf("limit of %s = %d, want %d", tt.id, got, tt.limit)
 		}
-		if got := cfg.roster.concurrencyOf(o); got != tt.conc {
+		if got := cfg.roster.ConcurrencyOf(o); got != tt.conc {
 			t.Errorf("concurrency of %s = %d, want %d", tt.id, got, tt.conc)
 		}
 	}

@@ -128,7 +128,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		if err != nil {
 			return err
 		}
-		cfg.roster = &roster{editions: plans.BuiltinEditions(), orgs: list, dir: dir}
+		cfg.roster = &roster{Plans: plans.New(plans.BuiltinEditions(), cfg.billing()), orgs: list, dir: dir}
 		if adminTokens.Len() == 0 {
 			demoToken = demoAdminToken
 			adminTokens = demoAdminTokens()
@@ -154,9 +154,9 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		FailLocal:          cfg.FailMode == "local",
 		Costs:              cfg.costTable,
 		Orgs:               cfg.roster.dir,
-		LimitOf:            func(o *orgs.Org) int64 { return current.Load().limitOf(o) },
-		ConcurrencyOf:      func(o *orgs.Org) int64 { return current.Load().concurrencyOf(o) },
-		AddonPlanOf:        func(o *orgs.Org) gateway.AddonPlan { return cfg.planOf(current.Load(), o) },
+		LimitOf:            func(o *orgs.Org) int64 { return current.Load().LimitOf(o) },
+		ConcurrencyOf:      func(o *orgs.Org) int64 { return current.Load().ConcurrencyOf(o) },
+		AddonPlanOf:        func(o *orgs.Org) plans.Addon { return current.Load().AddonOf(o) },
 		Slabs:              cfg.slabs,
 		HeavyConcurrency:   cfg.HeavyConcurrency,
 		Mode:               gateway.OrgMode(cfg.OrgMode),
@@ -302,7 +302,7 @@ func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[roster], lo
 	}
 	if cfg.OrgsFile != "" || cfg.EditionsFile != "" {
 		start := time.Now()
-		p, err := cfg.loadPlans()
+		p, err := cfg.loadRoster()
 		if err != nil {
 			log.Error("SIGHUP: orgs or editions refused, the running ones stay", zap.Error(err))
 			return
