@@ -42,6 +42,8 @@ const (
 	OrgModeAPIKey OrgMode = "apikey"
 	// OrgModeHeader trusts a header (default X-Org-Id) set by an auth layer in front.
 	OrgModeHeader OrgMode = "header"
+	// OrgModeJWT reads the org from a claim of a verified JWT access token (see JWTConfig).
+	OrgModeJWT OrgMode = "jwt"
 )
 
 // Config holds what a Gateway needs. Zero values are documented per field.
@@ -86,6 +88,8 @@ type Config struct {
 	// Mode and OrgHeader say how a request names its org (zero: OrgModeAPIKey, "X-Org-Id").
 	Mode      OrgMode
 	OrgHeader string
+	// JWT configures OrgModeJWT (required in that mode, unused in the others).
+	JWT *JWTConfig
 	// MaxBodyBytes bounds the bodies buffered to count records (zero: 10 MiB); a larger one is
 	// answered 413, uncharged and not forwarded. Other bodies stream through unbuffered.
 	MaxBodyBytes int64
@@ -171,7 +175,8 @@ type Gateway struct {
 	stop       chan struct{}     // closed by Close
 	stopOnce   sync.Once
 	draining   atomic.Bool
-	storeLocal bool // the store is a *limiter.MemoryStore, which never waits
+	storeLocal bool         // the store is a *limiter.MemoryStore, which never waits
+	jwt        *jwtVerifier // OrgModeJWT; nil otherwise
 }
 
 // roster is the orgs in force: swapped whole on reload, read without locks.
@@ -250,7 +255,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Mode == "" {
 		cfg.Mode = OrgModeAPIKey
 	}
-	if cfg.Mode != OrgModeAPIKey && cfg.Mode != OrgModeHeader {
+	if cfg.Mode != OrgModeAPIKey && cfg.Mode != OrgModeHeader && cfg.Mode != OrgModeJWT {
 		return nil, fmt.Errorf("gateway: unknown org mode %q", cfg.Mode)
 	}
 	if cfg.OrgHeader == "" {
@@ -350,6 +355,12 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.SetCosts(cfg.Costs)
 	g.SetOrgs(cfg.Orgs)
+	if cfg.Mode == OrgModeJWT {
+		if err := g.startJWT(); err != nil {
+			g.Close()
+			return nil, err
+		}
+	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
 		Transport:      cfg.Transport,
@@ -365,52 +376,62 @@ func New(cfg Config) (*Gateway, error) {
 // started with). Windows live in the store under the org ID, so an org that stays keeps its
 // consumption.
 func (g *Gateway) SetOrgs(dir *orgs.Directory) {
-	cfg := g.cfg
-	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
 	r := &roster{dir: dir, tenants: make(map[*orgs.Org]*tenant, dir.Len()), byID: make(map[string]*tenant, dir.Len())}
 	series := g.metrics.setOrgs(dir.Orgs())
+	old := g.roster.Load()
 	for _, o := range dir.Orgs() {
-		limit := cfg.LimitOf(o)
-		var concurrency int64
-		if cfg.ConcurrencyOf != nil {
-			concurrency = cfg.ConcurrencyOf(o)
+		var prev *tenant
+		if old != nil {
+			prev = old.byID[o.ID]
 		}
-		l := strconv.FormatInt(limit, 10)
-		t := &tenant{
-			org:        o,
-			key:        limiter.NewKey(o.ID, limit),
-			policyTail: ";w=" + window,
-			m:          series[o],
-			fields:     cfg.RateLimitFields,
-		}
-		t.remaining.Store(-1)
-		if old := g.roster.Load(); old != nil {
-			if ot, ok := old.byID[o.ID]; ok {
-				t.remaining.Store(ot.remaining.Load())
-			}
-		}
-		if cfg.AddonPlanOf != nil {
-			t.plan = cfg.AddonPlanOf(o)
-			if t.plan.Monthly > 0 {
-				t.period = &limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, AnchorDay: t.plan.AnchorDay}
-			} else if t.plan.Cap > 0 {
-				t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon, t.plan.Cap)
-				l = strconv.FormatInt(t.key.Limit, 10)
-			}
-		}
-		t.heavyKey = t.key
-		if concurrency > 0 {
-			t.key = t.key.WithConcurrency(concurrency, 0)
-			t.heavyKey = t.key.WithConcurrency(concurrency, cfg.HeavyConcurrency)
-			if t.fields == FieldsDraft { // the other forms name one policy
-				t.policyTail += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
-			}
-		}
-		t.limit, t.policy = l, t.policyFor(l)
+		t := g.newTenant(o, series[o], prev)
 		r.tenants[o] = t
 		r.byID[o.ID] = t
 	}
 	g.roster.Store(r)
+}
+
+// newTenant prepares org o, whose metrics are s, for the request path. prev is the org's
+// tenant until now (nil: none), whose last word from the store carries over.
+func (g *Gateway) newTenant(o *orgs.Org, s *orgSeries, prev *tenant) *tenant {
+	cfg := g.cfg
+	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
+	limit := cfg.LimitOf(o)
+	var concurrency int64
+	if cfg.ConcurrencyOf != nil {
+		concurrency = cfg.ConcurrencyOf(o)
+	}
+	l := strconv.FormatInt(limit, 10)
+	t := &tenant{
+		org:        o,
+		key:        limiter.NewKey(o.ID, limit),
+		policyTail: ";w=" + window,
+		m:          s,
+		fields:     cfg.RateLimitFields,
+	}
+	t.remaining.Store(-1)
+	if prev != nil {
+		t.remaining.Store(prev.remaining.Load())
+	}
+	if cfg.AddonPlanOf != nil {
+		t.plan = cfg.AddonPlanOf(o)
+		if t.plan.Monthly > 0 {
+			t.period = &limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, AnchorDay: t.plan.AnchorDay}
+		} else if t.plan.Cap > 0 {
+			t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon, t.plan.Cap)
+			l = strconv.FormatInt(t.key.Limit, 10)
+		}
+	}
+	t.heavyKey = t.key
+	if concurrency > 0 {
+		t.key = t.key.WithConcurrency(concurrency, 0)
+		t.heavyKey = t.key.WithConcurrency(concurrency, cfg.HeavyConcurrency)
+		if t.fields == FieldsDraft { // the other forms name one policy
+			t.policyTail += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
+		}
+	}
+	t.limit, t.policy = l, t.policyFor(l)
+	return t
 }
 
 // SetCosts swaps the cost table for new requests; requests in flight keep the one they read.

@@ -118,13 +118,12 @@ func registerUsage(mux *http.ServeMux, cfg AdminConfig) {
 
 // tenantOr404 returns the org named in the request path, or answers 404.
 func (g *Gateway) tenantOr404(w http.ResponseWriter, r *http.Request) (*tenant, bool) {
-	ros := g.roster.Load()
-	o, ok := ros.dir.ByID(r.PathValue("org"))
+	t, ok := g.tenantByOrgID(r.PathValue("org"))
 	if !ok {
 		writeError(w, errOrgNotFound, 0)
 		return nil, false
 	}
-	return ros.tenants[o], true
+	return t, true
 }
 
 func (g *Gateway) listOrgs(w http.ResponseWriter, r *http.Request) {
@@ -132,6 +131,7 @@ func (g *Gateway) listOrgs(w http.ResponseWriter, r *http.Request) {
 	for _, o := range g.roster.Load().dir.Orgs() {
 		resp.Orgs = append(resp.Orgs, orgSummary{Org: o.ID, Edition: o.Edition})
 	}
+	resp.Orgs = append(resp.Orgs, g.jwtOrgSummaries()...) // orgs on the default plan
 	slices.SortFunc(resp.Orgs, func(a, b orgSummary) int { return cmp.Compare(a.Org, b.Org) })
 	writeJSON(w, resp)
 }
