@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -226,7 +227,7 @@ func (g *Gateway) startJWT() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := v.load(ctx); err != nil {
-		return err
+		return fmt.Errorf("gateway: the JWK set at start: %w", err)
 	}
 	g.jwt = v
 	if cfg.JWKSURL != "" {
