@@ -78,7 +78,7 @@ func hotPathAllocs() ([]allocs, error) {
 		return nil, err
 	}
 	gw, err := gateway.New(gateway.Config{
-		Upstream: up, Transport: cannedTransport{}, Store: store, Costs: costs, Orgs: dir,
+		Upstream: up, Transport: cannedTransport{}, Store: store, StoreInProcess: true, Costs: costs, Orgs: dir,
 		LimitOf: func(o *orgs.Org) int64 { return o.Limit },
 	})
 	if err != nil {

@@ -162,7 +162,7 @@ func run() error {
 	if err := store.LoadScripts(ctx); err != nil {
 		return err
 	}
-	est, err := redisBenchmark(rds.addr, "bench-rb", *conns, 20_000)
+	est, err := redisBenchmark(store, rds.addr, "bench-rb", *conns, 20_000)
 	if err != nil {
 		return err
 	}
@@ -181,7 +181,7 @@ func run() error {
 	}
 	for range *rounds * 2 {
 		t0, _ := cpuTicks(rds.pid())
-		v, err := redisBenchmark(rds.addr, "bench-rb", *conns, n)
+		v, err := redisBenchmark(store, rds.addr, "bench-rb", *conns, n)
 		if err != nil {
 			return err
 		}
@@ -559,7 +559,7 @@ func profileHotPath(o httpOpts, upstream, redisAddr string) error {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "profiling the hot path…")
-	if err := profileGateway(filepath.Join(o.profiles, "gateway-memory.prof"), upstream, mem, time.Second, drive); err != nil {
+	if err := profileGateway(filepath.Join(o.profiles, "gateway-memory.prof"), upstream, mem, true, time.Second, drive); err != nil {
 		return err
 	}
 	client, err := limiter.NewRedisClient("redis://" + redisAddr)
@@ -574,5 +574,5 @@ func profileHotPath(o httpOpts, upstream, redisAddr string) error {
 	if err := rs.LoadScripts(context.Background()); err != nil {
 		return err
 	}
-	return profileGateway(filepath.Join(o.profiles, "gateway-redis.prof"), upstream, rs, time.Second, drive)
+	return profileGateway(filepath.Join(o.profiles, "gateway-redis.prof"), upstream, rs, false, time.Second, drive)
 }

@@ -12,14 +12,14 @@ import (
 
 	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/gateway"
-	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
 )
 
 // profileGateway serves a gateway in this process, wired as cmd/creditgate wires it (default
 // transport, the given store), drives it with load for d, and writes a CPU profile of that
-// time to path: the hot path under load, for go tool pprof.
-func profileGateway(path, upstream string, store limiter.Store, timeout time.Duration,
+// time to path: the hot path under load, for go tool pprof. inProcess says the store answers
+// within the process (the memory store).
+func profileGateway(path, upstream string, store gateway.Store, inProcess bool, timeout time.Duration,
 	drive func(url string) error) error {
 	up, err := url.Parse("http://" + upstream)
 	if err != nil {
@@ -38,7 +38,7 @@ func profileGateway(path, upstream string, store limiter.Store, timeout time.Dur
 		return err
 	}
 	gw, err := gateway.New(gateway.Config{
-		Upstream: up, Store: store, StoreTimeout: timeout, FailOpen: true, Costs: costs, Orgs: dir,
+		Upstream: up, Store: store, StoreInProcess: inProcess, StoreTimeout: timeout, FailOpen: true, Costs: costs, Orgs: dir,
 		LimitOf: func(o *orgs.Org) int64 { return o.Limit },
 	})
 	if err != nil {

@@ -47,22 +47,15 @@ var benchCSV = regexp.MustCompile(`"EVALSHA[^"]*","([\d.]+)"`)
 
 // redisBenchmark runs the spend script with redis-benchmark (EVALSHA, conns clients, no
 // pipelining): the ceiling of one server for this script, with a client that costs nothing.
-func redisBenchmark(addr, org string, conns int, n int) (float64, error) {
+// The command is store's for a debit of 1 credit from org, without add-ons or a rule, at the
+// server's clock, but without the debit's record (limiter.RedisStore.SpendCommand).
+func redisBenchmark(store *limiter.RedisStore, addr, org string, conns int, n int) (float64, error) {
 	if _, err := exec.LookPath("redis-benchmark"); err != nil {
 		return 0, errors.New("redis-benchmark not found (it comes with redis-server)")
 	}
 	host, port, _ := strings.Cut(addr, ":")
-	keys := limiter.RedisKeys(org)
-	args := []string{"-h", host, "-p", port, "-c", strconv.Itoa(conns), "-n", strconv.Itoa(n), "--csv",
-		"EVALSHA", limiter.SpendScriptHash(), strconv.Itoa(len(keys))}
-	args = append(args, keys...)
-	// cost, limit, window ms, bucket ms, now ("": server TIME), cap, heavy cap, lease, lease
-	// TTL; then no add-ons (free, add-on, cap) and no rule (name, slot): as RedisStore.Spend
-	// sends them for an org without add-ons, but without a call id (ARGV[15]), so without the
-	// debit's record: redis-benchmark's __rand_int__ is not replaced after an empty argument,
-	// and one call id for all would make every call after the first a no-op.
-	args = append(args, "1", "1000000000000000", "86400000", "60000", "", "0", "0", "", "120000",
-		"", "", "", "", "")
+	args := []string{"-h", host, "-p", port, "-c", strconv.Itoa(conns), "-n", strconv.Itoa(n), "--csv"}
+	args = append(args, store.SpendCommand(limiter.NewKey(org, 1_000_000_000_000_000), 1)...)
 	out, err := exec.Command("redis-benchmark", args...).CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("redis-benchmark: %w: %s", err, out)
@@ -117,7 +110,7 @@ func memoryPerOrg(ctx context.Context, c *redis.Client, s limiter.Store) (int64,
 		}
 	}
 	var total int64
-	for _, key := range limiter.RedisKeys(org)[:3] {
+	for _, key := range limiter.NewRedisKeys(org).Window() {
 		b, err := c.MemoryUsage(ctx, key).Result()
 		if err != nil {
 			return 0, 0, fmt.Errorf("MEMORY USAGE %s: %w", key, err)

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/creditgate/creditgate/internal/configfile"
 )
 
 // Editions is an immutable set of editions by configuration name. The zero value holds none;
@@ -33,7 +33,7 @@ func (s Editions) Lookup(name string) (Edition, bool) {
 // Names returns the configuration names of all editions, sorted.
 func (s Editions) Names() []string { return slices.Sorted(maps.Keys(s.m)) }
 
-// An editions file (YAML, or JSON, which is read as YAML) changes or adds editions:
+// An editions file (YAML, or JSON with the same fields) changes or adds editions:
 //
 //	editions:
 //	  - name: crm-professional   # a built-in name: the fields given replace the built-in's
@@ -49,7 +49,22 @@ func (s Editions) Names() []string { return slices.Sorted(maps.Keys(s.m)) }
 // Editions not named keep their built-in figures. Problems are reported together, each with
 // its line and the edition's name.
 
-var editionFields = []string{"name", "kind", "base", "per_seat", "max", "concurrency", "addons"}
+// editionsFile is an editions file as written.
+type editionsFile struct {
+	Editions []editionFile `yaml:"editions"` // nil: not given
+}
+
+// editionFile is an edition as written; nil fields are not given.
+type editionFile struct {
+	Pos         configfile.Pos `yaml:"-"`
+	Name        *string        `yaml:"name"`
+	Kind        *string        `yaml:"kind"`
+	Base        *int64         `yaml:"base"`
+	PerSeat     *int64         `yaml:"per_seat"`
+	Max         *int64         `yaml:"max"`
+	Concurrency *int64         `yaml:"concurrency"`
+	AddOns      *bool          `yaml:"addons"`
+}
 
 // LoadEditionsFile reads an editions file over the built-in editions.
 func LoadEditionsFile(path string) (Editions, error) {
@@ -66,47 +81,44 @@ func LoadEditionsFile(path string) (Editions, error) {
 
 // ParseEditions reads an editions file's YAML or JSON data over the built-in editions.
 func ParseEditions(data []byte) (Editions, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return Editions{}, fmt.Errorf("not valid YAML or JSON: %w", err)
+	var f editionsFile
+	root, err := configfile.Decode(data, &f)
+	if err := syntaxOrRoot(err, "line 1: want a mapping with the field editions"); err != nil {
+		return Editions{}, err
 	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
-		return Editions{}, errors.New("line 1: want a mapping with the field editions")
-	}
-	root := doc.Content[0]
-	var errs []error
-	fail := func(n *yaml.Node, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("line %d: "+format, append([]any{n.Line}, args...)...))
+	names := make([]string, len(f.Editions)) // of each edition, once valid
+	errs := fileErrors(err, func(p configfile.Path) (string, int) {
+		if len(p) >= 2 && p[0].Field == "editions" && p[1].Field == "" && p[1].Index < len(names) {
+			return editionWhere(p[1].Index, f.Editions[p[1].Index].Name), 2
+		}
+		return "", 0
+	})
+	if f.Editions == nil && configfile.Lookup(root, configfile.Step{Field: "editions"}) == nil {
+		errs = append(errs, errors.New("line 1: no editions field"))
 	}
 	out := maps.Clone(editions)
 	seen := map[string]int{}
-	var list *yaml.Node
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], root.Content[i+1]
-		if k.Value != "editions" {
-			fail(k, "unknown field %q (known fields: editions)", k.Value)
+	for j := range f.Editions {
+		ef := &f.Editions[j]
+		fail := func(line int, format string, args ...any) {
+			errs = append(errs, fmt.Errorf("line %d: %s: "+format, append([]any{line, editionWhere(j, ef.Name)}, args...)...))
+		}
+		at := func(field string) int {
+			if n := configfile.Lookup(root, configfile.Step{Field: "editions"}, configfile.Step{Index: j}, configfile.Step{Field: field}); n != nil {
+				return n.Line
+			}
+			return ef.Pos.Line
+		}
+		name, e, ok := checkEdition(ef, fail, at)
+		if !ok {
 			continue
 		}
-		list = v
-	}
-	switch {
-	case list == nil:
-		errs = append(errs, errors.New("line 1: no editions field"))
-	case list.Kind != yaml.SequenceNode:
-		fail(list, "editions: want a list of editions")
-	default:
-		for j, item := range list.Content {
-			name, e, ok := decodeEdition(item, j, fail)
-			if !ok {
-				continue
-			}
-			if prev, dup := seen[name]; dup {
-				fail(item, "edition %q: named twice (also on line %d)", name, prev)
-				continue
-			}
-			seen[name] = item.Line
-			out[name] = e
+		if prev, dup := seen[name]; dup {
+			fail(ef.Pos.Line, "named twice (also on line %d)", prev)
+			continue
 		}
+		seen[name] = ef.Pos.Line
+		out[name] = e
 	}
 	if len(errs) > 0 {
 		return Editions{}, errors.Join(errs...)
@@ -114,97 +126,80 @@ func ParseEditions(data []byte) (Editions, error) {
 	return Editions{m: out}, nil
 }
 
-// decodeEdition reads one edition mapping: over the built-in of the same name, or new.
-func decodeEdition(n *yaml.Node, index int, fail func(*yaml.Node, string, ...any)) (string, Edition, bool) {
-	where := fmt.Sprintf("editions[%d]", index)
-	if n.Kind != yaml.MappingNode {
-		fail(n, "%s: want a mapping of edition fields", where)
+// editionName returns the configuration name written, lower-cased, and whether it is one.
+func editionName(name *string) (string, bool) {
+	if name == nil {
+		return "", false
+	}
+	n := strings.ToLower(strings.TrimSpace(*name))
+	return n, n != "" && !strings.ContainsAny(n, " ,;:|=\t")
+}
+
+// editionWhere names the edition at index j in an error: by its name once that is valid.
+func editionWhere(j int, name *string) string {
+	if n, ok := editionName(name); ok {
+		return fmt.Sprintf("edition %q", n)
+	}
+	return fmt.Sprintf("editions[%d]", j)
+}
+
+// checkEdition turns ef into an edition: over the built-in of the same name, or new. at
+// gives the line of a field.
+func checkEdition(ef *editionFile, fail func(int, string, ...any), at func(string) int) (string, Edition, bool) {
+	name, ok := editionName(ef.Name)
+	switch {
+	case ef.Name == nil || name == "":
+		fail(ef.Pos.Line, "name: required")
+		return "", Edition{}, false
+	case !ok:
+		fail(ef.Pos.Line, "name: %q has a space or one of , ; : | =", name)
 		return "", Edition{}, false
 	}
-	var name string
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == "name" {
-			if err := decodeScalar(n.Content[i+1], &name); err != nil {
-				fail(n.Content[i+1], "%s: name: %v", where, err)
-				return "", Edition{}, false
-			}
-		}
-	}
-	name = strings.ToLower(strings.TrimSpace(name))
-	if name == "" {
-		fail(n, "%s: name: required", where)
-		return "", Edition{}, false
-	}
-	if strings.ContainsAny(name, " ,;:|=\t") {
-		fail(n, "%s: name: %q has a space or one of , ; : | =", where, name)
-		return "", Edition{}, false
-	}
-	where = fmt.Sprintf("edition %q", name)
 	e, builtin := editions[name]
-	ok := true
-	set := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		set[k.Value] = true
-		var err error
-		switch k.Value {
-		case "name":
-		case "kind":
-			var s string
-			if err = decodeScalar(v, &s); err == nil {
-				switch strings.ToLower(s) {
-				case "crm":
-					e.Kind = KindCRM
-				case "desk":
-					e.Kind = KindDesk
-				case "monthly":
-					e.Kind = KindMonthly
-				default:
-					err = fmt.Errorf("want crm, desk or monthly, got %q", s)
-				}
-			}
-		case "base":
-			err = decodeCount(v, &e.Base)
-		case "per_seat":
-			err = decodeCount(v, &e.PerSeat)
-		case "max":
-			err = decodeCount(v, &e.Max)
-		case "concurrency":
-			err = decodeCount(v, &e.Concurrency)
-		case "addons":
-			err = decodeScalar(v, &e.AddOns)
+	if ef.Kind != nil {
+		switch strings.ToLower(*ef.Kind) {
+		case "crm":
+			e.Kind = KindCRM
+		case "desk":
+			e.Kind = KindDesk
+		case "monthly":
+			e.Kind = KindMonthly
 		default:
-			fail(k, "%s: unknown field %q (known fields: %s)", where, k.Value, strings.Join(editionFields, ", "))
-			ok = false
-			continue
-		}
-		if err != nil {
-			fail(v, "%s: %s: %v", where, k.Value, err)
+			fail(at("kind"), "kind: want crm, desk or monthly, got %q", *ef.Kind)
 			ok = false
 		}
+	}
+	for _, c := range []struct {
+		field string
+		from  *int64
+		to    *int64
+	}{{"base", ef.Base, &e.Base}, {"per_seat", ef.PerSeat, &e.PerSeat}, {"max", ef.Max, &e.Max}, {"concurrency", ef.Concurrency, &e.Concurrency}} {
+		switch {
+		case c.from == nil:
+		case *c.from < 0 || *c.from > MaxAllotment:
+			fail(at(c.field), "%s: want 0 to %d, got %d", c.field, MaxAllotment, *c.from)
+			ok = false
+		default:
+			*c.to = *c.from
+		}
+	}
+	if ef.AddOns != nil {
+		e.AddOns = *ef.AddOns
 	}
 	if !builtin {
-		for _, f := range []string{"kind", "base"} {
-			if !set[f] {
-				fail(n, "%s: %s: required for an edition that is not built in", where, f)
+		for _, f := range []struct {
+			name  string
+			given bool
+		}{{"kind", ef.Kind != nil}, {"base", ef.Base != nil}} {
+			if !f.given {
+				fail(ef.Pos.Line, "%s: required for an edition that is not built in", f.name)
 				ok = false
 			}
 		}
 	}
 	if ok && e.Max > 0 && e.Max < e.Base {
-		fail(n, "%s: max (%d) is below base (%d)", where, e.Max, e.Base)
+		fail(ef.Pos.Line, "max (%d) is below base (%d)", e.Max, e.Base)
 		ok = false
 	}
 	return name, e, ok
-}
-
-// decodeCount reads a non-negative integer no larger than MaxAllotment.
-func decodeCount(v *yaml.Node, dst *int64) error {
-	if err := decodeScalar(v, dst); err != nil {
-		return err
-	}
-	if *dst < 0 || *dst > MaxAllotment {
-		return fmt.Errorf("want 0 to %d, got %d", MaxAllotment, *dst)
-	}
-	return nil
 }

@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/creditgate/creditgate/internal/configfile"
 	"go.yaml.in/yaml/v3"
 )
 
-// A cost table file (YAML, or JSON, which is read as YAML) looks like this:
+// A cost table file (YAML, or JSON with the same fields) looks like this:
 //
 //	name: orders-api            # optional; defaults to the file's base name
 //	rules:
@@ -34,10 +36,31 @@ import (
 // count_body, count_query. Unknown fields, wrong types and every problem New finds are
 // reported together, each with its line.
 
-var (
-	tableFields = []string{"name", "rules", "default"}
-	ruleFields  = []string{"name", "method", "path", "query", "cost", "heavy", "per", "count_body", "count_query"}
-)
+// tableFile is a cost table file as written.
+type tableFile struct {
+	Name    *string    `yaml:"name"`
+	Rules   []ruleFile `yaml:"rules"` // nil: not given
+	Default *ruleFile  `yaml:"default"`
+}
+
+// ruleFile is a rule as written.
+type ruleFile struct {
+	Pos        configfile.Pos `yaml:"-"`
+	Name       string         `yaml:"name"`
+	Method     string         `yaml:"method"`
+	Path       string         `yaml:"path"`
+	Query      string         `yaml:"query"`
+	Cost       int64          `yaml:"cost"`
+	Heavy      bool           `yaml:"heavy"`
+	Per        int64          `yaml:"per"`
+	CountBody  string         `yaml:"count_body"`
+	CountQuery string         `yaml:"count_query"`
+}
+
+func (r *ruleFile) rule() Rule {
+	return Rule{Name: r.Name, Method: r.Method, Path: r.Path, Query: r.Query, Cost: r.Cost, Heavy: r.Heavy,
+		Per: r.Per, CountBody: r.CountBody, CountQuery: r.CountQuery}
+}
 
 // LoadFile reads and compiles the cost table file at path.
 func LoadFile(path string) (*Table, error) {
@@ -56,59 +79,36 @@ func LoadFile(path string) (*Table, error) {
 // Parse compiles a cost table from YAML or JSON data; name is used when the data names none.
 // Errors name the line and the rule.
 func Parse(name string, data []byte) (*Table, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("not valid YAML or JSON: %w", err)
+	var f tableFile
+	root, err := configfile.Decode(data, &f)
+	if err := syntaxOrRoot(err, "line 1: want a mapping with name, rules and default"); err != nil {
+		return nil, err
 	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, errors.New("line 1: want a mapping with name, rules and default")
-	}
-	root := doc.Content[0]
-
-	var (
-		errs     []error
-		rules    []Rule
-		lines    []int // line of each rule
-		fallback = Rule{Name: "default", Cost: 1}
-		fbLine   int
-		sawRules bool
-	)
-	fail := func(n *yaml.Node, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("line %d: "+format, append([]any{n.Line}, args...)...))
-	}
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], root.Content[i+1]
-		switch k.Value {
-		case "name":
-			if err := v.Decode(&name); err != nil || v.Kind != yaml.ScalarNode {
-				fail(v, "name: want a string")
-			}
-		case "rules":
-			sawRules = true
-			if v.Kind != yaml.SequenceNode {
-				fail(v, "rules: want a list of rules")
-				continue
-			}
-			for j, item := range v.Content {
-				r, ok := decodeRule(item, fmt.Sprintf("rules[%d]", j), fail)
-				if ok {
-					rules = append(rules, r)
-					lines = append(lines, item.Line)
-				}
-			}
-		case "default":
-			if r, ok := decodeRule(v, "default", fail); ok {
-				fallback, fbLine = r, v.Line
-			}
-		default:
-			fail(k, "unknown field %q (known fields: %s)", k.Value, strings.Join(tableFields, ", "))
+	errs := fileErrors(err, func(p configfile.Path) (string, int) {
+		switch {
+		case len(p) >= 2 && p[0].Field == "rules" && p[1].Field == "" && p[1].Index < len(f.Rules):
+			return ruleWhere("rules["+strconv.Itoa(p[1].Index)+"]", &f.Rules[p[1].Index], root, p[:2]), 2
+		case len(p) >= 1 && p[0].Field == "default" && f.Default != nil:
+			return ruleWhere("default", f.Default, root, p[:1]), 1
 		}
-	}
-	if !sawRules {
+		return "", 0
+	})
+	if f.Rules == nil && configfile.Lookup(root, configfile.Step{Field: "rules"}) == nil {
 		errs = append(errs, errors.New("line 1: no rules: every call would cost the default"))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	if f.Name != nil {
+		name = *f.Name
+	}
+	rules := make([]Rule, len(f.Rules))
+	for i := range f.Rules {
+		rules[i] = f.Rules[i].rule()
+	}
+	fallback, fbLine := Rule{Name: "default", Cost: 1}, 0
+	if f.Default != nil {
+		fallback, fbLine = f.Default.rule(), f.Default.Pos.Line
 	}
 
 	t, err := New(name, rules, fallback)
@@ -121,8 +121,8 @@ func Parse(name string, data []byte) (*Table, error) {
 		var re *RuleError
 		if errors.As(e, &re) {
 			line := fbLine
-			if re.Index >= 0 && re.Index < len(lines) {
-				line = lines[re.Index]
+			if re.Index >= 0 && re.Index < len(f.Rules) {
+				line = f.Rules[re.Index].Pos.Line
 			}
 			if line > 0 {
 				out = append(out, fmt.Errorf("line %d: %w", line, e))
@@ -134,71 +134,52 @@ func Parse(name string, data []byte) (*Table, error) {
 	return nil, errors.Join(out...)
 }
 
-// decodeRule reads one rule mapping, reporting unknown fields and wrong types through fail.
-func decodeRule(n *yaml.Node, where string, fail func(*yaml.Node, string, ...any)) (Rule, bool) {
-	if n.Kind != yaml.MappingNode {
-		fail(n, "%s: want a mapping of rule fields", where)
-		return Rule{}, false
+// ruleWhere names a rule in an error: where it is, and its name if the file gives one.
+func ruleWhere(where string, r *ruleFile, root *yaml.Node, path configfile.Path) string {
+	if configfile.Lookup(root, append(path[:len(path):len(path)], configfile.Step{Field: "name"})...) != nil {
+		where += fmt.Sprintf(" %q", r.Name)
 	}
-	var r Rule
-	ok := true
-	// The name first, so that messages about the other fields can name the rule.
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == "name" {
-			_ = n.Content[i+1].Decode(&r.Name)
-			where += fmt.Sprintf(" %q", r.Name)
-		}
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		var err error
-		switch k.Value {
-		case "name":
-			err = decodeScalar(v, &r.Name)
-		case "method":
-			err = decodeScalar(v, &r.Method)
-		case "path":
-			err = decodeScalar(v, &r.Path)
-		case "query":
-			err = decodeScalar(v, &r.Query)
-		case "cost":
-			err = decodeScalar(v, &r.Cost)
-		case "heavy":
-			err = decodeScalar(v, &r.Heavy)
-		case "per":
-			err = decodeScalar(v, &r.Per)
-		case "count_body":
-			err = decodeScalar(v, &r.CountBody)
-		case "count_query":
-			err = decodeScalar(v, &r.CountQuery)
-		default:
-			fail(k, "%s: unknown field %q (known fields: %s)", where, k.Value, strings.Join(ruleFields, ", "))
-			ok = false
-			continue
-		}
-		if err != nil {
-			fail(v, "%s: %s: %v", where, k.Value, err)
-			ok = false
-		}
-	}
-	return r, ok
+	return where
 }
 
-func decodeScalar[T string | int64 | bool](v *yaml.Node, dst *T) error {
-	if v.Kind != yaml.ScalarNode {
-		return errors.New("want a single value")
-	}
-	if err := v.Decode(dst); err != nil {
-		var zero T
-		switch any(zero).(type) {
-		case int64:
-			return fmt.Errorf("want an integer, got %q", v.Value)
-		case bool:
-			return fmt.Errorf("want true or false, got %q", v.Value)
+// syntaxOrRoot returns the error of configfile.Decode that stops all others: a syntax error
+// (prefixed as this package always has), or notMapping when the root is not a mapping.
+func syntaxOrRoot(err error, notMapping string) error {
+	var se *configfile.SyntaxError
+	if errors.As(err, &se) {
+		if se.JSON {
+			return fmt.Errorf("not valid YAML or JSON: %w", err)
 		}
 		return err
 	}
+	var errs configfile.Errors
+	if errors.As(err, &errs) && len(errs[0].Path) == 0 && errs[0].Kind == configfile.WrongType {
+		return errors.New(notMapping)
+	}
 	return nil
+}
+
+// fileErrors formats the errors of configfile.Decode: the line, then where names the item
+// holding the value and how many steps of its path that covers, then the rest of the path.
+func fileErrors(err error, where func(configfile.Path) (string, int)) []error {
+	var errs configfile.Errors
+	if !errors.As(err, &errs) {
+		return nil
+	}
+	out := make([]error, 0, len(errs))
+	for _, e := range errs {
+		w, n := where(e.Path)
+		var parts []string
+		if w != "" {
+			parts = append(parts, w)
+		}
+		if rest := e.Path[n:].String(); rest != "" {
+			parts = append(parts, rest)
+		}
+		parts = append(parts, e.Msg())
+		out = append(out, fmt.Errorf("line %d: %s", e.Line, strings.Join(parts, ": ")))
+	}
+	return out
 }
 
 func unjoin(err error) []error {

@@ -2,12 +2,8 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 )
 
@@ -25,56 +21,98 @@ type AdminConfig struct {
 }
 
 // NewAdminHandler serves the admin listener: /healthz (the process is up), /readyz, /metrics,
-// the admin API under /admin/v1/, and the usage page under /ui/.
-//
-// /readyz answers 503 while the gateway drains for shutdown, and when the credit store is
+// the admin API under /admin/v1/, and the usage page under /ui/ (see adminRoutes).
+func NewAdminHandler(cfg AdminConfig) http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range cfg.adminRoutes() {
+		switch {
+		case rt.handler == nil, rt.gateway && cfg.Gateway == nil:
+			continue
+		case rt.role == public:
+			mux.Handle(rt.method+" "+rt.path, rt.handler)
+		default:
+			mux.Handle(rt.method+" "+rt.path, cfg.require(rt.role, rt.handler))
+		}
+	}
+	return jsonMisses(mux)
+}
+
+// adminRoute is one route of the admin listener.
+type adminRoute struct {
+	method, path string
+	role         Role         // the least role of the admin token it needs; public: none
+	gateway      bool         // served only with a Gateway
+	handler      http.Handler // nil: not served
+}
+
+// public is the role of the routes that need no admin token.
+const public Role = 0
+
+// adminRoutes is every route of the admin listener: method, path, the role it needs and its
+// handler, in one table.
+func (cfg AdminConfig) adminRoutes() []adminRoute {
+	g := cfg.Gateway
+	var metrics http.Handler
+	if cfg.Metrics != nil {
+		metrics = cfg.Metrics.Handler()
+	}
+	hf := func(f http.HandlerFunc) http.Handler { return f }
+	return []adminRoute{
+		{"GET", "/healthz", public, false, hf(healthz)},
+		{"GET", "/readyz", public, false, hf(cfg.readyz)},
+		{"GET", "/metrics", public, false, metrics},
+		{"GET", "/ui/", public, false, uiHandler()},
+		{"GET", "/{$}", public, false, http.RedirectHandler("/ui/", http.StatusFound)},
+
+		{"POST", "/admin/v1/explain", RoleViewer, true, hf(g.explain)},
+		{"GET", "/admin/v1/orgs", RoleViewer, true, hf(g.listOrgs)},
+		{"GET", "/admin/v1/orgs/{org}/usage", RoleViewer, true, hf(g.orgUsage)},
+		{"GET", "/admin/v1/orgs/{org}/usage/hours", RoleViewer, true, hf(g.orgUsageHours)},
+		{"PUT", "/admin/v1/orgs/{org}/addon", RoleAdmin, true, hf(g.putAddon)},
+		{"DELETE", "/admin/v1/orgs/{org}/addon", RoleAdmin, true, hf(g.deleteAddon)},
+		{"GET", "/admin/v1/orgs/{org}/billing", RoleViewer, true, hf(g.billingReport)},
+		{"GET", "/admin/v1/quote", RoleViewer, true, hf(g.quote)},
+	}
+}
+
+// healthz answers that the process is up.
+func healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// readyz answers 503 while the gateway drains for shutdown, and when the credit store is
 // unavailable (its breaker is open, or Ready fails) under CREDITGATE_FAIL_MODE=closed. Under
 // fail-open it answers 200 with a "degraded" body instead: every replica shares the store, so
 // taking them all out of a load balancer would turn "fail open" into "fail everything".
-func NewAdminHandler(cfg AdminConfig) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		g := cfg.Gateway
-		if g != nil && g.draining.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: shutting down\n"))
-			return
-		}
-		var storeErr error
-		if g != nil && g.BreakerOpen() {
-			storeErr = errBreakerOpen // known dead: no wait on it here either
-		} else if cfg.Ready != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			storeErr = cfg.Ready(ctx)
-			cancel()
-		}
-		switch {
-		case storeErr == nil:
-			_, _ = w.Write([]byte("ready\n"))
-		case g != nil && g.cfg.FailLocal && !g.cfg.Shadow:
-			_, _ = w.Write([]byte("ready (degraded): credit store unavailable, each gateway limits to its share (fail mode local)\n"))
-		case g != nil && (g.cfg.FailOpen || g.cfg.Shadow):
-			_, _ = w.Write([]byte("ready (degraded): credit store unavailable, calls pass uncharged (fail mode open)\n"))
-		default:
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: credit store unavailable\n"))
-		}
-	})
-	if cfg.Metrics != nil {
-		mux.Handle("GET /metrics", cfg.Metrics.Handler())
+func (cfg AdminConfig) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	g := cfg.Gateway
+	if g != nil && g.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: shutting down\n"))
+		return
 	}
-	if cfg.Gateway != nil {
-		mux.Handle("POST /admin/v1/explain", cfg.require(RoleViewer, cfg.Gateway.explain))
-		cfg.billingRoutes(mux)
+	var storeErr error
+	if g != nil && g.BreakerOpen() {
+		storeErr = errBreakerOpen // known dead: no wait on it here either
+	} else if cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		storeErr = cfg.Ready(ctx)
+		cancel()
 	}
-	registerUsage(mux, cfg)
-	return jsonMisses(mux)
+	switch {
+	case storeErr == nil:
+		_, _ = w.Write([]byte("ready\n"))
+	case g != nil && g.cfg.FailLocal && !g.cfg.Shadow:
+		_, _ = w.Write([]byte("ready (degraded): credit store unavailable, each gateway limits to its share (fail mode local)\n"))
+	case g != nil && (g.cfg.FailOpen || g.cfg.Shadow):
+		_, _ = w.Write([]byte("ready (degraded): credit store unavailable, calls pass uncharged (fail mode open)\n"))
+	default:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: credit store unavailable\n"))
+	}
 }
 
 // errRouteNotFound is a path the admin listener does not serve.
@@ -119,76 +157,12 @@ func (m *missWriter) Write(p []byte) (int, error) {
 }
 
 // require wraps an admin API handler with the token check.
-func (cfg AdminConfig) require(min Role, h http.HandlerFunc) http.Handler {
+func (cfg AdminConfig) require(min Role, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := cfg.Tokens.authorize(r, min); err != nil {
 			writeError(w, err, 0)
 			return
 		}
-		h(w, r)
+		h.ServeHTTP(w, r)
 	})
-}
-
-// explainRequest is the body of POST /admin/v1/explain.
-type explainRequest struct {
-	Method string          `json:"method"`
-	Path   string          `json:"path"`
-	Query  string          `json:"query"`
-	Body   json.RawMessage `json:"body"`
-}
-
-// explainResponse answers what a call would cost and which rule priced it.
-type explainResponse struct {
-	Cost    int64  `json:"cost"`
-	Rule    string `json:"rule"`
-	Heavy   bool   `json:"heavy"`
-	Records *int64 `json:"records,omitempty"` // per-record rules: the records counted
-	Counted *bool  `json:"counted,omitempty"` // per-record rules: false when the rule's cost was charged instead
-}
-
-// explain answers "what would this request cost, and which rule matched", with the table in
-// use right now and the same counting as the request path.
-func (g *Gateway) explain(w http.ResponseWriter, r *http.Request) {
-	var req explainRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes+64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, &explainError{"The body must be JSON: {\"method\":…,\"path\":…,\"query\":…,\"body\":…} (" + err.Error() + ")."}, 0)
-		return
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		writeError(w, &explainError{"The body must hold one JSON object."}, 0)
-		return
-	}
-	if req.Method == "" {
-		req.Method = http.MethodGet
-	}
-	if !strings.HasPrefix(req.Path, "/") {
-		writeError(w, &explainError{`"path" must start with "/".`}, 0)
-		return
-	}
-	req.Query = strings.TrimPrefix(req.Query, "?")
-	// Priced as the proxy prices it: the path decoded (%77rite is write), then cleaned.
-	u, err := url.ParseRequestURI(req.Path) // as the server reads a request line: "//crm/…" is a path
-	if err != nil || u.Path == "" {
-		writeError(w, &explainError{`"path" must be a URL path, as sent in the request line.`}, 0)
-		return
-	}
-	query := req.Query
-	if query == "" {
-		query = u.RawQuery
-	}
-	rule := g.costs.Load().Match(req.Method, cleanedPath(u.Path), query)
-	var body []byte
-	if rule.CountsBody() && len(req.Body) > 0 && string(req.Body) != "null" {
-		body = req.Body
-	}
-	cost, records, counted := rule.Charge(query, body)
-	resp := explainResponse{Cost: cost, Rule: rule.Name, Heavy: rule.Heavy}
-	if rule.Per > 0 {
-		resp.Records, resp.Counted = &records, &counted
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(resp)
 }

@@ -42,7 +42,7 @@ func benchGateway(b *testing.B, bare bool) {
 		dir, _ := orgs.NewDirectory(list)
 		costs, _ := costtable.Builtin("zoho-crm")
 		gw, err := New(Config{
-			Upstream: up, Transport: cannedTransport{}, Store: store, Costs: costs, Orgs: dir,
+			Upstream: up, Transport: cannedTransport{}, Store: store, StoreInProcess: true, Costs: costs, Orgs: dir,
 			LimitOf: func(o *orgs.Org) int64 { return o.Limit },
 			Clock:   time.Now,
 		})

@@ -17,6 +17,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Bodies whose records are counted are held in memory until the call ends. bodyBudget
@@ -232,6 +234,62 @@ func (x *buffer) read() []byte { return append(bytes.Clone(x.buf), x.over...) }
 func (x *buffer) free() {
 	x.b.release(x.org, x.held)
 	x.buf, x.held = nil, 0
+}
+
+// readBody holds the call's body for counting its records (a body to count is read before
+// the call is priced): a large one (or one of unknown length, or coded) only once the call
+// holds its concurrency slot and the smallest cost of its rule (preDebit). It reports whether
+// the call goes on to be priced; otherwise it has answered it, or, in shadow mode, forwarded
+// it uncharged with its body as sent (bufferBody put back what it read).
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, c *call) bool {
+	_, coded := r.Header["Content-Encoding"]
+	large := r.ContentLength < 0 || r.ContentLength > prefetchLimit || coded
+	if !g.cfg.Shadow && large && !g.preDebit(w, r, c) {
+		return false
+	}
+	held, err := g.bufferBody(w, r, c.t.org.ID)
+	c.held = held
+	if err == nil {
+		return true
+	}
+	if c.pre.Allowed {
+		g.refundDecision(r, c.t, c.preKey, c.pre, c.preLocal, c.rule)
+	}
+	setPolicyFields(w.Header(), c.t)
+	if g.pass(w, r, c, g.bodyRefusal(err)) {
+		g.forward(w, r, c.callState)
+		c.forwarded = true
+	}
+	return false
+}
+
+// bodyRefusal is the refusal of a call whose body to count could not be held: too large or
+// no room in the budget (which shadow mode lets through), or unreadable.
+func (g *Gateway) bodyRefusal(err error) refusal {
+	ref := refusal{kind: final, out: outBadRequest, err: err, abandon: true, answerFields: keepFields,
+		msg: "body not buffered", level: zapcore.InfoLevel, fields: []zap.Field{zap.Error(err)}}
+	var tooLarge *bodyTooLargeError
+	switch {
+	case errors.Is(err, errBodyBudget):
+		ref.kind, ref.reason, ref.out, ref.retry = rejection, reasonBodyBuffer, outBodyBudget, 1
+		ref.msg, ref.level, ref.fields = "body buffer full", zapcore.WarnLevel, nil
+	case errors.As(err, &tooLarge):
+		ref.kind, ref.reason = rejection, reasonBodyTooLarge
+	}
+	ref.shadowFields = []zap.Field{zap.String("reason", reasonNames[ref.reason]), zap.Int64("max_bytes", g.cfg.MaxBodyBytes)}
+	return ref
+}
+
+// abandonBody lets a call be answered without its body being read (or read in full): the
+// server would read what is left of it before and after answering, with no deadline, so a
+// client that stalls would hold its connection and never get its answer. Reads of it fail at
+// once, and an HTTP/1 connection is closed after the answer (an HTTP/2 stream is reset on
+// its own; closing would end the client's other streams).
+func abandonBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor < 2 {
+		w.Header().Set("Connection", "close")
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
 }
 
 // bufferBody reads the whole body of a call whose records are counted, so it can be counted

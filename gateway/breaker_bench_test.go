@@ -19,7 +19,7 @@ func BenchmarkGatewayBreakerOpen(b *testing.B) {
 	dir, _ := orgs.NewDirectory(list)
 	costs, _ := costtable.Builtin("zoho-crm")
 	gw, err := New(Config{
-		Upstream: up, Transport: cannedTransport{}, Store: brokenStore{}, Costs: costs, Orgs: dir,
+		Upstream: up, Transport: cannedTransport{}, Store: brokenStore{}, StoreLacks: lacksAll, Costs: costs, Orgs: dir,
 		LimitOf:  func(o *orgs.Org) int64 { return o.Limit },
 		FailOpen: true, BreakerFailures: 1, BreakerCooldown: time.Hour,
 	})

@@ -12,6 +12,20 @@
 // circuit breaker sits at the gateway's calls to the store: once the store is known dead,
 // calls skip it and the fail mode answers at once, and a background probe brings it back.
 //
+// # The request path
+//
+// Gateway.ServeHTTP (serve.go) runs a call through named steps, each in its own file:
+// identify (identify.go: which org), routeCall and charge (pricing.go: where it goes, what
+// it costs), countPeriod (period.go: monthly plans), readBody (body.go: a body whose records
+// are counted), debit (admit.go: the org's window), forward (forward.go), and refund.go for a
+// call the upstream never served. A step that will not let a call go on builds a refusal
+// (refusal.go); pass alone decides, with shadow mode and the fail mode, whether it goes on
+// uncharged or is answered, and counts, logs and answers it.
+//
+// The credit store is the Store contract (store.go), declared here; the breaker (breaker.go)
+// and the queue of store calls waiting for it (deferred.go) sit in front of it. The response
+// fields are written in fields.go, and the admin listener's routes are one table (admin.go).
+//
 // What a call costs is package costtable's business, who may call is package orgs', and the
 // window arithmetic is package limiter's; this package only wires them into HTTP.
 package gateway

@@ -26,6 +26,7 @@ var (
 	errTwoOrgs           = errors.New("more than one org named")
 	errMethodOverride    = errors.New("too many method overrides")
 	errPreflightRate     = errors.New("too many preflights")
+	errNoRoute           = errors.New("no route")
 )
 
 // tooManyRequestsBody is the exact body of the 429, byte for byte (README "The refused call").
@@ -165,6 +166,7 @@ var errorKinds = []struct {
 		"The request carries more than one API key (Authorization and X-Api-Key name different keys, or one of them is given twice with different values); send exactly one."},
 	{errTwoOrgs, http.StatusUnauthorized, "AUTHENTICATION_FAILURE", "The request names more than one org."},
 	{errMethodOverride, http.StatusBadRequest, "INVALID_REQUEST", "The request names too many methods in method override headers."},
+	{errNoRoute, http.StatusNotFound, "ROUTE_NOT_FOUND", "No API is served at this host and path through the gateway; nothing was charged."},
 	{errPreflightRate, http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "Too many CORS preflights through the gateway right now; try again shortly."},
 	{errBodyBudget, http.StatusServiceUnavailable, "BODY_BUFFER_FULL",
 		"The gateway holds as many request bodies as it may right now; try again shortly. Nothing was charged."},

@@ -430,7 +430,7 @@ func TestShadowNeverRejects(t *testing.T) {
 }
 
 // brokenStore fails every call, like an unreachable Redis.
-type brokenStore struct{}
+type brokenStore struct{ windowOnly }
 
 func (brokenStore) Spend(context.Context, limiter.Key, int64, time.Time) (limiter.Decision, error) {
 	return limiter.Decision{}, errors.New("dial tcp 127.0.0.1:1: connection refused")
@@ -450,7 +450,7 @@ func TestFailModes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, func(c *Config) { c.Store = brokenStore{}; c.FailOpen = tt.failOpen })
+			f := newFixture(t, func(c *Config) { c.Store, c.StoreLacks = brokenStore{}, lacksAll; c.FailOpen = tt.failOpen })
 			resp, body := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
 			if resp.StatusCode != tt.wantStatus || f.up.count() != tt.forwarded {
 				t.Fatalf("status %d forwarded %d; want %d, %d (%s)", resp.StatusCode, f.up.count(), tt.wantStatus, tt.forwarded, body)
@@ -567,7 +567,7 @@ func doRaw(t *testing.T, base, raw string) (head, body string) {
 }
 
 func TestShadowFailsOpenOnStoreErrors(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.Store = brokenStore{}; c.Shadow = true; c.FailOpen = false })
+	f := newFixture(t, func(c *Config) { c.Store, c.StoreLacks = brokenStore{}, lacksAll; c.Shadow = true; c.FailOpen = false })
 	resp, _ := do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
 	if resp.StatusCode != 200 || f.up.count() != 1 {
 		t.Fatalf("shadow mode with a broken store: status %d, forwarded %d", resp.StatusCode, f.up.count())

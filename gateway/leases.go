@@ -10,17 +10,12 @@ import (
 	"github.com/creditgate/creditgate/limiter"
 )
 
-// renewer is what the lease keeper needs of the store.
-type renewer interface {
-	Renew(ctx context.Context, key limiter.Key, leases []string, now time.Time) (int64, error)
-}
-
 // leaseKeeper renews the concurrency leases of calls in flight, every third of the lease's
 // time to live, so a lease can be short (a dead gateway's slots come back within it) while a
 // call of any length keeps its slot. A call shorter than a third of the time to live is
 // never renewed: it costs no store call beyond its debit and release.
 type leaseKeeper struct {
-	store   renewer
+	store   Store
 	every   time.Duration
 	timeout time.Duration
 	clock   func() time.Time
@@ -39,7 +34,7 @@ type heldLease struct {
 	since time.Time
 }
 
-func newLeaseKeeper(store renewer, ttl, timeout time.Duration, clock func() time.Time, log *zap.Logger, b *breaker, m *Metrics) *leaseKeeper {
+func newLeaseKeeper(store Store, ttl, timeout time.Duration, clock func() time.Time, log *zap.Logger, b *breaker, m *Metrics) *leaseKeeper {
 	k := &leaseKeeper{
 		store: store, every: ttl / 3, timeout: timeout, clock: clock, log: log, breaker: b, metrics: m,
 		calls: make(map[string]heldLease),

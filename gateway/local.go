@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -218,7 +217,7 @@ func (g *Gateway) reconcile() {
 }
 
 // heartbeatLoop tells the store this gateway is alive, and learns how many are, every second.
-func (g *Gateway) heartbeatLoop(hb limiter.Heartbeater) {
+func (g *Gateway) heartbeatLoop() {
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	beat := func() {
@@ -226,7 +225,7 @@ func (g *Gateway) heartbeatLoop(hb limiter.Heartbeater) {
 			return // the last count stands while the store is away
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.StoreTimeout)
-		n, err := hb.Heartbeat(ctx, g.local.id, heartbeatTTL)
+		n, err := g.cfg.Store.Heartbeat(ctx, g.local.id, heartbeatTTL)
 		cancel()
 		if err == nil && n > 0 {
 			g.local.live.Store(n)
@@ -242,50 +241,4 @@ func (g *Gateway) heartbeatLoop(hb limiter.Heartbeater) {
 			beat()
 		}
 	}
-}
-
-// decide debits cost for t through the store or, when the store cannot decide and the fail
-// mode is local, on the gateway's own; local reports which. A decision of the store is also
-// what t has left, for its share in a later outage. A debit the store did not answer is
-// compensated, unless the call goes on locally under the same call id.
-func (g *Gateway) decide(r *http.Request, t *tenant, key limiter.Key, cost int64, now time.Time) (limiter.Decision, bool, error) {
-	d, err := g.spend(r.Context(), key, cost, now)
-	if !storeFailed(err) {
-		if g.local != nil {
-			t.remaining.Store(d.Remaining)
-		}
-		return d, false, err
-	}
-	if g.local != nil && !g.cfg.Shadow && r.Context().Err() == nil {
-		ld, lerr := g.local.spend(t, key, d.Call, cost, now, max(g.cfg.BreakerCooldown, time.Second))
-		if lerr == nil || errors.Is(lerr, limiter.ErrOverLimit) {
-			if lerr != nil || !ld.Allowed {
-				g.compensate(key, d.Call) // refused here: the store's debit, if it ran, is undone
-			} else {
-				g.metrics.localAdmitted.Inc()
-			}
-			g.metrics.localLedger.Set(float64(g.local.pending()))
-			ld.Limit = t.key.Limit // the fields show the org's limit, and what is left of the share
-			return ld, true, lerr
-		}
-		// The ledger is full: as fail mode closed.
-	}
-	// No answer: the debit may have run, or may still run. Undo it either way; the call goes
-	// on uncharged (failing open) or is refused.
-	g.compensate(key, d.Call)
-	return d, false, err
-}
-
-// refundCall gives back a debit of a call that was not served: on the gateway's own ledger
-// if it never left it, else in the store (by its call id).
-func (g *Gateway) refundCall(ctx context.Context, key limiter.Key, d limiter.Decision, local bool) error {
-	if !local {
-		return g.refund(ctx, key, d)
-	}
-	done := g.local.refund(d.Call)
-	g.metrics.localLedger.Set(float64(g.local.pending()))
-	if !done {
-		g.compensate(key, d.Call) // written, or maybe written: undone in the store by its id
-	}
-	return nil
 }

@@ -86,12 +86,13 @@ const (
 	outUnauthorized          // no known org; answered 401
 	outClientClosed          // the client left while the store decided
 	outBodyBudget            // the body budget had no room; answered 503, nothing debited
+	outNoRoute               // no route matched; answered 404, nothing debited
 	numOutcomes
 )
 
 var outcomeNames = [numOutcomes]string{
 	"allowed", "rejected", "shadow_rejected", "fail_open", "fail_closed", "bad_request", "unauthorized", "client_closed",
-	"body_buffer_full",
+	"body_buffer_full", "no_route",
 }
 
 // Rejection reasons (label "reason"). monthly_quota is fed by monthly plans.

@@ -143,6 +143,7 @@ func TestAddAddonCredits(t *testing.T) {
 
 // countingStore fails while down is set and counts the calls that reached it.
 type countingStore struct {
+	windowOnly
 	down  atomic.Bool
 	calls atomic.Int64
 	next  limiter.Store
@@ -172,8 +173,8 @@ func TestBreaker(t *testing.T) {
 			var probeOK atomic.Bool
 			m := NewMetrics(MetricsOptions{MaxOrgs: 10})
 			f := newFixture(t, func(c *Config) {
-				store.next = c.Store.(limiter.Store)
-				c.Store = store
+				store.next = c.Store
+				c.Store, c.StoreLacks = store, lacksAll
 				c.FailOpen = failOpen
 				c.Metrics = m
 				c.BreakerFailures = 3
@@ -246,8 +247,8 @@ func TestBreaker(t *testing.T) {
 func TestBreakerWithoutProbe(t *testing.T) {
 	store := &countingStore{}
 	f := newFixture(t, func(c *Config) {
-		store.next = c.Store.(limiter.Store)
-		c.Store = store
+		store.next = c.Store
+		c.Store, c.StoreLacks = store, lacksAll
 		c.FailOpen = true
 		c.BreakerFailures = 1
 		c.BreakerCooldown = time.Hour
@@ -435,7 +436,7 @@ func TestDeferredCallNotStrandedByClose(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		if ran.Load() != 1 {
-			t.Fatalf("iteration %d: breaker closed, the release ran %d times (%d queued)", i, ran.Load(), len(g.deferred))
+			t.Fatalf("iteration %d: breaker closed, the release ran %d times (%d queued)", i, ran.Load(), g.deferred.len())
 		}
 	}
 }
@@ -485,7 +486,7 @@ func TestDeferredRunFails(t *testing.T) {
 	g.breaker.done(nil) // another call answered
 	waitUntil(t, func() bool { return releases.Load() == 2 && refunds.Load() == 2 })
 	time.Sleep(100 * time.Millisecond)
-	if uncounts.Load() != 1 || len(g.deferred) != 0 {
-		t.Fatalf("the call that applies twice ran %d times, %d queued; want 1, 0", uncounts.Load(), len(g.deferred))
+	if uncounts.Load() != 1 || g.deferred.len() != 0 {
+		t.Fatalf("the call that applies twice ran %d times, %d queued; want 1, 0", uncounts.Load(), g.deferred.len())
 	}
 }

@@ -2,10 +2,65 @@ package gateway
 
 import (
 	"net/http"
+	"path"
 	"strings"
+
+	"go.uber.org/zap"
 
 	"github.com/creditgate/creditgate/costtable"
 )
+
+// routeCall finds where the call goes and the rules that may price it, and the key it is
+// debited under. It reports whether the call goes on; otherwise it has answered it (404 for
+// no route, 400 for too many method overrides), uncharged.
+func (g *Gateway) routeCall(w http.ResponseWriter, r *http.Request, c *call) bool {
+	rt := g.routeFor(r)
+	if rt == nil {
+		return g.pass(w, r, c, refusal{kind: final, out: outNoRoute, err: errNoRoute})
+	}
+	p, err := g.price(rt.Costs, r, c.underscored)
+	c.route, c.p = rt, p
+	c.rule = rt.ruleName(p.rules[0])
+	c.rs = g.metrics.rule(c.rule)
+	if err != nil {
+		return g.pass(w, r, c, refusal{kind: final, out: outBadRequest, err: err})
+	}
+	c.now = g.decisionTime()
+	c.key = c.t.key
+	if p.heavy() {
+		c.key = c.t.heavyKey
+	}
+	c.key = c.key.WithRule(c.rule) // usage by rule; the rule that prices the call, once known
+	c.charged = true
+	return true
+}
+
+// charge prices the call with the rule that charges the most, counting the records of its
+// body if it was read, and frees the body's decoded copy.
+func (g *Gateway) charge(r *http.Request, c *call) {
+	var raw, decoded []byte
+	countable := true
+	if c.held != nil {
+		raw, decoded, countable = c.held.raw, c.held.decoded, c.held.countable
+	}
+	rule, cost, records, counted := c.p.charge(r.URL.RawQuery, raw, decoded, countable)
+	c.cost = cost
+	if rule != c.p.rules[0] {
+		c.rule = c.route.ruleName(rule)
+		c.rs = g.metrics.rule(c.rule)
+		c.key = c.key.WithRule(c.rule)
+	}
+	if !counted {
+		g.log.Info("records not countable, rule cost charged", zap.String("org", c.t.org.ID),
+			zap.String("rule", c.rule), zap.Int64("cost", cost), zap.Int("body_bytes", len(raw)))
+	} else if rule.Per > 0 {
+		g.log.Debug("records counted", zap.String("org", c.t.org.ID), zap.String("rule", c.rule),
+			zap.Int64("records", records), zap.Int64("cost", cost))
+	}
+	if c.held != nil {
+		c.held.dropDecoded(g.bodies)
+	}
+}
 
 // MethodOverride says what the gateway does with method override headers
 // (CREDITGATE_METHOD_OVERRIDE).
@@ -116,4 +171,26 @@ func (p *pricing) charge(rawQuery string, raw, body []byte, countable bool) (rul
 		}
 	}
 	return rule, cost, records, counted
+}
+
+// cleanPath resolves "." and ".." segments and repeated slashes, so the path that is priced
+// is the path that is forwarded (a crafted path cannot look cheap here and be expensive
+// upstream).
+func cleanPath(r *http.Request) {
+	if c := cleanedPath(r.URL.Path); c != r.URL.Path {
+		r.URL.Path = c
+		r.URL.RawPath = ""
+	}
+}
+
+// cleanedPath is p (decoded) with "." and ".." segments and repeated slashes resolved.
+func cleanedPath(p string) string {
+	if !strings.HasPrefix(p, "/") || (!strings.Contains(p, "/.") && !strings.Contains(p, "//")) {
+		return p
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -19,8 +20,13 @@ import (
 // transport asks its Proxy function which proxy to use before every attempt, before it takes
 // a connection: the gateway's transports count the attempts of each call there, and refuse a
 // second one, so not a byte of it is written. The call is answered 502 and refunded, as any
-// call whose connection failed. HTTP/2 is not spoken to the upstream: its transport resends
-// requests on its own (after a protocol error too, which can come after the work was done).
+// call whose connection failed.
+//
+// HTTP/2 is not spoken through http.Transport: its HTTP/2 transport resends requests on its
+// own, in a loop the Proxy function never sees (after a GOAWAY, a REFUSED_STREAM, and also an
+// RST_STREAM PROTOCOL_ERROR from the peer, which can come after the upstream did the work).
+// UpstreamTransport speaks HTTP/2 to https:// upstreams through connections of its own (see
+// h2pool.go), where each RoundTrip is one attempt.
 
 // errRetryRefused fails a second upstream attempt of a call, before it takes a connection.
 var errRetryRefused = errors.New("gateway: the upstream connection failed; the call is not sent twice")
@@ -50,6 +56,12 @@ func oneAttempt(t *http.Transport) *http.Transport {
 	t.ForceAttemptHTTP2 = false
 	t.Protocols = new(http.Protocols)
 	t.Protocols.SetHTTP1(true)
+	// Clone set up HTTP/2 on the original first, adding h2 to the TLS configuration's ALPN
+	// list, and the clone copies that list: offered h2, an upstream would choose it and
+	// receive HTTP/1.1 on an HTTP/2 connection.
+	if c := t.TLSClientConfig; c != nil {
+		c.NextProtos = slices.DeleteFunc(slices.Clone(c.NextProtos), func(p string) bool { return p == "h2" })
+	}
 	return t
 }
 

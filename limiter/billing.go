@@ -13,7 +13,7 @@ import (
 // MeterDays is how many UTC days of add-on consumption a store keeps (at least the 92 days,
 // three months, a billing report may ask for). A day's record goes when a later day is
 // metered MeterDays or more days after it, or when the org meters nothing for MeterDays days.
-// spend.lua holds the same number.
+// The scripts get it as an argument.
 const MeterDays = 100
 
 // meterDaysArg and emptyArg are script arguments boxed once: boxing a string per call allocates.
@@ -55,14 +55,23 @@ func floorDiv(a, b int64) int64 {
 func (k Key) WithAddons(free, addon, addonCap int64) Key {
 	addon = min(addon, addonCap)
 	k.Free, k.Addon, k.AddonCap, k.Limit = free, addon, addonCap, free+addon
-	k.freeArg = any(strconv.FormatInt(free, 10))
-	k.addonArg = any(strconv.FormatInt(addon, 10))
-	k.capArg = any(strconv.FormatInt(addonCap, 10))
+	k.addonArgv = []any{strconv.FormatInt(free, 10), strconv.FormatInt(addon, 10), strconv.FormatInt(addonCap, 10)}
 	return k
 }
 
 // addons reports whether k has add-on credits (WithAddons).
-func (k Key) addons() bool { return k.freeArg != nil }
+func (k Key) addons() bool { return k.addonArgv != nil }
+
+// noAddonArgs are the add-on arguments of a key without add-ons.
+var noAddonArgs = []any{emptyArg, emptyArg, emptyArg}
+
+// addonArgs returns spend.lua's free, addon and addon_cap arguments for k.
+func (k Key) addonArgs() []any {
+	if k.addonArgv == nil {
+		return noAddonArgs
+	}
+	return k.addonArgv
+}
 
 // Meter holds the add-on side of a store: add-on limits changed at run time, and the add-on
 // credits metered by Spend. Both stores implement it, with the same semantics (package
@@ -92,7 +101,7 @@ func (s *RedisStore) SetAddon(ctx context.Context, org string, limit int64) erro
 	if limit < 0 {
 		return fmt.Errorf("set add-on %s: %w", org, errNegativeAddon)
 	}
-	if err := s.setter().Set(ctx, redisKeysFor(org)[5], limit, 0).Err(); err != nil {
+	if err := s.setter().Set(ctx, NewRedisKeys(org).Addon, limit, 0).Err(); err != nil {
 		return fmt.Errorf("set add-on %s: %w", org, err)
 	}
 	return nil
@@ -100,7 +109,7 @@ func (s *RedisStore) SetAddon(ctx context.Context, org string, limit int64) erro
 
 // Addon implements Meter.
 func (s *RedisStore) Addon(ctx context.Context, org string) (int64, bool, error) {
-	n, err := s.setter().Get(ctx, redisKeysFor(org)[5]).Int64()
+	n, err := s.setter().Get(ctx, NewRedisKeys(org).Addon).Int64()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return 0, false, nil
@@ -112,7 +121,7 @@ func (s *RedisStore) Addon(ctx context.Context, org string) (int64, bool, error)
 
 // Metered implements Meter.
 func (s *RedisStore) Metered(ctx context.Context, org string, from, to int64) (map[int64]int64, error) {
-	all, err := s.setter().HGetAll(ctx, redisKeysFor(org)[6]).Result()
+	all, err := s.setter().HGetAll(ctx, NewRedisKeys(org).Meter).Result()
 	if err != nil {
 		return nil, fmt.Errorf("meter %s: %w", org, err)
 	}
@@ -203,15 +212,30 @@ func (s *MemoryStore) Metered(_ context.Context, org string, from, to int64) (ma
 }
 
 // limitFor returns the limit of key in w: with add-ons, the free allotment plus the add-on
-// limit held, as spend.lua computes it. w.mu is held.
+// limit held (see cappedLimit). w.mu is held.
 func (w *memWindow) limitFor(key Key) int64 {
 	if !key.addons() {
 		return key.Limit
 	}
-	if w.addonSet {
-		return key.Free + min(w.addon, key.AddonCap)
+	return cappedLimit(key.Free, w.addon, w.addonSet, key.Addon, key.AddonCap)
+}
+
+// Allowance returns the add-on credits (or additional calls) that apply: the allowance
+// stored through Meter.SetAddon when set, else dflt (the configured one), counting as at
+// most cap.
+func Allowance(stored int64, set bool, dflt, cap int64) int64 {
+	if !set {
+		stored = dflt
 	}
-	return key.Free + key.Addon
+	return min(stored, cap)
+}
+
+// cappedLimit is base plus Allowance: the limit of a window plan with add-ons (base the free
+// allotment), or the calls of a monthly plan's period (base its monthly calls). The stored
+// allowance can change at run time, so the scripts compute this too, from what Redis holds:
+// capped_limit in lua/lib.lua, its twin, tested against it.
+func cappedLimit(base, stored int64, set bool, dflt, cap int64) int64 {
+	return base + Allowance(stored, set, dflt, cap)
 }
 
 // meter records the add-on part of a debit that took the window from before to after
@@ -220,7 +244,7 @@ func (w *memWindow) meterDebit(key Key, before, after, day int64) int64 {
 	if !key.addons() {
 		return 0
 	}
-	n := max(0, after-key.Free) - max(0, before-key.Free)
+	n := aboveFree(key.Free, before, after)
 	if n <= 0 {
 		return 0
 	}
@@ -278,5 +302,13 @@ func refundMetered(key Key, used, given int64) int64 {
 	if !key.addons() {
 		return 0
 	}
-	return max(0, used-key.Free) - max(0, used-given-key.Free)
+	return aboveFree(key.Free, used-given, used)
+}
+
+// aboveFree is how many more credits are above the free allotment free when a window
+// holding from credits holds to (negative when to < from): what a debit meters, and a refund
+// un-meters. The scripts compute it from the window they hold: above_free in lua/lib.lua, its
+// twin, tested against it.
+func aboveFree(free, from, to int64) int64 {
+	return max(0, to-free) - max(0, from-free)
 }

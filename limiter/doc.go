@@ -17,6 +17,14 @@
 // script), their additional calls metered the same way. Both stores implement Meter and
 // PeriodStore.
 //
+// The Redis contract reads by name on both sides. RedisKeys names an org's keys and lists each
+// script's KEYS; each script's header lists its ARGV in the groups Go builds them in (the
+// call, the org's key, the store) and its reply, which one decoder per script reads into a
+// struct. The scripts share one source of helpers, lua/lib.lua, prepended to each at init.
+// Numbers Go knows (window, slots, retention, caps) are arguments; a formula over what only
+// Redis holds (a stored add-on limit, the window's total) lives in one lib.lua helper whose Go
+// twin is tested against it.
+//
 // The package does not know what a call costs (package costtable) or who is calling (package
 // orgs); it never reads the environment and never logs.
 package limiter

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-var heartbeatScript = mustScript("lua/heartbeat.lua")
+var heartbeatScript = mustScript("heartbeat.lua")
 
 // HeartbeatKey is the sorted set of the gateways sharing a Redis, scored by when their
 // heartbeat expires.

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-var renewScript = mustScript("lua/renew.lua")
+var renewScript = mustScript("renew.lua")
 
 // LeaseRenewer extends the concurrency leases of calls still in flight, so that a lease can
 // be short (a dead replica's slots come back soon) while a long call keeps its slot.
@@ -30,10 +30,6 @@ func (s *RedisStore) Renew(ctx context.Context, key Key, leases []string, now ti
 	if len(leases) == 0 {
 		return 0, nil
 	}
-	keys := key.redisKeys
-	if keys == nil {
-		keys = redisKeysFor(key.Org)
-	}
 	at := ""
 	if !now.IsZero() {
 		at = strconv.FormatInt(now.UnixMilli(), 10)
@@ -43,7 +39,7 @@ func (s *RedisStore) Renew(ctx context.Context, key Key, leases []string, now ti
 	for _, l := range leases {
 		args = append(args, l)
 	}
-	n, err := renewScript.Run(ctx, s.client, keys[3:5], args...).Int64()
+	n, err := renewScript.Run(ctx, s.client, key.redis().leases, args...).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("renew %s: %w", key.Org, err)
 	}

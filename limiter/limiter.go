@@ -83,15 +83,13 @@ type Key struct {
 	// Call, a second forced debit of it does nothing (ErrCompensated).
 	Force bool
 
-	redisKeys []string // ring, ring positions, total, leases, heavy leases, add-on limit, meter, period calls, usage by rule (hash, index), debit records; all tagged {Org}
-	freeArg   any      // Free, Addon and AddonCap preformatted (and boxed, so Spend does not
-	addonArg  any      // allocate) for the script; nil without add-ons
-	capArg    any
+	redisKeys *RedisKeys // built by NewKey, so the request path builds no key names
+	addonArgv []any      // Free, Addon and AddonCap formatted (and boxed, so Spend does not allocate) for the scripts; nil without add-ons
 }
 
 // NewKey returns the Key of org with the given limit, and no concurrency cap.
 func NewKey(org string, limit int64) Key {
-	return Key{Org: org, Limit: limit, redisKeys: redisKeysFor(org)}
+	return Key{Org: org, Limit: limit, redisKeys: NewRedisKeys(org)}
 }
 
 // WithConcurrency returns k with concurrency caps: calls in flight at most concurrency, and,
@@ -124,17 +122,6 @@ func (k Key) WithRule(rule string) Key {
 func (k Key) WithLimit(limit int64) Key {
 	k.Limit = limit
 	return k
-}
-
-func redisKeysFor(org string) []string {
-	prefix := "cg:{" + org + "}:"
-	// The window's keys are named for their layout (a ring since the sorted set and hash of
-	// earlier versions), so a server holding the old layout never meets a script expecting
-	// the new one.
-	return []string{prefix + "ring", prefix + "pos", prefix + "used", prefix + "inflight", prefix + "heavy",
-		prefix + "addon", prefix + "meter", prefix + "period",
-		prefix + "use", prefix + "useidx",
-		prefix + "calls"}
 }
 
 // Decision is the result of Spend. It is a value so the request path does not allocate.
@@ -193,6 +180,11 @@ type Options struct {
 	// 2m). A compensation later than that is not applied.
 	CallTTL time.Duration
 }
+
+// ringSlots returns how many buckets of bucket ms a window of window ms spans at most,
+// ceil(window/bucket)+1: the counters of RedisStore's ring, and the span MemoryStore keeps
+// when a clock runs back.
+func ringSlots(window, bucket int64) int64 { return (window+bucket-1)/bucket + 1 }
 
 // DefaultBucket returns the bucket used for window when none is configured: window/1440
 // (one minute for 24 hours), truncated to whole milliseconds and at least 1ms.

@@ -159,8 +159,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	if n := len(w.buckets); n > 0 {
 		// A clock that ran back: keep the window's span within ceil(window/bucket)+1 buckets,
 		// as RedisStore's ring must.
-		slots := (s.window+s.bucket-1)/s.bucket + 1
-		b = max(b, w.buckets[n-1].start-(slots-1)*s.bucket)
+		b = max(b, w.buckets[n-1].start-(ringSlots(s.window, s.bucket)-1)*s.bucket)
 	}
 	w.add(b, cost)
 	w.used += cost

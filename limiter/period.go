@@ -21,7 +21,7 @@ type PeriodKey struct {
 	// Additional is the additional calls allowed per period while the store holds no
 	// additional limit for the org (set with Meter.SetAddon, which holds both the add-on
 	// credits of window plans and the additional calls of monthly plans). Whichever applies
-	// counts as at most twice Monthly.
+	// counts as at most MaxAdditional(Monthly).
 	Additional int64
 	// AnchorDay is the day of the month (1 to 28) each period starts on, at 00:00 UTC.
 	AnchorDay int
@@ -59,7 +59,11 @@ var (
 	_ PeriodStore = (*MemoryStore)(nil)
 )
 
-var periodScript = mustScript("lua/period.lua")
+var periodScript = mustScript("period.lua")
+
+// MaxAdditional returns the most additional calls per period a monthly plan of monthly calls
+// may have: twice its monthly calls. A larger number configured or stored counts as this.
+func MaxAdditional(monthly int64) int64 { return 2 * monthly }
 
 // PeriodOf returns the subscription period containing t for periods starting on day anchor
 // (1 to 28) of each month, at 00:00 UTC.
@@ -86,25 +90,21 @@ func (s *RedisStore) SpendCall(ctx context.Context, k PeriodKey, now time.Time, 
 	if err := checkAnchor(k); err != nil {
 		return PeriodDecision{}, err
 	}
-	nowArg := ""
-	if !now.IsZero() {
-		nowArg = strconv.FormatInt(now.UnixMilli(), 10)
-	}
 	mode := "read"
 	if count {
 		mode = "spend"
 	}
-	keys := redisKeysFor(k.Org)
-	reply, err := periodScript.Run(ctx, s.client, []string{keys[7], keys[5], keys[6]}, mode, k.Monthly, k.Additional,
-		k.AnchorDay, nowArg, meterDaysArg).Int64Slice()
+	v, err := periodScript.Run(ctx, s.client, NewRedisKeys(k.Org).period,
+		periodArgs(k, mode, msArg(now), "", "")...).Int64Slice()
 	if err != nil {
 		return PeriodDecision{}, fmt.Errorf("period %s: %w", k.Org, err)
 	}
-	if len(reply) != 7 {
-		return PeriodDecision{}, fmt.Errorf("period %s: script replied %d values, want 7", k.Org, len(reply))
+	r, err := decodePeriodReply(v)
+	if err != nil {
+		return PeriodDecision{}, fmt.Errorf("period %s: %w", k.Org, err)
 	}
-	d := PeriodDecision{Allowed: reply[0] == 1, Used: reply[1], Limit: reply[2], Additional: reply[3],
-		Start: dayTime(reply[4]), End: dayTime(reply[5]), Day: reply[6]}
+	d := PeriodDecision{Allowed: r.status == 1, Used: r.used, Limit: r.limit, Additional: r.additional,
+		Start: dayTime(r.startDay), End: dayTime(r.endDay), Day: r.day}
 	if !d.Allowed {
 		return d, ErrPeriodExhausted
 	}
@@ -116,13 +116,32 @@ func (s *RedisStore) RefundCall(ctx context.Context, k PeriodKey, d PeriodDecisi
 	if !d.Allowed {
 		return nil
 	}
-	keys := redisKeysFor(k.Org)
-	err := periodScript.Run(ctx, s.client, []string{keys[7], keys[5], keys[6]}, "refund", k.Monthly, k.Additional,
-		1, "", meterDaysArg, Day(d.Start), d.Additional, d.Day).Err()
-	if err != nil {
+	args := periodArgs(k, "refund", "", strconv.FormatInt(Day(d.Start), 10), strconv.FormatInt(d.Day, 10))
+	if err := periodScript.Run(ctx, s.client, NewRedisKeys(k.Org).period, args...).Err(); err != nil {
 		return fmt.Errorf("period refund %s: %w", k.Org, err)
 	}
 	return nil
+}
+
+// periodArgs returns period.lua's ARGV, in the groups of its header: the call (mode, now, and
+// for a refund the period start and the call's day), the plan, the store.
+func periodArgs(k PeriodKey, mode, now, start, day string) []any {
+	return []any{mode, now, start, day, // the call
+		k.Monthly, k.Additional, MaxAdditional(k.Monthly), k.AnchorDay, // the plan
+		meterDaysArg} // the store
+}
+
+// periodReply is period.lua's reply, field for field (its header says what each means).
+type periodReply struct {
+	status, used, limit, additional, startDay, endDay, day int64
+}
+
+// decodePeriodReply reads period.lua's reply: the one place that knows its order.
+func decodePeriodReply(v []int64) (periodReply, error) {
+	if len(v) != 7 {
+		return periodReply{}, fmt.Errorf("script replied %d values, want 7", len(v))
+	}
+	return periodReply{status: v[0], used: v[1], limit: v[2], additional: v[3], startDay: v[4], endDay: v[5], day: v[6]}, nil
 }
 
 // SpendCall implements PeriodStore.
@@ -137,13 +156,9 @@ func (s *MemoryStore) SpendCall(_ context.Context, k PeriodKey, now time.Time, c
 	w := s.get(k.Org)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	additional := k.Additional
-	if w.addonSet {
-		additional = w.addon
-	}
-	additional = min(additional, 2*k.Monthly)
 	sd := Day(start)
-	d := PeriodDecision{Allowed: true, Used: w.periods[sd], Limit: k.Monthly + additional, Day: Day(now), Start: start, End: end}
+	limit := cappedLimit(k.Monthly, w.addon, w.addonSet, k.Additional, MaxAdditional(k.Monthly))
+	d := PeriodDecision{Allowed: true, Used: w.periods[sd], Limit: limit, Day: Day(now), Start: start, End: end}
 	if !count {
 		return d, nil
 	}

@@ -32,7 +32,7 @@ type PipelinedStore struct {
 
 type spendCall struct {
 	ctx   context.Context
-	keys  []string
+	keys  *RedisKeys
 	args  []any
 	lease string // the lease the call takes, if any
 	reply []int64
@@ -66,7 +66,9 @@ func (p *PipelinedStore) Spend(ctx context.Context, key Key, cost int64, now tim
 	if err := checkCost(key, cost); err != nil {
 		return Decision{}, err
 	}
-	keys, args, call := p.spendArgs(key, cost, now)
+	keys := key.redis()
+	call := callID(key, cost)
+	args := p.spendArgs(key, cost, now, call)
 	var lease string
 	if key.Concurrency > 0 {
 		lease = call
@@ -154,14 +156,14 @@ func (p *PipelinedStore) flush(batch []*spendCall, cmds []*redis.Cmd) {
 	}
 	pipe := p.pipe()
 	for _, c := range batch {
-		cmds = append(cmds, pipe.EvalSha(ctx, spendScript.Hash(), c.keys, c.args...))
+		cmds = append(cmds, pipe.EvalSha(ctx, spendScript.Hash(), c.keys.spend, c.args...))
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	for i, c := range batch {
 		c.reply, c.err = cmds[i].Int64Slice()
 		if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
 			// Not run: run it alone, where Run falls back to EVAL.
-			c.reply, c.err = spendScript.Run(ctx, p.client, c.keys, c.args...).Int64Slice()
+			c.reply, c.err = spendScript.Run(ctx, p.client, c.keys.spend, c.args...).Int64Slice()
 		}
 		if c.lease != "" && (c.err != nil || c.ctx.Err() != nil) {
 			// Nobody will release what it may have taken: the reply was lost, or its caller

@@ -2,7 +2,6 @@ package limiter
 
 import (
 	"context"
-	"embed"
 	"fmt"
 	"strconv"
 	"time"
@@ -10,23 +9,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-//go:embed lua/*.lua
-var luaFS embed.FS
-
 var (
-	spendScript   = mustScript("lua/spend.lua")
-	refundScript  = mustScript("lua/refund.lua")
-	releaseScript = mustScript("lua/release.lua")
-	usageScript   = mustScript("lua/usage.lua")
+	spendScript   = mustScript("spend.lua")
+	refundScript  = mustScript("refund.lua")
+	releaseScript = mustScript("release.lua")
+	usageScript   = mustScript("usage.lua")
 )
-
-func mustScript(name string) *redis.Script {
-	src, err := luaFS.ReadFile(name)
-	if err != nil {
-		panic("limiter: missing embedded script " + name)
-	}
-	return redis.NewScript(string(src))
-}
 
 var (
 	_ Store       = (*RedisStore)(nil)
@@ -39,12 +27,12 @@ var (
 // Redis Cluster alike. Time comes from the Redis server's clock unless the caller passes one.
 type RedisStore struct {
 	client      redis.Scripter
-	windowArg   string // ms, preformatted for the script
-	bucketArg   string
-	leaseTTLArg string
-	callTTLArg  any    // ms: how long a debit's record is kept (boxed once: Spend passes it)
-	slotArg     string // usage slot (ms), spend.lua's ARGV[14]
-	slotMs      int64
+	leaseTTLArg string // ms, for renew.lua
+	slotMs      int64  // usage slot (ms)
+
+	// The store's group of each script's ARGV (see the scripts' headers), formatted and
+	// boxed once: boxing a string per call allocates.
+	spendStore, refundStore, usageStore []any
 }
 
 // NewRedisStore returns a RedisStore on client: a *redis.Client, *redis.ClusterClient,
@@ -54,14 +42,17 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 	if err != nil {
 		return nil, err
 	}
+	ms := func(d time.Duration) any { return strconv.FormatInt(d.Milliseconds(), 10) }
+	window, bucket, slot := ms(opts.Window), ms(opts.Bucket), ms(UsageSlot(opts.Window))
+	slots := strconv.FormatInt(ringSlots(opts.Window.Milliseconds(), opts.Bucket.Milliseconds()), 10)
+	leaseTTL, callTTL := ms(opts.LeaseTTL), ms(opts.CallTTL)
 	return &RedisStore{
 		client:      client,
-		windowArg:   strconv.FormatInt(opts.Window.Milliseconds(), 10),
-		bucketArg:   strconv.FormatInt(opts.Bucket.Milliseconds(), 10),
-		leaseTTLArg: strconv.FormatInt(opts.LeaseTTL.Milliseconds(), 10),
-		callTTLArg:  any(strconv.FormatInt(opts.CallTTL.Milliseconds(), 10)),
-		slotArg:     strconv.FormatInt(UsageSlot(opts.Window).Milliseconds(), 10),
+		leaseTTLArg: leaseTTL.(string),
 		slotMs:      UsageSlot(opts.Window).Milliseconds(),
+		spendStore:  []any{window, bucket, slots, leaseTTL, slot, callTTL, meterDaysArg},
+		refundStore: []any{bucket, slots, slot, callTTL},
+		usageStore:  []any{window, bucket, slots, slot},
 	}, nil
 }
 
@@ -81,8 +72,10 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	if err := checkCost(key, cost); err != nil {
 		return Decision{}, err
 	}
-	keys, args, call := s.spendArgs(key, cost, now)
-	reply, err := spendScript.Run(ctx, s.client, keys, args...).Int64Slice()
+	keys := key.redis()
+	call := callID(key, cost)
+	args := s.spendArgs(key, cost, now, call)
+	reply, err := spendScript.Run(ctx, s.client, keys.spend, args...).Int64Slice()
 	if err != nil {
 		if key.Concurrency > 0 && call != "" {
 			s.releaseLost(keys, call)
@@ -100,49 +93,53 @@ const lostReleaseTimeout = 2 * time.Second
 // outcome (the reply was lost, or the caller gave up first): the script may have run, and
 // its lease would hold one of the org's slots for the lease's whole time to live. Best
 // effort, in the background; a lease that was never taken is removed as a no-op.
-func (s *RedisStore) releaseLost(keys []string, lease string) {
+func (s *RedisStore) releaseLost(keys *RedisKeys, lease string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), lostReleaseTimeout)
 		defer cancel()
-		_ = releaseScript.Run(ctx, s.client, keys[3:5], lease).Err()
+		_ = releaseScript.Run(ctx, s.client, keys.leases, lease).Err()
 	}()
 }
 
-// spendArgs returns the KEYS and ARGV of spend.lua for one call (both stores' Spend use it),
-// and the call's id (its lease id too, with a cap).
-func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time) ([]string, []any, string) {
-	nowArg := ""
-	if !now.IsZero() {
-		nowArg = strconv.FormatInt(now.UnixMilli(), 10)
-	}
-	keys := key.redisKeys
-	if keys == nil {
-		keys = redisKeysFor(key.Org)
-	}
-	call := callID(key, cost)
+// spendArgs returns the ARGV of spend.lua for one call of id call (also its lease id, with a
+// cap; "" records no debit), in the groups of its header; both stores' Spend use it.
+func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time, call string) []any {
 	var lease string
 	if key.Concurrency > 0 && cost > 0 {
 		lease = call
 	}
-	freeArg, addonArg, capArg := key.freeArg, key.addonArg, key.capArg
-	if freeArg == nil {
-		freeArg, addonArg, capArg = emptyArg, emptyArg, emptyArg
+	args := make([]any, 0, 5+7+len(s.spendStore))
+	args = append(args, cost, msArg(now), call, lease, forceArg(key))               // the call
+	args = append(args, key.Limit, key.Concurrency, key.HeavyConcurrency, key.Rule) // the key
+	args = append(args, key.addonArgs()...)                                         // its add-ons
+	return append(args, s.spendStore...)                                            // the store
+}
+
+// spendReply is spend.lua's reply, field for field (its header says what each means).
+type spendReply struct {
+	status, used, retryAfterMs, resetMs, bucketMs, inFlight, addon, limit, day int64
+}
+
+// decodeSpendReply reads spend.lua's reply: the one place that knows its order.
+func decodeSpendReply(v []int64) (spendReply, error) {
+	if len(v) != 9 {
+		return spendReply{}, fmt.Errorf("script replied %d values, want 9", len(v))
 	}
-	return keys, []any{cost, key.Limit, s.windowArg, s.bucketArg, nowArg,
-		key.Concurrency, key.HeavyConcurrency, lease, s.leaseTTLArg,
-		freeArg, addonArg, capArg, key.Rule, s.slotArg, call, s.callTTLArg, forceArg(key)}, call
+	return spendReply{status: v[0], used: v[1], retryAfterMs: v[2], resetMs: v[3], bucketMs: v[4],
+		inFlight: v[5], addon: v[6], limit: v[7], day: v[8]}, nil
 }
 
 // decodeSpend turns spend.lua's reply into a Decision.
-func decodeSpend(reply []int64, key Key, cost int64, call string) (Decision, error) {
-	if len(reply) != 9 {
-		return Decision{}, fmt.Errorf("spend %s: script replied %d values, want 9", key.Org, len(reply))
+func decodeSpend(v []int64, key Key, cost int64, call string) (Decision, error) {
+	r, err := decodeSpendReply(v)
+	if err != nil {
+		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, err)
 	}
-	key.Limit = reply[7] // with add-ons, the script read the add-on limit
-	d, err := decide(reply[0], key, cost, reply[1], reply[2], reply[3], reply[4], reply[5], call)
-	d.Addon = reply[6]
+	key.Limit = r.limit // with add-ons, the script read the add-on limit
+	d, err := decide(r.status, key, cost, r.used, r.retryAfterMs, r.resetMs, r.bucketMs, r.inFlight, call)
+	d.Addon = r.addon
 	if d.Allowed && d.Cost > 0 { // a debit (as the memory store sets it)
-		d.Day = reply[8]
+		d.Day = r.day
 	}
 	return d, err
 }
@@ -171,22 +168,15 @@ func (s *RedisStore) Compensate(ctx context.Context, key Key, call string, now t
 // than its record) by the values given; without values, a call with no record is marked so
 // that its debit, if it comes, does nothing.
 func (s *RedisStore) refund(ctx context.Context, key Key, cost, bucket, addon, day int64, call string, now time.Time) error {
-	keys := key.redisKeys
-	if keys == nil {
-		keys = redisKeysFor(key.Org)
-	}
-	refundKeys := []string{keys[0], keys[1], keys[2], keys[6], keys[8], keys[9], keys[10]}
 	free := emptyArg
 	if key.addons() {
-		free = key.freeArg
+		free = key.addonArgs()[0]
 	}
-	at := ""
-	if !now.IsZero() {
-		at = strconv.FormatInt(now.UnixMilli(), 10)
-	}
-	if err := refundScript.Run(ctx, s.client, refundKeys, cost, strconv.FormatInt(bucket, 10),
-		s.windowArg, s.bucketArg, addon, day, key.Rule, s.slotArg, free,
-		call, s.callTTLArg, at).Err(); err != nil {
+	args := make([]any, 0, 6+2+len(s.refundStore))
+	args = append(args, cost, strconv.FormatInt(bucket, 10), addon, day, call, msArg(now)) // the debit
+	args = append(args, key.Rule, free)                                                    // the key
+	args = append(args, s.refundStore...)                                                  // the store
+	if err := refundScript.Run(ctx, s.client, key.redis().refund, args...).Err(); err != nil {
 		return fmt.Errorf("refund %s: %w", key.Org, err)
 	}
 	return nil
@@ -197,21 +187,19 @@ func (s *RedisStore) Release(ctx context.Context, key Key, d Decision) error {
 	if d.Lease == "" {
 		return nil
 	}
-	keys := key.redisKeys
-	if keys == nil {
-		keys = redisKeysFor(key.Org)
-	}
-	if err := releaseScript.Run(ctx, s.client, keys[3:5], d.Lease).Err(); err != nil {
+	if err := releaseScript.Run(ctx, s.client, key.redis().leases, d.Lease).Err(); err != nil {
 		return fmt.Errorf("release %s: %w", key.Org, err)
 	}
 	return nil
 }
 
-// RedisKeys returns the Redis keys of org in spend.lua's KEYS order: its window (ring, ring
-// positions, total), its leases (calls in flight, heavy calls in flight), billing (add-on
-// limit, meter, period calls) and its usage by rule (hash, sorted set), for tools and tests
-// that inspect them.
-func RedisKeys(org string) []string { return redisKeysFor(org) }
+// msArg is t in unix ms for a script's now, or "" for the Redis server's clock when t is zero.
+func msArg(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(t.UnixMilli(), 10)
+}
 
 func forceArg(k Key) any {
 	if k.Force {

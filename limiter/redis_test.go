@@ -3,7 +3,6 @@ package limiter_test
 import (
 	"context"
 	"errors"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,7 +55,7 @@ func TestRedisServerClock(t *testing.T) {
 		t.Fatalf("Spend over limit = %+v, %v", d, err)
 	}
 	// Keys carry a TTL no longer than window+bucket, so idle orgs vanish.
-	for _, key := range limiter.RedisKeys("clock")[:3] { // the window; no cap, so no lease keys
+	for _, key := range limiter.NewRedisKeys("clock").Window() { // the window; no cap, so no lease keys
 		ttl, err := srv.Client.PTTL(ctx, key).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -70,11 +69,22 @@ func TestRedisServerClock(t *testing.T) {
 // TestRedisKeysShareHashTag checks that every key of one org lands in one cluster slot.
 func TestRedisKeysShareHashTag(t *testing.T) {
 	for _, org := range []string{"acme", "a.b-c_d", "x"} {
-		for _, k := range limiter.RedisKeys(org) {
+		for _, k := range limiter.NewRedisKeys(org).All() {
 			if !strings.Contains(k, "{"+org+"}") || strings.Count(k, "{") != 1 {
 				t.Errorf("key %q does not carry exactly the hash tag {%s}", k, org)
 			}
 		}
+	}
+}
+
+// TestRedisKeyNames pins the names: a server holding an org's keys must find them again after
+// an upgrade.
+func TestRedisKeyNames(t *testing.T) {
+	got := strings.Join(limiter.NewRedisKeys("acme").All(), " ")
+	want := "cg:{acme}:ring cg:{acme}:pos cg:{acme}:used cg:{acme}:inflight cg:{acme}:heavy cg:{acme}:addon " +
+		"cg:{acme}:meter cg:{acme}:period cg:{acme}:use cg:{acme}:useidx cg:{acme}:calls"
+	if got != want {
+		t.Fatalf("keys of acme:\n got %s\nwant %s", got, want)
 	}
 }
 
@@ -99,7 +109,7 @@ func TestRedisMemoryBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	keys := limiter.RedisKeys(org)[:3] // the window; no cap, so no lease keys
+	keys := limiter.NewRedisKeys(org).Window() // the window; no cap, so no lease keys
 	if size, _ := srv.Client.StrLen(ctx, keys[0]).Result(); size != 1441*8 {
 		t.Fatalf("ring is %d bytes, want 1441 slots of 8", size)
 	}
@@ -200,7 +210,7 @@ func TestRedisStallNeverDebitsTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	held, _ := srv.Client.Get(ctx, limiter.RedisKeys("stall")[2]).Int64()
+	held, _ := srv.Client.Get(ctx, limiter.NewRedisKeys("stall").Used).Int64()
 	if held != 10 {
 		t.Fatalf("one Spend(10) left %d credits held in Redis", held)
 	}
@@ -255,18 +265,18 @@ func TestRedisClusterStore(t *testing.T) {
 		if _, err := s0.Spend(ctx, limiter.NewKey(org, 10), 1, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
-		keys := limiter.RedisKeys(org)
-		slot, err := c.Client.ClusterKeySlot(ctx, keys[0]).Result()
+		keys := limiter.NewRedisKeys(org)
+		slot, err := c.Client.ClusterKeySlot(ctx, keys.Ring).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range keys[1:] {
+		for _, k := range keys.All() {
 			if s, _ := c.Client.ClusterKeySlot(ctx, k).Result(); s != slot {
-				t.Fatalf("%s is in slot %d, %s in %d", keys[0], slot, k, s)
+				t.Fatalf("%s is in slot %d, %s in %d", keys.Ring, slot, k, s)
 			}
 		}
 		err = c.Client.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-			if n, _ := m.Exists(ctx, keys[2]).Result(); n == 1 {
+			if n, _ := m.Exists(ctx, keys.Used).Result(); n == 1 {
 				nodes[m.Options().Addr] = true
 			}
 			return nil
@@ -356,14 +366,14 @@ func TestRedisUsageBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	keys := limiter.RedisKeys(org)
-	hlen, _ := srv.Client.HLen(ctx, keys[8]).Result()
-	zcard, _ := srv.Client.ZCard(ctx, keys[9]).Result()
+	keys := limiter.NewRedisKeys(org)
+	hlen, _ := srv.Client.HLen(ctx, keys.Usage).Result()
+	zcard, _ := srv.Client.ZCard(ctx, keys.UsageIndex).Result()
 	if max := int64(26 * len(rules)); hlen != zcard || hlen > max || hlen < int64(24*len(rules)) {
 		t.Fatalf("HLEN %d, ZCARD %d; want equal, between %d and %d", hlen, zcard, 24*len(rules), max)
 	}
 	var bytes int64
-	for _, key := range keys[8:10] {
+	for _, key := range []string{keys.Usage, keys.UsageIndex} {
 		ttl, _ := srv.Client.PTTL(ctx, key).Result()
 		if ttl <= 0 || ttl > 25*time.Hour {
 			t.Errorf("PTTL %s = %s, want (0, 25h]", key, ttl)
@@ -437,36 +447,5 @@ func TestRedisLayoutChangeFreesExpiredCredits(t *testing.T) {
 	}
 	if d, err := after.Spend(ctx, k, 1, change); !errors.Is(err, limiter.ErrOverLimit) || d.Used != 10 {
 		t.Fatalf("Spend(1) at the limit = %+v, %v; want rejected", d, err)
-	}
-}
-
-// TestLuaCopiesAlike: a script cannot call another's functions, so spend.lua and usage.lua
-// each carry relaid_held (usage must report what the next spend will carry over), and
-// spend.lua and refund.lua each carry ring_read and ring_first_held; the copies must stay
-// the same.
-func TestLuaCopiesAlike(t *testing.T) {
-	fn := func(file, name string) string {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := string(b)
-		i := strings.Index(s, "local function "+name+"(")
-		if i < 0 {
-			t.Fatalf("%s has no %s", file, name)
-		}
-		j := strings.Index(s[i:], "\nend\n")
-		if j < 0 {
-			t.Fatalf("%s: %s has no end", file, name)
-		}
-		return s[i : i+j]
-	}
-	if a, b := fn("lua/spend.lua", "relaid_held"), fn("lua/usage.lua", "relaid_held"); a != b {
-		t.Fatalf("relaid_held differs:\nspend.lua:\n%s\nusage.lua:\n%s", a, b)
-	}
-	for _, name := range []string{"ring_read", "ring_first_held"} {
-		if a, b := fn("lua/spend.lua", name), fn("lua/refund.lua", name); a != b {
-			t.Fatalf("%s differs:\nspend.lua:\n%s\nrefund.lua:\n%s", name, a, b)
-		}
 	}
 }

@@ -74,69 +74,73 @@ func sortRuleUsage(r []RuleUsage) {
 
 // Usage implements UsageReader.
 func (s *RedisStore) Usage(ctx context.Context, key Key, now time.Time) (Usage, error) {
-	nowArg := ""
-	if !now.IsZero() {
-		nowArg = strconv.FormatInt(now.UnixMilli(), 10)
-	}
-	keys := key.redisKeys
-	if keys == nil {
-		keys = redisKeysFor(key.Org)
-	}
-	reply, err := usageScript.Run(ctx, s.client, []string{keys[0], keys[1], keys[3], keys[4], keys[8], keys[9], keys[5], keys[2]},
-		s.windowArg, s.bucketArg, s.slotArg, nowArg).Slice()
+	args := make([]any, 0, 1+len(s.usageStore))
+	args = append(args, msArg(now))      // the read
+	args = append(args, s.usageStore...) // the store
+	reply, err := usageScript.Run(ctx, s.client, key.redis().usage, args...).Slice()
 	if err != nil {
 		return Usage{}, fmt.Errorf("usage %s: %w", key.Org, err)
 	}
-	u, err := decodeUsage(reply)
+	r, err := decodeUsageReply(reply)
 	if err != nil {
 		return Usage{}, fmt.Errorf("usage %s: %w", key.Org, err)
 	}
-	u.Slot = time.Duration(s.slotMs) * time.Millisecond
+	u := Usage{
+		Now:           time.UnixMilli(r.nowMs),
+		Used:          r.used,
+		Reset:         time.Duration(r.resetMs) * time.Millisecond,
+		InFlight:      r.inFlight,
+		HeavyInFlight: r.heavyInFlight,
+		Addon:         max(r.addon, 0),
+		AddonSet:      r.addon >= 0,
+		Slot:          time.Duration(s.slotMs) * time.Millisecond,
+		ByRule:        r.byRule,
+	}
+	sortRuleUsage(u.ByRule)
 	return u, nil
 }
 
-// decodeUsage reads usage.lua's reply, checking every type.
-func decodeUsage(reply []any) (Usage, error) {
+// usageReply is usage.lua's reply, field for field (its header says what each means); the
+// members and their credits come as RuleUsage, those with no credits left out.
+type usageReply struct {
+	nowMs, used, resetMs, inFlight, heavyInFlight, addon int64
+	byRule                                               []RuleUsage
+}
+
+// decodeUsageReply reads usage.lua's reply, checking every type: the one place that knows
+// its order.
+func decodeUsageReply(reply []any) (usageReply, error) {
 	if len(reply) != 3 {
-		return Usage{}, fmt.Errorf("script replied %d values, want 3", len(reply))
+		return usageReply{}, fmt.Errorf("script replied %d values, want 3", len(reply))
 	}
 	head, ok1 := reply[0].([]any)
 	members, ok2 := reply[1].([]any)
 	credits, ok3 := reply[2].([]any)
 	if !ok1 || !ok2 || !ok3 || len(head) != 6 || len(members) != len(credits) {
-		return Usage{}, fmt.Errorf("unexpected script reply %v", reply)
+		return usageReply{}, fmt.Errorf("unexpected script reply %v", reply)
 	}
 	var n [6]int64
 	for i, v := range head {
 		x, ok := v.(int64)
 		if !ok {
-			return Usage{}, fmt.Errorf("unexpected script reply %v", reply)
+			return usageReply{}, fmt.Errorf("unexpected script reply %v", reply)
 		}
 		n[i] = x
 	}
-	u := Usage{
-		Now:           time.UnixMilli(n[0]),
-		Used:          n[1],
-		Reset:         time.Duration(n[2]) * time.Millisecond,
-		InFlight:      n[3],
-		HeavyInFlight: n[4],
-		Addon:         max(n[5], 0),
-		AddonSet:      n[5] >= 0,
-	}
+	r := usageReply{nowMs: n[0], used: n[1], resetMs: n[2], inFlight: n[3], heavyInFlight: n[4], addon: n[5]}
 	for i, m := range members {
 		name, ok := m.(string)
 		c, ok2 := credits[i].(int64)
 		start, rule, ok3 := strings.Cut(name, ":")
 		ms, err := strconv.ParseInt(start, 10, 64)
 		if !ok || !ok2 || !ok3 || err != nil {
-			return Usage{}, fmt.Errorf("unexpected usage member %v", m)
+			return usageReply{}, fmt.Errorf("unexpected usage member %v", m)
 		}
 		if c > 0 {
-			u.ByRule = append(u.ByRule, RuleUsage{Start: time.UnixMilli(ms), Rule: rule, Credits: c})
+			r.byRule = append(r.byRule, RuleUsage{Start: time.UnixMilli(ms), Rule: rule, Credits: c})
 		}
 	}
-	sortRuleUsage(u.ByRule)
-	return u, nil
+	return r, nil
 }
 
 // usageSlot is one memory-store usage record: a slot start (unix ms) and a rule.

@@ -2,14 +2,17 @@ package orgs
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
+	"github.com/creditgate/creditgate/internal/configfile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -48,74 +51,90 @@ func LoadFile(path string) ([]Org, error) {
 //
 // Data whose first non-blank byte is '{' is read as JSON, with encoding/json; if it is not
 // valid JSON but valid YAML (a YAML flow mapping), it is read as YAML. Other data is read
-// as YAML, which JSON nearly is.
+// as YAML. Both syntaxes decode into the same structs, checked by the same code, so the
+// same content gives the same orgs or the same errors in either.
 func ParseFile(data []byte) ([]Org, error) {
-	if isJSON(data) {
-		var p fileParser
-		jsonErr := p.readJSON(data)
-		if jsonErr == nil {
-			return p.result()
+	if configfile.IsJSON(data) {
+		if orgs, ok := parseJSONFast(data); ok {
+			return orgs, nil
 		}
-		doc, err := decodeYAML(data)
-		if err != nil {
-			return nil, jsonErr
-		}
-		var q fileParser
-		q.document(doc)
-		return q.result()
 	}
-	doc, err := decodeYAML(data)
-	if err != nil {
-		return nil, fmt.Errorf("not valid YAML or JSON: %w", err)
+	return parseFileTree(data)
+}
+
+// parseFileTree reads data through the node tree, with lines for errors.
+func parseFileTree(data []byte) ([]Org, error) {
+	var doc fileDoc
+	_, err := configfile.Decode(data, &doc)
+	var se *configfile.SyntaxError
+	if errors.As(err, &se) {
+		return nil, se
 	}
 	var p fileParser
-	p.document(doc)
+	p.document(&doc, err)
 	return p.result()
 }
 
-// decodeYAML parses data, which must hold one YAML document (yaml.Unmarshal would ignore
-// anything after the first).
-func decodeYAML(data []byte) (*yaml.Node, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc, extra yaml.Node
-	if err := dec.Decode(&doc); err != nil && err != io.EOF {
-		return nil, err
+// parseJSONFast reads a valid JSON file of orgs straight into the structs, org by org,
+// without lines: several times faster than through the node tree, which matters with a
+// million orgs. On any problem it reports false, and ParseFile reads the file again for
+// errors with lines.
+func parseJSONFast(data []byte) ([]Org, bool) {
+	var p fileParser
+	// The number of orgs is not known yet; the number of "id" strings is a good guess.
+	p.start(bytes.Count(data, []byte(`"id"`)))
+	errStop := errors.New("stop")
+	err := configfile.DecodeJSONList(data, "orgs", func(i int, f *fileOrg) error {
+		p.org(i, f, nil)
+		if p.nerrs > 0 {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false
 	}
-	switch err := dec.Decode(&extra); {
-	case err == io.EOF:
-		return &doc, nil
-	case err != nil:
-		return nil, err
-	}
-	return nil, fmt.Errorf("line %d: a second document; the file must hold one", extra.Line)
+	orgs, _ := p.result()
+	return orgs, true
 }
 
-// fileParser turns the fields of each org, whatever the syntax they were read from, into
-// Orgs, collecting errors.
-type fileParser struct {
-	orgs   []Org
-	errs   []error
-	nerrs  int            // problems found, including those not kept in errs
-	lineOf map[string]int // org ID → line of its id field
-	// The current org's fields and the items of its keys list, reused from org to org.
-	fields []field
-	items  []value
+// fileDoc is an orgs file as written.
+type fileDoc struct {
+	Pos  configfile.Pos `yaml:"-" json:"-"`
+	Orgs []fileOrg      `yaml:"orgs" json:"orgs"` // nil: not given
 }
 
-// A field is one field of an org as written in a file.
-type field struct {
-	name string
-	line int // line of the field name
-	val  value
+// fileOrg is an org as written. Every field is a value, whatever its type, so that a wrong
+// type is reported as CREDITGATE_ORGS reports it, with every other problem.
+type fileOrg struct {
+	Pos          configfile.Pos `yaml:"-" json:"-"`
+	ID           value          `yaml:"id" json:"id"`
+	Edition      value          `yaml:"edition" json:"edition"`
+	Users        value          `yaml:"users" json:"users"`
+	Agents       value          `yaml:"agents" json:"agents"`
+	LightAgents  value          `yaml:"light_agents" json:"light_agents"`
+	Limit        value          `yaml:"limit" json:"limit"`
+	Addon        value          `yaml:"addon" json:"addon"`
+	Legacy       value          `yaml:"legacy" json:"legacy"`
+	Concurrency  value          `yaml:"concurrency" json:"concurrency"`
+	MonthlyLimit value          `yaml:"monthly_limit" json:"monthly_limit"`
+	Additional   value          `yaml:"additional" json:"additional"`
+	Commercial   value          `yaml:"commercial" json:"commercial"`
+	Keys         value          `yaml:"keys" json:"keys"`
 }
 
-// A value is a field value as written in a file.
+// fields returns the fields of f but the ID, in the order of fieldNames.
+func (f *fileOrg) fields() [len(fieldNames)]*value {
+	return [...]*value{&f.Edition, &f.Users, &f.Agents, &f.LightAgents, &f.Limit, &f.Addon, &f.Legacy,
+		&f.Concurrency, &f.MonthlyLimit, &f.Additional, &f.Commercial, &f.Keys}
+}
+
+// A value is a field value as written in a file; the zero value is a field not given.
 type value struct {
-	kind  valueKind
-	text  string // the text of a scalar, unquoted
-	tag   string // the YAML tag of a kindOther scalar
-	line  int
-	items []value // the items of a list given to the keys field
+	text      string   // the text of a scalar, unquoted; for kindOther, the tag, a NUL, then the text
+	items     *[]value // the items of a list
+	line, col int32    // 0 on the fast path, which reports no errors
+	kind      valueKind
 }
 
 type valueKind uint8
@@ -129,6 +148,74 @@ const (
 	kindList
 	kindMapping
 )
+
+// UnmarshalYAML keeps n as it is written, whatever its type.
+func (v *value) UnmarshalYAML(n *yaml.Node) error {
+	*v = value{line: int32(n.Line), col: int32(n.Column)}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		v.text = n.Value
+		switch tag := n.ShortTag(); tag {
+		case "!!str":
+			v.kind = kindString
+		case "!!int", "!!float":
+			v.kind = kindNumber
+		case "!!bool":
+			v.kind = kindBool
+		case "!!null":
+			v.kind = kindNull
+		default:
+			v.kind, v.text = kindOther, tag+"\x00"+n.Value
+		}
+	case yaml.SequenceNode:
+		v.kind = kindList
+		items := make([]value, len(n.Content))
+		for i, item := range n.Content {
+			_ = items[i].UnmarshalYAML(item)
+			items[i].items = nil // only the items of the field's list are checked
+		}
+		v.items = &items
+	default:
+		v.kind = kindMapping
+	}
+	return nil
+}
+
+// UnmarshalJSON keeps b as it is written, as UnmarshalYAML does for the nodes that
+// configfile makes of JSON.
+func (v *value) UnmarshalJSON(b []byte) error {
+	*v = value{}
+	switch b[0] {
+	case '"':
+		if s := b[1 : len(b)-1]; bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
+			v.text = string(s)
+		} else if err := json.Unmarshal(b, &v.text); err != nil {
+			return err
+		}
+		v.kind = kindString
+	case 't', 'f':
+		v.kind, v.text = kindBool, string(b)
+	case 'n':
+		v.kind, v.text = kindNull, "null"
+	case '[':
+		var items []value
+		if err := json.Unmarshal(b, &items); err != nil {
+			return err
+		}
+		for i := range items {
+			items[i].items = nil
+		}
+		v.kind, v.items = kindList, &items
+	case '{':
+		v.kind = kindMapping
+	default:
+		v.kind, v.text = kindNumber, string(b)
+	}
+	return nil
+}
 
 // noun names the kind of v for an error message, without its text.
 func (v value) noun() string {
@@ -146,126 +233,73 @@ func (v value) noun() string {
 	case kindMapping:
 		return "a mapping"
 	}
-	return "a value tagged " + v.tag
+	tag, _, _ := strings.Cut(v.text, "\x00")
+	return "a value tagged " + tag
+}
+
+// scalar returns the text of a scalar, without the tag of a kindOther.
+func (v value) scalar() string {
+	if v.kind == kindOther {
+		_, text, _ := strings.Cut(v.text, "\x00")
+		return text
+	}
+	return v.text
 }
 
 // describe names the kind of v and, for a scalar, quotes its text.
 func (v value) describe() string {
 	switch v.kind {
 	case kindString, kindNumber, kindBool, kindOther:
-		return v.noun() + " " + quote(v.text)
+		return v.noun() + " " + quote(v.scalar())
 	}
 	return v.noun()
 }
 
-func (p *fileParser) fail(line int, format string, args ...any) {
-	p.nerrs++
-	if p.nerrs <= maxFileErrors {
-		p.errs = append(p.errs, fmt.Errorf("line %d: "+format, append([]any{line}, args...)...))
-	}
+// fileParser turns the decoded orgs into Orgs, collecting errors.
+type fileParser struct {
+	orgs   []Org
+	errs   []fileError
+	nerrs  int            // problems found
+	lineOf map[string]int // org ID → line of its id field
 }
 
+// A fileError is a problem and where it is, for sorting.
+type fileError struct {
+	line, col int
+	err       error
+}
+
+func (p *fileParser) fail(line, col int, format string, args ...any) {
+	p.nerrs++
+	p.errs = append(p.errs, fileError{line, col, fmt.Errorf("line %d: "+format, append([]any{line}, args...)...)})
+}
+
+func (p *fileParser) failAt(v value, format string, args ...any) {
+	p.fail(int(v.line), int(v.col), format, args...)
+}
+
+// result returns the orgs or the errors in the file's order, the first 100 of them.
 func (p *fileParser) result() ([]Org, error) {
 	if p.nerrs > 0 {
-		if p.nerrs > maxFileErrors {
-			p.errs = append(p.errs, fmt.Errorf("%d more problems not shown (%d in all)", p.nerrs-maxFileErrors, p.nerrs))
+		slices.SortStableFunc(p.errs, func(a, b fileError) int {
+			if a.line != b.line {
+				return a.line - b.line
+			}
+			return a.col - b.col
+		})
+		errs := make([]error, 0, min(len(p.errs), maxFileErrors)+1)
+		for _, e := range p.errs[:min(len(p.errs), maxFileErrors)] {
+			errs = append(errs, e.err)
 		}
-		return nil, errors.Join(p.errs...)
+		if p.nerrs > maxFileErrors {
+			errs = append(errs, fmt.Errorf("%d more problems not shown (%d in all)", p.nerrs-maxFileErrors, p.nerrs))
+		}
+		return nil, errors.Join(errs...)
 	}
 	if len(p.orgs) == 0 {
 		return nil, nil
 	}
 	return p.orgs, nil
-}
-
-// document reads the YAML document: a mapping whose one field, orgs, is a list of mappings.
-func (p *fileParser) document(doc *yaml.Node) {
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
-		line := 1
-		if len(doc.Content) == 1 {
-			line = doc.Content[0].Line
-		}
-		p.fail(line, `want a mapping with the field "orgs"`)
-		return
-	}
-	root := doc.Content[0]
-	sawOrgs := false
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], resolve(root.Content[i+1])
-		if k.Value != "orgs" {
-			p.fail(k.Line, `unknown field %s (known fields: orgs)`, quote(k.Value))
-			continue
-		}
-		if sawOrgs {
-			p.fail(k.Line, `field "orgs" given twice`)
-			continue
-		}
-		sawOrgs = true
-		if v.Kind != yaml.SequenceNode {
-			p.fail(v.Line, `field "orgs": must be a list of orgs, got %s`, p.yamlValue(v, false).noun())
-			continue
-		}
-		p.start(len(v.Content))
-		for j, item := range v.Content {
-			item = resolve(item)
-			if item.Kind != yaml.MappingNode {
-				p.fail(item.Line, "orgs[%d]: must be a mapping of org fields, got %s", j, p.yamlValue(item, false).noun())
-				continue
-			}
-			p.fields, p.items = p.fields[:0], p.items[:0]
-			for f := 0; f+1 < len(item.Content); f += 2 {
-				k, v := item.Content[f], item.Content[f+1]
-				p.fields = append(p.fields, field{name: k.Value, line: k.Line, val: p.yamlValue(v, k.Value == "keys")})
-			}
-			p.org(j, item.Line)
-		}
-	}
-	if !sawOrgs {
-		p.fail(root.Line, `missing field "orgs"`)
-	}
-}
-
-// resolve follows an alias to the node it names.
-func resolve(n *yaml.Node) *yaml.Node {
-	if n.Kind == yaml.AliasNode && n.Alias != nil {
-		return n.Alias
-	}
-	return n
-}
-
-// yamlValue converts n, keeping the items of a list (in p.items) when items is set.
-func (p *fileParser) yamlValue(n *yaml.Node, items bool) value {
-	line := n.Line
-	n = resolve(n)
-	v := value{line: line}
-	switch n.Kind {
-	case yaml.ScalarNode:
-		v.text = n.Value
-		switch tag := n.ShortTag(); tag {
-		case "!!str":
-			v.kind = kindString
-		case "!!int", "!!float":
-			v.kind = kindNumber
-		case "!!bool":
-			v.kind = kindBool
-		case "!!null":
-			v.kind = kindNull
-		default:
-			v.kind, v.tag = kindOther, tag
-		}
-	case yaml.SequenceNode:
-		v.kind = kindList
-		if items {
-			first := len(p.items)
-			for _, item := range n.Content {
-				p.items = append(p.items, p.yamlValue(item, false))
-			}
-			v.items = p.items[first:]
-		}
-	default:
-		v.kind = kindMapping
-	}
-	return v
 }
 
 // start prepares for a list of n orgs.
@@ -274,48 +308,82 @@ func (p *fileParser) start(n int) {
 	p.lineOf = make(map[string]int, n)
 }
 
-// org turns p.fields, the fields of the org at index i of the list (from 0), whose mapping
-// begins at line, into an Org.
-func (p *fileParser) org(i, line int) {
+// document checks doc, decoded with the errors decodeErr, and turns its orgs into Orgs.
+func (p *fileParser) document(doc *fileDoc, decodeErr error) {
+	var errs configfile.Errors
+	errors.As(decodeErr, &errs)
+	byOrg := make(map[int][]*configfile.Error)
+	notOrg := make(map[int]bool) // orgs that are not mappings
+	for _, e := range errs {
+		switch {
+		case len(e.Path) == 0 && e.Kind == configfile.WrongType:
+			p.fail(e.Line, e.Column, `want a mapping with the field "orgs"`)
+			return
+		case len(e.Path) == 0 && e.Kind == configfile.RepeatedField:
+			p.fail(e.Line, e.Column, `field %q given twice`, e.Key)
+		case len(e.Path) == 0:
+			p.fail(e.Line, e.Column, `unknown field %s (known fields: orgs)`, quote(e.Key))
+		case len(e.Path) == 1:
+			p.fail(e.Line, e.Column, `field "orgs": must be a list of orgs, got %s`, configfile.Noun(e.Node))
+		case len(e.Path) == 2 && e.Kind == configfile.WrongType:
+			i := e.Path[1].Index
+			notOrg[i] = true
+			p.fail(e.Line, e.Column, "orgs[%d]: must be a mapping of org fields, got %s", i, configfile.Noun(e.Node))
+		default:
+			byOrg[e.Path[1].Index] = append(byOrg[e.Path[1].Index], e)
+		}
+	}
+	if doc.Orgs == nil {
+		if len(errs) == 0 || errs[0].Kind != configfile.WrongType || len(errs[0].Path) != 1 {
+			p.fail(doc.Pos.Line, doc.Pos.Column, `missing field "orgs"`)
+		}
+		return
+	}
+	p.start(len(doc.Orgs))
+	for i := range doc.Orgs {
+		if !notOrg[i] {
+			p.org(i, &doc.Orgs[i], byOrg[i])
+		}
+	}
+}
+
+// org checks f, the org at index i of the list (from 0), with the errors found decoding it,
+// and adds it to the orgs.
+func (p *fileParser) org(i int, f *fileOrg, decodeErrs []*configfile.Error) {
 	where := "orgs[" + strconv.Itoa(i) + "]"
 	o := Org{Commercial: true}
-	idOK, idLine := false, line
-	switch id := p.firstField("id"); {
-	case id == nil:
-		p.fail(line, `%s: missing field "id"`, where)
-	case id.val.kind != kindString:
-		idLine = id.val.line
-		p.fail(idLine, `%s: field "id": must be a string, got %s`, where, id.val.describe())
-	case !validID(id.val.text):
-		idLine = id.val.line
-		p.fail(idLine, "org %s: id must match %s", quote(id.val.text), idPattern)
+	idOK, idLine := false, f.Pos.Line
+	switch id := f.ID; {
+	case id.kind == 0:
+		p.fail(f.Pos.Line, f.Pos.Column, `%s: missing field "id"`, where)
+	case id.kind != kindString:
+		idLine = int(id.line)
+		p.failAt(id, `%s: field "id": must be a string, got %s`, where, id.describe())
+	case !validID(id.text):
+		idLine = int(id.line)
+		p.failAt(id, "org %s: id must match %s", quote(id.text), idPattern)
 	default:
-		idLine = id.val.line
-		o.ID, idOK = id.val.text, true
+		idLine = int(id.line)
+		o.ID, idOK = id.text, true
 		where = fmt.Sprintf("org %q", o.ID)
 	}
-
-	var seen [len(fieldNames) + 1]int // line of each field seen; the last is id
-	for _, f := range p.fields {
-		idx := len(fieldNames)
-		if f.name != "id" {
-			idx = fieldIndex(f.name)
-		}
-		switch {
-		case idx < 0:
-			p.fail(f.line, "%s: unknown field %s (known fields: %s)", where, quote(f.name), knownFileFields)
-			continue
-		case seen[idx] > 0:
-			p.fail(f.line, "%s: field %q given twice (lines %d and %d)", where, f.name, seen[idx], f.line)
-			continue
-		}
-		seen[idx] = f.line
-		switch f.name {
-		case "id":
-		case "keys":
-			p.keys(&o, where, f.val)
+	for _, e := range decodeErrs {
+		switch e.Kind {
+		case configfile.UnknownField:
+			p.fail(e.Line, e.Column, "%s: unknown field %s (known fields: %s)", where, quote(e.Key), knownFileFields)
+		case configfile.RepeatedField:
+			p.fail(e.Line, e.Column, "%s: field %q given twice (lines %d and %d)", where, e.Key, e.First, e.Line)
 		default:
-			p.scalar(&o, where, f.name, f.val)
+			p.fail(e.Line, e.Column, "%s: %s", where, e.Msg())
+		}
+	}
+	for j, v := range f.fields() {
+		switch name := fieldNames[j]; {
+		case v.kind == 0:
+		case name == "keys":
+			p.keys(&o, where, *v)
+		default:
+			p.scalar(&o, where, name, *v)
 		}
 	}
 
@@ -323,21 +391,11 @@ func (p *fileParser) org(i, line int) {
 		return
 	}
 	if first, dup := p.lineOf[o.ID]; dup {
-		p.fail(idLine, "org %q: defined twice (lines %d and %d)", o.ID, first, idLine)
+		p.failAt(f.ID, "org %q: defined twice (lines %d and %d)", o.ID, first, idLine)
 		return
 	}
 	p.lineOf[o.ID] = idLine
 	p.orgs = append(p.orgs, o)
-}
-
-// firstField returns the first field of the current org called name, or nil.
-func (p *fileParser) firstField(name string) *field {
-	for i := range p.fields {
-		if p.fields[i].name == name {
-			return &p.fields[i]
-		}
-	}
-	return nil
 }
 
 // scalar sets the field name (any but id and keys) of o from v. The value must have the
@@ -355,7 +413,7 @@ func (p *fileParser) scalar(o *Org, where, name string, v value) {
 		err = fmt.Errorf("field %q: must be a non-negative integer, got %s", name, v.describe())
 	}
 	if err != nil {
-		p.fail(v.line, "%s: %w", where, err)
+		p.failAt(v, "%s: %w", where, err)
 	}
 }
 
@@ -376,13 +434,14 @@ func (p *fileParser) keys(o *Org, where string, v value) {
 	switch v.kind {
 	case kindString:
 		for _, err := range setKeyList(o, v.text) {
-			p.fail(v.line, "%s: %w", where, err)
+			p.failAt(v, "%s: %w", where, err)
 		}
 	case kindList:
-		if len(v.items) > 0 {
-			o.Keys = make([]Key, 0, len(v.items))
+		items := *v.items
+		if len(items) > 0 {
+			o.Keys = make([]Key, 0, len(items))
 		}
-		for i, item := range v.items {
+		for i, item := range items {
 			var err error
 			switch {
 			case item.kind != kindString:
@@ -394,11 +453,11 @@ func (p *fileParser) keys(o *Org, where string, v value) {
 				err = addKey(o, i+1, item.text)
 			}
 			if err != nil {
-				p.fail(item.line, "%s: %w", where, err)
+				p.failAt(item, "%s: %w", where, err)
 			}
 		}
 	default:
-		p.fail(v.line, `%s: field "keys": must be a list of strings or a string, got %s`, where, v.noun())
+		p.failAt(v, `%s: field "keys": must be a list of strings or a string, got %s`, where, v.noun())
 	}
 }
 

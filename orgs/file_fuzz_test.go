@@ -58,3 +58,34 @@ func FuzzParseFile(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseFileFastPath checks that the JSON fast path accepts only what the node tree
+// accepts, with the same orgs.
+func FuzzParseFileFastPath(f *testing.F) {
+	paths, err := filepath.Glob(filepath.Join("testdata", "files", "*.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(`{"orgs": [{"id": "a", "ID": "b"}]}`))                   // a key in another case
+	f.Add([]byte(`{"orgs": [{"id": "a", "users": 1, "users": 2}]}`))      // a repeated key
+	f.Add([]byte(`{"orgs": [{"i\u0064": "a", "keys": ["k\/1", "k2"]}]}`)) // escapes
+	f.Add([]byte(`{"orgs": [{"id": "a", "addon": null, "commercial": true}]}`))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := parseJSONFast(data)
+		if !ok {
+			return
+		}
+		slow, err := parseFileTree(data)
+		if err != nil || !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%q: the fast path gives %+v, the node tree %+v, %v", data, fast, slow, err)
+		}
+	})
+}

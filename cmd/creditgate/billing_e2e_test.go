@@ -159,7 +159,7 @@ func billingRace(t *testing.T, redisURL string, held func(key string) (int64, er
 		t.Fatal(f)
 	}
 	a := admitted.Load()
-	h, err := held(limiter.RedisKeys("acme")[2])
+	h, err := held(limiter.NewRedisKeys("acme").Used)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,9 @@ type Config struct {
 	// UpstreamURL is the API behind the gateway; unset (with CREDITGATE_ORGS unset too): the
 	// built-in demo upstream.
 	UpstreamURL string `env:"CREDITGATE_UPSTREAM_URL"`
+	// RoutesFile routes calls to several upstreams by host and path prefix, each with its own
+	// cost table (YAML or JSON, read again on SIGHUP); it replaces CREDITGATE_UPSTREAM_URL.
+	RoutesFile string `env:"CREDITGATE_ROUTES_FILE"`
 	// UpstreamTimeout bounds the wait for the upstream's response headers; then 504, refunded.
 	UpstreamTimeout time.Duration `env:"CREDITGATE_UPSTREAM_TIMEOUT" envDefault:"60s"`
 
@@ -135,7 +138,10 @@ type Config struct {
 	UpstreamCAFile         string `env:"CREDITGATE_UPSTREAM_CA_FILE"`
 	UpstreamClientCertFile string `env:"CREDITGATE_UPSTREAM_CLIENT_CERT_FILE"`
 	UpstreamClientKeyFile  string `env:"CREDITGATE_UPSTREAM_CLIENT_KEY_FILE"`
-	Orgs                   string `env:"CREDITGATE_ORGS"`
+	// UpstreamHTTP2 offers HTTP/2 to an https:// upstream (ALPN), each call still sent at most
+	// once; false speaks HTTP/1.1 only. A plain http:// upstream is always spoken HTTP/1.1.
+	UpstreamHTTP2 bool   `env:"CREDITGATE_UPSTREAM_HTTP2" envDefault:"true"`
+	Orgs          string `env:"CREDITGATE_ORGS"`
 	// OrgsFile holds more orgs (YAML or JSON), added to CREDITGATE_ORGS; read again on SIGHUP.
 	OrgsFile string `env:"CREDITGATE_ORGS_FILE"`
 	// EditionsFile changes or adds editions (YAML or JSON); read again on SIGHUP.
@@ -163,6 +169,7 @@ type Config struct {
 	logLevel    zapcore.Level
 	plans       *plans
 	costTable   *costtable.Table
+	routes      []gateway.Route // from RoutesFile
 	adminTokens *gateway.AdminTokens
 	slabs       costtable.Slabs
 	callPrices  [2]int64 // micro-dollars: non-commercial, commercial
@@ -278,13 +285,21 @@ func (c *Config) validate(environ map[string]string) error {
 		c.logLevel = lvl
 	}
 
-	c.demo = c.UpstreamURL == "" && c.Orgs == "" && c.OrgsFile == ""
+	c.demo = c.UpstreamURL == "" && c.RoutesFile == "" && c.Orgs == "" && c.OrgsFile == ""
 	switch {
+	case c.RoutesFile != "" && c.UpstreamURL != "":
+		bad("CREDITGATE_ROUTES_FILE", "and CREDITGATE_UPSTREAM_URL are both set: the routes file names the upstreams, unset one")
+	case c.RoutesFile != "" && c.CostTableFile != "":
+		bad("CREDITGATE_ROUTES_FILE", "and CREDITGATE_COST_TABLE_FILE are both set: routes name their cost tables (cost_table_file), unset one")
+	case c.RoutesFile != "" && c.Orgs == "" && c.OrgsFile == "":
+		bad("CREDITGATE_ROUTES_FILE", "is set but no orgs are: set CREDITGATE_ORGS or CREDITGATE_ORGS_FILE")
+	case c.RoutesFile != "":
+		// Read below, once the default cost table is known.
 	case c.demo && c.EditionsFile != "":
 		bad("CREDITGATE_EDITIONS_FILE", "is set but no orgs are (the demo uses the built-in editions): set CREDITGATE_ORGS or CREDITGATE_ORGS_FILE, and CREDITGATE_UPSTREAM_URL")
 	case c.demo:
 	case c.UpstreamURL == "":
-		bad("CREDITGATE_UPSTREAM_URL", "must be set when CREDITGATE_ORGS or CREDITGATE_ORGS_FILE is (unset all three for the demo)")
+		bad("CREDITGATE_UPSTREAM_URL", "must be set (or CREDITGATE_ROUTES_FILE) when CREDITGATE_ORGS or CREDITGATE_ORGS_FILE is (unset all of them for the demo)")
 	default:
 		u, err := url.Parse(c.UpstreamURL)
 		shown := showURL(c.UpstreamURL)
@@ -432,6 +447,13 @@ func (c *Config) validate(environ map[string]string) error {
 	} else {
 		c.costTable = tbl
 	}
+	if c.RoutesFile != "" && c.costTable != nil {
+		if routes, err := c.loadRoutes(); err != nil {
+			errs = append(errs, prefixLines("CREDITGATE_ROUTES_FILE", err))
+		} else {
+			c.routes = routes
+		}
+	}
 	if toks, err := gateway.ParseAdminTokens(c.AdminTokens); err != nil {
 		errs = append(errs, prefixLines("CREDITGATE_ADMIN_TOKENS", err))
 	} else {
@@ -506,7 +528,7 @@ func (c *Config) planOf(p *plans, o *orgs.Org) gateway.AddonPlan {
 		price = c.callPrices[1]
 	}
 	return gateway.AddonPlan{
-		Edition: e.Name, Monthly: o.MonthlyLimit, Addon: min(o.Additional, 2*o.MonthlyLimit), Cap: 2 * o.MonthlyLimit,
+		Edition: e.Name, Monthly: o.MonthlyLimit, Addon: min(o.Additional, limiter.MaxAdditional(o.MonthlyLimit)), Cap: limiter.MaxAdditional(o.MonthlyLimit),
 		AnchorDay: c.AnchorDay, CallPrice: price,
 	}
 }
@@ -537,7 +559,8 @@ func (c *Config) logFields() []zap.Field {
 		upstream = "(demo)"
 	}
 	return []zap.Field{
-		zap.String("upstream", upstream), zap.String("store", store), zap.String("fail_mode", c.FailMode),
+		zap.String("upstream", upstream), zap.Bool("upstream_http2", c.UpstreamHTTP2), zap.String("routes_file", c.RoutesFile), zap.Int("routes", len(c.routes)),
+		zap.String("store", store), zap.String("fail_mode", c.FailMode),
 		zap.Int("breaker_failures", c.BreakerFailures), zap.Duration("breaker_cooldown", c.BreakerCooldown),
 		zap.Int("metrics_max_orgs", c.MetricsMaxOrgs),
 		zap.Duration("window", c.Window), zap.Duration("bucket", c.Bucket), zap.Bool("shadow", c.Shadow),
@@ -551,4 +574,19 @@ func (c *Config) logFields() []zap.Field {
 		zap.String("method_override", c.MethodOverride),
 		zap.String("jwt_issuer", c.JWTIssuer), zap.String("jwt_jwks", c.JWTJWKSURL+c.JWTJWKSFile),
 	}
+}
+
+// loadRoutes reads CREDITGATE_ROUTES_FILE: routes that name no cost table get
+// CREDITGATE_COST_TABLE's, and those that set no timeout or preserve_host, the environment's.
+func (c *Config) loadRoutes() ([]gateway.Route, error) {
+	routes, err := gateway.LoadRoutesFile(c.RoutesFile, gateway.RouteDefaults{Costs: c.costTable, PreserveHost: c.PreserveHost})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range routes {
+		if r.Timeout >= c.CallRecordTTL {
+			return nil, fmt.Errorf("%s: route %q: timeout %s must be shorter than CREDITGATE_CALL_RECORD_TTL (%s)", c.RoutesFile, r.Name, r.Timeout, c.CallRecordTTL)
+		}
+	}
+	return routes, nil
 }

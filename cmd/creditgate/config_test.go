@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -199,6 +200,59 @@ func TestLoadConfigCostTableFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `CREDITGATE_COST_TABLE_FILE: bad-unknown-field.yaml: line 5: rules[0] "list_orders": unknown field "coast"`) {
 		t.Fatalf("error %v", err)
 	}
+}
+
+func TestLoadConfigRoutesFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "routes.yaml")
+	write := func(data string) {
+		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("routes:\n  - {name: crm, path_prefix: /crm, upstream: http://127.0.0.1:9000}\n  - {name: orders, path_prefix: /orders, upstream: http://127.0.0.1:9001, cost_table_file: " +
+		mustAbs(t, "../../costtable/testdata/tables/orders.yaml") + ", timeout: 5s}\n")
+	base := map[string]string{"CREDITGATE_ROUTES_FILE": path, "CREDITGATE_ORGS": validOrgs, "CREDITGATE_PRESERVE_HOST": "true"}
+	cfg, err := loadConfig(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.routes) != 2 || cfg.routes[0].Costs.Name() != "zoho-crm" || cfg.routes[1].Costs.Name() != "orders-api" ||
+		!cfg.routes[0].PreserveHost || cfg.routes[1].Timeout != 5*time.Second || cfg.demo {
+		t.Fatalf("routes %+v", cfg.routes)
+	}
+
+	for _, c := range []struct {
+		vars map[string]string
+		want string
+	}{
+		{map[string]string{"CREDITGATE_UPSTREAM_URL": "http://127.0.0.1:9000"}, "CREDITGATE_ROUTES_FILE: and CREDITGATE_UPSTREAM_URL are both set"},
+		{map[string]string{"CREDITGATE_COST_TABLE_FILE": "x.yaml"}, "CREDITGATE_ROUTES_FILE: and CREDITGATE_COST_TABLE_FILE are both set"},
+		{map[string]string{"CREDITGATE_ORGS": ""}, "CREDITGATE_ROUTES_FILE: is set but no orgs are"},
+		{map[string]string{"CREDITGATE_CALL_RECORD_TTL": "5s"}, `route "orders": timeout 5s must be shorter than CREDITGATE_CALL_RECORD_TTL`},
+	} {
+		vars := maps.Clone(base)
+		maps.Copy(vars, c.vars)
+		if vars["CREDITGATE_ORGS"] == "" {
+			delete(vars, "CREDITGATE_ORGS")
+		}
+		if _, err := loadConfig(vars); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want %q", c.vars, err, c.want)
+		}
+	}
+	write("routes:\n  - {name: crm, path_prefix: /crm, upstream: http://127.0.0.1:9000}\n  - {name: crm, upstream: http://127.0.0.1:9001}\n")
+	if _, err := loadConfig(base); err == nil || !strings.Contains(err.Error(), `CREDITGATE_ROUTES_FILE: `+path+`: line 3: routes[1] "crm": name already used by routes[0]`) {
+		t.Errorf("error %v", err)
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 // TestLoadConfigOrgsAndEditionsFiles: the orgs file adds to CREDITGATE_ORGS, an editions file

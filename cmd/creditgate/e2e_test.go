@@ -255,7 +255,7 @@ func checkSpread(t *testing.T, c *redistest.Cluster, orgIDs []string) {
 	}
 	masters := map[string]string{}
 	for _, id := range orgIDs {
-		for _, k := range limiter.RedisKeys(id) {
+		for _, k := range limiter.NewRedisKeys(id).All() {
 			slot, err := c.Client.ClusterKeySlot(ctx, k).Result()
 			if err != nil {
 				t.Fatal(err)
@@ -361,7 +361,7 @@ func hammer(t *testing.T, redisURL string, held func(key string) (int64, error),
 		got := admitted[i].Load()
 		total += got
 		totalCalls += calls[i].Load()
-		h, err := held(limiter.RedisKeys(id)[2])
+		h, err := held(limiter.NewRedisKeys(id).Used)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -871,7 +871,7 @@ func TestConcurrencyAcrossGateways(t *testing.T) {
 	if p > 3 || unexpected.Load() != 0 || ok.Load() == 0 || refused.Load() == 0 || concurrencyOK.Load() != refused.Load() {
 		t.Fatalf("peak %d, admitted %d, refused %d (uncharged %d), unexpected %d", p, ok.Load(), refused.Load(), concurrencyOK.Load(), unexpected.Load())
 	}
-	held, _ := srv.Client.Get(context.Background(), limiter.RedisKeys("acme")[2]).Int64()
+	held, _ := srv.Client.Get(context.Background(), limiter.NewRedisKeys("acme").Used).Int64()
 	if held != ok.Load() {
 		t.Errorf("Redis holds %d credits for %d admitted calls", held, ok.Load())
 	}
@@ -889,7 +889,7 @@ func TestConcurrencyAcrossGateways(t *testing.T) {
 		}()
 	}
 	waitFor(t, 5*time.Second, func() bool {
-		n, _ := srv.Client.ZCard(context.Background(), limiter.RedisKeys("acme")[3]).Result()
+		n, _ := srv.Client.ZCard(context.Background(), limiter.NewRedisKeys("acme").InFlight).Result()
 		return n == 3
 	})
 	redisNow := func() int64 {
@@ -909,7 +909,7 @@ func TestConcurrencyAcrossGateways(t *testing.T) {
 	killed, killedMs := time.Now(), redisNow()
 	// The dead gateway's leases expire at most one lease TTL after the kill, whatever their
 	// calls' age: renewals stop with the gateway.
-	leases, err := srv.Client.ZRangeWithScores(context.Background(), limiter.RedisKeys("acme")[3], 0, -1).Result()
+	leases, err := srv.Client.ZRangeWithScores(context.Background(), limiter.NewRedisKeys("acme").InFlight, 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}

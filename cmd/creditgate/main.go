@@ -78,7 +78,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	storeOpts := limiter.Options{Window: cfg.Window, Bucket: cfg.Bucket, LeaseTTL: cfg.LeaseTTL, CallTTL: cfg.CallRecordTTL}
 	redisLog := &redisLogger{s: log.Named("redis").Sugar()}
 	var (
-		store limiter.Store
+		store gateway.Store
 		ready func(context.Context) error
 	)
 	if cfg.RedisURL != "" {
@@ -149,9 +149,12 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	metrics := gateway.NewMetrics(gateway.MetricsOptions{MaxOrgs: cfg.MetricsMaxOrgs})
 	gw, err := gateway.New(gateway.Config{
 		Upstream:           upstream,
+		Routes:             cfg.routes,
 		UpstreamTimeout:    cfg.UpstreamTimeout,
 		UpstreamTLS:        cfg.upstreamTLS,
+		UpstreamHTTP1Only:  !cfg.UpstreamHTTP2,
 		Store:              store,
+		StoreInProcess:     cfg.RedisURL == "", // the memory store
 		StoreTimeout:       cfg.RedisTimeout,
 		FailOpen:           cfg.FailMode == "open",
 		FailLocal:          cfg.FailMode == "local",
@@ -276,8 +279,8 @@ serve:
 	return err
 }
 
-// reload reads the files of the configuration again on SIGHUP: the cost table, the editions
-// and the orgs. Each part that is valid takes effect for new requests at once (requests in
+// reload reads the files of the configuration again on SIGHUP: the routes (with their cost
+// tables), the cost table, the editions and the orgs. Each part that is valid takes effect for new requests at once (requests in
 // flight finish with what they started with); a part with an error is refused with a log line
 // and its running version stays.
 func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[plans], log *zap.Logger) {
@@ -290,11 +293,20 @@ func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[plans], log
 		}
 		cancel()
 	}
-	if cfg.CostTableFile == "" && cfg.OrgsFile == "" && cfg.EditionsFile == "" {
+	if cfg.CostTableFile == "" && cfg.RoutesFile == "" && cfg.OrgsFile == "" && cfg.EditionsFile == "" {
 		if cfg.cert == nil && cfg.jwt == nil {
-			log.Info("SIGHUP: nothing to reload (no CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE, CREDITGATE_EDITIONS_FILE, TLS certificate or JWK set)")
+			log.Info("SIGHUP: nothing to reload (no CREDITGATE_ROUTES_FILE, CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE, CREDITGATE_EDITIONS_FILE, TLS certificate or JWK set)")
 		}
 		return
+	}
+	if cfg.RoutesFile != "" {
+		if routes, err := cfg.loadRoutes(); err != nil {
+			log.Error("SIGHUP: routes refused, the running ones stay", zap.Error(err))
+		} else if err := gw.SetRoutes(routes); err != nil {
+			log.Error("SIGHUP: routes refused, the running ones stay", zap.Error(err))
+		} else {
+			log.Info("SIGHUP: routes reloaded", zap.Int("routes", len(routes)))
+		}
 	}
 	if cfg.CostTableFile != "" {
 		if tbl, err := costtable.LoadFile(cfg.CostTableFile); err != nil {

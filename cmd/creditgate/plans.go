@@ -7,6 +7,7 @@ import (
 
 	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/gateway"
+	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
 )
 
@@ -111,8 +112,8 @@ func (p *plans) checkOrg(o orgs.Org, mode string) error {
 		if o.MonthlyLimit > 1<<40 {
 			errs = append(errs, fmt.Errorf("org %q: field \"monthly_limit\": at most %d, got %d", o.ID, int64(1<<40), o.MonthlyLimit))
 		}
-		if o.Additional > 2*o.MonthlyLimit {
-			errs = append(errs, fmt.Errorf("org %q: field \"additional\": at most twice monthly_limit (%d), got %d", o.ID, 2*o.MonthlyLimit, o.Additional))
+		if most := limiter.MaxAdditional(o.MonthlyLimit); o.Additional > most {
+			errs = append(errs, fmt.Errorf("org %q: field \"additional\": at most twice monthly_limit (%d), got %d", o.ID, most, o.Additional))
 		}
 	} else if o.MonthlyLimit > 0 || o.Additional > 0 {
 		errs = append(errs, fmt.Errorf("org %q: fields \"monthly_limit\" and \"additional\" apply to monthly plans only (edition=monthly)", o.ID))

@@ -51,7 +51,7 @@ func TestShutdownReleasesSlots(t *testing.T) {
 			statuses = append(statuses, resp.StatusCode)
 		}()
 	}
-	inflight := limiter.RedisKeys("acme")[3]
+	inflight := limiter.NewRedisKeys("acme").InFlight
 	waitFor(t, 10*time.Second, func() bool {
 		n, _ := srv.Client.ZCard(context.Background(), inflight).Result()
 		return n == calls

@@ -144,14 +144,16 @@ func (zeros) Read(p []byte) (int, error) {
 
 // TestHTTPSUpstreamPrivateCA: an https:// upstream whose certificate chains to a private CA,
 // and which asks for a client certificate, is reached with CREDITGATE_UPSTREAM_CA_FILE and
-// the client certificate; without the CA the call fails as unreachable (502, refunded).
+// the client certificate, over HTTP/2, or HTTP/1.1 with CREDITGATE_UPSTREAM_HTTP2=false;
+// without the CA the call fails as unreachable (502, refunded).
 func TestHTTPSUpstreamPrivateCA(t *testing.T) {
 	dir := t.TempDir()
 	clientCert, clientKey, clientPool := writeCert(t, dir, "gateway")
 	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "ok from "+r.TLS.PeerCertificates[0].Subject.CommonName)
+		_, _ = io.WriteString(w, "ok from "+r.TLS.PeerCertificates[0].Subject.CommonName+" over "+r.Proto)
 	}))
 	up.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientPool}
+	up.EnableHTTP2 = true
 	up.StartTLS()
 	t.Cleanup(up.Close)
 	caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
@@ -167,9 +169,16 @@ func TestHTTPSUpstreamPrivateCA(t *testing.T) {
 	}
 	gw := startGateway(t, vars)
 	resp, body := call(t, http.DefaultClient, "GET", gw.base+"/crm/v2/users", "acme-key")
-	if resp.StatusCode != 200 || body != "ok from gateway" || resp.Header.Get("X-Credits-Charged") != "1" {
+	if resp.StatusCode != 200 || body != "ok from gateway over HTTP/2.0" || resp.Header.Get("X-Credits-Charged") != "1" {
 		t.Fatalf("through the private CA: %d %q charged %s", resp.StatusCode, body, resp.Header.Get("X-Credits-Charged"))
 	}
+	vars["CREDITGATE_UPSTREAM_HTTP2"] = "false"
+	gw1 := startGateway(t, vars)
+	resp, body = call(t, http.DefaultClient, "GET", gw1.base+"/crm/v2/users", "acme-key")
+	if resp.StatusCode != 200 || body != "ok from gateway over HTTP/1.1" || resp.Header.Get("X-Credits-Charged") != "1" {
+		t.Fatalf("with CREDITGATE_UPSTREAM_HTTP2=false: %d %q charged %s", resp.StatusCode, body, resp.Header.Get("X-Credits-Charged"))
+	}
+	delete(vars, "CREDITGATE_UPSTREAM_HTTP2")
 	delete(vars, "CREDITGATE_UPSTREAM_CA_FILE")
 	gw2 := startGateway(t, vars)
 	resp, body = call(t, http.DefaultClient, "GET", gw2.base+"/crm/v2/users", "acme-key")

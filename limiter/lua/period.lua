@@ -5,54 +5,59 @@
 -- next month. Nothing rolls over: each period has its own counter. A rejected call writes
 -- nothing.
 --
--- KEYS[1]  hash: period start (UTC day number) -> calls counted in that period
--- KEYS[2]  string: additional calls allowed per period, set through the admin API ("0" is off)
--- KEYS[3]  hash: UTC day -> additional calls used that day (the meter spend.lua also uses)
--- ARGV[1]  "spend" (count one call), "read" (count nothing), or "refund" (take one back)
--- ARGV[2]  monthly call limit (calls per period)
--- ARGV[3]  additional calls to allow while KEYS[2] does not exist (the configured ones)
--- ARGV[4]  anchor day of the month (1 to 28)
--- ARGV[5]  now (unix ms), or "" to use the Redis server's clock (TIME)
--- ARGV[6]  days the meter keeps
--- ARGV[7]  refund: the period start (day number) the call was counted in
--- ARGV[8]  refund: 1 if the call was an additional call, else 0 (informational)
--- ARGV[9]  refund: the UTC day of the call (an additional call taken back is un-metered on it)
+-- KEYS (limiter.RedisKeys, period list)
+--   [1]  period      hash: period start (UTC day number) -> calls counted in that period
+--   [2]  addon       string: additional calls allowed per period, set through the admin API
+--                    ("0" is off)
+--   [3]  meter       hash: UTC day -> additional calls used that day (spend.lua's meter)
 --
--- Reply (integers): {status, used, limit, additional, period_start_day, period_end_day, day}
+-- ARGV, in three groups as RedisStore's SpendCall and RefundCall build them.
+-- The call:
+--   [1]  mode        "spend" (count one call), "read" (count nothing), or "refund" (take one back)
+--   [2]  now         unix ms, or "" to use the Redis server's clock (TIME); unused by refund
+--   [3]  start       refund: the period start (day number) the call was counted in
+--   [4]  day         refund: the UTC day of the call (an additional call taken back is
+--                    un-metered on it)
+-- The org's plan (limiter.PeriodKey):
+--   [5]  monthly     calls per period
+--   [6]  additional  additional calls to allow while KEYS[2] does not exist (the configured ones)
+--   [7]  max_additional  the most additional calls that count, whatever is stored
+--   [8]  anchor      anchor day of the month (1 to 28)
+-- The store:
+--   [9]  keep        days the meter (and the period counters past their period) keep
+--
+-- Reply (integers; limiter.periodReply, decoded by name in decodePeriodReply):
+--   {status, used, limit, additional, period_start_day, period_end_day, day}
 --   status      1 counted (or read, or refunded), 0 rejected: the period's calls are used up
 --   used        calls counted in the period, this one included
 --   limit       monthly limit + additional calls allowed
 --   additional  1 when this call is an additional call (metered on day), else 0
 --   period_*    the period, as UTC day numbers (start inclusive, end exclusive)
 --   day         the UTC day of now
+--   (refund replies {1, 0, 0, 0, 0, 0, 0})
+
+local period_key, addon_key, meter_key = KEYS[1], KEYS[2], KEYS[3]
 
 local mode = ARGV[1]
-local monthly = tonumber(ARGV[2])
-local anchor = tonumber(ARGV[4])
-local now
-if ARGV[5] == nil or ARGV[5] == '' then
-	local t = redis.call('TIME')
-	now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-	now = tonumber(ARGV[5])
-end
-local keep = tonumber(ARGV[6])
+local monthly = tonumber(ARGV[5])
+local keep = tonumber(ARGV[9])
 
 if mode == 'refund' then
 	-- The period holds one call fewer. If it held more than the monthly limit, one call fewer
 	-- is additional, whichever call is taken back: a refunded monthly call makes a later
 	-- additional call a monthly one. So the meter follows the count, not the refunded call.
-	local before = tonumber(redis.call('HGET', KEYS[1], ARGV[7]) or '0')
+	local start, day = ARGV[3], ARGV[4]
+	local before = tonumber(redis.call('HGET', period_key, start) or '0')
 	if before <= 0 then
 		return {1, 0, 0, 0, 0, 0, 0}
 	end
 	if before <= 1 then
-		redis.call('HDEL', KEYS[1], ARGV[7])
+		redis.call('HDEL', period_key, start)
 	else
-		redis.call('HINCRBY', KEYS[1], ARGV[7], -1)
+		redis.call('HINCRBY', period_key, start, -1)
 	end
-	if before > monthly and redis.call('HINCRBY', KEYS[3], ARGV[9], -1) <= 0 then
-		redis.call('HDEL', KEYS[3], ARGV[9])
+	if before > monthly then
+		meter_take(meter_key, day, 1)
 	end
 	return {1, 0, 0, 0, 0, 0, 0}
 end
@@ -86,7 +91,9 @@ local function civil_from_days(z)
 	return y, m, d
 end
 
-local day = math.floor(now / 86400000)
+local now = clock_ms(ARGV[2])
+local anchor = tonumber(ARGV[8])
+local day = day_of(now)
 local y, m, d = civil_from_days(day)
 if d < anchor then
 	m = m - 1
@@ -102,10 +109,9 @@ end
 local finish = days_from_civil(ny, nm, anchor)
 local field = string.format('%d', start)
 
--- At most twice the monthly limit, even if a larger number was stored under an older limit.
-local additional = math.min(tonumber(redis.call('GET', KEYS[2]) or ARGV[3] or '0') or 0, 2 * monthly)
-local limit = monthly + additional
-local used = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+-- At most max_additional, even if a larger number was stored under an older limit.
+local limit = capped_limit(monthly, addon_key, ARGV[6], tonumber(ARGV[7]))
+local used = tonumber(redis.call('HGET', period_key, field) or '0')
 
 if mode ~= 'spend' then
 	return {1, used, limit, 0, start, finish, day}
@@ -114,37 +120,17 @@ if used + 1 > limit then
 	return {0, used, limit, 0, start, finish, day}
 end
 
-if redis.call('HINCRBY', KEYS[1], field, 1) == 1 then
+if redis.call('HINCRBY', period_key, field, 1) == 1 then
 	-- A new period: drop the counters of periods long gone.
-	local old = {}
-	for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-		if tonumber(f) < start - keep then
-			old[#old + 1] = f
-		end
-	end
-	if #old > 0 then
-		redis.call('HDEL', KEYS[1], unpack(old))
-	end
+	drop_through(period_key, start - keep - 1)
 end
-redis.call('PEXPIRE', KEYS[1], (finish - day + keep) * 86400000)
+redis.call('PEXPIRE', period_key, (finish - day + keep) * 86400000)
 used = used + 1
 
 local extra = 0
 if used > monthly then
 	extra = 1
-	local dayf = string.format('%d', day)
-	if redis.call('HINCRBY', KEYS[3], dayf, 1) == 1 then
-		local old = {}
-		for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
-			if tonumber(f) <= day - keep then
-				old[#old + 1] = f
-			end
-		end
-		if #old > 0 then
-			redis.call('HDEL', KEYS[3], unpack(old))
-		end
-	end
-	redis.call('PEXPIRE', KEYS[3], keep * 86400000)
+	meter_add(meter_key, day, 1, keep)
 end
 
 return {1, used, limit, extra, start, finish, day}

@@ -3,53 +3,60 @@
 -- If that bucket has expired already, the credits are free anyway and nothing changes.
 -- The window is stored as in spend.lua (a ring of per-bucket counters; see its header).
 --
--- KEYS[1]  string: the ring of per-bucket credits
--- KEYS[2]  hash: head, tail (bucket numbers), bucket and slots of the layout
--- KEYS[3]  string: running total of the credits held by live buckets
--- ARGV[1]  credits to give back (integer > 0)
--- ARGV[2]  bucket start (unix ms) named by the debit
--- ARGV[3]  window (ms)
--- ARGV[4]  bucket (ms)
--- KEYS[4]  billing: hash UTC day -> add-on credits consumed (the meter of spend.lua)
--- ARGV[5]  billing: add-on credits the debit metered (0 or absent: none)
--- ARGV[6]  billing: the UTC day (days since 1970-01-01) they were metered on
--- KEYS[5]  usage by rule: hash "<slot start ms>:<rule>" -> credits (spend.lua KEYS[9])
--- KEYS[6]  usage by rule: the same members scored by slot start (spend.lua KEYS[10])
--- ARGV[7]  rule name of the debit ("" records nothing)
--- ARGV[8]  usage slot (ms)
--- ARGV[9]  billing: the free allotment (credits), or "" when the org has no add-ons
--- KEYS[7]  hash: call id -> the record of its debit, "<expires ms>:<state>[:…]" (spend.lua KEYS[11])
--- ARGV[10] call id of the debit ("": refund by ARGV[1], [2], [5] and [6] alone)
--- ARGV[11] how long a record is kept (ms)
--- ARGV[12] now (unix ms), or "" to use the Redis server's clock (TIME)
+-- KEYS (limiter.RedisKeys, refund list; spend.lua's header says what each holds)
+--   [1]  ring        string: the ring of per-bucket credits
+--   [2]  pos         hash: head, tail (bucket numbers), bucket and slots of the layout
+--   [3]  used        string: running total of the credits held by live buckets
+--   [4]  meter       hash: UTC day -> add-on credits consumed
+--   [5]  use         hash: "<slot start ms>:<rule>" -> credits
+--   [6]  useidx      sorted set: the same members scored by slot start
+--   [7]  calls       hash: call id -> the record of its debit, "<expires ms>:<state>[:…]"
 --
--- With a call id the refund applies once: from the debit's record (ARGV[1], [2], [5], [6]
--- are then ignored), which it marks refunded. A call with no record and no credits given
--- (ARGV[1] 0: a compensation, its debit's reply lost) is marked so that its debit, if it still
--- comes, does nothing; with credits given (a debit older than its record), they are given
--- back and the call marked refunded.
+-- ARGV, in three groups as RedisStore.refund builds them.
+-- The debit (from its Decision):
+--   [1]  credits     credits to give back (0: a compensation, its debit's reply lost)
+--   [2]  bucket_ms   bucket start (unix ms) named by the debit
+--   [3]  addon       add-on credits the debit metered (0: none)
+--   [4]  day         the UTC day (days since 1970-01-01) they were metered on
+--   [5]  call        call id of the debit ("": refund by [1] to [4] alone)
+--   [6]  now         unix ms, or "" to use the Redis server's clock (TIME)
+-- The org's key (limiter.Key):
+--   [7]  rule        rule name of the debit ("" recorded no usage by rule)
+--   [8]  free        the free allotment (credits), or "" when the org has no add-ons
+-- The store (limiter.Options):
+--   [9]  bucket      ms
+--   [10] slots       counters in the ring (a ring laid out otherwise holds the debit no more)
+--   [11] slot        usage slot (ms)
+--   [12] call_ttl    ms a record is kept
+--
+-- With a call id the refund applies once: from the debit's record ([1] to [4] are then
+-- ignored), which it marks refunded. A call with no record and no credits given (a
+-- compensation) is marked so that its debit, if it still comes, does nothing; with credits
+-- given (a debit older than its record), they are given back and the call marked refunded.
 --
 -- Reply (integer): the credits given back (0 when the bucket had expired)
 
+local ring_key, pos_key, used_key = KEYS[1], KEYS[2], KEYS[3]
+local meter_key, use_key, useidx_key, calls_key = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+
 local credits = tonumber(ARGV[1])
 local debit_ms = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-local bucket = tonumber(ARGV[4])
-local debit_day = ARGV[6]
-local addon = tonumber(ARGV[5] or '0') or 0
+local addon = tonumber(ARGV[3]) or 0
+local debit_day = ARGV[4]
+local call = ARGV[5]
+local now_arg = ARGV[6]
 
-local call = ARGV[10] or ''
+local rule = ARGV[7]
+local free = tonumber(ARGV[8])
+
+local bucket, slots = tonumber(ARGV[9]), tonumber(ARGV[10])
+local uslot, call_ttl = tonumber(ARGV[11]), tonumber(ARGV[12])
+
 if call ~= '' then
-	local ttl = tonumber(ARGV[11])
-	local now
-	if ARGV[12] == nil or ARGV[12] == '' then
-		local t = redis.call('TIME')
-		now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-	else
-		now = tonumber(ARGV[12])
-	end
-	local rec = redis.call('HGET', KEYS[7], call)
-	if rec and (credits or 0) <= 0 and (tonumber(string.match(rec, '^(%d+):')) or 0) <= now then
+	local ttl = call_ttl
+	local now = clock_ms(now_arg)
+	local rec = redis.call('HGET', calls_key, call)
+	if rec and (credits or 0) <= 0 and record_expires(rec) <= now then
 		rec = nil -- a compensation past the record's life: as if it were gone already
 	end
 	if rec then
@@ -60,49 +67,42 @@ if call ~= '' then
 		debit_ms, credits, addon, debit_day = tonumber(b), tonumber(c), tonumber(a), d
 		-- Marked refunded for a whole TTL from now: a retry of this refund (its reply lost),
 		-- which may come up to a TTL after its first attempt, must find the mark.
-		redis.call('HSET', KEYS[7], call, string.format('%d:r', now + ttl))
+		redis.call('HSET', calls_key, call, string.format('%d:r', now + ttl))
 	else
-		redis.call('HSET', KEYS[7], call, string.format('%d:%s', now + ttl, (credits or 0) > 0 and 'r' or 'x'))
+		redis.call('HSET', calls_key, call, string.format('%d:%s', now + ttl, (credits or 0) > 0 and 'r' or 'x'))
 	end
-	redis.call('PEXPIRE', KEYS[7], math.max(ttl, redis.call('PTTL', KEYS[7])))
+	redis.call('PEXPIRE', calls_key, math.max(ttl, redis.call('PTTL', calls_key)))
 	if (credits or 0) <= 0 then
 		return 0
 	end
 end
 
-local slots = math.ceil(window / bucket) + 1
 local k = math.floor(debit_ms / bucket)
 
 -- Billing: what the refund takes off the meter (memory store: refundMetered). A refund that
--- gives credits back takes off the drop of the part above the free allotment (ARGV[9]), so a
+-- gives credits back takes off the drop of the part above the free allotment, so a
 -- later call metered only because the refunded one held free credits is not billed, and
 -- refunds in a row never un-meter a credit twice. One that gives nothing back (its bucket is
 -- gone) takes off what the debit metered: a call the gateway refunds is never billed.
-local free = tonumber(ARGV[9] or '')
-local function unmeter_on(day, n)
-	if n > 0 and redis.call('HINCRBY', KEYS[4], day, -n) <= 0 then
-		redis.call('HDEL', KEYS[4], day)
-	end
-end
 local function unmeter(n)
-	unmeter_on(debit_day, n)
+	meter_take(meter_key, debit_day, n)
 end
 -- unmeter_drop takes drop off the meter: the debit's own add-on part from its day, the rest
 -- (later calls metered because the debit held free credits) from the next day first, where
 -- they were metered if the refund came after midnight, else from the debit's day.
 local function unmeter_drop(drop)
 	local own = math.min(drop, addon)
-	unmeter_on(debit_day, own)
+	meter_take(meter_key, debit_day, own)
 	local rest = drop - own
 	if rest > 0 then
 		local next_day = string.format('%d', tonumber(debit_day) + 1)
-		local n = math.min(rest, tonumber(redis.call('HGET', KEYS[4], next_day) or '0') or 0)
-		unmeter_on(next_day, n)
-		unmeter_on(debit_day, rest - n)
+		local n = math.min(rest, tonumber(redis.call('HGET', meter_key, next_day) or '0') or 0)
+		meter_take(meter_key, next_day, n)
+		meter_take(meter_key, debit_day, rest - n)
 	end
 end
 
-local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
+local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
 if head == nil or tail == nil or k < tail or k > head then
 	unmeter(addon)
@@ -112,7 +112,7 @@ if tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots then
 	unmeter(addon)
 	return 0 -- laid out for another window or bucket: the debit's bucket is gone
 end
-local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+local used = tonumber(redis.call('GET', used_key) or '0')
 if used <= 0 then
 	unmeter(addon)
 	return 0
@@ -120,7 +120,7 @@ end
 local function slot(n)
 	return '#' .. string.format('%d', n % slots)
 end
-local held = redis.call('BITFIELD', KEYS[1], 'GET', 'i64', slot(k))[1]
+local held = redis.call('BITFIELD', ring_key, 'GET', 'i64', slot(k))[1]
 if held <= 0 then
 	unmeter(addon)
 	return 0
@@ -129,93 +129,36 @@ if credits > held then
 	credits = held
 end
 if free then
-	unmeter_drop(math.max(0, used - free) - math.max(0, used - credits - free))
+	unmeter_drop(above_free(free, used - credits, used))
 end
-redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i64', slot(k), string.format('%d', -credits))
+redis.call('BITFIELD', ring_key, 'INCRBY', 'i64', slot(k), string.format('%d', -credits))
 used = used - credits
-redis.call('SET', KEYS[3], string.format('%d', math.max(used, 0)), 'KEEPTTL')
-
--- ring_read returns the counters of buckets from..to (to - from < slots), oldest first: one
--- GETRANGE per contiguous run (spend.lua has the same function).
-local function ring_read(from, to)
-	local vals = {}
-	local k = from
-	while k <= to do
-		local s = k % slots
-		local n = math.min(to - k + 1, slots - s) -- contiguous up to the end of the string
-		local raw = redis.call('GETRANGE', KEYS[1], s * 8, (s + n) * 8 - 1)
-		local pos = 1
-		for _ = 1, n do
-			local v = 0
-			if pos + 7 <= #raw then
-				v = struct.unpack('>i8', raw, pos)
-			end
-			pos = pos + 8
-			vals[#vals + 1] = v
-		end
-		k = k + n
-	end
-	return vals
-end
--- ring_first_held returns the first bucket in from..to holding credits (to if none does).
-local function ring_first_held(from, to)
-	local k = from
-	while k < to do
-		local last = math.min(k + 63, to)
-		local vals = ring_read(k, last)
-		for i = 1, #vals do
-			if vals[i] ~= 0 then
-				return k + i - 1
-			end
-		end
-		k = last + 1
-	end
-	return to
-end
-
--- ring_last_held returns the last bucket in from..to holding credits (from if none does):
--- ring_first_held, newest first.
-local function ring_last_held(from, to)
-	local k = to
-	while k > from do
-		local first = math.max(k - 63, from)
-		local vals = ring_read(first, k)
-		for i = #vals, 1, -1 do
-			if vals[i] ~= 0 then
-				return first + i - 1
-			end
-		end
-		k = first - 1
-	end
-	return from
-end
+redis.call('SET', used_key, string.format('%d', math.max(used, 0)), 'KEEPTTL')
 
 -- Keep the tail on the oldest bucket that holds credits, and the head on the newest
 -- (spend.lua bounds a debit whose clock ran back by head, which must hold credits, as the
 -- memory store's newest bucket does).
 if used > 0 and held == credits and k == tail then
-	tail = ring_first_held(tail + 1, head)
-	redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
+	tail = ring_first_held(ring_key, slots, tail + 1, head)
+	redis.call('HSET', pos_key, 'tail', string.format('%d', tail))
 end
 if used > 0 and held == credits and k == head then
-	head = ring_last_held(tail, head - 1)
-	redis.call('HSET', KEYS[2], 'head', string.format('%d', head))
+	head = ring_last_held(ring_key, slots, tail, head - 1)
+	redis.call('HSET', pos_key, 'head', string.format('%d', head))
 end
 
--- Usage by rule (KEYS[5..6], ARGV[7..8]; spend.lua's KEYS[9..10], ARGV[13..14]): the refunded
+-- Usage by rule: the refunded
 -- credits leave the slot and rule they were recorded under.
-local rule = ARGV[7] or ''
-local uslot = tonumber(ARGV[8] or '0') or 0
 if rule ~= '' and uslot > 0 then
 	local b = debit_ms
 	local m = string.format('%d', b - b % uslot) .. ':' .. rule
-	local rec = tonumber(redis.call('HGET', KEYS[5], m) or '0')
+	local rec = tonumber(redis.call('HGET', use_key, m) or '0')
 	if rec > 0 then
 		if rec <= credits then
-			redis.call('HDEL', KEYS[5], m)
-			redis.call('ZREM', KEYS[6], m)
+			redis.call('HDEL', use_key, m)
+			redis.call('ZREM', useidx_key, m)
 		else
-			redis.call('HINCRBY', KEYS[5], m, -credits)
+			redis.call('HINCRBY', use_key, m, -credits)
 		end
 	end
 end

@@ -3,6 +3,7 @@
 -- A lease that expired or was released is not brought back: its slot may be another call's
 -- by now. Every lease a set holds expires by now + ttl, so the sets' own expiry is set to ttl.
 --
+-- KEYS (limiter.RedisKeys, leases list)
 -- KEYS[1]  sorted set: lease id -> expiry (unix ms) of the org's calls in flight
 -- KEYS[2]  sorted set: the same for its heavy calls in flight
 -- ARGV[1]  now (unix ms), or "" to use the Redis server's clock (TIME)
@@ -11,13 +12,7 @@
 --
 -- Reply (integer): the number of leases renewed
 
-local now
-if ARGV[1] == nil or ARGV[1] == '' then
-	local t = redis.call('TIME')
-	now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-	now = tonumber(ARGV[1])
-end
+local now = clock_ms(ARGV[1])
 local ttl = tonumber(ARGV[2])
 
 local renewed = 0

@@ -10,41 +10,55 @@
 -- Window storage (a ring): bucket number k = start / bucket is counted in slot k % slots of a
 -- string of slots = ceil(window / bucket) + 1 big-endian signed 64-bit counters (BITFIELD i64),
 -- so an org's window takes slots * 8 bytes (11,528 for 24h in minutes) whatever the request
--- rate. A hash holds head (newest bucket number written) and tail (oldest live bucket number
--- holding credits), and the bucket (ms) and slots the ring was laid out for. Invariants: head - tail < slots; every slot outside tail..head is zero;
--- when used > 0 the tail slot is not zero. Expiry walks forward from the tail, so each bucket
--- is read and cleared once (amortized O(1) per call).
+-- rate (slots comes from Go, ARGV[15]). A hash holds head (newest bucket number written) and
+-- tail (oldest live bucket number holding credits), and the bucket (ms) and slots the ring was
+-- laid out for. Invariants: head - tail < slots; every slot outside tail..head is zero; when
+-- used > 0 the tail slot is not zero. Expiry walks forward from the tail, so each bucket is
+-- read and cleared once (amortized O(1) per call). The ring's helpers are in lib.lua.
 --
--- KEYS[1]  string: the ring of per-bucket credits (slots * 8 bytes)
--- KEYS[2]  hash: head, tail (bucket numbers), bucket (ms) and slots of the layout
--- KEYS[3]  string: running total of the credits held by live buckets
--- ARGV[1]  cost (credits, integer >= 0; 0 only reads)
--- ARGV[2]  limit (credits per window, integer)
--- ARGV[3]  window (ms)
--- ARGV[4]  bucket (ms)
--- KEYS[4]  sorted set: lease id -> expiry (unix ms) of the org's calls in flight
--- KEYS[5]  sorted set: the same for its heavy calls in flight
--- ARGV[5]  now (unix ms), or "" to use the Redis server's clock (TIME)
--- ARGV[6]  concurrency cap (calls in flight; 0: no cap and no lease)
--- ARGV[7]  heavy cap (heavy calls in flight; 0: this call is not heavy or has no sub-cap)
--- ARGV[8]  lease id (unique per call)
--- ARGV[9]  lease time to live (ms)
--- KEYS[6]  string: the org's add-on limit (credits) set through the admin API; "0" is off
--- KEYS[7]  hash: UTC day (days since 1970-01-01) -> add-on credits consumed that day
--- KEYS[8]  billing: the monthly plan's period counter (period.lua; unused here)
--- ARGV[10] free allotment (credits), or "" when the org has no add-ons: then ARGV[2] is the limit
--- ARGV[11] add-on limit to use while KEYS[6] does not exist (the configured one)
--- ARGV[12] add-on cap (credits): a stored add-on limit above it counts as the cap
--- KEYS[9..10], ARGV[13..14]: usage by rule, see the block of that name below.
--- KEYS[11] hash: call id -> "<expires ms>:d:<bucket ms>:<cost>:<add-on>:<day>", the record of
---          its debit, or "<expires ms>:r" (refunded) or "<expires ms>:x" (compensated before its
---          debit ran: refund.lua); the field "~" holds the cursor of the sweep of expired ones
--- ARGV[15] call id of this debit ("" records nothing)
--- ARGV[16] how long a record is kept (ms)
--- ARGV[17] "1": record the debit whatever the limit and caps (credits a gateway admitted on
---          its own while it could not reach Redis); "" or absent: decide as usual
+-- KEYS (limiter.RedisKeys, spend list)
+--   [1]  ring        string: the ring of per-bucket credits (slots * 8 bytes)
+--   [2]  pos         hash: head, tail (bucket numbers), bucket (ms) and slots of the layout
+--   [3]  used        string: running total of the credits held by live buckets
+--   [4]  inflight    sorted set: lease id -> expiry (unix ms) of the org's calls in flight
+--   [5]  heavy       sorted set: the same for its heavy calls in flight
+--   [6]  addon       string: the org's add-on limit (credits) set through the admin API; "0" is off
+--   [7]  meter       hash: UTC day (days since 1970-01-01) -> add-on credits consumed that day
+--   [8]  use         hash: "<slot start ms>:<rule>" -> credits debited in that slot by that rule
+--   [9]  useidx      sorted set: the same members, score = slot start (unix ms), to trim old slots
+--   [10] calls       hash: call id -> "<expires ms>:d:<bucket ms>:<cost>:<add-on>:<day>", the
+--                    record of its debit, or "<expires ms>:r" (refunded) or "<expires ms>:x"
+--                    (compensated before its debit ran: refund.lua); the field "~" holds the
+--                    cursor of the sweep of expired ones
 --
--- Reply (integers): {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day}
+-- ARGV, in three groups as RedisStore.spendArgs builds them.
+-- The call:
+--   [1]  cost        credits (integer >= 0; 0 only reads)
+--   [2]  now         unix ms, or "" to use the Redis server's clock (TIME)
+--   [3]  call        id of this debit ("" records nothing); also its lease id
+--   [4]  lease       lease id to take ("" without a cap)
+--   [5]  force       "1": record the debit whatever the limit and caps (credits a gateway
+--                    admitted on its own while it could not reach Redis); "": decide as usual
+-- The org's key (limiter.Key):
+--   [6]  limit       credits per window, without add-ons
+--   [7]  cap         calls in flight (0: no cap and no lease)
+--   [8]  heavy_cap   heavy calls in flight (0: this call is not heavy or has no sub-cap)
+--   [9]  rule        cost-table rule of this call ("" records no usage by rule)
+--   [10] free        free allotment (credits), or "" when the org has no add-ons: then [6] is
+--                    the limit; with add-ons the limit is free plus the add-on limit
+--   [11] addon       add-on limit (credits) to use while KEYS[6] does not exist
+--   [12] addon_cap   add-on cap (credits): a stored add-on limit above it counts as the cap
+-- The store (limiter.Options, the same on every call):
+--   [13] window      ms
+--   [14] bucket      ms
+--   [15] slots       counters in the ring: ceil(window / bucket) + 1
+--   [16] lease_ttl   ms a lease lasts unless renewed or released
+--   [17] slot        usage slot (ms): window/24, an hour for a 24h window
+--   [18] call_ttl    ms a debit's record is kept
+--   [19] keep        days the meter keeps (limiter.MeterDays)
+--
+-- Reply (integers; limiter.spendReply, decoded by name in decodeSpendReply):
+--   {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
 --                   -2 rejected (concurrency cap), -3 rejected (heavy cap), -4 not run: the
 --                   call was compensated before (or already debited under its id)
@@ -58,101 +72,32 @@
 --   limit           the limit that applied (free allotment + add-on limit with add-ons)
 --   day             the UTC day of now (days since 1970-01-01): the day add-ons are metered on
 
-local cost = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-local bucket = tonumber(ARGV[4])
-local now
-if ARGV[5] == nil or ARGV[5] == '' then
-	local t = redis.call('TIME')
-	now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-	now = tonumber(ARGV[5])
-end
+local ring_key, pos_key, used_key = KEYS[1], KEYS[2], KEYS[3]
+local inflight_key, heavy_key = KEYS[4], KEYS[5]
+local addon_key, meter_key = KEYS[6], KEYS[7]
+local use_key, useidx_key, calls_key = KEYS[8], KEYS[9], KEYS[10]
 
-local cap = tonumber(ARGV[6] or '0')
-local heavy_cap = tonumber(ARGV[7] or '0')
-local lease = ARGV[8]
-local lease_ttl = tonumber(ARGV[9] or '0')
+local cost_arg = ARGV[1] -- as sent, for BITFIELD INCRBY
+local cost = tonumber(cost_arg)
+local now = clock_ms(ARGV[2])
+local call, lease, force = ARGV[3], ARGV[4], ARGV[5] == '1'
 
--- Window storage: the ring (see the header). These helpers touch KEYS[1] only.
-local slots = math.ceil(window / bucket) + 1
+local limit = tonumber(ARGV[6])
+local cap, heavy_cap = tonumber(ARGV[7]), tonumber(ARGV[8])
+local rule = ARGV[9]
+local free = tonumber(ARGV[10])
+local addon_default, addon_cap = ARGV[11], tonumber(ARGV[12]) or 0
 
--- ring_read returns the counters of buckets from..to (to - from < slots), oldest first.
-local function ring_read(from, to)
-	local vals = {}
-	local k = from
-	while k <= to do
-		local s = k % slots
-		local n = math.min(to - k + 1, slots - s) -- contiguous up to the end of the string
-		local raw = redis.call('GETRANGE', KEYS[1], s * 8, (s + n) * 8 - 1)
-		local pos = 1
-		for _ = 1, n do
-			local v = 0
-			if pos + 7 <= #raw then
-				v = struct.unpack('>i8', raw, pos)
-			end
-			pos = pos + 8
-			vals[#vals + 1] = v
-		end
-		k = k + n
-	end
-	return vals
-end
+local window, bucket, slots = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local lease_ttl, slot, call_ttl = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
+local keep = tonumber(ARGV[19])
 
--- ring_clear zeroes the counters of buckets from..to (to - from < slots).
-local function ring_clear(from, to)
-	local k = from
-	while k <= to do
-		local s = k % slots
-		local n = math.min(to - k + 1, slots - s)
-		redis.call('SETRANGE', KEYS[1], s * 8, string.rep('\0', n * 8))
-		k = k + n
-	end
-end
-
--- ring_first_held returns the first bucket in from..to holding credits (to if none does).
-local function ring_first_held(from, to)
-	local k = from
-	while k < to do
-		local last = math.min(k + 63, to)
-		local vals = ring_read(k, last)
-		for i = 1, #vals do
-			if vals[i] ~= 0 then
-				return k + i - 1
-			end
-		end
-		k = last + 1
-	end
-	return to
-end
-
--- relaid_held returns the credits a ring laid out for another bucket (ob ms) and slot count
--- (os) still holds at now: the sum of its buckets a spend under that layout would not expire.
--- That layout's window is not stored; (os - 1) * ob is at least that window, so no credit is
--- freed early. An unreadable layout keeps the whole running total (total).
--- usage.lua has the same function: keep the two alike.
-local function relaid_held(raw, head, tail, ob, os, now, total)
-	if ob == nil or os == nil or ob <= 0 or os < 2 then
-		return total
-	end
-	local first = math.max(tail, math.floor((now - os * ob) / ob) + 1, head - os + 1)
-	local held = 0
-	for k = first, head do
-		local at = (k % os) * 8 + 1
-		if at + 7 <= #raw then
-			held = held + struct.unpack('>i8', raw, at)
-		end
-	end
-	return math.max(held, 0)
-end
-
-local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
+local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
 local fresh = head == nil or tail == nil -- no ring (never used, idle, or evicted)
 local used = 0
 if not fresh then
-	used = tonumber(redis.call('GET', KEYS[3]) or '0')
+	used = tonumber(redis.call('GET', used_key) or '0')
 end
 
 -- The window or bucket changed since the ring was laid out: its slots mean other buckets now.
@@ -160,54 +105,55 @@ end
 -- from now, never earlier than it would have. Buckets the old layout has expired are not
 -- carried over (the running total may still count them: expiry is lazy).
 if not fresh and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
-	used = relaid_held(redis.call('GET', KEYS[1]) or '', head, tail, tonumber(pos[3]), tonumber(pos[4]), now, used)
+	used = relaid_held(redis.call('GET', ring_key) or '', head, tail, tonumber(pos[3]), tonumber(pos[4]), now, used)
 	local k = math.floor(now / bucket)
-	redis.call('SET', KEYS[1], string.rep('\0', slots * 8))
+	redis.call('SET', ring_key, string.rep('\0', slots * 8))
 	if used > 0 then
-		redis.call('BITFIELD', KEYS[1], 'SET', 'i64', '#' .. string.format('%d', k % slots), string.format('%d', used))
+		redis.call('BITFIELD', ring_key, 'SET', 'i64', '#' .. string.format('%d', k % slots), string.format('%d', used))
 	end
 	head, tail = k, k
-	redis.call('HSET', KEYS[2], 'head', string.format('%d', k), 'tail', string.format('%d', k),
+	redis.call('HSET', pos_key, 'head', string.format('%d', k), 'tail', string.format('%d', k),
 		'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots))
-	redis.call('SET', KEYS[3], string.format('%d', used))
+	redis.call('SET', used_key, string.format('%d', used))
 	local ttl = k * bucket + bucket + window - now
-	redis.call('PEXPIRE', KEYS[1], ttl)
-	redis.call('PEXPIRE', KEYS[2], ttl)
-	redis.call('PEXPIRE', KEYS[3], ttl)
+	redis.call('PEXPIRE', ring_key, ttl)
+	redis.call('PEXPIRE', pos_key, ttl)
+	redis.call('PEXPIRE', used_key, ttl)
 end
 
 -- Billing: with add-ons the limit is the free allotment plus the add-on limit stored in Redis,
 -- read here so that every replica applies a change on its next call.
-local free = tonumber(ARGV[10] or '')
 local metered = 0
 if free then
-	local addon = tonumber(redis.call('GET', KEYS[6]) or ARGV[11] or '0') or 0
-	limit = free + math.min(addon, tonumber(ARGV[12]) or 0)
+	limit = capped_limit(free, addon_key, addon_default, addon_cap)
 end
 
--- main is the window and concurrency logic; its replies are completed below with the billing
--- slots (reply[7..9]), so every early return carries them.
-local function main()
+-- reset_ms is the wait until the oldest live bucket frees up.
+local function reset_ms()
+	if used <= 0 then
+		return 0
+	end
+	return tail * bucket + bucket + window - now
+end
+
+-- reply is the script's reply (see the header) with the window as it stands.
+local function reply(status, retry_ms, bucket_ms, in_flight)
+	return {status, used, retry_ms, reset_ms(), bucket_ms, in_flight, metered, limit, day_of(now)}
+end
 
 -- Debit records: a call whose id is known already (compensated before it ran, or run) does
 -- nothing. A few expired records go on every call, so they stay bounded by the rate of debits
 -- over their lifetime.
-local call = ARGV[15] or ''
-local call_ttl = tonumber(ARGV[16] or '0') or 0
 -- A forced debit carries its call's own time, maybe long past: its record lives from the
 -- server's time, so it outlasts retries of the write.
 local rec_now = now
-if ARGV[17] == '1' then
-	local t = redis.call('TIME')
-	rec_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function rec_expires(rec)
-	return tonumber(string.match(rec, '^(%d+):')) or 0
+if force then
+	rec_now = clock_ms('')
 end
 if call ~= '' then
-	local rec = redis.call('HGET', KEYS[11], call)
-	if rec and rec_expires(rec) > rec_now then
-		return {-4, 0, 0, 0, 0, 0}
+	local rec = redis.call('HGET', calls_key, call)
+	if rec and record_expires(rec) > rec_now then
+		return {-4, 0, 0, 0, 0, 0, 0, limit, day_of(now)}
 	end
 end
 
@@ -217,48 +163,40 @@ if used > 0 then
 	if head * bucket <= cutoff then
 		used = 0
 		fresh = true
-		redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+		redis.call('DEL', ring_key, pos_key, used_key)
 	elseif tail * bucket <= cutoff then
 		local last = math.floor(cutoff / bucket) -- the newest dead bucket, before head
-		local vals = ring_read(tail, last)
+		local vals = ring_read(ring_key, slots, tail, last)
 		for i = 1, #vals do
 			used = used - vals[i]
 		end
-		ring_clear(tail, last)
-		tail = ring_first_held(last + 1, head)
+		ring_clear(ring_key, slots, tail, last)
+		tail = ring_first_held(ring_key, slots, last + 1, head)
 		if used < 0 then
 			used = 0
 		end
-		redis.call('SET', KEYS[3], string.format('%d', used), 'KEEPTTL')
-		redis.call('HSET', KEYS[2], 'tail', string.format('%d', tail))
+		redis.call('SET', used_key, string.format('%d', used), 'KEEPTTL')
+		redis.call('HSET', pos_key, 'tail', string.format('%d', tail))
 	end
 end
 
-local function reset_ms()
-	if used <= 0 then
-		return 0
-	end
-	return tail * bucket + bucket + window - now
-end
-
-local force = ARGV[17] == '1'
 if cost > limit and not force then
-	return {-1, used, 0, reset_ms(), 0, 0}
+	return reply(-1, 0, 0, 0)
 end
 
 -- Concurrency comes before credits: a call refused for it is not debited.
 local in_flight = 0
 if cap > 0 and cost > 0 and not force then
-	redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-	in_flight = redis.call('ZCARD', KEYS[4])
+	redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now)
+	in_flight = redis.call('ZCARD', inflight_key)
 	if in_flight >= cap then
-		return {-2, used, 0, reset_ms(), 0, in_flight}
+		return reply(-2, 0, 0, in_flight)
 	end
 	if heavy_cap > 0 then
-		redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-		local heavy = redis.call('ZCARD', KEYS[5])
+		redis.call('ZREMRANGEBYSCORE', heavy_key, '-inf', now)
+		local heavy = redis.call('ZCARD', heavy_key)
 		if heavy >= heavy_cap then
-			return {-3, used, 0, reset_ms(), 0, heavy}
+			return reply(-3, 0, 0, heavy)
 		end
 	end
 end
@@ -270,28 +208,28 @@ if used + cost > limit and not force then
 	local k = tail
 	while used > 0 and k <= head do
 		local last = math.min(k + 63, head)
-		local vals = ring_read(k, last)
+		local vals = ring_read(ring_key, slots, k, last)
 		for i = 1, #vals do
 			got = got + vals[i]
 			if got >= need then
-				return {0, used, (k + i - 1) * bucket + bucket + window - now, reset_ms(), 0, 0}
+				return reply(0, (k + i - 1) * bucket + bucket + window - now, 0, 0)
 			end
 		end
 		k = last + 1
 	end
 	-- Unreachable while the total matches the buckets; answer a full window rather than 0.
-	return {0, used, window + bucket, reset_ms(), 0, 0}
+	return reply(0, window + bucket, 0, 0)
 end
 
 if cost == 0 then
-	return {1, used, 0, reset_ms(), 0, 0}
+	return reply(1, 0, 0, 0)
 end
 
 local k = math.floor(now / bucket)
 local moved = true -- head or tail changes: write them, and push the expiry out
 if fresh then
-	redis.call('SET', KEYS[1], string.rep('\0', slots * 8))
-	redis.call('HSET', KEYS[2], 'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots))
+	redis.call('SET', ring_key, string.rep('\0', slots * 8))
+	redis.call('HSET', pos_key, 'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots))
 	head, tail = k, k
 elseif used <= 0 then
 	head, tail = k, k -- every slot is zero
@@ -304,110 +242,81 @@ elseif k < tail then
 else
 	moved = false
 end
-redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i64', '#' .. string.format('%d', k % slots), ARGV[1])
+redis.call('BITFIELD', ring_key, 'INCRBY', 'i64', '#' .. string.format('%d', k % slots), cost_arg)
 local used_before = used
 used = used + cost
-redis.call('SET', KEYS[3], string.format('%d', used), 'KEEPTTL')
+redis.call('SET', used_key, string.format('%d', used), 'KEEPTTL')
 local b = k * bucket
 
 if moved then
-	redis.call('HSET', KEYS[2], 'head', string.format('%d', head), 'tail', string.format('%d', tail))
+	redis.call('HSET', pos_key, 'head', string.format('%d', head), 'tail', string.format('%d', tail))
 	-- The keys live until the newest bucket frees (it frees last): later debits into the
 	-- same bucket or older ones need not push the expiry again.
 	local ttl = head * bucket + bucket + window - now
-	redis.call('PEXPIRE', KEYS[1], ttl)
-	redis.call('PEXPIRE', KEYS[2], ttl)
-	redis.call('PEXPIRE', KEYS[3], ttl)
+	redis.call('PEXPIRE', ring_key, ttl)
+	redis.call('PEXPIRE', pos_key, ttl)
+	redis.call('PEXPIRE', used_key, ttl)
 end
 
 -- Billing: the part of the debit above the free allotment is add-on consumption, summed per
 -- UTC day of now (reply[9]; a refund names the day). Not the bucket's day: a bucket that does
 -- not divide a day can start before midnight.
 if free then
-	metered = math.max(0, used - free) - math.max(0, used_before - free)
+	metered = above_free(free, used_before, used)
 	if metered > 0 then
-		local keep = 100 -- days the meter keeps: limiter.MeterDays
-		local day = string.format('%d', math.floor(now / 86400000))
-		if redis.call('HINCRBY', KEYS[7], day, metered) == metered then
-			-- A new day: drop the days past retention, so the hash stays bounded.
-			local old = {}
-			for _, d in ipairs(redis.call('HKEYS', KEYS[7])) do
-				if tonumber(d) <= tonumber(day) - keep then
-					old[#old + 1] = d
-				end
-			end
-			if #old > 0 then
-				redis.call('HDEL', KEYS[7], unpack(old))
-			end
-		end
-		redis.call('PEXPIRE', KEYS[7], keep * 86400000)
+		meter_add(meter_key, day_of(now), metered, keep)
 	end
 end
 
--- Usage by rule (KEYS[9..10], ARGV[13..14]) ------------------------------------------------
--- KEYS[9]   hash: "<slot start ms>:<rule>" -> credits debited in that slot by that rule
--- KEYS[10]  sorted set: the same members, score = slot start (unix ms), to trim old slots
--- ARGV[13]  rule name of this call ("" records nothing)
--- ARGV[14]  usage slot (ms): window/24, an hour for a 24h window
--- The debit is recorded in the slot holding its bucket b (refund.lua finds it from b). Slots
--- that ended a window ago are trimmed when a new member appears, so an org holds at most
--- (window/slot + 2) x rules members; both keys expire a window and a slot after the last slot
--- (of any rule) began.
-local rule = ARGV[13] or ''
-local slot = tonumber(ARGV[14] or '0') or 0
+-- Usage by rule: the debit is recorded in the slot holding its bucket b (refund.lua finds it
+-- from b). Slots that ended a window ago are trimmed when a new member appears, so an org
+-- holds at most (window/slot + 2) x rules members; both keys expire a window and a slot after
+-- the last slot (of any rule) began.
 if rule ~= '' and slot > 0 then
 	local s = b - b % slot
 	local m = string.format('%d', s) .. ':' .. rule
-	if redis.call('HINCRBY', KEYS[9], m, cost) == cost then
-		redis.call('ZADD', KEYS[10], s, m)
-		local old = redis.call('ZRANGEBYSCORE', KEYS[10], '-inf', now - window - slot, 'LIMIT', 0, 512)
+	if redis.call('HINCRBY', use_key, m, cost) == cost then
+		redis.call('ZADD', useidx_key, s, m)
+		local old = redis.call('ZRANGEBYSCORE', useidx_key, '-inf', now - window - slot, 'LIMIT', 0, 512)
 		if #old > 0 then
-			redis.call('HDEL', KEYS[9], unpack(old))
-			redis.call('ZREM', KEYS[10], unpack(old))
+			redis.call('HDEL', use_key, unpack(old))
+			redis.call('ZREM', useidx_key, unpack(old))
 		end
 		-- Only when a slot's first debit adds a member: the newest member is the last to
 		-- expire, and it started before now, so window + slot from now outlives every member.
-		redis.call('PEXPIRE', KEYS[9], window + slot)
-		redis.call('PEXPIRE', KEYS[10], window + slot)
+		redis.call('PEXPIRE', use_key, window + slot)
+		redis.call('PEXPIRE', useidx_key, window + slot)
 	end
 end
--- End of usage by rule ----------------------------------------------------------------------
 
 if cap > 0 then
-	redis.call('ZADD', KEYS[4], now + lease_ttl, lease)
-	redis.call('PEXPIRE', KEYS[4], lease_ttl)
+	redis.call('ZADD', inflight_key, now + lease_ttl, lease)
+	redis.call('PEXPIRE', inflight_key, lease_ttl)
 	in_flight = in_flight + 1
 	if heavy_cap > 0 then
-		redis.call('ZADD', KEYS[5], now + lease_ttl, lease)
-		redis.call('PEXPIRE', KEYS[5], lease_ttl)
+		redis.call('ZADD', heavy_key, now + lease_ttl, lease)
+		redis.call('PEXPIRE', heavy_key, lease_ttl)
 	end
 end
 
 if call ~= '' and call_ttl > 0 then
-	redis.call('HSET', KEYS[11], call, string.format('%d:d:%d:%d:%d:%d', rec_now + call_ttl, b, cost, metered, math.floor(now / 86400000)))
-	redis.call('PEXPIRE', KEYS[11], call_ttl)
+	redis.call('HSET', calls_key, call, string.format('%d:d:%d:%d:%d:%d', rec_now + call_ttl, b, cost, metered, day_of(now)))
+	redis.call('PEXPIRE', calls_key, call_ttl)
 	-- Sweep: one debit in 8 (by the clock) reads 32 more records and drops the expired ones, so
 	-- records go at least as fast as they come (one a debit); the hash expires with the last.
 	if rec_now % 8 == 0 then
-		local r = redis.call('HSCAN', KEYS[11], redis.call('HGET', KEYS[11], '~') or '0', 'COUNT', 32)
+		local r = redis.call('HSCAN', calls_key, redis.call('HGET', calls_key, '~') or '0', 'COUNT', 32)
 		local dead = {}
 		for i = 1, #r[2], 2 do
-			if r[2][i] ~= '~' and rec_expires(r[2][i + 1]) <= rec_now then
+			if r[2][i] ~= '~' and record_expires(r[2][i + 1]) <= rec_now then
 				dead[#dead + 1] = r[2][i]
 			end
 		end
 		if #dead > 0 then
-			redis.call('HDEL', KEYS[11], unpack(dead))
+			redis.call('HDEL', calls_key, unpack(dead))
 		end
-		redis.call('HSET', KEYS[11], '~', r[1])
+		redis.call('HSET', calls_key, '~', r[1])
 	end
 end
 
-return {1, used, 0, reset_ms(), b, in_flight}
-end
-
-local reply = main()
-reply[7] = metered
-reply[8] = limit
-reply[9] = math.floor(now / 86400000)
-return reply
+return reply(1, 0, b, in_flight)

@@ -3,72 +3,62 @@
 -- Used is the sum of the live buckets (those a Spend at now would not expire), so it is exact
 -- against the window even when expired buckets have not been trimmed yet.
 --
--- KEYS[1]  string: the ring of per-bucket credits (spend.lua KEYS[1]; see its header)
--- KEYS[2]  hash: head, tail (bucket numbers), bucket and slots of the ring (spend.lua KEYS[2])
--- KEYS[3]  sorted set: lease id -> expiry (unix ms), calls in flight (spend.lua KEYS[4])
--- KEYS[4]  sorted set: the same for heavy calls (spend.lua KEYS[5])
--- KEYS[5]  hash: "<slot start ms>:<rule>" -> credits (spend.lua KEYS[9])
--- KEYS[6]  sorted set: the same members scored by slot start (spend.lua KEYS[10])
--- KEYS[7]  string: the add-on limit stored through the admin API (spend.lua KEYS[6])
--- KEYS[8]  string: running total of the window (spend.lua KEYS[3]), read only after a layout change
--- ARGV[1]  window (ms)
--- ARGV[2]  bucket (ms)
--- ARGV[3]  usage slot (ms)
--- ARGV[4]  now (unix ms), or "" to use the Redis server's clock (TIME)
+-- KEYS (limiter.RedisKeys, usage list; spend.lua's header says what each holds)
+--   [1]  ring        string: the ring of per-bucket credits
+--   [2]  pos         hash: head, tail (bucket numbers), bucket and slots of the ring
+--   [3]  used        string: running total of the window, read only after a layout change
+--   [4]  inflight    sorted set: lease id -> expiry (unix ms), calls in flight
+--   [5]  heavy       sorted set: the same for heavy calls
+--   [6]  addon       string: the add-on limit stored through the admin API
+--   [7]  use         hash: "<slot start ms>:<rule>" -> credits
+--   [8]  useidx      sorted set: the same members scored by slot start
 --
--- Reply: {{now_ms, used, reset_ms, in_flight, heavy_in_flight, addon}, {slot members}, {credits}}
---   addon      the stored add-on limit, or -1 when none was ever stored
---   reset_ms   ms until the oldest live bucket frees up; 0 when nothing is held
---   members    "<slot start ms>:<rule>" of the slots that overlap the window, with their credits
+-- ARGV, as RedisStore.Usage builds them.
+-- The read:
+--   [1]  now         unix ms, or "" to use the Redis server's clock (TIME)
+-- The store (limiter.Options):
+--   [2]  window      ms
+--   [3]  bucket      ms
+--   [4]  slots       counters in the ring
+--   [5]  slot        usage slot (ms)
+--
+-- Reply (limiter.usageReply, decoded by name in decodeUsageReply):
+--   {{now_ms, used, reset_ms, in_flight, heavy_in_flight, addon}, {members}, {credits}}
+--   now_ms           the instant of the read (unix ms)
+--   used             credits held by the live buckets
+--   reset_ms         ms until the oldest live bucket frees up; 0 when nothing is held
+--   in_flight        calls in flight under unexpired leases; heavy_in_flight, heavy ones
+--   addon            the stored add-on limit, or -1 when none was ever stored
+--   members          "<slot start ms>:<rule>" of the slots that overlap the window
+--   credits          the credits of each member, in the same order
 
-local window = tonumber(ARGV[1])
-local bucket = tonumber(ARGV[2])
-local slot = tonumber(ARGV[3])
-local now
-if ARGV[4] == nil or ARGV[4] == '' then
-	local t = redis.call('TIME')
-	now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-	now = tonumber(ARGV[4])
-end
+local ring_key, pos_key, used_key = KEYS[1], KEYS[2], KEYS[3]
+local inflight_key, heavy_key, addon_key = KEYS[4], KEYS[5], KEYS[6]
+local use_key, useidx_key = KEYS[7], KEYS[8]
+
+local now = clock_ms(ARGV[1])
+local window, bucket, slots, slot = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
 -- The live buckets are those starting after now - window - bucket, between the ring's tail
 -- and head. The ring is read whole (window/bucket + 1 eight-byte counters: 11.5 KB for 24 h in
 -- minutes) in one GETRANGE.
 local used = 0
 local reset = 0
-local pos = redis.call('HMGET', KEYS[2], 'head', 'tail', 'bucket', 'slots')
+local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
-local slots = math.ceil(window / bucket) + 1
--- relaid_held is spend.lua's function of that name: what a ring laid out for another bucket
--- (ob ms) and slot count (os) still holds at now. Keep the two alike.
-local function relaid_held(raw, head, tail, ob, os, now, total)
-	if ob == nil or os == nil or ob <= 0 or os < 2 then
-		return total
-	end
-	local first = math.max(tail, math.floor((now - os * ob) / ob) + 1, head - os + 1)
-	local held = 0
-	for k = first, head do
-		local at = (k % os) * 8 + 1
-		if at + 7 <= #raw then
-			held = held + struct.unpack('>i8', raw, at)
-		end
-	end
-	return math.max(held, 0)
-end
 
 if head ~= nil and tail ~= nil and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
 	-- Laid out for another window or bucket: the next spend carries what the old layout still
 	-- holds into its current bucket (spend.lua), so report that, freeing one window from now.
-	local total = tonumber(redis.call('GET', KEYS[8]) or '0') or 0
-	used = relaid_held(redis.call('GET', KEYS[1]) or '', head, tail, tonumber(pos[3]), tonumber(pos[4]), now, total)
+	local total = tonumber(redis.call('GET', used_key) or '0') or 0
+	used = relaid_held(redis.call('GET', ring_key) or '', head, tail, tonumber(pos[3]), tonumber(pos[4]), now, total)
 	if used > 0 then
 		reset = math.floor(now / bucket) * bucket + bucket + window - now
 	end
 elseif head ~= nil and tail ~= nil then
 	local first = math.max(tail, math.floor((now - window - bucket) / bucket) + 1)
 	if first <= head and head - first < slots then
-		local raw = redis.call('GET', KEYS[1]) or ''
+		local raw = redis.call('GET', ring_key) or ''
 		for k = first, head do
 			local at = (k % slots) * 8 + 1
 			local v = 0
@@ -86,17 +76,17 @@ elseif head ~= nil and tail ~= nil then
 end
 
 local alive = '(' .. string.format('%d', now)
-local in_flight = redis.call('ZCOUNT', KEYS[3], alive, '+inf')
-local heavy = redis.call('ZCOUNT', KEYS[4], alive, '+inf')
+local in_flight = redis.call('ZCOUNT', inflight_key, alive, '+inf')
+local heavy = redis.call('ZCOUNT', heavy_key, alive, '+inf')
 
-local members = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. string.format('%d', now - window - slot), '+inf')
+local members = redis.call('ZRANGEBYSCORE', useidx_key, '(' .. string.format('%d', now - window - slot), '+inf')
 local credits = {}
 if #members > 0 then
-	local vals = redis.call('HMGET', KEYS[5], unpack(members))
+	local vals = redis.call('HMGET', use_key, unpack(members))
 	for i = 1, #vals do
 		credits[i] = tonumber(vals[i]) or 0
 	end
 end
 
-local addon = tonumber(redis.call('GET', KEYS[7]) or '-1') or -1
+local addon = tonumber(redis.call('GET', addon_key) or '-1') or -1
 return {{now, used, reset, in_flight, heavy, addon}, members, credits}

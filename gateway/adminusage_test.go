@@ -21,16 +21,16 @@ import (
 // storeKinds are the stores the usage tests run against: both must give the same answers.
 var storeKinds = []struct {
 	name string
-	make func(t *testing.T, opts limiter.Options) limiter.Store
+	make func(t *testing.T, opts limiter.Options) Store
 }{
-	{"memory", func(t *testing.T, opts limiter.Options) limiter.Store {
+	{"memory", func(t *testing.T, opts limiter.Options) Store {
 		s, err := limiter.NewMemoryStore(opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}},
-	{"redis", func(t *testing.T, opts limiter.Options) limiter.Store {
+	{"redis", func(t *testing.T, opts limiter.Options) Store {
 		s, err := limiter.NewRedisStore(redistest.Start(t).Client, opts)
 		if err != nil {
 			t.Fatal(err)
@@ -42,13 +42,13 @@ var storeKinds = []struct {
 // usageFixture is a gateway on store with window opts, its admin listener, and a viewer token.
 type usageFixture struct {
 	*fixture
-	store limiter.Store
+	store Store
 	admin string
 }
 
 const viewerToken = "view-token"
 
-func newUsageFixture(t *testing.T, store limiter.Store, window time.Duration, mod func(*Config)) *usageFixture {
+func newUsageFixture(t *testing.T, store Store, window time.Duration, mod func(*Config)) *usageFixture {
 	t.Helper()
 	f := newFixture(t, func(c *Config) {
 		c.Store = store
@@ -330,7 +330,7 @@ func TestUsageFields(t *testing.T) {
 }
 
 // sk0 is a memory store with a 24h window and one-minute buckets.
-func sk0(t *testing.T) limiter.Store {
+func sk0(t *testing.T) Store {
 	return storeKinds[0].make(t, limiter.Options{Window: 24 * time.Hour, Bucket: time.Minute})
 }
 
@@ -473,16 +473,17 @@ func (brokenUsage) Usage(context.Context, limiter.Key, time.Time) (limiter.Usage
 func TestUsageStoreFailures(t *testing.T) {
 	tests := []struct {
 		name       string
-		store      spender
+		store      Store
+		lacks      StoreFeature
 		wantStatus int
 		wantCode   string
 	}{
-		{"unreachable", brokenUsage{}, 503, "SERVICE_UNAVAILABLE"},
-		{"no usage reader", brokenStore{}, 501, "NOT_SUPPORTED"},
+		{"unreachable", brokenUsage{}, lacksAll &^ StoreUsage, 503, "SERVICE_UNAVAILABLE"},
+		{"no usage reader", brokenStore{}, lacksAll, 501, "NOT_SUPPORTED"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, func(c *Config) { c.Store = tt.store })
+			f := newFixture(t, func(c *Config) { c.Store, c.StoreLacks = tt.store, tt.lacks })
 			tokens, _ := ParseAdminTokens("viewer:" + viewerToken)
 			admin := httptest.NewServer(NewAdminHandler(AdminConfig{Gateway: f.gw, Tokens: tokens}))
 			defer admin.Close()

@@ -412,7 +412,7 @@ func TestMonthlyPlanBreaker(t *testing.T) {
 	for _, failOpen := range []bool{true, false} {
 		var calls atomic.Int64
 		f := newBillingFixture(t, func(c *Config) {
-			c.Store = periodDownStore{calls: &calls}
+			c.Store, c.StoreLacks = periodDownStore{calls: &calls}, lacksAll&^StorePeriods
 			c.FailOpen = failOpen
 			c.BreakerFailures = 3
 			c.BreakerCooldown = time.Hour // no probe during the test

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,11 +16,6 @@ import (
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
 )
-
-// usageReader is what the usage API needs of a store (limiter.UsageReader).
-type usageReader interface {
-	Usage(ctx context.Context, key limiter.Key, now time.Time) (limiter.Usage, error)
-}
 
 // Paths of the org's own usage on the proxy listener: answered by the gateway, never
 // forwarded, never charged.
@@ -69,14 +65,17 @@ type usageResponse struct {
 // hoursResponse is the body of GET /admin/v1/orgs/{org}/usage/hours: credits by slot (an hour
 // for a 24h window) and rule over the window, every slot listed, oldest first.
 type hoursResponse struct {
-	Org           string     `json:"org"`
-	WindowSeconds int64      `json:"window_seconds"`
-	SlotSeconds   float64    `json:"slot_seconds"`
-	AsOf          string     `json:"as_of"`
-	Rules         []string   `json:"rules"` // every rule in slots, by credits, largest first
-	TotalCredits  int64      `json:"total_credits"`
-	Slots         []hourSlot `json:"slots"`
-	byRule        map[string]int64
+	Org           string   `json:"org"`
+	WindowSeconds int64    `json:"window_seconds"`
+	SlotSeconds   float64  `json:"slot_seconds"`
+	AsOf          string   `json:"as_of"`
+	Rules         []string `json:"rules"` // every rule in slots, by credits, largest first
+	TotalCredits  int64    `json:"total_credits"`
+	// ByRoute is the credits over the window by route, with routes (CREDITGATE_ROUTES_FILE),
+	// whose rules are named "route/rule".
+	ByRoute map[string]int64 `json:"by_route,omitempty"`
+	Slots   []hourSlot       `json:"slots"`
+	byRule  map[string]int64
 }
 
 type hourSlot struct {
@@ -95,25 +94,18 @@ type orgSummary struct {
 	Edition string `json:"edition"`
 }
 
-// registerUsage adds the usage API and the usage page to the admin listener's mux.
-func registerUsage(mux *http.ServeMux, cfg AdminConfig) {
-	mux.Handle("GET /ui/", uiHandler())
-	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
-	if cfg.Gateway == nil {
-		return
+// orgUsage answers GET /admin/v1/orgs/{org}/usage.
+func (g *Gateway) orgUsage(w http.ResponseWriter, r *http.Request) {
+	if t, ok := g.tenantOr404(w, r); ok {
+		g.serveUsage(w, r, t, false)
 	}
-	g := cfg.Gateway
-	mux.Handle("GET /admin/v1/orgs", cfg.require(RoleViewer, g.listOrgs))
-	mux.Handle("GET /admin/v1/orgs/{org}/usage", cfg.require(RoleViewer, func(w http.ResponseWriter, r *http.Request) {
-		if t, ok := g.tenantOr404(w, r); ok {
-			g.serveUsage(w, r, t, false)
-		}
-	}))
-	mux.Handle("GET /admin/v1/orgs/{org}/usage/hours", cfg.require(RoleViewer, func(w http.ResponseWriter, r *http.Request) {
-		if t, ok := g.tenantOr404(w, r); ok {
-			g.serveUsageHours(w, r, t)
-		}
-	}))
+}
+
+// orgUsageHours answers GET /admin/v1/orgs/{org}/usage/hours.
+func (g *Gateway) orgUsageHours(w http.ResponseWriter, r *http.Request) {
+	if t, ok := g.tenantOr404(w, r); ok {
+		g.serveUsageHours(w, r, t)
+	}
 }
 
 // tenantOr404 returns the org named in the request path, or answers 404.
@@ -155,16 +147,12 @@ func (g *Gateway) serveOwnUsage(w http.ResponseWriter, r *http.Request, t *tenan
 
 // readUsage reads t's window once, on the gateway's clock if it has one.
 func (g *Gateway) readUsage(w http.ResponseWriter, r *http.Request, t *tenant) (limiter.Usage, bool) {
-	if g.cfg.Usage == nil {
+	if !g.has(StoreUsage) {
 		writeError(w, errNoUsage, 0)
 		return limiter.Usage{}, false
 	}
-	var now time.Time
-	if g.cfg.Clock != nil {
-		now = g.cfg.Clock()
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
-	u, err := g.cfg.Usage.Usage(ctx, t.key, now)
+	u, err := g.cfg.Store.Usage(ctx, t.key, g.decisionTime())
 	cancel()
 	if err != nil {
 		g.log.Error("usage read failed", zap.String("org", t.org.ID), zap.Error(err))
@@ -198,17 +186,12 @@ func (g *Gateway) serveUsage(w http.ResponseWriter, r *http.Request, t *tenant, 
 // addPeriodUsage adds a monthly plan's period to resp, reading (not counting) its calls; on a
 // store failure it answers the error and returns false.
 func (g *Gateway) addPeriodUsage(w http.ResponseWriter, r *http.Request, t *tenant, resp *usageResponse) bool {
-	ps, ok := g.cfg.Store.(limiter.PeriodStore)
-	if !ok {
+	if !g.has(StorePeriods) {
 		writeError(w, errNoUsage, 0)
 		return false
 	}
-	var now time.Time
-	if g.cfg.Clock != nil {
-		now = g.cfg.Clock()
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
-	d, err := ps.SpendCall(ctx, *t.period, now, false)
+	d, err := g.cfg.Store.SpendCall(ctx, *t.period, g.decisionTime(), false)
 	cancel()
 	if err != nil {
 		g.log.Error("period not read", zap.String("org", t.org.ID), zap.Error(err))
@@ -231,11 +214,7 @@ func (g *Gateway) usageOf(t *tenant, u limiter.Usage) usageResponse {
 		// Add-ons: the limit is the free allotment plus the add-on limit stored through the
 		// admin API (read with the window), else the configured one, at most the cap; as the
 		// debit script computes it.
-		additional = t.plan.Addon
-		if u.AddonSet {
-			additional = u.Addon
-		}
-		additional = min(max(additional, 0), t.plan.Cap)
+		additional = max(limiter.Allowance(u.Addon, u.AddonSet, t.plan.Addon, t.plan.Cap), 0)
 		overall = t.plan.Free + additional
 	case g.cfg.AdditionalOf != nil:
 		additional = min(max(g.cfg.AdditionalOf(t.org), 0), overall)
@@ -313,6 +292,12 @@ func hoursOf(o *orgs.Org, u limiter.Usage, window time.Duration) hoursResponse {
 		s.Credits += ru.Credits
 		resp.TotalCredits += ru.Credits
 		resp.byRule[ru.Rule] += ru.Credits
+		if route, _, ok := strings.Cut(ru.Rule, "/"); ok {
+			if resp.ByRoute == nil {
+				resp.ByRoute = map[string]int64{}
+			}
+			resp.ByRoute[route] += ru.Credits
+		}
 	}
 	for rule := range resp.byRule {
 		resp.Rules = append(resp.Rules, rule)

@@ -60,15 +60,6 @@ func badRequest(msg string) error {
 	return &apiError{status: http.StatusBadRequest, code: "INVALID_DATA", msg: msg}
 }
 
-// billingRoutes adds the add-on and billing endpoints of the admin API to mux.
-func (cfg AdminConfig) billingRoutes(mux *http.ServeMux) {
-	g := cfg.Gateway
-	mux.Handle("PUT /admin/v1/orgs/{org}/addon", cfg.require(RoleAdmin, g.putAddon))
-	mux.Handle("DELETE /admin/v1/orgs/{org}/addon", cfg.require(RoleAdmin, g.deleteAddon))
-	mux.Handle("GET /admin/v1/orgs/{org}/billing", cfg.require(RoleViewer, g.billingReport))
-	mux.Handle("GET /admin/v1/quote", cfg.require(RoleViewer, g.quote))
-}
-
 func (g *Gateway) slabs() costtable.Slabs {
 	if len(g.cfg.Slabs) == 0 {
 		return costtable.DefaultSlabs
@@ -76,12 +67,12 @@ func (g *Gateway) slabs() costtable.Slabs {
 	return g.cfg.Slabs
 }
 
-func (g *Gateway) meter() (limiter.Meter, error) {
-	m, ok := g.cfg.Store.(limiter.Meter)
-	if !ok {
-		return nil, errNoBilling
+// meter reports errNoBilling when the store keeps no add-on limits and metered credits.
+func (g *Gateway) meter() error {
+	if !g.has(StoreBilling) {
+		return errNoBilling
 	}
-	return m, nil
+	return nil
 }
 
 // tenantByID returns the org named in the request path.
@@ -129,12 +120,11 @@ func (g *Gateway) deleteAddon(w http.ResponseWriter, r *http.Request) {
 // setAddon stores t's add-on limit after checking it against the cap, and answers the org's
 // usage with it in force.
 func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, limit int64) {
-	m, err := g.meter()
-	if err != nil {
+	if err := g.meter(); err != nil {
 		writeError(w, err, 0)
 		return
 	}
-	if g.cfg.Usage == nil {
+	if !g.has(StoreUsage) {
 		writeError(w, errNoUsage, 0) // it could not answer the new usage
 		return
 	}
@@ -157,7 +147,7 @@ func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, li
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
 	defer cancel()
-	if err := m.SetAddon(ctx, t.org.ID, limit); err != nil {
+	if err := g.cfg.Store.SetAddon(ctx, t.org.ID, limit); err != nil {
 		g.log.Error("add-on limit not stored", zap.String("org", t.org.ID), zap.Error(err))
 		writeError(w, errStoreUnavailable, 1)
 		return
@@ -232,8 +222,7 @@ func (g *Gateway) billingReport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err, 0)
 		return
 	}
-	m, err := g.meter()
-	if err != nil {
+	if err := g.meter(); err != nil {
 		writeError(w, err, 0)
 		return
 	}
@@ -279,7 +268,7 @@ func (g *Gateway) billingReport(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.StoreTimeout)
 	defer cancel()
-	used, err := m.Metered(ctx, t.org.ID, from, to)
+	used, err := g.cfg.Store.Metered(ctx, t.org.ID, from, to)
 	if err != nil {
 		g.log.Error("billing not read", zap.String("org", t.org.ID), zap.Error(err))
 		writeError(w, errStoreUnavailable, 1)
@@ -344,3 +333,53 @@ func writeBillingCSV(w http.ResponseWriter, rep billingReport, slabs costtable.S
 func dayString(day int64) string {
 	return time.UnixMilli(day * 24 * int64(time.Hour/time.Millisecond)).UTC().Format(dateLayout)
 }
+
+// monthlyDay is one UTC day of a monthly plan's billing report.
+type monthlyDay struct {
+	Date               string `json:"date"`
+	AdditionalCalls    int64  `json:"additional_calls"`
+	PricePerCallMicros int64  `json:"price_per_call_micros"`
+	AmountMicros       int64  `json:"amount_micros"`
+}
+
+type monthlyReport struct {
+	Org                  string       `json:"org"`
+	From                 string       `json:"from"`
+	To                   string       `json:"to"`
+	Currency             string       `json:"currency"`
+	Days                 []monthlyDay `json:"days"`
+	TotalAdditionalCalls int64        `json:"total_additional_calls"`
+	TotalAmountMicros    int64        `json:"total_amount_micros"`
+}
+
+// writeMonthlyReport answers the billing report of a monthly plan: additional calls per day,
+// each at the plan's price per call.
+func writeMonthlyReport(w http.ResponseWriter, t *tenant, from, to int64, used map[int64]int64, csvOut bool) {
+	rep := monthlyReport{Org: t.org.ID, From: dayString(from), To: dayString(to), Currency: "USD", Days: []monthlyDay{}}
+	price := t.plan.CallPrice
+	for day := from; day <= to; day++ {
+		n := used[day]
+		amount := min(n, maxCalls) * price
+		rep.Days = append(rep.Days, monthlyDay{Date: dayString(day), AdditionalCalls: n, PricePerCallMicros: price, AmountMicros: amount})
+		rep.TotalAdditionalCalls += n
+		rep.TotalAmountMicros += amount
+	}
+	if !csvOut {
+		writeJSON(w, rep)
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="billing-`+rep.Org+`-`+rep.From+`-`+rep.To+`.csv"`)
+	w.Header().Set("Cache-Control", "no-store")
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"date", "additional_calls", "price_per_call_micros", "amount_micros"})
+	for _, d := range rep.Days {
+		_ = cw.Write([]string{d.Date, strconv.FormatInt(d.AdditionalCalls, 10), strconv.FormatInt(price, 10), strconv.FormatInt(d.AmountMicros, 10)})
+	}
+	_ = cw.Write([]string{"total", strconv.FormatInt(rep.TotalAdditionalCalls, 10), "", strconv.FormatInt(rep.TotalAmountMicros, 10)})
+	cw.Flush()
+}
+
+// maxCalls bounds a day's additional calls in amounts (a period allows at most twice the
+// monthly limit); with prices of at most $1,000 a call it keeps calls × price from overflow.
+const maxCalls = 1 << 32

@@ -1,11 +1,10 @@
 package gateway
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
+	"time"
 
 	"github.com/creditgate/creditgate/limiter"
 )
@@ -122,122 +121,38 @@ func setRemaining(h http.Header, t *tenant, limit, remaining int64) {
 	}
 }
 
-// callWriter carries a proxied call's state to the proxy's error hook. ReverseProxy hands
-// its ResponseWriter to ErrorHandler unchanged, so the state rides there: no copy of the
-// request (WithContext) and no context value per call. Pooled: a call without a body
-// allocates nothing for it. Unwrap lets http.ResponseController reach the server's writer
-// (flush, hijack for upgrades).
-type callWriter struct {
-	http.ResponseWriter
-	st callState
-	// held is the gateway's rate-limit fields as set before the call went upstream. An
-	// upstream's interim (1xx) response would take them: ReverseProxy writes the header map
-	// with each 1xx (adding the upstream's own fields) and then clears it. So interim answers
-	// go out without them, and restore puts them back for the final one.
-	held     [len(limitFields)][]string
-	heldCORS [len(corsFields)][]string // with a CORS policy
-	interim  bool                      // a 1xx went out since the fields were last restored
-	att      attempts                  // the call's upstream attempts, for replayable calls
+// limitFields are the fields the gateway owns; the upstream's versions are dropped so a
+// client never sees two answers. The upstream's own Retry-After (say, on a 503) stays.
+var limitFields = [...]string{
+	"X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset",
+	"Ratelimit-Policy", "Ratelimit", "X-Credits-Charged",
 }
 
-// hold records the gateway's rate-limit fields before the call goes upstream.
-func (c *callWriter) hold() {
-	h := c.ResponseWriter.Header()
-	for i, k := range limitFields {
-		c.held[i] = h[k]
+// ceilSeconds is d in whole seconds, rounded up: never earlier than d.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
 	}
-	for i, k := range corsFields {
-		c.heldCORS[i] = h[k]
-	}
+	return int64((d + time.Second - 1) / time.Second)
 }
 
-// restore puts the held fields back after interim responses, dropping any the upstream's
-// 1xx left; without a 1xx it does nothing.
-func (c *callWriter) restore() {
-	if !c.interim {
-		return
+// setPeriodFields writes the fields of a monthly plan's call refused because the period's
+// calls are used up, wait before the next period starts. The credit window was not read;
+// the period is what refuses the call, so it is the policy with nothing remaining until it
+// ends.
+func setPeriodFields(h http.Header, t *tenant, d limiter.PeriodDecision, wait time.Duration) {
+	secs := strconv.FormatInt(ceilSeconds(wait), 10)
+	h.Set("X-Ratelimit-Limit", t.limit)
+	h.Set("X-Ratelimit-Remaining", "0")
+	h.Set("X-Ratelimit-Reset", secs)
+	period := strconv.FormatInt(int64(d.End.Sub(d.Start)/time.Second), 10)
+	switch t.fields {
+	case FieldsDraft:
+		h.Set("Ratelimit-Policy", t.policy+`, "monthly";q=`+strconv.FormatInt(d.Limit, 10)+`;w=`+period)
+		h.Set("Ratelimit", `"monthly";r=0;t=`+secs)
+	case FieldsDraft7: // one policy only: the period's
+		h.Set("Ratelimit-Policy", strconv.FormatInt(d.Limit, 10)+";w="+period)
+		h.Set("Ratelimit", "limit="+strconv.FormatInt(d.Limit, 10)+", remaining=0, reset="+secs)
 	}
-	c.interim = false
-	h := c.ResponseWriter.Header()
-	for i, k := range limitFields {
-		if c.held[i] != nil {
-			h[k] = c.held[i]
-		} else {
-			delete(h, k)
-		}
-	}
-	for i, k := range corsFields {
-		if c.heldCORS[i] != nil {
-			h[k] = c.heldCORS[i]
-		}
-	}
-}
-
-// Unwrap lets http.ResponseController reach the server's writer; a hijack for an upgrade
-// (101) goes this way rather than through WriteHeader, so the fields are restored first.
-func (c *callWriter) Unwrap() http.ResponseWriter {
-	c.restore()
-	return c.ResponseWriter
-}
-
-// WriteHeader records the upstream's latency to its response headers: ReverseProxy writes
-// the header of the upstream's final response right after reading it (1xx are interim). The
-// rate-limit fields go with the final response, not with an interim one.
-func (c *callWriter) WriteHeader(code int) {
-	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		h := c.ResponseWriter.Header()
-		for _, k := range limitFields {
-			delete(h, k)
-		}
-		c.interim = true
-		c.ResponseWriter.WriteHeader(code)
-		return
-	}
-	c.restore()
-	if st := &c.st; st.rs != nil && !st.observed {
-		st.observed = true
-		st.rs.observeUpstream(code, st.sent)
-	}
-	c.ResponseWriter.WriteHeader(code)
-}
-
-var callWriters = sync.Pool{New: func() any { return new(callWriter) }}
-
-// stateOf returns the state of the call w belongs to, or nil.
-func stateOf(w http.ResponseWriter) *callState {
-	if c, ok := w.(*callWriter); ok {
-		return &c.st
-	}
-	return nil
-}
-
-// bufferPool lends the proxy its 32 KiB copy buffers instead of allocating one per response.
-// It stores array pointers, which fit in an interface without an allocation.
-type bufferPool struct{ p sync.Pool }
-
-type copyBuffer [32 << 10]byte
-
-func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { return new(copyBuffer) }}}
-}
-
-func (b *bufferPool) Get() []byte { return b.p.Get().(*copyBuffer)[:] }
-
-// Put returns buf to the pool; ReverseProxy only puts back what Get gave it.
-func (b *bufferPool) Put(buf []byte) {
-	if len(buf) == len(copyBuffer{}) {
-		b.p.Put((*copyBuffer)(buf))
-	}
-}
-
-// noCancel is the cancel func of a context that has none.
-func noCancel() {}
-
-// spendContext bounds a Spend by StoreTimeout. The in-memory store never waits, so its calls
-// skip the timer (four allocations and a timer-heap update per call).
-func (g *Gateway) spendContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if g.storeLocal {
-		return ctx, noCancel
-	}
-	return context.WithTimeout(ctx, g.cfg.StoreTimeout)
+	h.Set("X-Credits-Charged", "0")
 }

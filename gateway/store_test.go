@@ -1,0 +1,46 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/creditgate/creditgate/limiter"
+)
+
+// limiter's stores have every feature of the contract.
+var (
+	_ Store = (*limiter.RedisStore)(nil)
+	_ Store = (*limiter.PipelinedStore)(nil)
+	_ Store = (*limiter.MemoryStore)(nil)
+)
+
+// lacksAll is every feature beyond the window: what a store of windowOnly lacks.
+const lacksAll = StoreCompensate | StoreRenew | StoreHeartbeat | StoreUsage | StorePeriods | StoreBilling
+
+// windowOnly completes a fake store that has only the window (Spend, Refund, Release): the
+// gateway never calls the rest when Config.StoreLacks names it (lacksAll).
+type windowOnly struct{}
+
+var errLacked = errors.New("called a feature the store lacks")
+
+func (windowOnly) Compensate(context.Context, limiter.Key, string, time.Time) error { return errLacked }
+func (windowOnly) Renew(context.Context, limiter.Key, []string, time.Time) (int64, error) {
+	return 0, errLacked
+}
+func (windowOnly) Heartbeat(context.Context, string, time.Duration) (int64, error) {
+	return 0, errLacked
+}
+func (windowOnly) Usage(context.Context, limiter.Key, time.Time) (limiter.Usage, error) {
+	return limiter.Usage{}, errLacked
+}
+func (windowOnly) SpendCall(context.Context, limiter.PeriodKey, time.Time, bool) (limiter.PeriodDecision, error) {
+	return limiter.PeriodDecision{}, errLacked
+}
+func (windowOnly) RefundCall(context.Context, limiter.PeriodKey, limiter.PeriodDecision) error {
+	return errLacked
+}
+func (windowOnly) SetAddon(context.Context, string, int64) error { return errLacked }
+func (windowOnly) Metered(context.Context, string, int64, int64) (map[int64]int64, error) {
+	return nil, errLacked
+}
