@@ -31,7 +31,7 @@ var (
 )
 
 // usageResponse is the body of GET /admin/v1/orgs/{org}/usage and GET /creditgate/v1/usage
-// (README "Usage: API and page"). The monthly-plan fields belong with monthly plans and are not sent yet.
+// (docs/api.md, "Usage: API and page"). The monthly-plan fields belong with monthly plans and are not sent yet.
 type usageResponse struct {
 	Org               string `json:"org"`
 	Edition           string `json:"edition"`
@@ -162,7 +162,7 @@ func (g *Gateway) readUsage(w http.ResponseWriter, r *http.Request, t *tenant) (
 	return u, true
 }
 
-// serveUsage answers the usage of the README's "Usage: API and page". With limitFields, the rate-limit fields of the
+// serveUsage answers the usage of "Usage: API and page" in docs/api.md. With limitFields, the rate-limit fields of the
 // org's window are sent too, as on a proxied call that cost nothing.
 func (g *Gateway) serveUsage(w http.ResponseWriter, r *http.Request, t *tenant, limitFields bool) {
 	u, ok := g.readUsage(w, r, t)

@@ -22,7 +22,7 @@ import (
 )
 
 // Config is the whole configuration, read from the environment. Every variable is documented
-// in the README; the tag carries the full name so a grep for it finds the field.
+// in docs/configuration.md; the tag carries the full name so a grep for it finds the field.
 type Config struct {
 	ListenAddr string `env:"CREDITGATE_LISTEN_ADDR" envDefault:":8080"`
 	AdminAddr  string `env:"CREDITGATE_ADMIN_ADDR" envDefault:":9090"`
@@ -276,7 +276,7 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	sort.Strings(unknown)
 	for _, name := range unknown {
-		bad(name, "unknown variable (a typo?); the README lists every variable")
+		bad(name, "unknown variable (a typo?); docs/configuration.md lists every variable")
 	}
 
 	if lvl, err := zapcore.ParseLevel(c.LogLevel); err != nil || lvl < zapcore.DebugLevel || lvl > zapcore.ErrorLevel {
