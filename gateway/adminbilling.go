@@ -57,9 +57,8 @@ func (g *Gateway) meter() error {
 
 // tenantByID returns the org named in the request path.
 func (g *Gateway) tenantByID(r *http.Request) (*tenant, error) {
-	ro := g.roster.Load()
-	if o, ok := ro.dir.ByID(r.PathValue("org")); ok {
-		return ro.tenants[o], nil
+	if t, ok := g.tenantByOrgID(r.PathValue("org")); ok {
+		return t, nil
 	}
 	return nil, notFound("The org")
 }

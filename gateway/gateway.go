@@ -32,6 +32,8 @@ const (
 	OrgModeAPIKey OrgMode = "apikey"
 	// OrgModeHeader trusts a header (default X-Org-Id) set by an auth layer in front.
 	OrgModeHeader OrgMode = "header"
+	// OrgModeJWT reads the org from a claim of a verified JWT access token (see JWTConfig).
+	OrgModeJWT OrgMode = "jwt"
 )
 
 // Config holds what a Gateway needs. Zero values are documented per field.
@@ -93,6 +95,8 @@ type Config struct {
 	// Mode and OrgHeader say how a request names its org (zero: OrgModeAPIKey, "X-Org-Id").
 	Mode      OrgMode
 	OrgHeader string
+	// JWT configures OrgModeJWT (required in that mode, unused in the others).
+	JWT *JWTConfig
 	// MaxBodyBytes bounds the bodies buffered to count records (zero: 10 MiB); a larger one is
 	// answered 413, uncharged and not forwarded. Other bodies stream through unbuffered.
 	MaxBodyBytes int64
@@ -179,6 +183,7 @@ type Gateway struct {
 	stop       chan struct{}  // closed by Close
 	stopOnce   sync.Once
 	draining   atomic.Bool
+	jwt        *jwtVerifier // OrgModeJWT; nil otherwise
 }
 
 // New returns a Gateway for cfg.
@@ -201,7 +206,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Mode == "" {
 		cfg.Mode = OrgModeAPIKey
 	}
-	if cfg.Mode != OrgModeAPIKey && cfg.Mode != OrgModeHeader {
+	if cfg.Mode != OrgModeAPIKey && cfg.Mode != OrgModeHeader && cfg.Mode != OrgModeJWT {
 		return nil, fmt.Errorf("gateway: unknown org mode %q", cfg.Mode)
 	}
 	if cfg.OrgHeader == "" {
@@ -300,6 +305,12 @@ func New(cfg Config) (*Gateway, error) {
 		g.SetCosts(cfg.Costs)
 	}
 	g.SetOrgs(cfg.Orgs)
+	if cfg.Mode == OrgModeJWT {
+		if err := g.startJWT(); err != nil {
+			g.Close()
+			return nil, err
+		}
+	}
 	return g, nil
 }
 

@@ -22,7 +22,7 @@ import (
 )
 
 // Config is the whole configuration, read from the environment. Every variable is documented
-// in the README; the tag carries the full name so a grep for it finds the field.
+// in docs/configuration.md; the tag carries the full name so a grep for it finds the field.
 type Config struct {
 	ListenAddr string `env:"CREDITGATE_LISTEN_ADDR" envDefault:":8080"`
 	AdminAddr  string `env:"CREDITGATE_ADMIN_ADDR" envDefault:":9090"`
@@ -93,9 +93,31 @@ type Config struct {
 	// and is read again on SIGHUP.
 	CostTableFile string `env:"CREDITGATE_COST_TABLE_FILE"`
 
+	// OrgMode is apikey, header or jwt (the org from a verified access token's claim).
 	OrgMode          string `env:"CREDITGATE_ORG_MODE" envDefault:"apikey"`
 	OrgHeader        string `env:"CREDITGATE_ORG_HEADER" envDefault:"X-Org-Id"`
 	StripCredentials bool   `env:"CREDITGATE_STRIP_CREDENTIALS"`
+	// JWT mode: the issuer's JWK set from a URL (https, or http on loopback) or a file (one of
+	// the two), the iss claim it must carry and the aud values accepted (comma-separated).
+	JWTJWKSURL  string `env:"CREDITGATE_JWT_JWKS_URL"`
+	JWTJWKSFile string `env:"CREDITGATE_JWT_JWKS_FILE"`
+	JWTIssuer   string `env:"CREDITGATE_JWT_ISSUER"`
+	JWTAudience string `env:"CREDITGATE_JWT_AUDIENCE"`
+	// JWTLeeway is the clock skew allowed on exp and nbf.
+	JWTLeeway     time.Duration `env:"CREDITGATE_JWT_LEEWAY" envDefault:"30s"`
+	JWTOrgClaim   string        `env:"CREDITGATE_JWT_ORG_CLAIM" envDefault:"org_id"`
+	JWTUsersClaim string        `env:"CREDITGATE_JWT_USERS_CLAIM"`
+	// JWTDefaultPlan is the plan of orgs not configured, in the CREDITGATE_ORGS field syntax
+	// (edition=crm-standard,users=5); unset: their tokens are refused.
+	JWTDefaultPlan string `env:"CREDITGATE_JWT_DEFAULT_PLAN"`
+	// JWTMaxOrgs bounds the orgs held from tokens besides the configured ones.
+	JWTMaxOrgs int `env:"CREDITGATE_JWT_MAX_ORGS" envDefault:"10000"`
+	// JWTCacheSize bounds the verified tokens kept; 0: none (every call checks a signature).
+	JWTCacheSize int `env:"CREDITGATE_JWT_CACHE_SIZE" envDefault:"10000"`
+	// JWTRefresh is how often the JWK set URL is fetched; JWTRefetchInterval bounds fetches
+	// for tokens naming an unknown key to one per interval.
+	JWTRefresh         time.Duration `env:"CREDITGATE_JWT_JWKS_REFRESH" envDefault:"5m"`
+	JWTRefetchInterval time.Duration `env:"CREDITGATE_JWT_JWKS_REFETCH_INTERVAL" envDefault:"1m"`
 	// PreserveHost sends the client's Host header upstream instead of the upstream URL's.
 	PreserveHost bool `env:"CREDITGATE_PRESERVE_HOST"`
 	// CORSOrigins are the origins browsers may call from ("*": any), comma-separated; unset:
@@ -155,6 +177,7 @@ type Config struct {
 	cert        *certificate // nil: the proxy listener serves plain HTTP
 	upstreamTLS *tls.Config
 	demo        bool
+	jwt         *gateway.JWTConfig // jwt org mode; PerUser is set by run
 }
 
 // Variables read by the test suite, not by the gateway; allowed in the environment.
@@ -253,7 +276,7 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	sort.Strings(unknown)
 	for _, name := range unknown {
-		bad(name, "unknown variable (a typo?); the README lists every variable")
+		bad(name, "unknown variable (a typo?); docs/configuration.md lists every variable")
 	}
 
 	if lvl, err := zapcore.ParseLevel(c.LogLevel); err != nil || lvl < zapcore.DebugLevel || lvl > zapcore.ErrorLevel {
@@ -455,9 +478,10 @@ func (c *Config) validate(environ map[string]string) error {
 		}
 	}
 
-	if c.OrgMode != "apikey" && c.OrgMode != "header" {
-		bad("CREDITGATE_ORG_MODE", "must be apikey or header, got %q", c.OrgMode)
+	if c.OrgMode != "apikey" && c.OrgMode != "header" && c.OrgMode != "jwt" {
+		bad("CREDITGATE_ORG_MODE", "must be apikey, header or jwt, got %q", c.OrgMode)
 	}
+	errs = append(errs, c.validateJWT(environ)...)
 	if c.OrgHeader == "" || strings.ContainsAny(c.OrgHeader, " :\t\r\n") {
 		bad("CREDITGATE_ORG_HEADER", "must be a header name, got %q", c.OrgHeader)
 	}
@@ -466,6 +490,11 @@ func (c *Config) validate(environ map[string]string) error {
 			errs = append(errs, err)
 		} else {
 			c.roster = p
+			if def := c.jwtDefaultPlan(); def != nil {
+				if err := p.Check(def, false); err != nil {
+					errs = append(errs, prefixLines("CREDITGATE_JWT_DEFAULT_PLAN", err))
+				}
+			}
 		}
 	}
 
@@ -526,6 +555,7 @@ func (c *Config) logFields() []zap.Field {
 		zap.Int64("max_body_bytes", c.MaxBodyBytes), zap.Int64("body_buffer_bytes", c.BodyBufferBytes),
 		zap.Int64("body_buffer_org_bytes", c.BodyBufferOrgBytes), zap.Int64("max_inflate_ratio", c.MaxInflateRatio),
 		zap.String("method_override", c.MethodOverride),
+		zap.String("jwt_issuer", c.JWTIssuer), zap.String("jwt_jwks", c.JWTJWKSURL+c.JWTJWKSFile),
 	}
 }
 

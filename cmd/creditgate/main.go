@@ -140,6 +140,13 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	var current atomic.Pointer[roster]
 	current.Store(cfg.roster)
 
+	if cfg.jwt != nil {
+		// A token's users claim counts where the org's edition grows per user.
+		cfg.jwt.PerUser = func(o *orgs.Org) bool {
+			e, ok := current.Load().Editions().Lookup(o.Edition)
+			return ok && e.Kind == plans.KindCRM && !o.HasLimit
+		}
+	}
 	metrics := gateway.NewMetrics(gateway.MetricsOptions{MaxOrgs: cfg.MetricsMaxOrgs})
 	gw, err := gateway.New(gateway.Config{
 		Upstream:           upstream,
@@ -161,6 +168,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		HeavyConcurrency:   cfg.HeavyConcurrency,
 		Mode:               gateway.OrgMode(cfg.OrgMode),
 		OrgHeader:          cfg.OrgHeader,
+		JWT:                cfg.jwt,
 		StripCredentials:   cfg.StripCredentials,
 		PreserveHost:       cfg.PreserveHost,
 		CORS:               cfg.cors,
@@ -277,9 +285,18 @@ serve:
 // flight finish with what they started with); a part with an error is refused with a log line
 // and its running version stays.
 func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[roster], log *zap.Logger) {
+	if cfg.jwt != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := gw.ReloadKeys(ctx); err != nil {
+			log.Error("SIGHUP: JWK set refused, the running keys stay", zap.Error(err))
+		} else {
+			log.Info("SIGHUP: JWK set reloaded")
+		}
+		cancel()
+	}
 	if cfg.CostTableFile == "" && cfg.RoutesFile == "" && cfg.OrgsFile == "" && cfg.EditionsFile == "" {
-		if cfg.cert == nil {
-			log.Info("SIGHUP: nothing to reload (no CREDITGATE_ROUTES_FILE, CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE, CREDITGATE_EDITIONS_FILE or TLS certificate)")
+		if cfg.cert == nil && cfg.jwt == nil {
+			log.Info("SIGHUP: nothing to reload (no CREDITGATE_ROUTES_FILE, CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE, CREDITGATE_EDITIONS_FILE, TLS certificate or JWK set)")
 		}
 		return
 	}

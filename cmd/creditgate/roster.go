@@ -61,7 +61,7 @@ func (c *Config) loadRoster() (*roster, error) {
 		}
 	}
 	p.orgs = append(fromEnv, fromFile...)
-	if len(p.orgs) == 0 {
+	if len(p.orgs) == 0 && (c.OrgMode != "jwt" || c.JWTDefaultPlan == "") {
 		errs = append(errs, errors.New("CREDITGATE_ORGS: no orgs configured (nor in CREDITGATE_ORGS_FILE)"))
 	}
 	if len(errs) > 0 {
