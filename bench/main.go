@@ -354,16 +354,27 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 	if err != nil {
 		return err
 	}
-	gwMem, err := start(startGateway(bin, "gateway-memory", upstream.addr, "", benchOrgs))
+	gwMem, err := start(startGateway(bin, "gateway-memory", upstream.addr, "", benchOrgs, benchKey))
 	if err != nil {
 		return err
 	}
-	gwRedis, err := start(startGateway(bin, "gateway-redis", upstream.addr, "redis://"+rds.addr, benchOrgs))
+	gwRedis, err := start(startGateway(bin, "gateway-redis", upstream.addr, "redis://"+rds.addr, benchOrgs, benchKey))
 	if err != nil {
 		return err
 	}
-	gwPiped, err := start(startGateway(bin, "gateway-redis-pipelined", upstream.addr, "redis://"+rds.addr, benchOrgs,
+	gwPiped, err := start(startGateway(bin, "gateway-redis-pipelined", upstream.addr, "redis://"+rds.addr, benchOrgs, benchKey,
 		"CREDITGATE_REDIS_PIPELINE=true"))
+	if err != nil {
+		return err
+	}
+
+	// The memory-store gateway again, finding the org from an access token (a warm cache of
+	// verified tokens, as a client reusing its token sees it) instead of an API key.
+	jwtEnv, jwtHeader, err := jwtSetup(tmp)
+	if err != nil {
+		return err
+	}
+	gwJWT, err := start(startGateway(bin, "gateway-memory-jwt", upstream.addr, "", benchOrgs, jwtHeader, jwtEnv...))
 	if err != nil {
 		return err
 	}
@@ -376,7 +387,9 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 		{name: "gateway, Redis store", p: gwRedis, key: benchKey, redis: true},
 		{name: "gateway, Redis, concurrency cap", p: gwRedis, key: capKey, redis: true},
 		{name: "gateway, Redis, pipelined", p: gwPiped, key: benchKey, redis: true},
+		{name: "gateway, memory store, JWT", p: gwJWT, key: jwtHeader},
 	}
+	jwtRow := targets[len(targets)-1]
 	baseline := targets[0]
 
 	// Warm up: connections, pools, the JIT-free but cache-hungry rest.
@@ -485,7 +498,12 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 		b := baseline.runs[r].rps()
 		ratios = append(ratios, fmt.Sprintf("memory %.2f / Redis %.2f", targets[2].runs[r].rps()/b, targets[3].runs[r].rps()/b))
 	}
-	fmt.Fprintf(out, "  per round, × bare: %s\n\n", strings.Join(ratios, "; "))
+	fmt.Fprintf(out, "  per round, × bare: %s\n", strings.Join(ratios, "; "))
+	var jwtRatios []float64
+	for r := range o.rounds {
+		jwtRatios = append(jwtRatios, jwtRow.runs[r].rps()/targets[2].runs[r].rps())
+	}
+	fmt.Fprintf(out, "  JWT (warm cache) / API key, memory store: %.2f× (median of rounds: %s)\n\n", median(jwtRatios), fmtRatios(jwtRatios))
 
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "at %s requests/s\tp50\tp99\tp99 added\tadded vs tuned\tCPU wait/request\t\n", fmtInt(rate))

@@ -140,8 +140,8 @@ func buildGateway(dir string) (string, error) {
 }
 
 // startGateway runs the creditgate binary in front of upstream; redisURL "" means the
-// in-memory store.
-func startGateway(bin, name, upstream, redisURL, orgs string, env ...string) (*proc, error) {
+// in-memory store. key is the credential it is checked with (see credential).
+func startGateway(bin, name, upstream, redisURL, orgs, key string, env ...string) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -166,7 +166,7 @@ func startGateway(bin, name, upstream, redisURL, orgs string, env ...string) (*p
 		return nil, err
 	}
 	p := &proc{name: name, addr: addr, cmd: cmd}
-	if err := waitHTTP("http://"+addr+benchPath, benchKey, 15*time.Second); err != nil {
+	if err := waitHTTP("http://"+addr+benchPath, key, 15*time.Second); err != nil {
 		p.stop()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -212,7 +212,8 @@ func waitHTTP(url, key string, timeout time.Duration) error {
 	defer cancel()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		req.Header.Set("X-Api-Key", key)
+		name, value := credential(key)
+		req.Header.Set(name, value)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)

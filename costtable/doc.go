@@ -1,6 +1,5 @@
-// Package costtable knows what an API call costs in credits, how many credits an edition
-// allots per window, and what consumed add-on credits cost (graduated slabs, in integer
-// micro-dollars; see Slabs).
+// Package costtable knows what an API call costs in credits. What an org's plan allots, and
+// what add-on credits cost, is package plans' business.
 //
 // # Cost tables
 //
@@ -59,13 +58,6 @@
 //
 // Two rules with the same method, template (up to parameter names, letter case and the order
 // of alternatives) and query condition are rejected by New: the second could never match.
-//
-// # Editions
-//
-// An Edition says how many credits an org gets per window: CRM editions grow per user up to a
-// maximum, Desk editions grow per agent (light agents earn nothing), a legacy limit is kept if
-// it is higher (grandfathering), and Concurrency is the default cap on in-flight calls.
-// LookupEdition finds one by its configuration name, such as "crm-professional".
 //
 // # Records and files
 //

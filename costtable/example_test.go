@@ -38,14 +38,3 @@ func ExampleNew() {
 	// rules[1] "export": path "/api/{version}/export/{id": segment "{id": unbalanced braces
 	// rules[2] "search2": unreachable: same method, path and query as rules[0] "search"
 }
-
-func ExampleEdition_Allotment() {
-	pro, _ := costtable.LookupEdition("crm-professional")
-	fmt.Println(pro.Allotment(costtable.Seats{Users: 20}))
-	fmt.Println(pro.Allotment(costtable.Seats{Users: 1000})) // 510,000 capped at the maximum
-	fmt.Println(pro.Allotment(costtable.Seats{Users: 20, Legacy: 25000}))
-	// Output:
-	// 20000
-	// 500000
-	// 25000
-}

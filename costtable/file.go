@@ -81,10 +81,10 @@ func LoadFile(path string) (*Table, error) {
 func Parse(name string, data []byte) (*Table, error) {
 	var f tableFile
 	root, err := configfile.Decode(data, &f)
-	if err := syntaxOrRoot(err, "line 1: want a mapping with name, rules and default"); err != nil {
+	if err := configfile.RootError(err, "line 1: want a mapping with name, rules and default"); err != nil {
 		return nil, err
 	}
-	errs := fileErrors(err, func(p configfile.Path) (string, int) {
+	errs := configfile.LineErrors(err, func(p configfile.Path) (string, int) {
 		switch {
 		case len(p) >= 2 && p[0].Field == "rules" && p[1].Field == "" && p[1].Index < len(f.Rules):
 			return ruleWhere("rules["+strconv.Itoa(p[1].Index)+"]", &f.Rules[p[1].Index], root, p[:2]), 2
@@ -140,46 +140,6 @@ func ruleWhere(where string, r *ruleFile, root *yaml.Node, path configfile.Path)
 		where += fmt.Sprintf(" %q", r.Name)
 	}
 	return where
-}
-
-// syntaxOrRoot returns the error of configfile.Decode that stops all others: a syntax error
-// (prefixed as this package always has), or notMapping when the root is not a mapping.
-func syntaxOrRoot(err error, notMapping string) error {
-	var se *configfile.SyntaxError
-	if errors.As(err, &se) {
-		if se.JSON {
-			return fmt.Errorf("not valid YAML or JSON: %w", err)
-		}
-		return err
-	}
-	var errs configfile.Errors
-	if errors.As(err, &errs) && len(errs[0].Path) == 0 && errs[0].Kind == configfile.WrongType {
-		return errors.New(notMapping)
-	}
-	return nil
-}
-
-// fileErrors formats the errors of configfile.Decode: the line, then where names the item
-// holding the value and how many steps of its path that covers, then the rest of the path.
-func fileErrors(err error, where func(configfile.Path) (string, int)) []error {
-	var errs configfile.Errors
-	if !errors.As(err, &errs) {
-		return nil
-	}
-	out := make([]error, 0, len(errs))
-	for _, e := range errs {
-		w, n := where(e.Path)
-		var parts []string
-		if w != "" {
-			parts = append(parts, w)
-		}
-		if rest := e.Path[n:].String(); rest != "" {
-			parts = append(parts, rest)
-		}
-		parts = append(parts, e.Msg())
-		out = append(out, fmt.Errorf("line %d: %s", e.Line, strings.Join(parts, ": ")))
-	}
-	return out
 }
 
 func unjoin(err error) []error {

@@ -11,29 +11,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/limiter"
+	"github.com/creditgate/creditgate/plans"
 )
-
-// AddonPlan is what an org may buy in add-on credits.
-type AddonPlan struct {
-	// Edition is the org's edition name, shown in answers.
-	Edition string
-	// Free is the org's free allotment: its credits per window without add-ons.
-	Free int64
-	// Addon is the configured add-on limit (the org's "addon" field), in force until an
-	// admin sets one through the admin API; from then on the stored one wins, 0 meaning off.
-	Addon int64
-	// Cap is the largest add-on limit an admin may set (costtable.AddonCap); 0 means the org
-	// cannot have add-ons (free and trial editions, orgs without an edition).
-	Cap int64
-	// Monthly, above 0, makes the org a monthly plan: Monthly calls per subscription period
-	// starting on AnchorDay (1 to 28) of each month. Addon and Cap then count additional calls
-	// (Cap is twice Monthly), each priced CallPrice micro-dollars; Free is unused.
-	Monthly   int64
-	AnchorDay int
-	CallPrice int64
-}
 
 // apiError is an admin API refusal that carries its own status, code, message and details.
 type apiError struct {
@@ -60,9 +40,9 @@ func badRequest(msg string) error {
 	return &apiError{status: http.StatusBadRequest, code: "INVALID_DATA", msg: msg}
 }
 
-func (g *Gateway) slabs() costtable.Slabs {
+func (g *Gateway) slabs() plans.Slabs {
 	if len(g.cfg.Slabs) == 0 {
-		return costtable.DefaultSlabs
+		return plans.DefaultSlabs
 	}
 	return g.cfg.Slabs
 }
@@ -77,9 +57,8 @@ func (g *Gateway) meter() error {
 
 // tenantByID returns the org named in the request path.
 func (g *Gateway) tenantByID(r *http.Request) (*tenant, error) {
-	ro := g.roster.Load()
-	if o, ok := ro.dir.ByID(r.PathValue("org")); ok {
-		return ro.tenants[o], nil
+	if t, ok := g.tenantByOrgID(r.PathValue("org")); ok {
+		return t, nil
 	}
 	return nil, notFound("The org")
 }
@@ -172,25 +151,25 @@ func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, li
 
 // quoteResponse is the reference's calculator: what an add-on limit costs if fully used.
 type quoteResponse struct {
-	AddonCredits        int64                  `json:"addon_credits"`
-	DailyAmountMicros   int64                  `json:"daily_amount_micros"`
-	MonthlyAmountMicros int64                  `json:"monthly_amount_micros"` // 30 days
-	Slabs               []costtable.SlabCharge `json:"slabs"`
+	AddonCredits        int64              `json:"addon_credits"`
+	DailyAmountMicros   int64              `json:"daily_amount_micros"`
+	MonthlyAmountMicros int64              `json:"monthly_amount_micros"` // 30 days
+	Slabs               []plans.SlabCharge `json:"slabs"`
 }
 
 func (g *Gateway) quote(w http.ResponseWriter, r *http.Request) {
 	raw := r.URL.Query().Get("addon_credits")
 	n, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil || n < 0 || n > costtable.MaxAllotment {
+	if err != nil || n < 0 || n > plans.MaxAllotment {
 		writeError(w, badRequest("addon_credits must be a whole number of credits from 0 to "+
-			strconv.FormatInt(costtable.MaxAllotment, 10)+"."), 0)
+			strconv.FormatInt(plans.MaxAllotment, 10)+"."), 0)
 		return
 	}
 	day, slabs := g.slabs().Price(n)
-	if day > costtable.MaxMicros/30 {
+	if day > plans.MaxMicros/30 {
 		// Amounts saturate rather than overflow; a saturated amount is not a price.
 		writeError(w, badRequest("addon_credits is too large to quote: the monthly amount would exceed "+
-			strconv.FormatInt(costtable.MaxMicros, 10)+" micro-dollars."), 0)
+			strconv.FormatInt(plans.MaxMicros, 10)+" micro-dollars."), 0)
 		return
 	}
 	writeJSON(w, quoteResponse{AddonCredits: n, DailyAmountMicros: day, MonthlyAmountMicros: day * 30, Slabs: slabs})
@@ -198,10 +177,10 @@ func (g *Gateway) quote(w http.ResponseWriter, r *http.Request) {
 
 // billingDay is one UTC day of a billing report.
 type billingDay struct {
-	Date         string                 `json:"date"`
-	AddonCredits int64                  `json:"addon_credits"`
-	AmountMicros int64                  `json:"amount_micros"`
-	Slabs        []costtable.SlabCharge `json:"slabs"`
+	Date         string             `json:"date"`
+	AddonCredits int64              `json:"addon_credits"`
+	AmountMicros int64              `json:"amount_micros"`
+	Slabs        []plans.SlabCharge `json:"slabs"`
 }
 
 // billingReport is the answer of GET /admin/v1/orgs/{org}/billing.
@@ -284,7 +263,7 @@ func (g *Gateway) billingReport(w http.ResponseWriter, r *http.Request) {
 	for day := from; day <= to; day++ {
 		credits := used[day]
 		amount, charges := slabs.Price(credits)
-		bd := billingDay{Date: dayString(day), AddonCredits: credits, AmountMicros: amount, Slabs: []costtable.SlabCharge{}}
+		bd := billingDay{Date: dayString(day), AddonCredits: credits, AmountMicros: amount, Slabs: []plans.SlabCharge{}}
 		for _, c := range charges {
 			if c.Credits > 0 {
 				bd.Slabs = append(bd.Slabs, c)
@@ -303,7 +282,7 @@ func (g *Gateway) billingReport(w http.ResponseWriter, r *http.Request) {
 
 // writeBillingCSV writes one row per day: date, add-on credits, then credits and amount per
 // slab, then the day's amount; a last row holds the totals.
-func writeBillingCSV(w http.ResponseWriter, rep billingReport, slabs costtable.Slabs) {
+func writeBillingCSV(w http.ResponseWriter, rep billingReport, slabs plans.Slabs) {
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="billing-`+rep.Org+`-`+rep.From+`-`+rep.To+`.csv"`)
 	w.Header().Set("Cache-Control", "no-store")
@@ -311,7 +290,7 @@ func writeBillingCSV(w http.ResponseWriter, rep billingReport, slabs costtable.S
 	head := []string{"date", "addon_credits"}
 	for i, s := range slabs {
 		n := strconv.Itoa(i + 1)
-		head = append(head, "slab"+n+"_credits_at_"+costtable.FormatMicros(s.PricePer1000)+"_per_1000", "slab"+n+"_amount_micros")
+		head = append(head, "slab"+n+"_credits_at_"+plans.FormatMicros(s.PricePer1000)+"_per_1000", "slab"+n+"_amount_micros")
 	}
 	head = append(head, "amount_micros")
 	_ = cw.Write(head)

@@ -19,6 +19,7 @@ import (
 	"github.com/creditgate/creditgate/internal/metricstest"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
 const (
@@ -40,14 +41,14 @@ func newBillingFixture(t *testing.T, mod func(*Config)) *billingFixture {
 	core, logs := observer.New(zapcore.DebugLevel)
 	f := newFixture(t, func(c *Config) {
 		c.Logger = zap.New(core)
-		c.AddonPlanOf = func(o *orgs.Org) AddonPlan {
+		c.AddonPlanOf = func(o *orgs.Org) plans.Addon {
 			switch o.ID {
 			case "tiny":
-				return AddonPlan{Edition: "crm-standard", Free: 10, Cap: 1000}
+				return plans.Addon{Edition: "crm-standard", Free: 10, Cap: 1000}
 			case "pro":
-				return AddonPlan{Edition: "crm-professional", Free: 11000, Addon: 500, Cap: 489000}
+				return plans.Addon{Edition: "crm-professional", Free: 11000, Addon: 500, Cap: 489000}
 			}
-			return AddonPlan{Free: 1000}
+			return plans.Addon{Free: 1000}
 		}
 		if mod != nil {
 			mod(c)
@@ -289,9 +290,9 @@ func TestMonthlyPlan(t *testing.T) {
 		}
 		c.Orgs, _ = orgs.NewDirectory(list)
 		inner := c.AddonPlanOf
-		c.AddonPlanOf = func(o *orgs.Org) AddonPlan {
+		c.AddonPlanOf = func(o *orgs.Org) plans.Addon {
 			if o.ID == "mon" {
-				return AddonPlan{Edition: "monthly", Monthly: 3, Addon: 1, Cap: 6, AnchorDay: 1, CallPrice: 20_000}
+				return plans.Addon{Edition: "monthly", Monthly: 3, Addon: 1, Cap: 6, AnchorDay: 1, CallPrice: 20_000}
 			}
 			return inner(o)
 		}
@@ -370,8 +371,8 @@ func TestMonthlyCallGivenBackWhenNotServed(t *testing.T) {
 		c.Upstream, _ = url.Parse(dead)
 		list, _ := orgs.Parse("mon:edition=monthly,monthly_limit=1,keys=mon-key")
 		c.Orgs, _ = orgs.NewDirectory(list)
-		c.AddonPlanOf = func(o *orgs.Org) AddonPlan {
-			return AddonPlan{Edition: "monthly", Monthly: 1, Addon: 1, Cap: 2, AnchorDay: 1, CallPrice: 60_000}
+		c.AddonPlanOf = func(o *orgs.Org) plans.Addon {
+			return plans.Addon{Edition: "monthly", Monthly: 1, Addon: 1, Cap: 2, AnchorDay: 1, CallPrice: 60_000}
 		}
 	})
 	for range 3 {
@@ -418,8 +419,8 @@ func TestMonthlyPlanBreaker(t *testing.T) {
 			c.BreakerCooldown = time.Hour // no probe during the test
 			list, _ := orgs.Parse("mon:edition=monthly,monthly_limit=100,keys=mon-key")
 			c.Orgs, _ = orgs.NewDirectory(list)
-			c.AddonPlanOf = func(o *orgs.Org) AddonPlan {
-				return AddonPlan{Edition: "monthly", Monthly: 100, Cap: 200, AnchorDay: 1, CallPrice: 60_000}
+			c.AddonPlanOf = func(o *orgs.Org) plans.Addon {
+				return plans.Addon{Edition: "monthly", Monthly: 100, Cap: 200, AnchorDay: 1, CallPrice: 60_000}
 			}
 		})
 		want := 503
@@ -455,8 +456,8 @@ func TestMonthlyPlanShadow(t *testing.T) {
 		c.Metrics = m
 		list, _ := orgs.Parse("mon:edition=monthly,monthly_limit=1,keys=mon-key")
 		c.Orgs, _ = orgs.NewDirectory(list)
-		c.AddonPlanOf = func(o *orgs.Org) AddonPlan {
-			return AddonPlan{Edition: "monthly", Monthly: 1, Cap: 2, AnchorDay: 1, CallPrice: 60_000}
+		c.AddonPlanOf = func(o *orgs.Org) plans.Addon {
+			return plans.Addon{Edition: "monthly", Monthly: 1, Cap: 2, AnchorDay: 1, CallPrice: 60_000}
 		}
 	})
 	for i := range 3 {

@@ -31,7 +31,7 @@ var (
 )
 
 // usageResponse is the body of GET /admin/v1/orgs/{org}/usage and GET /creditgate/v1/usage
-// (README "Usage: API and page"). The monthly-plan fields belong with monthly plans and are not sent yet.
+// (docs/api.md, "Usage: API and page"). The monthly-plan fields belong with monthly plans and are not sent yet.
 type usageResponse struct {
 	Org               string `json:"org"`
 	Edition           string `json:"edition"`
@@ -110,13 +110,12 @@ func (g *Gateway) orgUsageHours(w http.ResponseWriter, r *http.Request) {
 
 // tenantOr404 returns the org named in the request path, or answers 404.
 func (g *Gateway) tenantOr404(w http.ResponseWriter, r *http.Request) (*tenant, bool) {
-	ros := g.roster.Load()
-	o, ok := ros.dir.ByID(r.PathValue("org"))
+	t, ok := g.tenantByOrgID(r.PathValue("org"))
 	if !ok {
 		writeError(w, errOrgNotFound, 0)
 		return nil, false
 	}
-	return ros.tenants[o], true
+	return t, true
 }
 
 func (g *Gateway) listOrgs(w http.ResponseWriter, r *http.Request) {
@@ -124,6 +123,7 @@ func (g *Gateway) listOrgs(w http.ResponseWriter, r *http.Request) {
 	for _, o := range g.roster.Load().dir.Orgs() {
 		resp.Orgs = append(resp.Orgs, orgSummary{Org: o.ID, Edition: o.Edition})
 	}
+	resp.Orgs = append(resp.Orgs, g.jwtOrgSummaries()...) // orgs on the default plan
 	slices.SortFunc(resp.Orgs, func(a, b orgSummary) int { return cmp.Compare(a.Org, b.Org) })
 	writeJSON(w, resp)
 }
@@ -162,7 +162,7 @@ func (g *Gateway) readUsage(w http.ResponseWriter, r *http.Request, t *tenant) (
 	return u, true
 }
 
-// serveUsage answers the usage of the README's "Usage: API and page". With limitFields, the rate-limit fields of the
+// serveUsage answers the usage of "Usage: API and page" in docs/api.md. With limitFields, the rate-limit fields of the
 // org's window are sent too, as on a proxied call that cost nothing.
 func (g *Gateway) serveUsage(w http.ResponseWriter, r *http.Request, t *tenant, limitFields bool) {
 	u, ok := g.readUsage(w, r, t)
@@ -214,7 +214,7 @@ func (g *Gateway) usageOf(t *tenant, u limiter.Usage) usageResponse {
 		// Add-ons: the limit is the free allotment plus the add-on limit stored through the
 		// admin API (read with the window), else the configured one, at most the cap; as the
 		// debit script computes it.
-		additional = max(limiter.Allowance(u.Addon, u.AddonSet, t.plan.Addon, t.plan.Cap), 0)
+		additional = max(t.plan.Allowance(u.Addon, u.AddonSet), 0)
 		overall = t.plan.Free + additional
 	case g.cfg.AdditionalOf != nil:
 		additional = min(max(g.cfg.AdditionalOf(t.org), 0), overall)

@@ -26,6 +26,7 @@
 // and the queue of store calls waiting for it (deferred.go) sit in front of it. The response
 // fields are written in fields.go, and the admin listener's routes are one table (admin.go).
 //
-// What a call costs is package costtable's business, who may call is package orgs', and the
-// window arithmetic is package limiter's; this package only wires them into HTTP.
+// What a call costs is package costtable's business, who may call is package orgs', what an
+// org's plan allows is package plans', and the window arithmetic is package limiter's; this
+// package only wires them into HTTP.
 package gateway

@@ -134,6 +134,12 @@ func writeError(w http.ResponseWriter, err error, retryAfter int64) {
 		}
 		return
 	}
+	var te *tokenError
+	if errors.As(err, &te) {
+		if c := te.challenge(); c != "" {
+			h.Set("WWW-Authenticate", c) // RFC 6750 §3
+		}
+	}
 	status, body := errorResponse(err)
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
@@ -193,6 +199,10 @@ func errorResponse(err error) (int, errorBody) {
 			}
 		}
 		return http.StatusRequestEntityTooLarge, b
+	}
+	var te *tokenError
+	if errors.As(err, &te) {
+		return te.fill(&b), b
 	}
 	var ae *apiError
 	if errors.As(err, &ae) {

@@ -35,7 +35,7 @@ func setPolicyFields(h http.Header, t *tenant) {
 	h.Set("X-Credits-Charged", "0")
 }
 
-// setLimitFields writes the rate-limit fields (README "Response fields") for decision d. It allocates twice
+// setLimitFields writes the rate-limit fields (docs/api.md, "Response fields") for decision d. It allocates twice
 // whatever the decision: one string holding every number (the values are slices of it) and
 // one array behind the six header values. The names are already canonical.
 func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {

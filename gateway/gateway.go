@@ -19,6 +19,7 @@ import (
 	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
 // OrgMode says how a request names its org.
@@ -31,6 +32,8 @@ const (
 	OrgModeAPIKey OrgMode = "apikey"
 	// OrgModeHeader trusts a header (default X-Org-Id) set by an auth layer in front.
 	OrgModeHeader OrgMode = "header"
+	// OrgModeJWT reads the org from a claim of a verified JWT access token (see JWTConfig).
+	OrgModeJWT OrgMode = "jwt"
 )
 
 // Config holds what a Gateway needs. Zero values are documented per field.
@@ -85,13 +88,15 @@ type Config struct {
 	// HeavyConcurrency caps each org's heavy calls in flight (rules marked heavy), inside its
 	// own cap; 0 means no sub-cap. It applies only to orgs with a cap.
 	HeavyConcurrency int64
-	// AddonPlanOf says what an org may buy in add-on credits (see AddonPlan); nil: no org
-	// has add-ons. Slabs price consumed add-on credits (nil: costtable.DefaultSlabs).
-	AddonPlanOf func(*orgs.Org) AddonPlan
-	Slabs       costtable.Slabs
+	// AddonPlanOf says what an org may buy in add-on credits (see plans.Addon); nil: no org
+	// has add-ons. Slabs price consumed add-on credits (nil: plans.DefaultSlabs).
+	AddonPlanOf func(*orgs.Org) plans.Addon
+	Slabs       plans.Slabs
 	// Mode and OrgHeader say how a request names its org (zero: OrgModeAPIKey, "X-Org-Id").
 	Mode      OrgMode
 	OrgHeader string
+	// JWT configures OrgModeJWT (required in that mode, unused in the others).
+	JWT *JWTConfig
 	// MaxBodyBytes bounds the bodies buffered to count records (zero: 10 MiB); a larger one is
 	// answered 413, uncharged and not forwarded. Other bodies stream through unbuffered.
 	MaxBodyBytes int64
@@ -178,6 +183,7 @@ type Gateway struct {
 	stop       chan struct{}  // closed by Close
 	stopOnce   sync.Once
 	draining   atomic.Bool
+	jwt        *jwtVerifier // OrgModeJWT; nil otherwise
 }
 
 // New returns a Gateway for cfg.
@@ -200,7 +206,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Mode == "" {
 		cfg.Mode = OrgModeAPIKey
 	}
-	if cfg.Mode != OrgModeAPIKey && cfg.Mode != OrgModeHeader {
+	if cfg.Mode != OrgModeAPIKey && cfg.Mode != OrgModeHeader && cfg.Mode != OrgModeJWT {
 		return nil, fmt.Errorf("gateway: unknown org mode %q", cfg.Mode)
 	}
 	if cfg.OrgHeader == "" {
@@ -299,6 +305,12 @@ func New(cfg Config) (*Gateway, error) {
 		g.SetCosts(cfg.Costs)
 	}
 	g.SetOrgs(cfg.Orgs)
+	if cfg.Mode == OrgModeJWT {
+		if err := g.startJWT(); err != nil {
+			g.Close()
+			return nil, err
+		}
+	}
 	return g, nil
 }
 

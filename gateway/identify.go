@@ -14,6 +14,9 @@ import (
 //
 // underscored says whether r has header names with '_' (see hasUnderscoreName).
 func (g *Gateway) identify(r *http.Request, underscored bool) (*tenant, error) {
+	if g.cfg.Mode == OrgModeJWT {
+		return g.identifyJWT(r, underscored)
+	}
 	ros := g.roster.Load()
 	if g.cfg.Mode == OrgModeHeader {
 		ids := r.Header[g.orgHeader]

@@ -59,6 +59,7 @@ type Metrics struct {
 	labels map[string]string          // org ID → org label value ("other" past MaxOrgs)
 	series map[[2]string]*orgSeries   // {org label, edition} → series
 	byOrg  atomic.Pointer[orgSeriesM] // org ID → series, for callers outside the request path
+	extra  sync.Map                   // org ID → *orgSeries of orgs not configured (addOrg)
 	rules  atomic.Pointer[ruleSeriesM]
 }
 
@@ -268,6 +269,8 @@ func (m *Metrics) AddAddonCredits(org string, credits int64) {
 	}
 	if s := (*m.byOrg.Load())[org]; s != nil {
 		s.addon.Add(float64(credits))
+	} else if s, ok := m.extra.Load(org); ok {
+		s.(*orgSeries).addon.Add(float64(credits))
 	}
 }
 
@@ -280,41 +283,58 @@ func (m *Metrics) setOrgs(list []*orgs.Org) map[*orgs.Org]*orgSeries {
 	out := make(map[*orgs.Org]*orgSeries, len(list))
 	byOrg := make(orgSeriesM, len(list))
 	for _, o := range list {
-		label, ok := m.labels[o.ID]
-		if !ok {
-			label = "other"
-			if len(m.labels) < m.maxOrgs {
-				label = o.ID
-				m.labels[o.ID] = label
-			}
-		}
-		edition := o.Edition
-		if edition == "" {
-			edition = "custom"
-		}
-		k := [2]string{label, edition}
-		s := m.series[k]
-		if s == nil {
-			s = &orgSeries{
-				debited:  m.debited.WithLabelValues(label, edition),
-				refunded: m.refunded.WithLabelValues(label, edition),
-				addon:    m.addon.WithLabelValues(label, edition),
-			}
-			for i := range numOutcomes {
-				if i != outUnauthorized {
-					s.requests[i] = m.requests.WithLabelValues(label, edition, outcomeNames[i])
-				}
-			}
-			for i := range numReasons {
-				s.rejections[i] = m.rejections.WithLabelValues(label, edition, reasonNames[i])
-			}
-			m.series[k] = s
-		}
+		s := m.seriesLocked(o)
 		out[o] = s
 		byOrg[o.ID] = s
 	}
 	m.byOrg.Store(&byOrg)
 	return out
+}
+
+// addOrg resolves the series of an org that is not configured (one a token brought), as
+// setOrgs does, and keeps them for AddAddonCredits.
+func (m *Metrics) addOrg(o *orgs.Org) *orgSeries {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.seriesLocked(o)
+	m.extra.Store(o.ID, s)
+	return s
+}
+
+// seriesLocked returns the series of o, with m.mu held: its own org label while fewer than
+// MaxOrgs have one, else "other".
+func (m *Metrics) seriesLocked(o *orgs.Org) *orgSeries {
+	label, ok := m.labels[o.ID]
+	if !ok {
+		label = "other"
+		if len(m.labels) < m.maxOrgs {
+			label = o.ID
+			m.labels[o.ID] = label
+		}
+	}
+	edition := o.Edition
+	if edition == "" {
+		edition = "custom"
+	}
+	k := [2]string{label, edition}
+	s := m.series[k]
+	if s == nil {
+		s = &orgSeries{
+			debited:  m.debited.WithLabelValues(label, edition),
+			refunded: m.refunded.WithLabelValues(label, edition),
+			addon:    m.addon.WithLabelValues(label, edition),
+		}
+		for i := range numOutcomes {
+			if i != outUnauthorized {
+				s.requests[i] = m.requests.WithLabelValues(label, edition, outcomeNames[i])
+			}
+		}
+		for i := range numReasons {
+			s.rejections[i] = m.rejections.WithLabelValues(label, edition, reasonNames[i])
+		}
+		m.series[k] = s
+	}
+	return s
 }
 
 // setRules resolves the series of every rule name in names (a cost table's rules), keeping

@@ -7,6 +7,7 @@ import (
 
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
 // roster is the orgs in force: swapped whole on reload, read without locks.
@@ -30,7 +31,7 @@ type tenant struct {
 	// share when the store cannot decide (fail mode local).
 	remaining atomic.Int64
 	fields    RateLimitFields    // which rate-limit fields answers carry
-	plan      AddonPlan          // add-on credits: what the org may buy
+	plan      plans.Addon        // add-on credits: what the org may buy
 	period    *limiter.PeriodKey // monthly plans: the call quota per period; nil otherwise
 }
 
@@ -38,50 +39,60 @@ type tenant struct {
 // started with). Windows live in the store under the org ID, so an org that stays keeps its
 // consumption.
 func (g *Gateway) SetOrgs(dir *orgs.Directory) {
-	cfg := g.cfg
-	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
 	r := &roster{dir: dir, tenants: make(map[*orgs.Org]*tenant, dir.Len()), byID: make(map[string]*tenant, dir.Len())}
 	series := g.metrics.setOrgs(dir.Orgs())
+	old := g.roster.Load()
 	for _, o := range dir.Orgs() {
-		limit := cfg.LimitOf(o)
-		var concurrency int64
-		if cfg.ConcurrencyOf != nil {
-			concurrency = cfg.ConcurrencyOf(o)
+		var prev *tenant
+		if old != nil {
+			prev = old.byID[o.ID]
 		}
-		l := strconv.FormatInt(limit, 10)
-		t := &tenant{
-			org:        o,
-			key:        limiter.NewKey(o.ID, limit),
-			policyTail: ";w=" + window,
-			m:          series[o],
-			fields:     cfg.RateLimitFields,
-		}
-		t.remaining.Store(-1)
-		if old := g.roster.Load(); old != nil {
-			if ot, ok := old.byID[o.ID]; ok {
-				t.remaining.Store(ot.remaining.Load())
-			}
-		}
-		if cfg.AddonPlanOf != nil {
-			t.plan = cfg.AddonPlanOf(o)
-			if t.plan.Monthly > 0 {
-				t.period = &limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, AnchorDay: t.plan.AnchorDay}
-			} else if t.plan.Cap > 0 {
-				t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon, t.plan.Cap)
-				l = strconv.FormatInt(t.key.Limit, 10)
-			}
-		}
-		t.heavyKey = t.key
-		if concurrency > 0 {
-			t.key = t.key.WithConcurrency(concurrency, 0)
-			t.heavyKey = t.key.WithConcurrency(concurrency, cfg.HeavyConcurrency)
-			if t.fields == FieldsDraft { // the other forms name one policy
-				t.policyTail += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
-			}
-		}
-		t.limit, t.policy = l, t.policyFor(l)
+		t := g.newTenant(o, series[o], prev)
 		r.tenants[o] = t
 		r.byID[o.ID] = t
 	}
 	g.roster.Store(r)
+}
+
+// newTenant prepares org o, whose metrics are s, for the request path. prev is the org's
+// tenant until now (nil: none), whose last word from the store carries over.
+func (g *Gateway) newTenant(o *orgs.Org, s *orgSeries, prev *tenant) *tenant {
+	cfg := g.cfg
+	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
+	limit := cfg.LimitOf(o)
+	var concurrency int64
+	if cfg.ConcurrencyOf != nil {
+		concurrency = cfg.ConcurrencyOf(o)
+	}
+	l := strconv.FormatInt(limit, 10)
+	t := &tenant{
+		org:        o,
+		key:        limiter.NewKey(o.ID, limit),
+		policyTail: ";w=" + window,
+		m:          s,
+		fields:     cfg.RateLimitFields,
+	}
+	t.remaining.Store(-1)
+	if prev != nil {
+		t.remaining.Store(prev.remaining.Load())
+	}
+	if cfg.AddonPlanOf != nil {
+		t.plan = cfg.AddonPlanOf(o)
+		if t.plan.Monthly > 0 {
+			t.period = &limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, MaxAdditional: t.plan.Cap, AnchorDay: t.plan.AnchorDay}
+		} else if t.plan.Cap > 0 {
+			t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon, t.plan.Cap)
+			l = strconv.FormatInt(t.key.Limit, 10)
+		}
+	}
+	t.heavyKey = t.key
+	if concurrency > 0 {
+		t.key = t.key.WithConcurrency(concurrency, 0)
+		t.heavyKey = t.key.WithConcurrency(concurrency, cfg.HeavyConcurrency)
+		if t.fields == FieldsDraft { // the other forms name one policy
+			t.policyTail += `, "concurrency";q=` + strconv.FormatInt(concurrency, 10) + `;qu="concurrent-requests"`
+		}
+	}
+	t.limit, t.policy = l, t.policyFor(l)
+	return t
 }

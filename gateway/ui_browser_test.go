@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
 var uiScreenshot = flag.String("ui.screenshot", "", "TestUsagePageInBrowser also writes a screenshot of the page to this PNG file")
@@ -90,11 +90,11 @@ func TestUsagePageInBrowser(t *testing.T) {
 			if o.HasLimit {
 				return o.Limit
 			}
-			e, _ := costtable.LookupEdition(o.Edition)
-			return e.Allotment(costtable.Seats{Users: o.Users, Addon: o.Addon})
+			e, _ := plans.LookupEdition(o.Edition)
+			return e.Allotment(plans.Seats{Users: o.Users, Addon: o.Addon})
 		}
 		c.ConcurrencyOf = func(o *orgs.Org) int64 {
-			e, _ := costtable.LookupEdition(o.Edition)
+			e, _ := plans.LookupEdition(o.Edition)
 			return e.Concurrency
 		}
 		c.AdditionalOf = func(o *orgs.Org) int64 { return o.Addon }

@@ -92,7 +92,7 @@ func TestPeriodRefundFollowsCount(t *testing.T) {
 	for name, s := range bothStores(t, limiter.Options{}) {
 		t.Run(name, func(t *testing.T) {
 			ps, m := s.(limiter.PeriodStore), s.(limiter.Meter)
-			k := limiter.PeriodKey{Org: "period-refund-" + name, Monthly: 1, Additional: 2, AnchorDay: 1}
+			k := limiter.PeriodKey{Org: "period-refund-" + name, Monthly: 1, Additional: 2, MaxAdditional: 2, AnchorDay: 1}
 			metered := func() int64 { return meteredOn(t, m, k.Org, limiter.Day(at)) }
 			a, err := ps.SpendCall(ctx, k, at, true) // the monthly call, in flight
 			if err != nil {

@@ -38,7 +38,7 @@ func BenchmarkRedisSpendAddons(b *testing.B) {
 		})
 	}
 	b.Run("period", func(b *testing.B) {
-		k := limiter.PeriodKey{Org: "bench-period", Monthly: 1 << 50, AnchorDay: 1}
+		k := limiter.PeriodKey{Org: "bench-period", Monthly: 1 << 50, MaxAdditional: 2 << 50, AnchorDay: 1}
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := s.SpendCall(ctx, k, time.Time{}, true); err != nil {

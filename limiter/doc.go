@@ -25,6 +25,7 @@
 // Redis holds (a stored add-on limit, the window's total) lives in one lib.lua helper whose Go
 // twin is tested against it.
 //
-// The package does not know what a call costs (package costtable) or who is calling (package
-// orgs); it never reads the environment and never logs.
+// The package does not know what a call costs (package costtable), who is calling (package
+// orgs) or what a plan allows (package plans): callers hand it limits and caps as numbers. It
+// never reads the environment and never logs.
 package limiter

@@ -21,8 +21,11 @@ type PeriodKey struct {
 	// Additional is the additional calls allowed per period while the store holds no
 	// additional limit for the org (set with Meter.SetAddon, which holds both the add-on
 	// credits of window plans and the additional calls of monthly plans). Whichever applies
-	// counts as at most MaxAdditional(Monthly).
+	// counts as at most MaxAdditional.
 	Additional int64
+	// MaxAdditional is the most additional calls per period that count, whatever is
+	// configured or stored (the plan's rule; see package plans).
+	MaxAdditional int64
 	// AnchorDay is the day of the month (1 to 28) each period starts on, at 00:00 UTC.
 	AnchorDay int
 }
@@ -60,10 +63,6 @@ var (
 )
 
 var periodScript = mustScript("period.lua")
-
-// MaxAdditional returns the most additional calls per period a monthly plan of monthly calls
-// may have: twice its monthly calls. A larger number configured or stored counts as this.
-func MaxAdditional(monthly int64) int64 { return 2 * monthly }
 
 // PeriodOf returns the subscription period containing t for periods starting on day anchor
 // (1 to 28) of each month, at 00:00 UTC.
@@ -127,7 +126,7 @@ func (s *RedisStore) RefundCall(ctx context.Context, k PeriodKey, d PeriodDecisi
 // for a refund the period start and the call's day), the plan, the store.
 func periodArgs(k PeriodKey, mode, now, start, day string) []any {
 	return []any{mode, now, start, day, // the call
-		k.Monthly, k.Additional, MaxAdditional(k.Monthly), k.AnchorDay, // the plan
+		k.Monthly, k.Additional, k.MaxAdditional, k.AnchorDay, // the plan
 		meterDaysArg} // the store
 }
 
@@ -157,7 +156,7 @@ func (s *MemoryStore) SpendCall(_ context.Context, k PeriodKey, now time.Time, c
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	sd := Day(start)
-	limit := cappedLimit(k.Monthly, w.addon, w.addonSet, k.Additional, MaxAdditional(k.Monthly))
+	limit := cappedLimit(k.Monthly, w.addon, w.addonSet, k.Additional, k.MaxAdditional)
 	d := PeriodDecision{Allowed: true, Used: w.periods[sd], Limit: limit, Day: Day(now), Start: start, End: end}
 	if !count {
 		return d, nil

@@ -8,7 +8,7 @@
 // String method or log-facing value of this package contains a key.
 //
 // The package does not read the environment, talk to Redis or HTTP, or log; it does not know
-// what an edition allots (package costtable) or how a key is taken from a request (package
+// what an edition allots (package plans) or how a key is taken from a request (package
 // gateway). Callers pass the configuration as a string and decide which fields an org needs.
 //
 // # CREDITGATE_ORGS syntax

@@ -41,6 +41,11 @@ type Org struct {
 // idPattern describes a valid org ID in error messages.
 const idPattern = "[A-Za-z0-9._-]{1,64}"
 
+// ValidID reports whether id is a valid org ID: 1 to 64 of [A-Za-z0-9._-]. Callers that take
+// org IDs from elsewhere than Parse (a token's claim, say) check them with it before they reach
+// Redis keys, metrics or logs.
+func ValidID(id string) bool { return validID(id) }
+
 func validID(id string) bool {
 	if len(id) == 0 || len(id) > 64 {
 		return false

@@ -18,11 +18,11 @@ import (
 	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/limiter"
-	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
 // Config is the whole configuration, read from the environment. Every variable is documented
-// in the README; the tag carries the full name so a grep for it finds the field.
+// in docs/configuration.md; the tag carries the full name so a grep for it finds the field.
 type Config struct {
 	ListenAddr string `env:"CREDITGATE_LISTEN_ADDR" envDefault:":8080"`
 	AdminAddr  string `env:"CREDITGATE_ADMIN_ADDR" envDefault:":9090"`
@@ -93,9 +93,31 @@ type Config struct {
 	// and is read again on SIGHUP.
 	CostTableFile string `env:"CREDITGATE_COST_TABLE_FILE"`
 
+	// OrgMode is apikey, header or jwt (the org from a verified access token's claim).
 	OrgMode          string `env:"CREDITGATE_ORG_MODE" envDefault:"apikey"`
 	OrgHeader        string `env:"CREDITGATE_ORG_HEADER" envDefault:"X-Org-Id"`
 	StripCredentials bool   `env:"CREDITGATE_STRIP_CREDENTIALS"`
+	// JWT mode: the issuer's JWK set from a URL (https, or http on loopback) or a file (one of
+	// the two), the iss claim it must carry and the aud values accepted (comma-separated).
+	JWTJWKSURL  string `env:"CREDITGATE_JWT_JWKS_URL"`
+	JWTJWKSFile string `env:"CREDITGATE_JWT_JWKS_FILE"`
+	JWTIssuer   string `env:"CREDITGATE_JWT_ISSUER"`
+	JWTAudience string `env:"CREDITGATE_JWT_AUDIENCE"`
+	// JWTLeeway is the clock skew allowed on exp and nbf.
+	JWTLeeway     time.Duration `env:"CREDITGATE_JWT_LEEWAY" envDefault:"30s"`
+	JWTOrgClaim   string        `env:"CREDITGATE_JWT_ORG_CLAIM" envDefault:"org_id"`
+	JWTUsersClaim string        `env:"CREDITGATE_JWT_USERS_CLAIM"`
+	// JWTDefaultPlan is the plan of orgs not configured, in the CREDITGATE_ORGS field syntax
+	// (edition=crm-standard,users=5); unset: their tokens are refused.
+	JWTDefaultPlan string `env:"CREDITGATE_JWT_DEFAULT_PLAN"`
+	// JWTMaxOrgs bounds the orgs held from tokens besides the configured ones.
+	JWTMaxOrgs int `env:"CREDITGATE_JWT_MAX_ORGS" envDefault:"10000"`
+	// JWTCacheSize bounds the verified tokens kept; 0: none (every call checks a signature).
+	JWTCacheSize int `env:"CREDITGATE_JWT_CACHE_SIZE" envDefault:"10000"`
+	// JWTRefresh is how often the JWK set URL is fetched; JWTRefetchInterval bounds fetches
+	// for tokens naming an unknown key to one per interval.
+	JWTRefresh         time.Duration `env:"CREDITGATE_JWT_JWKS_REFRESH" envDefault:"5m"`
+	JWTRefetchInterval time.Duration `env:"CREDITGATE_JWT_JWKS_REFETCH_INTERVAL" envDefault:"1m"`
 	// PreserveHost sends the client's Host header upstream instead of the upstream URL's.
 	PreserveHost bool `env:"CREDITGATE_PRESERVE_HOST"`
 	// CORSOrigins are the origins browsers may call from ("*": any), comma-separated; unset:
@@ -145,16 +167,17 @@ type Config struct {
 	// Derived by validate.
 	upstream    *url.URL
 	logLevel    zapcore.Level
-	plans       *plans
+	roster      *roster
 	costTable   *costtable.Table
 	routes      []gateway.Route // from RoutesFile
 	adminTokens *gateway.AdminTokens
-	slabs       costtable.Slabs
+	slabs       plans.Slabs
 	callPrices  [2]int64 // micro-dollars: non-commercial, commercial
 	cors        *gateway.CORSPolicy
 	cert        *certificate // nil: the proxy listener serves plain HTTP
 	upstreamTLS *tls.Config
 	demo        bool
+	jwt         *gateway.JWTConfig // jwt org mode; PerUser is set by run
 }
 
 // Variables read by the test suite, not by the gateway; allowed in the environment.
@@ -253,7 +276,7 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	sort.Strings(unknown)
 	for _, name := range unknown {
-		bad(name, "unknown variable (a typo?); the README lists every variable")
+		bad(name, "unknown variable (a typo?); docs/configuration.md lists every variable")
 	}
 
 	if lvl, err := zapcore.ParseLevel(c.LogLevel); err != nil || lvl < zapcore.DebugLevel || lvl > zapcore.ErrorLevel {
@@ -436,7 +459,7 @@ func (c *Config) validate(environ map[string]string) error {
 	} else {
 		c.adminTokens = toks
 	}
-	if sl, err := costtable.ParseSlabs(c.AddonSlabs); err != nil {
+	if sl, err := plans.ParseSlabs(c.AddonSlabs); err != nil {
 		errs = append(errs, prefixLines("CREDITGATE_ADDON_SLABS", err))
 	} else {
 		c.slabs = sl
@@ -448,24 +471,30 @@ func (c *Config) validate(environ map[string]string) error {
 		{"CREDITGATE_CALL_PRICE_NONCOMMERCIAL", c.CallPriceNonCommercial},
 		{"CREDITGATE_CALL_PRICE_COMMERCIAL", c.CallPriceCommercial},
 	} {
-		if p, err := costtable.ParseMicros(v.value); err != nil || p > 1_000_000_000 {
+		if p, err := plans.ParseMicros(v.value); err != nil || p > 1_000_000_000 {
 			bad(v.name, "must be dollars per call such as 0.06 (at most six decimals, at most 1000), got %q", v.value)
 		} else {
 			c.callPrices[i] = p
 		}
 	}
 
-	if c.OrgMode != "apikey" && c.OrgMode != "header" {
-		bad("CREDITGATE_ORG_MODE", "must be apikey or header, got %q", c.OrgMode)
+	if c.OrgMode != "apikey" && c.OrgMode != "header" && c.OrgMode != "jwt" {
+		bad("CREDITGATE_ORG_MODE", "must be apikey, header or jwt, got %q", c.OrgMode)
 	}
+	errs = append(errs, c.validateJWT(environ)...)
 	if c.OrgHeader == "" || strings.ContainsAny(c.OrgHeader, " :\t\r\n") {
 		bad("CREDITGATE_ORG_HEADER", "must be a header name, got %q", c.OrgHeader)
 	}
 	if !c.demo {
-		if p, err := c.loadPlans(); err != nil {
+		if p, err := c.loadRoster(); err != nil {
 			errs = append(errs, err)
 		} else {
-			c.plans = p
+			c.roster = p
+			if def := c.jwtDefaultPlan(); def != nil {
+				if err := p.Check(def, false); err != nil {
+					errs = append(errs, prefixLines("CREDITGATE_JWT_DEFAULT_PLAN", err))
+				}
+			}
 		}
 	}
 
@@ -485,23 +514,6 @@ func showURL(raw string) string {
 		return "(not shown: it may contain a password)"
 	}
 	return strconv.Quote(raw)
-}
-
-// planOf returns p.addonPlanOf(o), and for a monthly plan its calls per period, additional
-// calls (at most twice as many), price per additional call and period anchor.
-func (c *Config) planOf(p *plans, o *orgs.Org) gateway.AddonPlan {
-	e, ok := p.editions.Lookup(o.Edition)
-	if !ok || e.Kind != costtable.KindMonthly {
-		return p.addonPlanOf(o)
-	}
-	price := c.callPrices[0]
-	if o.Commercial {
-		price = c.callPrices[1]
-	}
-	return gateway.AddonPlan{
-		Edition: e.Name, Monthly: o.MonthlyLimit, Addon: min(o.Additional, limiter.MaxAdditional(o.MonthlyLimit)), Cap: limiter.MaxAdditional(o.MonthlyLimit),
-		AnchorDay: c.AnchorDay, CallPrice: price,
-	}
 }
 
 // prefixLines puts name in front of every error joined in err.
@@ -536,13 +548,14 @@ func (c *Config) logFields() []zap.Field {
 		zap.Int("metrics_max_orgs", c.MetricsMaxOrgs),
 		zap.Duration("window", c.Window), zap.Duration("bucket", c.Bucket), zap.Bool("shadow", c.Shadow),
 		zap.String("cost_table", c.costTable.Name()), zap.String("cost_table_file", c.CostTableFile),
-		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", c.plans.dir.Len()), zap.String("orgs_file", c.OrgsFile), zap.String("editions_file", c.EditionsFile),
+		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", c.roster.dir.Len()), zap.String("orgs_file", c.OrgsFile), zap.String("editions_file", c.EditionsFile),
 		zap.Bool("strip_credentials", c.StripCredentials), zap.String("log_level", c.LogLevel),
 		zap.Bool("redis_pipeline", c.RedisPipeline),
 		zap.String("addon_slabs", c.slabs.String()),
 		zap.Int64("max_body_bytes", c.MaxBodyBytes), zap.Int64("body_buffer_bytes", c.BodyBufferBytes),
 		zap.Int64("body_buffer_org_bytes", c.BodyBufferOrgBytes), zap.Int64("max_inflate_ratio", c.MaxInflateRatio),
 		zap.String("method_override", c.MethodOverride),
+		zap.String("jwt_issuer", c.JWTIssuer), zap.String("jwt_jwks", c.JWTJWKSURL+c.JWTJWKSFile),
 	}
 }
 

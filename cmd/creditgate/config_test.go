@@ -36,7 +36,7 @@ func TestLoadConfigProduction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.demo || cfg.upstream.Path != "/api" || cfg.plans.dir.Len() != 2 || cfg.Bucket != time.Second {
+	if cfg.demo || cfg.upstream.Path != "/api" || cfg.roster.dir.Len() != 2 || cfg.Bucket != time.Second {
 		t.Fatalf("%+v", cfg)
 	}
 	tests := []struct {
@@ -47,8 +47,8 @@ func TestLoadConfigProduction(t *testing.T) {
 		{1, 5000},  // explicit limit
 	}
 	for _, tt := range tests {
-		if got := cfg.plans.limitOf(&cfg.plans.orgs[tt.org]); got != tt.want {
-			t.Errorf("limit of %s = %d, want %d", cfg.plans.orgs[tt.org].ID, got, tt.want)
+		if got := cfg.roster.LimitOf(&cfg.roster.orgs[tt.org]); got != tt.want {
+			t.Errorf("limit of %s = %d, want %d", cfg.roster.orgs[tt.org].ID, got, tt.want)
 		}
 	}
 }
@@ -105,7 +105,16 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"orgs file missing", map[string]string{"CREDITGATE_ORGS_FILE": "/nonexistent/orgs.yaml"}, []string{"CREDITGATE_ORGS_FILE", "no such file"}},
 		{"orgs file bad org", map[string]string{"CREDITGATE_ORGS_FILE": "../../orgs/testdata/files/bad-limit-zero.yaml"}, []string{"CREDITGATE_ORGS_FILE: bad-limit-zero.yaml: line"}},
 		{"editions file missing", map[string]string{"CREDITGATE_EDITIONS_FILE": "/nonexistent/editions.yaml"}, []string{"CREDITGATE_EDITIONS_FILE", "no such file"}},
-		{"org mode", map[string]string{"CREDITGATE_ORG_MODE": "jwt"}, []string{"CREDITGATE_ORG_MODE", "jwt"}},
+		{"org mode", map[string]string{"CREDITGATE_ORG_MODE": "ldap"}, []string{"CREDITGATE_ORG_MODE", "ldap"}},
+		{"jwt without keys, issuer or audience", map[string]string{"CREDITGATE_ORG_MODE": "jwt"}, []string{"CREDITGATE_JWT_JWKS_URL", "CREDITGATE_JWT_ISSUER", "CREDITGATE_JWT_AUDIENCE"}},
+		{"jwt keys from URL and file", map[string]string{"CREDITGATE_ORG_MODE": "jwt", "CREDITGATE_JWT_JWKS_URL": "https://issuer.example/jwks", "CREDITGATE_JWT_ISSUER": "https://issuer.example/", "CREDITGATE_JWT_AUDIENCE": "api", "CREDITGATE_JWT_JWKS_FILE": "jwks.json"}, []string{"CREDITGATE_JWT_JWKS_URL", "not both"}},
+		{"jwt keys over plain http", map[string]string{"CREDITGATE_ORG_MODE": "jwt", "CREDITGATE_JWT_JWKS_URL": "http://issuer.example/jwks", "CREDITGATE_JWT_ISSUER": "https://issuer.example/", "CREDITGATE_JWT_AUDIENCE": "api"}, []string{"CREDITGATE_JWT_JWKS_URL", "https"}},
+		{"jwt default plan with keys", map[string]string{"CREDITGATE_ORG_MODE": "jwt", "CREDITGATE_JWT_JWKS_URL": "https://issuer.example/jwks", "CREDITGATE_JWT_ISSUER": "https://issuer.example/", "CREDITGATE_JWT_AUDIENCE": "api", "CREDITGATE_JWT_DEFAULT_PLAN": "limit=5,keys=k1"}, []string{"CREDITGATE_JWT_DEFAULT_PLAN", "keys"}},
+		{"jwt default plan unknown edition", map[string]string{"CREDITGATE_ORG_MODE": "jwt", "CREDITGATE_JWT_JWKS_URL": "https://issuer.example/jwks", "CREDITGATE_JWT_ISSUER": "https://issuer.example/", "CREDITGATE_JWT_AUDIENCE": "api", "CREDITGATE_JWT_DEFAULT_PLAN": "edition=crm-gold"}, []string{"CREDITGATE_JWT_DEFAULT_PLAN", "crm-gold"}},
+		{"jwt default plan without limit", map[string]string{"CREDITGATE_ORG_MODE": "jwt", "CREDITGATE_JWT_JWKS_URL": "https://issuer.example/jwks", "CREDITGATE_JWT_ISSUER": "https://issuer.example/", "CREDITGATE_JWT_AUDIENCE": "api", "CREDITGATE_JWT_DEFAULT_PLAN": "users=5"}, []string{"CREDITGATE_JWT_DEFAULT_PLAN", "limit"}},
+		{"jwt leeway", map[string]string{"CREDITGATE_ORG_MODE": "jwt", "CREDITGATE_JWT_JWKS_URL": "https://issuer.example/jwks", "CREDITGATE_JWT_ISSUER": "https://issuer.example/", "CREDITGATE_JWT_AUDIENCE": "api", "CREDITGATE_JWT_LEEWAY": "1h"}, []string{"CREDITGATE_JWT_LEEWAY", "5m"}},
+		{"jwt max orgs", map[string]string{"CREDITGATE_ORG_MODE": "jwt", "CREDITGATE_JWT_JWKS_URL": "https://issuer.example/jwks", "CREDITGATE_JWT_ISSUER": "https://issuer.example/", "CREDITGATE_JWT_AUDIENCE": "api", "CREDITGATE_JWT_MAX_ORGS": "0"}, []string{"CREDITGATE_JWT_MAX_ORGS", "between 1"}},
+		{"jwt settings outside jwt mode", map[string]string{"CREDITGATE_JWT_ISSUER": "https://issuer.example/"}, []string{"CREDITGATE_JWT_ISSUER", "not jwt"}},
 		{"unknown variable", map[string]string{"CREDITGATE_WINDWO": "4s"}, []string{"CREDITGATE_WINDWO", "unknown variable"}},
 	}
 	for _, tt := range tests {
@@ -130,6 +139,34 @@ func TestLoadConfigErrors(t *testing.T) {
 				t.Errorf("error leaks a secret: %q", err)
 			}
 		})
+	}
+}
+
+// TestLoadConfigJWT: jwt mode needs no orgs when a default plan is set, and orgs without keys
+// are fine in it.
+func TestLoadConfigJWT(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{
+		"CREDITGATE_UPSTREAM_URL":     "http://127.0.0.1:9000",
+		"CREDITGATE_ORG_MODE":         "jwt",
+		"CREDITGATE_JWT_JWKS_URL":     "http://127.0.0.1:9001/jwks",
+		"CREDITGATE_JWT_ISSUER":       "https://issuer.example/",
+		"CREDITGATE_JWT_AUDIENCE":     "api, api2",
+		"CREDITGATE_JWT_DEFAULT_PLAN": "edition=crm-standard,users=5",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := cfg.jwt
+	if j == nil || len(j.Audiences) != 2 || j.Leeway != 30*time.Second || j.OrgClaim != "org_id" ||
+		j.DefaultPlan == nil || j.DefaultPlan.Users != 5 || cfg.roster.dir.Len() != 0 {
+		t.Fatalf("%+v", j)
+	}
+	if _, err := loadConfig(map[string]string{
+		"CREDITGATE_UPSTREAM_URL": "http://127.0.0.1:9000", "CREDITGATE_ORG_MODE": "jwt",
+		"CREDITGATE_JWT_JWKS_URL": "https://issuer.example/jwks", "CREDITGATE_JWT_ISSUER": "i", "CREDITGATE_JWT_AUDIENCE": "a",
+		"CREDITGATE_ORGS": "acme:edition=crm-standard,users=3",
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -264,14 +301,14 @@ func TestLoadConfigOrgsAndEditionsFiles(t *testing.T) {
 		{"delta", 10_000 + 10*600, 15},
 	}
 	for _, tt := range tests {
-		o, ok := cfg.plans.dir.ByID(tt.id)
+		o, ok := cfg.roster.dir.ByID(tt.id)
 		if !ok {
 			t.Fatalf("org %s missing", tt.id)
 		}
-		if got := cfg.plans.limitOf(o); got != tt.limit {
+		if got := cfg.roster.LimitOf(o); got != tt.limit {
 			t.Errorf("limit of %s = %d, want %d", tt.id, got, tt.limit)
 		}
-		if got := cfg.plans.concurrencyOf(o); got != tt.conc {
+		if got := cfg.roster.ConcurrencyOf(o); got != tt.conc {
 			t.Errorf("concurrency of %s = %d, want %d", tt.id, got, tt.conc)
 		}
 	}
@@ -294,7 +331,7 @@ func TestLoadConfigOrgsAndEditionsFiles(t *testing.T) {
 	// An orgs file alone, without CREDITGATE_ORGS, is a configuration (not the demo).
 	delete(env, "CREDITGATE_ORGS")
 	cfg, err = loadConfig(env)
-	if err != nil || cfg.demo || cfg.plans.dir.Len() != 2 {
+	if err != nil || cfg.demo || cfg.roster.dir.Len() != 2 {
 		t.Fatalf("orgs file alone: demo=%v err=%v", cfg.demo, err)
 	}
 }

@@ -221,7 +221,7 @@ func TestDeployMetricsExist(t *testing.T) {
 		}
 		t.Logf("%s: %d queries naming %d metrics", src, len(queries), len(named))
 	}
-	// What the dashboard must show (the README's Operations section).
+	// What the dashboard must show (docs/operations.md).
 	all := strings.Join(sources["dashboard"], "\n")
 	for _, want := range []string{
 		"creditgate_rejections_total", "creditgate_rule_credits_total", "creditgate_credits_debited_total",

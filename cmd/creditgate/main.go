@@ -28,6 +28,7 @@ import (
 	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
 )
 
 func main() {
@@ -127,7 +128,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		if err != nil {
 			return err
 		}
-		cfg.plans = &plans{editions: costtable.BuiltinEditions(), orgs: list, dir: dir}
+		cfg.roster = &roster{Plans: plans.New(plans.BuiltinEditions(), cfg.billing()), orgs: list, dir: dir}
 		if adminTokens.Len() == 0 {
 			demoToken = demoAdminToken
 			adminTokens = demoAdminTokens()
@@ -136,9 +137,16 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	}
 	// The plans in force. The gateway asks for limits only when it is handed a roster
 	// (gw.SetOrgs), so a reload stores the new plans first and then hands over their orgs.
-	var current atomic.Pointer[plans]
-	current.Store(cfg.plans)
+	var current atomic.Pointer[roster]
+	current.Store(cfg.roster)
 
+	if cfg.jwt != nil {
+		// A token's users claim counts where the org's edition grows per user.
+		cfg.jwt.PerUser = func(o *orgs.Org) bool {
+			e, ok := current.Load().Editions().Lookup(o.Edition)
+			return ok && e.Kind == plans.KindCRM && !o.HasLimit
+		}
+	}
 	metrics := gateway.NewMetrics(gateway.MetricsOptions{MaxOrgs: cfg.MetricsMaxOrgs})
 	gw, err := gateway.New(gateway.Config{
 		Upstream:           upstream,
@@ -152,14 +160,15 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		FailOpen:           cfg.FailMode == "open",
 		FailLocal:          cfg.FailMode == "local",
 		Costs:              cfg.costTable,
-		Orgs:               cfg.plans.dir,
-		LimitOf:            func(o *orgs.Org) int64 { return current.Load().limitOf(o) },
-		ConcurrencyOf:      func(o *orgs.Org) int64 { return current.Load().concurrencyOf(o) },
-		AddonPlanOf:        func(o *orgs.Org) gateway.AddonPlan { return cfg.planOf(current.Load(), o) },
+		Orgs:               cfg.roster.dir,
+		LimitOf:            func(o *orgs.Org) int64 { return current.Load().LimitOf(o) },
+		ConcurrencyOf:      func(o *orgs.Org) int64 { return current.Load().ConcurrencyOf(o) },
+		AddonPlanOf:        func(o *orgs.Org) plans.Addon { return current.Load().AddonOf(o) },
 		Slabs:              cfg.slabs,
 		HeavyConcurrency:   cfg.HeavyConcurrency,
 		Mode:               gateway.OrgMode(cfg.OrgMode),
 		OrgHeader:          cfg.OrgHeader,
+		JWT:                cfg.jwt,
 		StripCredentials:   cfg.StripCredentials,
 		PreserveHost:       cfg.PreserveHost,
 		CORS:               cfg.cors,
@@ -275,10 +284,19 @@ serve:
 // tables), the cost table, the editions and the orgs. Each part that is valid takes effect for new requests at once (requests in
 // flight finish with what they started with); a part with an error is refused with a log line
 // and its running version stays.
-func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[plans], log *zap.Logger) {
+func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[roster], log *zap.Logger) {
+	if cfg.jwt != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := gw.ReloadKeys(ctx); err != nil {
+			log.Error("SIGHUP: JWK set refused, the running keys stay", zap.Error(err))
+		} else {
+			log.Info("SIGHUP: JWK set reloaded")
+		}
+		cancel()
+	}
 	if cfg.CostTableFile == "" && cfg.RoutesFile == "" && cfg.OrgsFile == "" && cfg.EditionsFile == "" {
-		if cfg.cert == nil {
-			log.Info("SIGHUP: nothing to reload (no CREDITGATE_ROUTES_FILE, CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE, CREDITGATE_EDITIONS_FILE or TLS certificate)")
+		if cfg.cert == nil && cfg.jwt == nil {
+			log.Info("SIGHUP: nothing to reload (no CREDITGATE_ROUTES_FILE, CREDITGATE_COST_TABLE_FILE, CREDITGATE_ORGS_FILE, CREDITGATE_EDITIONS_FILE, TLS certificate or JWK set)")
 		}
 		return
 	}
@@ -301,7 +319,7 @@ func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[plans], log
 	}
 	if cfg.OrgsFile != "" || cfg.EditionsFile != "" {
 		start := time.Now()
-		p, err := cfg.loadPlans()
+		p, err := cfg.loadRoster()
 		if err != nil {
 			log.Error("SIGHUP: orgs or editions refused, the running ones stay", zap.Error(err))
 			return

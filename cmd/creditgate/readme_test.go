@@ -8,9 +8,9 @@ import (
 )
 
 // TestREADMEDocumentsEveryVariable: every variable the gateway reads has a row in the
-// README's configuration table, and the table names no variable the gateway does not read.
+// configuration table of docs/configuration.md, and the table names no variable the gateway does not read.
 func TestREADMEDocumentsEveryVariable(t *testing.T) {
-	data, err := os.ReadFile("../../README.md")
+	data, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,14 +24,14 @@ func TestREADMEDocumentsEveryVariable(t *testing.T) {
 		}
 		known[name] = true
 		if !strings.Contains(readme, "| `"+name+"` |") {
-			t.Errorf("%s has no row in the README's configuration table", name)
+			t.Errorf("%s has no row in the configuration table of docs/configuration.md", name)
 		}
 	}
 	for _, line := range strings.Split(readme, "\n") {
 		if rest, ok := strings.CutPrefix(line, "| `CREDITGATE_"); ok {
 			name := "CREDITGATE_" + rest[:strings.IndexByte(rest, '`')]
 			if !known[name] {
-				t.Errorf("the README documents %s, which the gateway does not read", name)
+				t.Errorf("docs/configuration.md documents %s, which the gateway does not read", name)
 			}
 		}
 	}

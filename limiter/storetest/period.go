@@ -29,7 +29,7 @@ func testPeriodQuota(t *testing.T, newStore NewStore) {
 	s := newStore(t, limiter.Options{})
 	ps, m := periods(t, s), meter(t, s)
 	ctx := context.Background()
-	k := limiter.PeriodKey{Org: newOrg(), Monthly: 3, Additional: 2, AnchorDay: 15}
+	k := limiter.PeriodKey{Org: newOrg(), Monthly: 3, Additional: 2, MaxAdditional: 6, AnchorDay: 15}
 	at := utc(2026, 1, 20, 10, 0)
 	count := func(at time.Time) (limiter.PeriodDecision, error) {
 		t.Helper()

@@ -1,4 +1,4 @@
-package costtable
+package plans
 
 import (
 	"errors"
@@ -83,11 +83,11 @@ func LoadEditionsFile(path string) (Editions, error) {
 func ParseEditions(data []byte) (Editions, error) {
 	var f editionsFile
 	root, err := configfile.Decode(data, &f)
-	if err := syntaxOrRoot(err, "line 1: want a mapping with the field editions"); err != nil {
+	if err := configfile.RootError(err, "line 1: want a mapping with the field editions"); err != nil {
 		return Editions{}, err
 	}
 	names := make([]string, len(f.Editions)) // of each edition, once valid
-	errs := fileErrors(err, func(p configfile.Path) (string, int) {
+	errs := configfile.LineErrors(err, func(p configfile.Path) (string, int) {
 		if len(p) >= 2 && p[0].Field == "editions" && p[1].Field == "" && p[1].Index < len(names) {
 			return editionWhere(p[1].Index, f.Editions[p[1].Index].Name), 2
 		}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/creditgate/creditgate/orgs"
+	"github.com/creditgate/creditgate/plans"
+)
+
+// roster is who may call and what each org's plan allots: the plans of the editions (built
+// in, or changed by CREDITGATE_EDITIONS_FILE) and the orgs (CREDITGATE_ORGS plus
+// CREDITGATE_ORGS_FILE). It is read at start-up and again on SIGHUP, and is immutable once
+// built.
+type roster struct {
+	*plans.Plans
+	orgs []orgs.Org
+	dir  *orgs.Directory
+}
+
+// loadRoster reads the editions and orgs the configuration names, and checks the orgs against
+// the editions. Every problem is reported, each line starting with the variable (or file
+// variable) it comes from.
+func (c *Config) loadRoster() (*roster, error) {
+	editions := plans.BuiltinEditions()
+	var errs []error
+	if c.EditionsFile != "" {
+		eds, err := plans.LoadEditionsFile(c.EditionsFile)
+		if err != nil {
+			return nil, prefixLines("CREDITGATE_EDITIONS_FILE", err)
+		}
+		editions = eds
+	}
+
+	var fromEnv, fromFile []orgs.Org
+	if c.Orgs != "" {
+		list, err := orgs.Parse(c.Orgs)
+		if err != nil {
+			errs = append(errs, prefixLines("CREDITGATE_ORGS", err))
+		}
+		fromEnv = list
+	}
+	if c.OrgsFile != "" {
+		list, err := orgs.LoadFile(c.OrgsFile)
+		if err != nil {
+			errs = append(errs, prefixLines("CREDITGATE_ORGS_FILE", err))
+		}
+		fromFile = list
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	p := &roster{Plans: plans.New(editions, c.billing())}
+	for _, src := range []struct {
+		name string
+		list []orgs.Org
+	}{{"CREDITGATE_ORGS", fromEnv}, {"CREDITGATE_ORGS_FILE", fromFile}} {
+		for i := range src.list {
+			if err := p.Check(&src.list[i], c.OrgMode == "apikey"); err != nil {
+				errs = append(errs, prefixLines(src.name, err))
+			}
+		}
+	}
+	p.orgs = append(fromEnv, fromFile...)
+	if len(p.orgs) == 0 && (c.OrgMode != "jwt" || c.JWTDefaultPlan == "") {
+		errs = append(errs, errors.New("CREDITGATE_ORGS: no orgs configured (nor in CREDITGATE_ORGS_FILE)"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	dir, err := orgs.NewDirectory(p.orgs)
+	if err != nil {
+		src := "CREDITGATE_ORGS"
+		switch {
+		case c.Orgs != "" && c.OrgsFile != "":
+			src = "CREDITGATE_ORGS and CREDITGATE_ORGS_FILE"
+		case c.OrgsFile != "":
+			src = "CREDITGATE_ORGS_FILE"
+		}
+		return nil, prefixLines(src, err)
+	}
+	p.dir = dir
+	return p, nil
+}
+
+// billing returns how monthly plans are billed, from CREDITGATE_BILLING_ANCHOR_DAY and the
+// call prices.
+func (c *Config) billing() plans.Billing {
+	return plans.Billing{AnchorDay: c.AnchorDay, CallPrice: c.callPrices[0], CallPriceCommercial: c.callPrices[1]}
+}

@@ -1,0 +1,141 @@
+package gateway
+
+import (
+	"sync"
+
+	"github.com/creditgate/creditgate/orgs"
+)
+
+// jwtOrgs holds the tenants that tokens brought and the roster does not have: orgs on the
+// default plan, and configured orgs whose seats come from a claim. Only verified tokens add
+// to it, and at most max orgs on the default plan are held. Built against one roster, it is
+// rebuilt against the next one when the orgs are reloaded.
+type jwtOrgs struct {
+	mu      sync.Mutex
+	ros     *roster
+	m       map[string]*tenant // org ID → tenant
+	claimed map[string]int64   // org ID → seats its last token claimed (0: none)
+	extra   int                // orgs of m not in ros
+	max     int
+}
+
+// jwtTenant returns the tenant of org id with users seats claimed (0: none), under ros, or
+// nil and the reason it has none.
+func (g *Gateway) jwtTenant(ros *roster, id string, users int64) (*tenant, int) {
+	v := g.jwt
+	if o, ok := ros.dir.ByID(id); ok && !v.claimsSeats(o, users) {
+		return ros.tenants[o], 0 // the common case, without the lock
+	}
+	j := &v.orgs
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	g.syncJWTOrgsLocked(ros)
+	return g.jwtTenantLocked(ros, id, users, nil)
+}
+
+// claimsSeats reports whether a token's users claim sets the seats of configured org o.
+func (v *jwtVerifier) claimsSeats(o *orgs.Org, users int64) bool {
+	return users > 0 && o.Users == 0 && v.cfg.PerUser(o)
+}
+
+// jwtTenantLocked is jwtTenant with j.mu held and j built against ros; prev holds the
+// tenants of an earlier roster, whose remaining credits the new ones take over.
+func (g *Gateway) jwtTenantLocked(ros *roster, id string, users int64, prev map[string]*tenant) (*tenant, int) {
+	v := g.jwt
+	j := &v.orgs
+	var base orgs.Org
+	o, configured := ros.dir.ByID(id)
+	switch {
+	case configured && !v.claimsSeats(o, users):
+		return ros.tenants[o], 0
+	case configured:
+		base = *o
+		base.Users = users
+	case v.cfg.DefaultPlan == nil:
+		return nil, tokUnknownOrg
+	default:
+		base = *v.cfg.DefaultPlan
+		base.ID = id
+		base.Keys = nil
+		if users > 0 && v.cfg.PerUser(&base) {
+			base.Users = users
+		}
+	}
+	old, held := j.m[id]
+	if held && old.org.Users == base.Users {
+		return old, 0
+	}
+	if !held && !configured && j.extra >= j.max {
+		return nil, tokOrgCapacity
+	}
+	before := old
+	if before == nil {
+		before = prev[id]
+	}
+	if before == nil {
+		before = ros.byID[id]
+	}
+	t := g.newTenant(&base, g.metrics.addOrg(&base), before)
+	if !held && !configured {
+		j.extra++
+		v.m.orgs.Set(float64(j.extra))
+	}
+	j.m[id] = t
+	j.claimed[id] = users
+	return t, 0
+}
+
+// syncJWTOrgsLocked rebuilds j against ros when the orgs were reloaded: each org held is
+// looked up again, with the seats it last claimed (an org now configured leaves it).
+func (g *Gateway) syncJWTOrgsLocked(ros *roster) {
+	j := &g.jwt.orgs
+	if j.ros == ros {
+		return
+	}
+	prev, claimed := j.m, j.claimed
+	j.ros, j.m, j.claimed, j.extra = ros, make(map[string]*tenant, len(prev)), make(map[string]int64, len(claimed)), 0
+	for id, users := range claimed {
+		g.jwtTenantLocked(ros, id, users, prev)
+	}
+	g.jwt.m.orgs.Set(float64(j.extra))
+}
+
+// tenantByOrgID returns the tenant of org id for the admin API: one held from tokens, else
+// a configured one.
+func (g *Gateway) tenantByOrgID(id string) (*tenant, bool) {
+	ros := g.roster.Load()
+	if g.jwt != nil {
+		j := &g.jwt.orgs
+		j.mu.Lock()
+		g.syncJWTOrgsLocked(ros)
+		t := j.m[id]
+		j.mu.Unlock()
+		if t != nil {
+			return t, true
+		}
+	}
+	o, ok := ros.dir.ByID(id)
+	if !ok {
+		return nil, false
+	}
+	return ros.tenants[o], true
+}
+
+// jwtOrgSummaries lists the orgs held from tokens that are not configured.
+func (g *Gateway) jwtOrgSummaries() []orgSummary {
+	if g.jwt == nil {
+		return nil
+	}
+	ros := g.roster.Load()
+	j := &g.jwt.orgs
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	g.syncJWTOrgsLocked(ros)
+	var out []orgSummary
+	for id, t := range j.m {
+		if _, configured := ros.dir.ByID(id); !configured {
+			out = append(out, orgSummary{Org: id, Edition: t.org.Edition})
+		}
+	}
+	return out
+}
