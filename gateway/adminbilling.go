@@ -56,8 +56,8 @@ func (g *Gateway) meter() error {
 }
 
 // tenantByID returns the org named in the request path.
-func (g *Gateway) tenantByID(r *http.Request) (*tenant, error) {
-	if t, ok := g.tenantByOrgID(r.PathValue("org")); ok {
+func (g *Gateway) tenantByID(r *http.Request) (*orgState, error) {
+	if t, ok := g.orgByID(r.PathValue("org")); ok {
 		return t, nil
 	}
 	return nil, notFound("The org")
@@ -99,7 +99,7 @@ func (g *Gateway) deleteAddon(w http.ResponseWriter, r *http.Request) {
 
 // setAddon stores t's add-on limit after checking it against the cap, and answers the org's
 // usage with it in force.
-func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *tenant, limit int64) {
+func (g *Gateway) setAddon(w http.ResponseWriter, r *http.Request, t *orgState, limit int64) {
 	if err := g.meter(); err != nil {
 		writeError(w, err, 0)
 		return
@@ -334,7 +334,7 @@ type monthlyReport struct {
 
 // writeMonthlyReport answers the billing report of a monthly plan: additional calls per day,
 // each at the plan's price per call.
-func writeMonthlyReport(w http.ResponseWriter, t *tenant, from, to int64, used map[int64]int64, csvOut bool) {
+func writeMonthlyReport(w http.ResponseWriter, t *orgState, from, to int64, used map[int64]int64, csvOut bool) {
 	rep := monthlyReport{Org: t.org.ID, From: dayString(from), To: dayString(to), Currency: "USD", Days: []monthlyDay{}}
 	price := t.plan.CallPrice
 	for day := from; day <= to; day++ {

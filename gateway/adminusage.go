@@ -96,21 +96,21 @@ type orgSummary struct {
 
 // orgUsage answers GET /admin/v1/orgs/{org}/usage.
 func (g *Gateway) orgUsage(w http.ResponseWriter, r *http.Request) {
-	if t, ok := g.tenantOr404(w, r); ok {
+	if t, ok := g.orgOr404(w, r); ok {
 		g.serveUsage(w, r, t, false)
 	}
 }
 
 // orgUsageHours answers GET /admin/v1/orgs/{org}/usage/hours.
 func (g *Gateway) orgUsageHours(w http.ResponseWriter, r *http.Request) {
-	if t, ok := g.tenantOr404(w, r); ok {
+	if t, ok := g.orgOr404(w, r); ok {
 		g.serveUsageHours(w, r, t)
 	}
 }
 
-// tenantOr404 returns the org named in the request path, or answers 404.
-func (g *Gateway) tenantOr404(w http.ResponseWriter, r *http.Request) (*tenant, bool) {
-	t, ok := g.tenantByOrgID(r.PathValue("org"))
+// orgOr404 returns the org named in the request path, or answers 404.
+func (g *Gateway) orgOr404(w http.ResponseWriter, r *http.Request) (*orgState, bool) {
+	t, ok := g.orgByID(r.PathValue("org"))
 	if !ok {
 		writeError(w, errOrgNotFound, 0)
 		return nil, false
@@ -120,7 +120,7 @@ func (g *Gateway) tenantOr404(w http.ResponseWriter, r *http.Request) (*tenant, 
 
 func (g *Gateway) listOrgs(w http.ResponseWriter, r *http.Request) {
 	var resp orgsResponse
-	for _, o := range g.roster.Load().dir.Orgs() {
+	for _, o := range g.orgs.Load().dir.Orgs() {
 		resp.Orgs = append(resp.Orgs, orgSummary{Org: o.ID, Edition: o.Edition})
 	}
 	resp.Orgs = append(resp.Orgs, g.jwtOrgSummaries()...) // orgs on the default plan
@@ -129,7 +129,7 @@ func (g *Gateway) listOrgs(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveOwnUsage answers an org's own usage calls on the proxy listener.
-func (g *Gateway) serveOwnUsage(w http.ResponseWriter, r *http.Request, t *tenant) {
+func (g *Gateway) serveOwnUsage(w http.ResponseWriter, r *http.Request, t *orgState) {
 	h := w.Header()
 	h.Set("X-Credits-Charged", "0")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -146,7 +146,7 @@ func (g *Gateway) serveOwnUsage(w http.ResponseWriter, r *http.Request, t *tenan
 }
 
 // readUsage reads t's window once, on the gateway's clock if it has one.
-func (g *Gateway) readUsage(w http.ResponseWriter, r *http.Request, t *tenant) (limiter.Usage, bool) {
+func (g *Gateway) readUsage(w http.ResponseWriter, r *http.Request, t *orgState) (limiter.Usage, bool) {
 	if !g.has(StoreUsage) {
 		writeError(w, errNoUsage, 0)
 		return limiter.Usage{}, false
@@ -164,7 +164,7 @@ func (g *Gateway) readUsage(w http.ResponseWriter, r *http.Request, t *tenant) (
 
 // serveUsage answers the usage of "Usage: API and page" in docs/api.md. With limitFields, the rate-limit fields of the
 // org's window are sent too, as on a proxied call that cost nothing.
-func (g *Gateway) serveUsage(w http.ResponseWriter, r *http.Request, t *tenant, limitFields bool) {
+func (g *Gateway) serveUsage(w http.ResponseWriter, r *http.Request, t *orgState, limitFields bool) {
 	u, ok := g.readUsage(w, r, t)
 	if !ok {
 		return
@@ -185,7 +185,7 @@ func (g *Gateway) serveUsage(w http.ResponseWriter, r *http.Request, t *tenant, 
 
 // addPeriodUsage adds a monthly plan's period to resp, reading (not counting) its calls; on a
 // store failure it answers the error and returns false.
-func (g *Gateway) addPeriodUsage(w http.ResponseWriter, r *http.Request, t *tenant, resp *usageResponse) bool {
+func (g *Gateway) addPeriodUsage(w http.ResponseWriter, r *http.Request, t *orgState, resp *usageResponse) bool {
 	if !g.has(StorePeriods) {
 		writeError(w, errNoUsage, 0)
 		return false
@@ -206,7 +206,7 @@ func (g *Gateway) addPeriodUsage(w http.ResponseWriter, r *http.Request, t *tena
 }
 
 // usageOf builds the usage body of t from one read of its window.
-func (g *Gateway) usageOf(t *tenant, u limiter.Usage) usageResponse {
+func (g *Gateway) usageOf(t *orgState, u limiter.Usage) usageResponse {
 	overall := t.key.Limit
 	var additional int64
 	switch {
@@ -247,7 +247,7 @@ func (g *Gateway) usageOf(t *tenant, u limiter.Usage) usageResponse {
 }
 
 // serveUsageHours answers credits by slot and rule over the window, for the usage chart.
-func (g *Gateway) serveUsageHours(w http.ResponseWriter, r *http.Request, t *tenant) {
+func (g *Gateway) serveUsageHours(w http.ResponseWriter, r *http.Request, t *orgState) {
 	u, ok := g.readUsage(w, r, t)
 	if !ok {
 		return

@@ -27,7 +27,7 @@ const (
 // setPolicyFields writes what is known of the rate-limit fields of t when the window was not
 // read (the store could not decide, or the call was answered before it): the policy, and
 // nothing charged. Remaining and reset are unknown, so they are not sent.
-func setPolicyFields(h http.Header, t *tenant) {
+func setPolicyFields(h http.Header, t *orgState) {
 	h.Set("X-Ratelimit-Limit", t.limit)
 	if t.policy != "" {
 		h.Set("Ratelimit-Policy", t.policy)
@@ -38,7 +38,7 @@ func setPolicyFields(h http.Header, t *tenant) {
 // setLimitFields writes the rate-limit fields (docs/api.md, "Response fields") for decision d. It allocates twice
 // whatever the decision: one string holding every number (the values are slices of it) and
 // one array behind the six header values. The names are already canonical.
-func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
+func setLimitFields(h http.Header, t *orgState, d limiter.Decision) {
 	wait := d.Reset
 	if !d.Allowed && d.RetryAfter > 0 {
 		wait = d.RetryAfter // 0 for a cost above the whole limit: waiting never helps, show the reset
@@ -94,7 +94,7 @@ func setLimitFields(h http.Header, t *tenant, d limiter.Decision) {
 }
 
 // policyFor is t's RateLimit-Policy with limit credits ("" when the fields have none).
-func (t *tenant) policyFor(limit string) string {
+func (t *orgState) policyFor(limit string) string {
 	switch t.fields {
 	case FieldsDraft7:
 		return limit + t.policyTail
@@ -106,7 +106,7 @@ func (t *tenant) policyFor(limit string) string {
 
 // setRemaining rewrites the fields of an answer after its credits were given back (a refund):
 // remaining is raised, the rest stays as it was.
-func setRemaining(h http.Header, t *tenant, limit, remaining int64) {
+func setRemaining(h http.Header, t *orgState, limit, remaining int64) {
 	r := strconv.FormatInt(min(remaining, limit), 10)
 	h.Set("X-Ratelimit-Remaining", r)
 	switch t.fields {
@@ -140,7 +140,7 @@ func ceilSeconds(d time.Duration) int64 {
 // calls are used up, wait before the next period starts. The credit window was not read;
 // the period is what refuses the call, so it is the policy with nothing remaining until it
 // ends.
-func setPeriodFields(h http.Header, t *tenant, d limiter.PeriodDecision, wait time.Duration) {
+func setPeriodFields(h http.Header, t *orgState, d limiter.PeriodDecision, wait time.Duration) {
 	secs := strconv.FormatInt(ceilSeconds(wait), 10)
 	h.Set("X-Ratelimit-Limit", t.limit)
 	h.Set("X-Ratelimit-Remaining", "0")

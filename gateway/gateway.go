@@ -162,7 +162,7 @@ type Config struct {
 type Gateway struct {
 	cfg    Config
 	routes atomic.Pointer[routeTable]
-	roster atomic.Pointer[roster]
+	orgs   atomic.Pointer[orgTable]
 	log    *zap.Logger
 
 	routesMu   sync.Mutex                           // one swap of the routes at a time

@@ -611,7 +611,7 @@ func TestCostExceedsLimitDoesNotInviteRetry(t *testing.T) {
 	}
 }
 
-// TestSetOrgs: a new roster takes effect for new calls; an org that stays keeps its window.
+// TestSetOrgs: a new set of orgs takes effect for new calls; an org that stays keeps its window.
 func TestSetOrgs(t *testing.T) {
 	f := newFixture(t, nil)
 	do(t, "POST", f.url+"/crm/bulk/v2/read", map[string]string{"X-Api-Key": "acme-key"}, "") // 50 of 1000

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// identify returns the calling org's tenant, or an error that writeError renders as 401.
+// identify returns the calling org's state, or an error that writeError renders as 401.
 //
 // A call must name one org, once: the upstream reads its own copy of the headers, and may
 // take another of two differing values (the last, or the other header) than the gateway
@@ -13,11 +13,11 @@ import (
 // mode) are refused; the same one twice is fine.
 //
 // underscored says whether r has header names with '_' (see hasUnderscoreName).
-func (g *Gateway) identify(r *http.Request, underscored bool) (*tenant, error) {
+func (g *Gateway) identify(r *http.Request, underscored bool) (*orgState, error) {
 	if g.cfg.Mode == OrgModeJWT {
 		return g.identifyJWT(r, underscored)
 	}
-	ros := g.roster.Load()
+	ros := g.orgs.Load()
 	if g.cfg.Mode == OrgModeHeader {
 		ids := r.Header[g.orgHeader]
 		if underscored {
@@ -34,7 +34,7 @@ func (g *Gateway) identify(r *http.Request, underscored bool) (*tenant, error) {
 		if !ok {
 			return nil, errUnknownOrg
 		}
-		return ros.tenants[o], nil
+		return ros.byOrg[o], nil
 	}
 
 	key, err := credential(r.Header, underscored)
@@ -48,7 +48,7 @@ func (g *Gateway) identify(r *http.Request, underscored bool) (*tenant, error) {
 	if !ok {
 		return nil, errUnknownCredential
 	}
-	return ros.tenants[o], nil
+	return ros.byOrg[o], nil
 }
 
 // credential returns the one API key h names: in Authorization (Bearer or Zoho-oauthtoken)

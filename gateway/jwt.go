@@ -304,9 +304,9 @@ func (v *jwtVerifier) refetch(ctx context.Context) *keySet {
 	return v.keys.Load()
 }
 
-// identifyJWT returns the tenant of the access token r carries. A token verified before and
+// identifyJWT returns the org state of the access token r carries. A token verified before and
 // still valid, whose key is still published, costs one map lookup.
-func (g *Gateway) identifyJWT(r *http.Request, underscored bool) (*tenant, error) {
+func (g *Gateway) identifyJWT(r *http.Request, underscored bool) (*orgState, error) {
 	v := g.jwt
 	auth := r.Header["Authorization"]
 	if underscored {
@@ -337,11 +337,11 @@ func (g *Gateway) identifyJWT(r *http.Request, underscored bool) (*tenant, error
 	} else {
 		v.m.hits.Inc()
 	}
-	ros := g.roster.Load()
+	ros := g.orgs.Load()
 	if res := e.res.Load(); res != nil && res.ros == ros {
 		return res.t, nil
 	}
-	t, reason := g.jwtTenant(ros, e.org, e.users)
+	t, reason := g.jwtOrg(ros, e.org, e.users)
 	if t == nil {
 		return nil, v.refuse(reason)
 	}

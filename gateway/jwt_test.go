@@ -208,7 +208,7 @@ func TestJWTChargesTheTokensOrg(t *testing.T) {
 	if got := f.used(t, "newco", 500); got != 1 {
 		t.Errorf("newco used %d, want 1", got)
 	}
-	if _, ok := f.gw.tenantByOrgID("newco"); !ok {
+	if _, ok := f.gw.orgByID("newco"); !ok {
 		t.Error("newco is not visible to the admin API")
 	}
 }

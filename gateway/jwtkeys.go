@@ -249,10 +249,10 @@ type tokenEntry struct {
 	res   atomic.Pointer[resolved]
 }
 
-// resolved is the tenant a token's org was found to be, under roster ros.
+// resolved is the org state a token's org was found to be, under the org table ros.
 type resolved struct {
-	ros *roster
-	t   *tenant
+	ros *orgTable
+	t   *orgState
 }
 
 // fresh reports whether e may be used at now with the key set ks: not expired, and its key

@@ -6,25 +6,25 @@ import (
 	"github.com/creditgate/creditgate/orgs"
 )
 
-// jwtOrgs holds the tenants that tokens brought and the roster does not have: orgs on the
+// jwtOrgs holds the org states that tokens brought and the org table does not have: orgs on the
 // default plan, and configured orgs whose seats come from a claim. Only verified tokens add
-// to it, and at most max orgs on the default plan are held. Built against one roster, it is
+// to it, and at most max orgs on the default plan are held. Built against one org table, it is
 // rebuilt against the next one when the orgs are reloaded.
 type jwtOrgs struct {
 	mu      sync.Mutex
-	ros     *roster
-	m       map[string]*tenant // org ID → tenant
-	claimed map[string]int64   // org ID → seats its last token claimed (0: none)
-	extra   int                // orgs of m not in ros
+	ros     *orgTable
+	m       map[string]*orgState // org ID → org state
+	claimed map[string]int64     // org ID → seats its last token claimed (0: none)
+	extra   int                  // orgs of m not in ros
 	max     int
 }
 
-// jwtTenant returns the tenant of org id with users seats claimed (0: none), under ros, or
+// jwtOrg returns the org state of org id with users seats claimed (0: none), under ros, or
 // nil and the reason it has none.
-func (g *Gateway) jwtTenant(ros *roster, id string, users int64) (*tenant, int) {
+func (g *Gateway) jwtOrg(ros *orgTable, id string, users int64) (*orgState, int) {
 	v := g.jwt
 	if o, ok := ros.dir.ByID(id); ok && !v.claimsSeats(o, users) {
-		return ros.tenants[o], 0 // the common case, without the lock
+		return ros.byOrg[o], 0 // the common case, without the lock
 	}
 	j := &v.orgs
 	j.mu.Lock()
@@ -38,16 +38,16 @@ func (v *jwtVerifier) claimsSeats(o *orgs.Org, users int64) bool {
 	return users > 0 && o.Users == 0 && v.cfg.PerUser(o)
 }
 
-// jwtTenantLocked is jwtTenant with j.mu held and j built against ros; prev holds the
-// tenants of an earlier roster, whose remaining credits the new ones take over.
-func (g *Gateway) jwtTenantLocked(ros *roster, id string, users int64, prev map[string]*tenant) (*tenant, int) {
+// jwtTenantLocked is jwtOrg with j.mu held and j built against ros; prev holds the
+// org states of an earlier org table, whose remaining credits the new ones take over.
+func (g *Gateway) jwtTenantLocked(ros *orgTable, id string, users int64, prev map[string]*orgState) (*orgState, int) {
 	v := g.jwt
 	j := &v.orgs
 	var base orgs.Org
 	o, configured := ros.dir.ByID(id)
 	switch {
 	case configured && !v.claimsSeats(o, users):
-		return ros.tenants[o], 0
+		return ros.byOrg[o], 0
 	case configured:
 		base = *o
 		base.Users = users
@@ -75,7 +75,7 @@ func (g *Gateway) jwtTenantLocked(ros *roster, id string, users int64, prev map[
 	if before == nil {
 		before = ros.byID[id]
 	}
-	t := g.newTenant(&base, g.metrics.addOrg(&base), before)
+	t := g.newOrgState(&base, g.metrics.addOrg(&base), before)
 	if !held && !configured {
 		j.extra++
 		v.m.orgs.Set(float64(j.extra))
@@ -87,23 +87,23 @@ func (g *Gateway) jwtTenantLocked(ros *roster, id string, users int64, prev map[
 
 // syncJWTOrgsLocked rebuilds j against ros when the orgs were reloaded: each org held is
 // looked up again, with the seats it last claimed (an org now configured leaves it).
-func (g *Gateway) syncJWTOrgsLocked(ros *roster) {
+func (g *Gateway) syncJWTOrgsLocked(ros *orgTable) {
 	j := &g.jwt.orgs
 	if j.ros == ros {
 		return
 	}
 	prev, claimed := j.m, j.claimed
-	j.ros, j.m, j.claimed, j.extra = ros, make(map[string]*tenant, len(prev)), make(map[string]int64, len(claimed)), 0
+	j.ros, j.m, j.claimed, j.extra = ros, make(map[string]*orgState, len(prev)), make(map[string]int64, len(claimed)), 0
 	for id, users := range claimed {
 		g.jwtTenantLocked(ros, id, users, prev)
 	}
 	g.jwt.m.orgs.Set(float64(j.extra))
 }
 
-// tenantByOrgID returns the tenant of org id for the admin API: one held from tokens, else
+// orgByID returns the org state of org id for the admin API: one held from tokens, else
 // a configured one.
-func (g *Gateway) tenantByOrgID(id string) (*tenant, bool) {
-	ros := g.roster.Load()
+func (g *Gateway) orgByID(id string) (*orgState, bool) {
+	ros := g.orgs.Load()
 	if g.jwt != nil {
 		j := &g.jwt.orgs
 		j.mu.Lock()
@@ -118,7 +118,7 @@ func (g *Gateway) tenantByOrgID(id string) (*tenant, bool) {
 	if !ok {
 		return nil, false
 	}
-	return ros.tenants[o], true
+	return ros.byOrg[o], true
 }
 
 // jwtOrgSummaries lists the orgs held from tokens that are not configured.
@@ -126,7 +126,7 @@ func (g *Gateway) jwtOrgSummaries() []orgSummary {
 	if g.jwt == nil {
 		return nil
 	}
-	ros := g.roster.Load()
+	ros := g.orgs.Load()
 	j := &g.jwt.orgs
 	j.mu.Lock()
 	defer j.mu.Unlock()

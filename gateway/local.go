@@ -73,7 +73,7 @@ var errLedgerFull = errors.New("local ledger full")
 // of this outage. An allowed debit joins the ledger under call, the id of the store debit
 // that got no answer: written later under it, it is written once whether that debit ran or
 // not (a known call id is not debited again).
-func (l *localLimiter) spend(t *tenant, key limiter.Key, call string, cost int64, now time.Time, retry time.Duration) (limiter.Decision, error) {
+func (l *localLimiter) spend(t *orgState, key limiter.Key, call string, cost int64, now time.Time, retry time.Duration) (limiter.Decision, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
@@ -165,7 +165,7 @@ func (g *Gateway) reconcile() {
 	}
 	l.mu.Unlock()
 	var written, failed int
-	ros := g.roster.Load()
+	ros := g.orgs.Load()
 	for id, e := range calls {
 		if g.breaker.open() {
 			break

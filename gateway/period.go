@@ -63,7 +63,7 @@ func (g *Gateway) periodRefusal(r *http.Request, c *call, d limiter.PeriodDecisi
 }
 
 // uncountCall gives back a counted call of a monthly plan that was not served.
-func (g *Gateway) uncountCall(r *http.Request, t *tenant, d limiter.PeriodDecision) {
+func (g *Gateway) uncountCall(r *http.Request, t *orgState, d limiter.PeriodDecision) {
 	if !g.has(StorePeriods) || !d.Allowed || t.period == nil {
 		return
 	}

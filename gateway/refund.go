@@ -57,7 +57,7 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 }
 
 // refundDecision gives back a debit of a call that will not be forwarded after all.
-func (g *Gateway) refundDecision(r *http.Request, t *tenant, key limiter.Key, d limiter.Decision, local bool, rule string) {
+func (g *Gateway) refundDecision(r *http.Request, t *orgState, key limiter.Key, d limiter.Decision, local bool, rule string) {
 	if err := g.refundCall(r.Context(), key, d, local); err != nil {
 		g.log.Error("refund failed", zap.String("org", t.org.ID), zap.String("rule", rule),
 			zap.Int64("cost", d.Cost), zap.Error(err))

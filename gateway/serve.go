@@ -91,7 +91,7 @@ func (g *Gateway) finish(r *http.Request, c *call) {
 
 // callState travels to the proxy's error hook, which refunds, in a callWriter.
 type callState struct {
-	t     *tenant
+	t     *orgState
 	route *route // where the call goes
 	key   limiter.Key
 	d     limiter.Decision

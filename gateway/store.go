@@ -196,7 +196,7 @@ func (g *Gateway) refundPeriodCall(parent context.Context, p limiter.PeriodKey, 
 // mode is local, on the gateway's own; local reports which. A decision of the store is also
 // what t has left, for its share in a later outage. A debit the store did not answer is
 // compensated, unless the call goes on locally under the same call id.
-func (g *Gateway) decide(client context.Context, t *tenant, key limiter.Key, cost int64, now time.Time) (limiter.Decision, bool, error) {
+func (g *Gateway) decide(client context.Context, t *orgState, key limiter.Key, cost int64, now time.Time) (limiter.Decision, bool, error) {
 	d, err := g.spend(client, key, cost, now)
 	if !storeFailed(err) {
 		if g.local != nil {

@@ -167,7 +167,7 @@ type Config struct {
 	// Derived by validate.
 	upstream    *url.URL
 	logLevel    zapcore.Level
-	roster      *roster
+	orgSet      *orgSet
 	costTable   *costtable.Table
 	routes      []gateway.Route // from RoutesFile
 	adminTokens *gateway.AdminTokens
@@ -486,10 +486,10 @@ func (c *Config) validate(environ map[string]string) error {
 		bad("CREDITGATE_ORG_HEADER", "must be a header name, got %q", c.OrgHeader)
 	}
 	if !c.demo {
-		if p, err := c.loadRoster(); err != nil {
+		if p, err := c.loadOrgSet(); err != nil {
 			errs = append(errs, err)
 		} else {
-			c.roster = p
+			c.orgSet = p
 			if def := c.jwtDefaultPlan(); def != nil {
 				if err := p.Check(def, false); err != nil {
 					errs = append(errs, prefixLines("CREDITGATE_JWT_DEFAULT_PLAN", err))
@@ -548,7 +548,7 @@ func (c *Config) logFields() []zap.Field {
 		zap.Int("metrics_max_orgs", c.MetricsMaxOrgs),
 		zap.Duration("window", c.Window), zap.Duration("bucket", c.Bucket), zap.Bool("shadow", c.Shadow),
 		zap.String("cost_table", c.costTable.Name()), zap.String("cost_table_file", c.CostTableFile),
-		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", c.roster.dir.Len()), zap.String("orgs_file", c.OrgsFile), zap.String("editions_file", c.EditionsFile),
+		zap.Int("admin_tokens", c.adminTokens.Len()), zap.String("org_mode", c.OrgMode), zap.Int("orgs", c.orgSet.dir.Len()), zap.String("orgs_file", c.OrgsFile), zap.String("editions_file", c.EditionsFile),
 		zap.Bool("strip_credentials", c.StripCredentials), zap.String("log_level", c.LogLevel),
 		zap.Bool("redis_pipeline", c.RedisPipeline),
 		zap.String("addon_slabs", c.slabs.String()),

@@ -36,7 +36,7 @@ func TestLoadConfigProduction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.demo || cfg.upstream.Path != "/api" || cfg.roster.dir.Len() != 2 || cfg.Bucket != time.Second {
+	if cfg.demo || cfg.upstream.Path != "/api" || cfg.orgSet.dir.Len() != 2 || cfg.Bucket != time.Second {
 		t.Fatalf("%+v", cfg)
 	}
 	tests := []struct {
@@ -47,8 +47,8 @@ func TestLoadConfigProduction(t *testing.T) {
 		{1, 5000},  // explicit limit
 	}
 	for _, tt := range tests {
-		if got := cfg.roster.LimitOf(&cfg.roster.orgs[tt.org]); got != tt.want {
-			t.Errorf("limit of %s = %d, want %d", cfg.roster.orgs[tt.org].ID, got, tt.want)
+		if got := cfg.orgSet.LimitOf(&cfg.orgSet.orgs[tt.org]); got != tt.want {
+			t.Errorf("limit of %s = %d, want %d", cfg.orgSet.orgs[tt.org].ID, got, tt.want)
 		}
 	}
 }
@@ -158,7 +158,7 @@ func TestLoadConfigJWT(t *testing.T) {
 	}
 	j := cfg.jwt
 	if j == nil || len(j.Audiences) != 2 || j.Leeway != 30*time.Second || j.OrgClaim != "org_id" ||
-		j.DefaultPlan == nil || j.DefaultPlan.Users != 5 || cfg.roster.dir.Len() != 0 {
+		j.DefaultPlan == nil || j.DefaultPlan.Users != 5 || cfg.orgSet.dir.Len() != 0 {
 		t.Fatalf("%+v", j)
 	}
 	if _, err := loadConfig(map[string]string{
@@ -301,14 +301,14 @@ func TestLoadConfigOrgsAndEditionsFiles(t *testing.T) {
 		{"delta", 10_000 + 10*600, 15},
 	}
 	for _, tt := range tests {
-		o, ok := cfg.roster.dir.ByID(tt.id)
+		o, ok := cfg.orgSet.dir.ByID(tt.id)
 		if !ok {
 			t.Fatalf("org %s missing", tt.id)
 		}
-		if got := cfg.roster.LimitOf(o); got != tt.limit {
+		if got := cfg.orgSet.LimitOf(o); got != tt.limit {
 			t.Errorf("limit of %s = %d, want %d", tt.id, got, tt.limit)
 		}
-		if got := cfg.roster.ConcurrencyOf(o); got != tt.conc {
+		if got := cfg.orgSet.ConcurrencyOf(o); got != tt.conc {
 			t.Errorf("concurrency of %s = %d, want %d", tt.id, got, tt.conc)
 		}
 	}
@@ -331,7 +331,7 @@ func TestLoadConfigOrgsAndEditionsFiles(t *testing.T) {
 	// An orgs file alone, without CREDITGATE_ORGS, is a configuration (not the demo).
 	delete(env, "CREDITGATE_ORGS")
 	cfg, err = loadConfig(env)
-	if err != nil || cfg.demo || cfg.roster.dir.Len() != 2 {
+	if err != nil || cfg.demo || cfg.orgSet.dir.Len() != 2 {
 		t.Fatalf("orgs file alone: demo=%v err=%v", cfg.demo, err)
 	}
 }

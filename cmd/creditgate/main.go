@@ -128,17 +128,17 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		if err != nil {
 			return err
 		}
-		cfg.roster = &roster{Plans: plans.New(plans.BuiltinEditions(), cfg.billing()), orgs: list, dir: dir}
+		cfg.orgSet = &orgSet{Plans: plans.New(plans.BuiltinEditions(), cfg.billing()), orgs: list, dir: dir}
 		if adminTokens.Len() == 0 {
 			demoToken = demoAdminToken
 			adminTokens = demoAdminTokens()
 			cfg.adminTokens = adminTokens // for the start-up log
 		}
 	}
-	// The plans in force. The gateway asks for limits only when it is handed a roster
+	// The plans in force. The gateway asks for limits only when it is handed the orgs
 	// (gw.SetOrgs), so a reload stores the new plans first and then hands over their orgs.
-	var current atomic.Pointer[roster]
-	current.Store(cfg.roster)
+	var current atomic.Pointer[orgSet]
+	current.Store(cfg.orgSet)
 
 	if cfg.jwt != nil {
 		// A token's users claim counts where the org's edition grows per user.
@@ -160,7 +160,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		FailOpen:           cfg.FailMode == "open",
 		FailLocal:          cfg.FailMode == "local",
 		Costs:              cfg.costTable,
-		Orgs:               cfg.roster.dir,
+		Orgs:               cfg.orgSet.dir,
 		LimitOf:            func(o *orgs.Org) int64 { return current.Load().LimitOf(o) },
 		ConcurrencyOf:      func(o *orgs.Org) int64 { return current.Load().ConcurrencyOf(o) },
 		AddonPlanOf:        func(o *orgs.Org) plans.Addon { return current.Load().AddonOf(o) },
@@ -284,7 +284,7 @@ serve:
 // tables), the cost table, the editions and the orgs. Each part that is valid takes effect for new requests at once (requests in
 // flight finish with what they started with); a part with an error is refused with a log line
 // and its running version stays.
-func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[roster], log *zap.Logger) {
+func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[orgSet], log *zap.Logger) {
 	if cfg.jwt != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := gw.ReloadKeys(ctx); err != nil {
@@ -319,7 +319,7 @@ func reload(cfg Config, gw *gateway.Gateway, current *atomic.Pointer[roster], lo
 	}
 	if cfg.OrgsFile != "" || cfg.EditionsFile != "" {
 		start := time.Now()
-		p, err := cfg.loadRoster()
+		p, err := cfg.loadOrgSet()
 		if err != nil {
 			log.Error("SIGHUP: orgs or editions refused, the running ones stay", zap.Error(err))
 			return

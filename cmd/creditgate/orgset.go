@@ -7,20 +7,20 @@ import (
 	"github.com/creditgate/creditgate/plans"
 )
 
-// roster is who may call and what each org's plan allots: the plans of the editions (built
+// orgSet is who may call and what each org's plan allots: the plans of the editions (built
 // in, or changed by CREDITGATE_EDITIONS_FILE) and the orgs (CREDITGATE_ORGS plus
 // CREDITGATE_ORGS_FILE). It is read at start-up and again on SIGHUP, and is immutable once
 // built.
-type roster struct {
+type orgSet struct {
 	*plans.Plans
 	orgs []orgs.Org
 	dir  *orgs.Directory
 }
 
-// loadRoster reads the editions and orgs the configuration names, and checks the orgs against
+// loadOrgSet reads the editions and orgs the configuration names, and checks the orgs against
 // the editions. Every problem is reported, each line starting with the variable (or file
 // variable) it comes from.
-func (c *Config) loadRoster() (*roster, error) {
+func (c *Config) loadOrgSet() (*orgSet, error) {
 	editions := plans.BuiltinEditions()
 	var errs []error
 	if c.EditionsFile != "" {
@@ -49,7 +49,7 @@ func (c *Config) loadRoster() (*roster, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	p := &roster{Plans: plans.New(editions, c.billing())}
+	p := &orgSet{Plans: plans.New(editions, c.billing())}
 	for _, src := range []struct {
 		name string
 		list []orgs.Org

@@ -10,15 +10,16 @@ import (
 	"github.com/creditgate/creditgate/plans"
 )
 
-// roster is the orgs in force: swapped whole on reload, read without locks.
-type roster struct {
-	dir     *orgs.Directory
-	tenants map[*orgs.Org]*tenant
-	byID    map[string]*tenant
+// orgTable is the orgs in force, each prepared for the request path: swapped whole on
+// reload, read without locks.
+type orgTable struct {
+	dir   *orgs.Directory
+	byOrg map[*orgs.Org]*orgState
+	byID  map[string]*orgState
 }
 
-// tenant is an org with everything the request path needs prepared once.
-type tenant struct {
+// orgState is an org with everything the request path needs prepared once.
+type orgState struct {
 	org      *orgs.Org
 	key      limiter.Key // with the org's concurrency cap, if any
 	heavyKey limiter.Key // the same, for heavy calls: the heavy sub-cap applies too
@@ -39,24 +40,24 @@ type tenant struct {
 // started with). Windows live in the store under the org ID, so an org that stays keeps its
 // consumption.
 func (g *Gateway) SetOrgs(dir *orgs.Directory) {
-	r := &roster{dir: dir, tenants: make(map[*orgs.Org]*tenant, dir.Len()), byID: make(map[string]*tenant, dir.Len())}
+	r := &orgTable{dir: dir, byOrg: make(map[*orgs.Org]*orgState, dir.Len()), byID: make(map[string]*orgState, dir.Len())}
 	series := g.metrics.setOrgs(dir.Orgs())
-	old := g.roster.Load()
+	old := g.orgs.Load()
 	for _, o := range dir.Orgs() {
-		var prev *tenant
+		var prev *orgState
 		if old != nil {
 			prev = old.byID[o.ID]
 		}
-		t := g.newTenant(o, series[o], prev)
-		r.tenants[o] = t
+		t := g.newOrgState(o, series[o], prev)
+		r.byOrg[o] = t
 		r.byID[o.ID] = t
 	}
-	g.roster.Store(r)
+	g.orgs.Store(r)
 }
 
-// newTenant prepares org o, whose metrics are s, for the request path. prev is the org's
-// tenant until now (nil: none), whose last word from the store carries over.
-func (g *Gateway) newTenant(o *orgs.Org, s *orgSeries, prev *tenant) *tenant {
+// newOrgState prepares org o, whose metrics are s, for the request path. prev is the org's
+// state until now (nil: none), whose last word from the store carries over.
+func (g *Gateway) newOrgState(o *orgs.Org, s *orgSeries, prev *orgState) *orgState {
 	cfg := g.cfg
 	window := strconv.FormatInt(int64(cfg.Window/time.Second), 10)
 	limit := cfg.LimitOf(o)
@@ -65,7 +66,7 @@ func (g *Gateway) newTenant(o *orgs.Org, s *orgSeries, prev *tenant) *tenant {
 		concurrency = cfg.ConcurrencyOf(o)
 	}
 	l := strconv.FormatInt(limit, 10)
-	t := &tenant{
+	t := &orgState{
 		org:        o,
 		key:        limiter.NewKey(o.ID, limit),
 		policyTail: ";w=" + window,
