@@ -299,3 +299,21 @@ func TestRouteTimeout(t *testing.T) {
 		t.Errorf("window holds %d, want 1 (the timed-out call refunded)", got)
 	}
 }
+
+// TestPreflightRoutedAsCleaned: a preflight goes where the call it announces would go, on
+// the cleaned path, never to another route's upstream outside its prefix.
+func TestPreflightRoutedAsCleaned(t *testing.T) {
+	f := newRoutesFixture(t)
+	req, _ := http.NewRequest("OPTIONS", f.url+"/r/../crm/x", nil)
+	req.Host = "reports.example"
+	req.Header.Set("Origin", "https://a.example")
+	req.Header.Set("Access-Control-Request-Method", "DELETE")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if f.reports.count() != 0 || f.crm.count() != 1 || f.crm.last().URL.Path != "/crm/x" {
+		t.Fatalf("preflight of /r/../crm/x: reports upstream %d calls, crm %d", f.reports.count(), f.crm.count())
+	}
+}

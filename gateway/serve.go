@@ -15,6 +15,7 @@ import (
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.metrics.inFlight.Inc()
 	defer g.metrics.inFlight.Dec()
+	cleanPath(r) // routed, priced and forwarded as cleaned, preflights too
 	if isPreflight(r) {
 		g.preflight(w, r)
 		return
@@ -26,7 +27,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.unidentified(w, err)
 		return
 	}
-	cleanPath(r)
 	if r.URL.Path == ownUsagePath || r.URL.Path == ownUsageHoursPath {
 		g.serveOwnUsage(w, r, t) // neither charged nor forwarded
 		return
