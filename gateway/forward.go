@@ -105,7 +105,16 @@ func (g *Gateway) rewriteLocations(rt *route, resp *http.Response) {
 	if rt.StripPrefix {
 		to += rt.prefix // the upstream's paths are the route's, less its prefix
 	}
+	upPath := strings.TrimSuffix(rt.Upstream.Path, "/")
 	rewrite := func(v string) string {
+		if rt.StripPrefix && strings.HasPrefix(v, "/") && !strings.HasPrefix(v, "//") {
+			// Root-relative: a path of the upstream's, which the client reaches under the
+			// route's prefix.
+			if rest, ok := strings.CutPrefix(v, upPath); ok && (rest == "" || strings.ContainsRune("/?#", rune(rest[0]))) {
+				return rt.prefix + rest
+			}
+			return v
+		}
 		if len(v) < len(from) || !strings.EqualFold(v[:len(from)], from) {
 			return v
 		}

@@ -146,7 +146,7 @@ func checkRoutes(routes []Route) error {
 		if r.StripPrefix && strings.TrimSuffix(r.PathPrefix, "/") == "" {
 			fail("strip_prefix needs a path_prefix")
 		}
-		place := strings.ToLower(r.Host) + " " + strings.TrimSuffix(r.PathPrefix, "/")
+		place := strings.TrimSuffix(strings.ToLower(r.Host), ".") + " " + strings.TrimSuffix(r.PathPrefix, "/")
 		if j, ok := places[place]; ok {
 			fail("same host and path_prefix as routes[%d]: it would never match", j)
 		} else {

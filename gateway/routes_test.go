@@ -157,6 +157,24 @@ func TestRouteRedirectsKeepThePrefix(t *testing.T) {
 	if got, want := resp.Header.Get("Location"), "http://reports.example/r/reports/next?page=2"; got != want {
 		t.Errorf("Location %q, want %q", got, want)
 	}
+
+	// A root-relative one names the upstream's path, which the client reaches under the prefix.
+	f.reports.handler = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", "/reports/next")
+		w.Header().Set("Content-Location", "//elsewhere.example/x") // another host: left alone
+		w.WriteHeader(http.StatusFound)
+	}
+	resp, err = http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got, want := resp.Header.Get("Location"), "/r/reports/next"; got != want {
+		t.Errorf("root-relative Location %q, want %q", got, want)
+	}
+	if got := resp.Header.Get("Content-Location"); got != "//elsewhere.example/x" {
+		t.Errorf("another host's Content-Location rewritten: %q", got)
+	}
 }
 
 func TestSetRoutesKeepsRunningRoutesOnError(t *testing.T) {
