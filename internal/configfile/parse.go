@@ -67,9 +67,52 @@ func parseYAML(data []byte) (*yaml.Node, error) {
 		return nil, &SyntaxError{Line: extra.Line, Msg: fmt.Sprintf("line %d: a second document; the file must hold one", extra.Line)}
 	}
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
-		return doc.Content[0], nil
+		root := doc.Content[0]
+		written, expanded := nodeCounts(root)
+		if expanded > maxExpansion*written+1024 {
+			return nil, &SyntaxError{Msg: fmt.Sprintf("its aliases expand %d values to %d (at most %d times as many are read)", written, expanded, maxExpansion)}
+		}
+		return root, nil
 	}
 	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: 1, Column: 1}, nil
+}
+
+// maxExpansion bounds how much aliases may grow a document when it is decoded: a small file
+// whose aliases name a large mapping many times would otherwise make decoding (and its
+// errors) grow with the square of the file's size.
+const maxExpansion = 16
+
+// nodeCounts returns the nodes of the tree under n as written, and as decoding visits them,
+// each alias standing for its anchor's whole tree.
+func nodeCounts(n *yaml.Node) (written, expanded int) {
+	sizes := map[*yaml.Node]int{} // an anchored node's expanded size, counted once
+	var walk func(n *yaml.Node) int
+	walk = func(n *yaml.Node) int {
+		if n.Kind == yaml.AliasNode {
+			written++
+			if n.Alias == nil {
+				return 1
+			}
+			if size, ok := sizes[n.Alias]; ok {
+				return size
+			}
+			return 1 // the anchor is outside what was walked yet; yaml.v3 refuses forward aliases
+		}
+		written++
+		size := 1
+		for _, c := range n.Content {
+			size += walk(c)
+			if size > 1<<30 {
+				size = 1 << 30 // no overflow for trees of many nested aliases
+			}
+		}
+		if n.Anchor != "" {
+			sizes[n] = size
+		}
+		return size
+	}
+	expanded = walk(n)
+	return written, expanded
 }
 
 // jsonReader reads JSON tokens with the line and column each begins at.
