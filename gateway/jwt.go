@@ -337,15 +337,17 @@ func (g *Gateway) identifyJWT(r *http.Request, underscored bool) (*orgState, err
 	} else {
 		v.m.hits.Inc()
 	}
-	ros := g.orgs.Load()
-	if res := e.res.Load(); res != nil && res.ros == ros {
+	ros, gen := g.orgs.Load(), v.orgs.gen.Load()
+	if res := e.res.Load(); res != nil && res.ros == ros && res.gen == gen {
+		res.t.touch(now)
 		return res.t, nil
 	}
 	t, reason := g.jwtOrg(ros, e.org, e.users)
 	if t == nil {
 		return nil, v.refuse(reason)
 	}
-	e.res.Store(&resolved{ros: ros, t: t})
+	t.touch(now)
+	e.res.Store(&resolved{ros: ros, gen: gen, t: t})
 	return t, nil
 }
 

@@ -472,3 +472,39 @@ func TestJWTKeySetParsing(t *testing.T) {
 		}
 	}
 }
+
+// TestJWTIdleOrgsMakeRoom: at the bound of orgs held from tokens, an org no token has named
+// for a whole window is let go for a new one; one named within the window is not.
+func TestJWTIdleOrgsMakeRoom(t *testing.T) {
+	is := newTestIssuer(t, "ec-1")
+	jc := jwtConfig(is)
+	jc.MaxOrgs = 1
+	f := newFixture(t, func(c *Config) {
+		c.Mode, c.JWT, c.Window = OrgModeJWT, jc, 10*time.Minute
+		c.LimitOf = func(o *orgs.Org) int64 { return 1000 }
+	})
+	call := func(org string) int {
+		resp, _ := do(t, "GET", f.url+"/crm/v2/users", bearer(sign(t, "ec-1", claims(org))), "")
+		return resp.StatusCode
+	}
+	if s := call("one"); s != 200 {
+		t.Fatalf("first org: %d", s)
+	}
+	f.now.Add((9 * time.Minute).Milliseconds())
+	if s := call("two"); s != http.StatusServiceUnavailable {
+		t.Fatalf("a second org while the first was named 9 minutes ago: %d, want 503", s)
+	}
+	if s := call("one"); s != 200 { // named again: idle from now
+		t.Fatalf("first org again: %d", s)
+	}
+	f.now.Add((11 * time.Minute).Milliseconds())
+	if s := call("two"); s != 200 {
+		t.Fatalf("a second org once the first was idle a whole window: %d, want 200", s)
+	}
+	if got := f.gw.jwtOrgSummaries(); len(got) != 1 || got[0].Org != "two" {
+		t.Fatalf("held %+v, want only two", got)
+	}
+	if s := call("one"); s != http.StatusServiceUnavailable {
+		t.Fatalf("the org let go, while two is in use: %d, want 503 (its cached token must not bring it back unheld)", s)
+	}
+}

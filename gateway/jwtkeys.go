@@ -252,6 +252,7 @@ type tokenEntry struct {
 // resolved is the org state a token's org was found to be, under the org table ros.
 type resolved struct {
 	ros *orgTable
+	gen uint64 // jwtOrgs.gen when resolved: an org let go since then is looked up again
 	t   *orgState
 }
 

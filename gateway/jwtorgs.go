@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/creditgate/creditgate/orgs"
 )
@@ -17,6 +19,37 @@ type jwtOrgs struct {
 	claimed map[string]int64     // org ID → seats its last token claimed (0: none)
 	extra   int                  // orgs of m not in ros
 	max     int
+	gen     atomic.Uint64 // counts the times held orgs were let go (see resolved)
+}
+
+// touch records that a token named the org at now; at most one write a second.
+func (t *orgState) touch(now time.Time) {
+	if s := now.Unix(); t.lastUsed.Load() != s {
+		t.lastUsed.Store(s)
+	}
+}
+
+// dropIdleLocked lets go of the held orgs that are not configured and that no token has
+// named for a whole window (their usage stays in the store; a later token holds the org
+// again), and reports whether it let any go.
+func (g *Gateway) dropIdleLocked(ros *orgTable, now time.Time) bool {
+	j := &g.jwt.orgs
+	before := now.Add(-g.cfg.Window).Unix()
+	dropped := false
+	for id, t := range j.m {
+		if _, configured := ros.dir.ByID(id); configured || t.lastUsed.Load() > before {
+			continue
+		}
+		delete(j.m, id)
+		delete(j.claimed, id)
+		j.extra--
+		dropped = true
+	}
+	if dropped {
+		j.gen.Add(1)
+		g.jwt.m.orgs.Set(float64(j.extra))
+	}
+	return dropped
 }
 
 // jwtOrg returns the org state of org id with users seats claimed (0: none), under ros, or
@@ -65,7 +98,7 @@ func (g *Gateway) jwtTenantLocked(ros *orgTable, id string, users int64, prev ma
 	if held && old.org.Users == base.Users {
 		return old, 0
 	}
-	if !held && !configured && j.extra >= j.max {
+	if !held && !configured && j.extra >= j.max && !g.dropIdleLocked(ros, v.now()) {
 		return nil, tokOrgCapacity
 	}
 	before := old
@@ -76,6 +109,11 @@ func (g *Gateway) jwtTenantLocked(ros *orgTable, id string, users int64, prev ma
 		before = ros.byID[id]
 	}
 	t := g.newOrgState(&base, g.metrics.addOrg(&base), before)
+	if before != nil {
+		t.lastUsed.Store(before.lastUsed.Load())
+	} else {
+		t.touch(v.now())
+	}
 	if !held && !configured {
 		j.extra++
 		v.m.orgs.Set(float64(j.extra))

@@ -31,9 +31,12 @@ type orgState struct {
 	// remaining is what the org had left at the store's last decision, -1 before any: its
 	// share when the store cannot decide (fail mode local).
 	remaining atomic.Int64
-	fields    RateLimitFields    // which rate-limit fields answers carry
-	plan      plans.Addon        // add-on credits: what the org may buy
-	period    *limiter.PeriodKey // monthly plans: the call quota per period; nil otherwise
+	// lastUsed is when a token last named the org (unix seconds), for orgs held from tokens:
+	// those idle for a whole window make room when the held orgs are at their bound.
+	lastUsed atomic.Int64
+	fields   RateLimitFields    // which rate-limit fields answers carry
+	plan     plans.Addon        // add-on credits: what the org may buy
+	period   *limiter.PeriodKey // monthly plans: the call quota per period; nil otherwise
 }
 
 // SetOrgs swaps the orgs for new requests (requests in flight finish with the org they
