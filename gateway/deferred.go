@@ -129,7 +129,7 @@ func (g *Gateway) runStoreCall(parent context.Context, d deferredCall) error {
 		}
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), g.cfg.StoreTimeout)
+	ctx, cancel := g.spendContext(context.WithoutCancel(parent)) // no timer for an in-process store
 	start := time.Now()
 	err := d.call(ctx)
 	cancel()
