@@ -165,7 +165,6 @@ func (g *Gateway) reconcile() {
 	}
 	l.mu.Unlock()
 	var written, failed int
-	ros := g.orgs.Load()
 	for id, e := range calls {
 		if g.breaker.open() {
 			break
@@ -192,10 +191,11 @@ func (g *Gateway) reconcile() {
 		}
 		g.metrics.observeStore(opSpend, resultOK, start)
 		g.breaker.done(nil)
-		if d.Addon > 0 {
-			g.metrics.AddAddonCredits(e.key.Org, d.Addon)
-		}
-		if t := ros.byID[e.key.Org]; t != nil && err == nil {
+		// The org as the request path knows it: configured, or held from tokens.
+		if t, ok := g.orgByID(e.key.Org); ok && err == nil {
+			if d.Addon > 0 && t.m != nil {
+				t.m.addon.Add(float64(d.Addon))
+			}
 			t.remaining.Store(d.Remaining)
 		}
 		l.mu.Lock()

@@ -59,7 +59,6 @@ type Metrics struct {
 	labels map[string]string          // org ID → org label value ("other" past MaxOrgs)
 	series map[[2]string]*orgSeries   // {org label, edition} → series
 	byOrg  atomic.Pointer[orgSeriesM] // org ID → series, for callers outside the request path
-	extra  sync.Map                   // org ID → *orgSeries of orgs not configured (addOrg)
 	rules  atomic.Pointer[ruleSeriesM]
 }
 
@@ -269,8 +268,6 @@ func (m *Metrics) AddAddonCredits(org string, credits int64) {
 	}
 	if s := (*m.byOrg.Load())[org]; s != nil {
 		s.addon.Add(float64(credits))
-	} else if s, ok := m.extra.Load(org); ok {
-		s.(*orgSeries).addon.Add(float64(credits))
 	}
 }
 
@@ -292,13 +289,11 @@ func (m *Metrics) setOrgs(list []*orgs.Org) map[*orgs.Org]*orgSeries {
 }
 
 // addOrg resolves the series of an org that is not configured (one a token brought), as
-// setOrgs does, and keeps them for AddAddonCredits.
+// setOrgs does; its org state holds them.
 func (m *Metrics) addOrg(o *orgs.Org) *orgSeries {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := m.seriesLocked(o)
-	m.extra.Store(o.ID, s)
-	return s
+	return m.seriesLocked(o)
 }
 
 // seriesLocked returns the series of o, with m.mu held: its own org label while fewer than
