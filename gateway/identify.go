@@ -30,11 +30,11 @@ func (g *Gateway) identify(r *http.Request, underscored bool) (*orgState, error)
 		if id == "" {
 			return nil, errNoOrgHeader
 		}
-		o, ok := ros.dir.ByID(id)
+		t, ok := ros.byID[id]
 		if !ok {
 			return nil, errUnknownOrg
 		}
-		return ros.byOrg[o], nil
+		return t, nil
 	}
 
 	key, err := credential(r.Header, underscored)
@@ -58,13 +58,13 @@ func (g *Gateway) identify(r *http.Request, underscored bool) (*orgState, error)
 // with different values (whatever its scheme). An Authorization of another scheme (Basic,
 // say) beside X-Api-Key is the upstream's affair and is left alone.
 func credential(h http.Header, underscored bool) (string, error) {
-	auth, xkey := h["Authorization"], h["X-Api-Key"]
-	if underscored {
-		auth, xkey = aliasValues(h, "Authorization"), aliasValues(h, "X-Api-Key")
-	}
-	a, err := one(auth)
+	a, err := authorization(h, underscored)
 	if err != nil {
 		return "", errTwoCredentials
+	}
+	xkey := h["X-Api-Key"]
+	if underscored {
+		xkey = aliasValues(h, "X-Api-Key")
 	}
 	key, _ := bearerKey(a)
 	for _, v := range xkey {
@@ -77,6 +77,15 @@ func credential(h http.Header, underscored bool) (string, error) {
 		}
 	}
 	return key, nil
+}
+
+// authorization returns the one value of Authorization in h, under its aliases too when
+// underscored; an error when it is given twice with different values.
+func authorization(h http.Header, underscored bool) (string, error) {
+	if underscored {
+		return one(aliasValues(h, "Authorization"))
+	}
+	return one(h["Authorization"])
 }
 
 // one returns the value of a header given as vs, which may repeat it: "" for none, an error

@@ -308,11 +308,7 @@ func (v *jwtVerifier) refetch(ctx context.Context) *keySet {
 // still valid, whose key is still published, costs one map lookup.
 func (g *Gateway) identifyJWT(r *http.Request, underscored bool) (*orgState, error) {
 	v := g.jwt
-	auth := r.Header["Authorization"]
-	if underscored {
-		auth = aliasValues(r.Header, "Authorization")
-	}
-	a, err := one(auth)
+	a, err := authorization(r.Header, underscored)
 	if err != nil {
 		return nil, v.refuse(tokTwoTokens)
 	}
