@@ -86,16 +86,23 @@ func (c *cors) dropUpstream(h http.Header) {
 	}
 }
 
-// set writes the CORS fields of an answer to a call from origin, replacing any already
-// there: with a policy the gateway owns them.
+// set writes the CORS fields of the gateway's answer to a call from origin, before the
+// upstream's (dropped by dropUpstream) could be there: with a policy the gateway owns them.
+// One slice holds the three values, each field a full slice of it, as setLimitFields does.
 func (c *cors) set(h http.Header, origin string) {
-	c.dropUpstream(h)
-	h.Add("Vary", "Origin")
 	if !c.allowed(origin) {
+		h.Add("Vary", "Origin")
 		return
 	}
-	h.Set("Access-Control-Allow-Origin", origin)
-	h.Set("Access-Control-Expose-Headers", corsExposed)
+	v := make([]string, 3)
+	v[0], v[1], v[2] = "Origin", origin, corsExposed
+	if vary := h["Vary"]; len(vary) > 0 {
+		h["Vary"] = append(vary, v[0])
+	} else {
+		h["Vary"] = v[0:1:1]
+	}
+	h["Access-Control-Allow-Origin"] = v[1:2:2]
+	h["Access-Control-Expose-Headers"] = v[2:3:3]
 }
 
 // preflight answers a preflight by the policy: 204, with the fields that allow the call when
