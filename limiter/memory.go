@@ -38,6 +38,10 @@ type memWindow struct {
 	periods  map[int64]int64 // monthly plans: period start (UTC day) -> calls counted
 
 	calls map[string]callRecord // debits by call id, and calls compensated before theirs
+	// callOrder lists the records in the order they were written, from callHead: expired
+	// ones are dropped from its head, each once.
+	callOrder []callExpiry
+	callHead  int
 }
 
 // callRecord is what refund.lua keeps of a call (see RedisStore's refund): the debit, or a
@@ -48,18 +52,37 @@ type callRecord struct {
 	expires                  int64 // unix ms
 }
 
-// sweepCalls drops expired records, a few at a time: up to 8 of the records met first by a
-// map walk (which starts at a random place), so each debit pays a bounded price, and
-// records go at least as fast as they come (one a debit), as spend.lua's sweep does.
+// callExpiry is when the record of call id, as written then, expires.
+type callExpiry struct {
+	expires int64
+	id      string
+}
+
+// putCall writes the record of call id.
+func (w *memWindow) putCall(id string, r callRecord) {
+	if w.calls == nil {
+		w.calls = make(map[string]callRecord)
+	}
+	w.calls[id] = r
+	w.callOrder = append(w.callOrder, callExpiry{r.expires, id})
+}
+
+// sweepCalls drops the records expired at now, from the head of the order they were written
+// in: each record is looked at once, whatever the number kept (a record rewritten since is
+// left to its newer entry).
 func (s *MemoryStore) sweepCalls(w *memWindow, now int64) {
-	n := 0
-	for id, r := range w.calls {
-		if r.expires <= now {
-			delete(w.calls, id)
+	for w.callHead < len(w.callOrder) && w.callOrder[w.callHead].expires <= now {
+		e := w.callOrder[w.callHead]
+		if r, ok := w.calls[e.id]; ok && r.expires == e.expires {
+			delete(w.calls, e.id)
 		}
-		if n++; n == 8 {
-			return
-		}
+		w.callOrder[w.callHead] = callExpiry{}
+		w.callHead++
+	}
+	if w.callHead > 64 && w.callHead*2 > len(w.callOrder) {
+		n := copy(w.callOrder, w.callOrder[w.callHead:])
+		clear(w.callOrder[n:])
+		w.callOrder, w.callHead = w.callOrder[:n], 0
 	}
 }
 
@@ -176,10 +199,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	day := dayOf(ms)
 	addon := w.meterDebit(key, w.used-cost, w.used, day)
 	s.record(w, key.Rule, b, cost, ms)
-	if w.calls == nil {
-		w.calls = make(map[string]callRecord)
-	}
-	w.calls[call] = callRecord{state: 'd', bucket: b, cost: cost, addon: addon, day: day, expires: recNow + s.callTTL}
+	w.putCall(call, callRecord{state: 'd', bucket: b, cost: cost, addon: addon, day: day, expires: recNow + s.callTTL})
 	if key.Concurrency > 0 {
 		if w.leases == nil {
 			w.leases, w.heavy = make(map[string]int64), make(map[string]int64)
@@ -233,14 +253,11 @@ func (s *MemoryStore) Refund(_ context.Context, key Key, d Decision) error {
 		}
 		d.Bucket, d.Cost, d.Addon, d.Day = r.bucket, r.cost, r.addon, r.day
 		// Marked refunded for a whole TTL from now, as refund.lua does.
-		w.calls[d.Call] = callRecord{state: 'r', expires: now + s.callTTL}
+		w.putCall(d.Call, callRecord{state: 'r', expires: now + s.callTTL})
 	} else if d.Call != "" {
 		// Older than its record: refunded by the decision's values, and marked so that a
 		// retry does nothing.
-		if w.calls == nil {
-			w.calls = make(map[string]callRecord)
-		}
-		w.calls[d.Call] = callRecord{state: 'r', expires: now + s.callTTL}
+		w.putCall(d.Call, callRecord{state: 'r', expires: now + s.callTTL})
 	}
 	s.refund(w, key, d)
 	return nil
@@ -257,12 +274,9 @@ func (s *MemoryStore) Compensate(_ context.Context, key Key, call string, now ti
 	r, ok := w.calls[call]
 	switch {
 	case !ok || r.expires <= ms:
-		if w.calls == nil {
-			w.calls = make(map[string]callRecord)
-		}
-		w.calls[call] = callRecord{state: 'x', expires: ms + s.callTTL}
+		w.putCall(call, callRecord{state: 'x', expires: ms + s.callTTL})
 	case r.state == 'd':
-		w.calls[call] = callRecord{state: 'r', expires: ms + s.callTTL}
+		w.putCall(call, callRecord{state: 'r', expires: ms + s.callTTL})
 		s.refund(w, key, Decision{Allowed: true, Cost: r.cost, Bucket: r.bucket, Addon: r.addon, Day: r.day})
 	}
 	// The call's lease, if it took one, goes with it (release.lua does the same in Redis).
