@@ -12,6 +12,7 @@ var luaFS embed.FS
 // libFunc is one helper of lua/lib.lua: its name, and its source with the comment above it.
 type libFunc struct {
 	name, src string
+	use       *regexp.Regexp // a use of the name, as a word
 }
 
 // libFuncs are the helpers of lua/lib.lua, in its order (a helper uses only earlier ones).
@@ -25,7 +26,7 @@ func parseLib(src string) []libFunc {
 	var fns []libFunc
 	for _, para := range strings.Split(src, "\n\n") {
 		if m := libFuncName.FindStringSubmatch(para); m != nil {
-			fns = append(fns, libFunc{name: m[1], src: strings.TrimSpace(para)})
+			fns = append(fns, libFunc{name: m[1], src: strings.TrimSpace(para), use: regexp.MustCompile(`\b` + m[1] + `\b`)})
 		}
 	}
 	return fns
@@ -35,19 +36,16 @@ func parseLib(src string) []libFunc {
 // other helpers: a script cannot call another's functions, and each helper is a closure made
 // again on every run, so a script carries only those it needs.
 func withLib(script string) string {
-	need := func(text, name string) bool {
-		return regexp.MustCompile(`\b` + name + `\b`).MatchString(text)
-	}
 	used := make([]bool, len(libFuncs))
 	// A helper uses only earlier ones: walk the helpers newest first, so each is marked
 	// before the helpers it uses are looked at.
 	for i := len(libFuncs) - 1; i >= 0; i-- {
-		if need(script, libFuncs[i].name) {
+		if libFuncs[i].use.MatchString(script) {
 			used[i] = true
 			continue
 		}
 		for j := i + 1; j < len(libFuncs); j++ {
-			if used[j] && need(libFuncs[j].src, libFuncs[i].name) {
+			if used[j] && libFuncs[i].use.MatchString(libFuncs[j].src) {
 				used[i] = true
 				break
 			}
