@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/creditgate/creditgate/internal/configfile"
 )
 
 // Org is one organization as configured: who it is, what it has bought, and the API keys it
@@ -336,10 +338,4 @@ func count(name, value string) (int64, error) {
 
 // quote quotes a configured value for an error message, cut to 64 bytes so that a runaway
 // value does not flood the log.
-func quote(s string) string {
-	const max = 64
-	if len(s) > max {
-		return strconv.Quote(s[:max]) + "…"
-	}
-	return strconv.Quote(s)
-}
+func quote(s string) string { return configfile.Quote(s) }
