@@ -21,9 +21,14 @@ type RedisKeys struct {
 	Usage, UsageIndex string
 	// Calls holds the record of each debit by call id.
 	Calls string
+	// Notify holds the org's notice settings set through the admin API, Fired the thresholds
+	// that fired and the level each fired at, Outbox the notice events waiting for delivery,
+	// OutboxLease the gateway delivering them, and OutboxTries the attempts made per event
+	// and when the next may be.
+	Notify, Fired, Outbox, OutboxLease, OutboxTries string
 
 	// The KEYS of each script, in its header's order, built once from the names above.
-	spend, refund, usage, leases, period []string
+	spend, refund, usage, leases, period, outbox []string
 }
 
 // NewRedisKeys returns the Redis keys of org. The names share one string and the scripts'
@@ -43,6 +48,8 @@ func NewRedisKeys(org string) *RedisKeys {
 		{&k.Period, "period"},
 		{&k.Usage, "use"}, {&k.UsageIndex, "useidx"},
 		{&k.Calls, "calls"},
+		{&k.Notify, "notify"}, {&k.Fired, "fired"}, {&k.Outbox, "outbox"},
+		{&k.OutboxLease, "outbox:lease"}, {&k.OutboxTries, "outbox:tries"},
 	}
 	const open, close = "cg:{", "}:"
 	var b strings.Builder
@@ -61,23 +68,26 @@ func NewRedisKeys(org string) *RedisKeys {
 		at = end
 	}
 
-	lists := make([]string, 0, 30)
+	lists := make([]string, 0, 40)
 	list := func(keys ...string) []string {
 		from := len(lists)
 		lists = append(lists, keys...)
 		return lists[from:len(lists):len(lists)]
 	}
-	k.spend = list(k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Meter, k.Usage, k.UsageIndex, k.Calls)
-	k.refund = list(k.Ring, k.Pos, k.Used, k.Meter, k.Usage, k.UsageIndex, k.Calls)
+	k.spend = list(k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Meter, k.Usage, k.UsageIndex, k.Calls,
+		k.Notify, k.Fired, k.Outbox)
+	k.refund = list(k.Ring, k.Pos, k.Used, k.Meter, k.Usage, k.UsageIndex, k.Calls, k.Fired)
 	k.usage = list(k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Usage, k.UsageIndex)
 	k.leases = list(k.InFlight, k.Heavy)
 	k.period = list(k.Period, k.Addon, k.Meter)
+	k.outbox = list(k.Outbox, k.OutboxLease, k.OutboxTries)
 	return k
 }
 
 // All returns every key of the org, for tools and tests that inspect them.
 func (k *RedisKeys) All() []string {
-	return []string{k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Meter, k.Period, k.Usage, k.UsageIndex, k.Calls}
+	return []string{k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Meter, k.Period, k.Usage, k.UsageIndex, k.Calls,
+		k.Notify, k.Fired, k.Outbox, k.OutboxLease, k.OutboxTries}
 }
 
 // Window returns the keys of the org's window: Ring, Pos and Used.

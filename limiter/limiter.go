@@ -88,8 +88,13 @@ type Key struct {
 	// and answers ErrCompensated, never a replay of the earlier debit: it applies once.
 	Force bool
 
+	// Thresholds are the percents of the limit whose crossing queues a usage notice (see
+	// WithNotices), unless the store holds the org's own (NoticeStore.SetNotices).
+	Thresholds []int64
+
 	redisKeys *RedisKeys // built by NewKey, so the request path builds no key names
 	addonArgv []any      // Free, Addon and AddonCap formatted (and boxed, so Spend does not allocate) for the scripts; nil without add-ons
+	notices   any        // Thresholds formatted for spend.lua, boxed; nil: none
 }
 
 // NewKey returns the Key of org with the given limit, and no concurrency cap.
@@ -167,6 +172,9 @@ type Decision struct {
 	// store could not decide: Refund and Compensator.Compensate name it. It is also the
 	// lease id when there is a lease.
 	Call string
+	// Notices is how many usage notices this Spend queued in the store's outbox (see
+	// NoticeStore): thresholds its debit made usage reach.
+	Notices int64
 }
 
 // Options sets the window of a store.

@@ -22,6 +22,8 @@ type MemoryStore struct {
 
 	mu      sync.RWMutex
 	windows map[string]*memWindow
+
+	notices memNotices // usage notices: settings, outboxes (notices.go)
 }
 
 type memWindow struct {
@@ -36,6 +38,7 @@ type memWindow struct {
 	addonSet bool            // ...if ever set
 	meter    map[int64]int64 // billing: UTC day -> add-on credits (or additional calls) consumed
 	periods  map[int64]int64 // monthly plans: period start (UTC day) -> calls counted
+	fired    map[int64]int64 // usage notices: threshold fired (percent) -> its level (credits)
 
 	calls map[string]callRecord // debits by call id, and calls compensated before theirs
 	// callOrder lists the records in the order they were written, from callHead: expired
@@ -142,7 +145,10 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	w, ms := s.lock(key.Org, now)
 	defer w.mu.Unlock()
 
-	w.expire(ms - s.window - s.bucket)
+	thresholds := s.notices.thresholds(key)
+	if held := w.used; w.expire(ms-s.window-s.bucket) && w.used < held {
+		s.judgeNotices(w, key.Org, -1, thresholds, ms) // re-arm
+	}
 	call := callID(key, cost)
 	recNow := ms // a forced debit carries its call's own time: its record lives from now
 	if key.Force {
@@ -196,6 +202,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	}
 	w.add(b, cost)
 	w.used += cost
+	queued := s.judgeNotices(w, key.Org, key.Limit, thresholds, ms)
 	day := dayOf(ms)
 	addon := w.meterDebit(key, w.used-cost, w.used, day)
 	s.record(w, key.Rule, b, cost, ms)
@@ -211,7 +218,7 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 		inFlight++
 	}
 	d, err := decide(statusAllowed, key, cost, w.used, 0, s.reset(w, ms), b, inFlight, call)
-	d.Addon, d.Day = addon, day
+	d.Addon, d.Day, d.Notices = addon, day, queued
 	return d, err
 }
 
@@ -296,6 +303,7 @@ func (s *MemoryStore) refund(w *memWindow, key Key, d Decision) {
 		w.unmeterDrop(debitDay(d), refundMetered(key, w.used, n), d.Addon)
 		b.credits -= n
 		w.used -= n
+		s.judgeNotices(w, key.Org, -1, nil, 0) // re-arm
 		s.unrecord(w, key.Rule, d.Bucket, n)
 		if b.credits == 0 {
 			w.buckets = append(w.buckets[:i], w.buckets[i+1:]...)
@@ -305,8 +313,8 @@ func (s *MemoryStore) refund(w *memWindow, key Key, d Decision) {
 	w.unmeterDay(debitDay(d), d.Addon) // its bucket expired: it gives nothing back, and is not billed
 }
 
-// expire drops the buckets that start at or before cutoff.
-func (w *memWindow) expire(cutoff int64) {
+// expire drops the buckets that start at or before cutoff, and reports whether it dropped any.
+func (w *memWindow) expire(cutoff int64) bool {
 	n := 0
 	for _, b := range w.buckets {
 		if b.start > cutoff {
@@ -318,6 +326,7 @@ func (w *memWindow) expire(cutoff int64) {
 	if n > 0 {
 		w.buckets = append(w.buckets[:0], w.buckets[n:]...)
 	}
+	return n > 0
 }
 
 // add records credits in the bucket starting at b, keeping buckets ordered by start.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,6 +34,9 @@ type RedisStore struct {
 	// The store's group of each script's ARGV (see the scripts' headers), formatted and
 	// boxed once: boxing a string per call allocates.
 	spendStore, refundStore, usageStore []any
+
+	sweepMu sync.Mutex
+	sweepAt map[string]uint64 // SweepNotices' SCAN cursor per master address
 }
 
 // NewRedisStore returns a RedisStore on client: a *redis.Client, *redis.ClusterClient,
@@ -50,7 +54,7 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 		client:      client,
 		leaseTTLArg: leaseTTL.(string),
 		slotMs:      UsageSlot(opts.Window).Milliseconds(),
-		spendStore:  []any{window, bucket, slots, leaseTTL, slot, callTTL, meterDaysArg},
+		spendStore:  []any{window, bucket, slots, leaseTTL, slot, callTTL, meterDaysArg, outboxMaxArg},
 		refundStore: []any{bucket, slots, slot, callTTL},
 		usageStore:  []any{window, bucket, slots, slot},
 	}, nil
@@ -59,7 +63,7 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 // LoadScripts loads the scripts into the server's cache (on every master of a cluster);
 // it doubles as a readiness check. Spend falls back to EVAL if the cache is flushed later.
 func (s *RedisStore) LoadScripts(ctx context.Context) error {
-	for _, sc := range []script{spendScript, refundScript, releaseScript, periodScript, usageScript, renewScript, heartbeatScript} {
+	for _, sc := range []script{spendScript, refundScript, releaseScript, periodScript, usageScript, renewScript, heartbeatScript, claimScript, settleScript} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return fmt.Errorf("load scripts: %w", err)
 		}
@@ -125,25 +129,26 @@ func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time, call string) 
 	if key.Concurrency > 0 && cost > 0 {
 		lease = call
 	}
-	args := make([]any, 0, 5+7+len(s.spendStore))
+	args := make([]any, 0, 5+7+len(s.spendStore)+1)
 	args = append(args, cost, msArg(now), call, lease, forceArg(key))               // the call
 	args = append(args, key.Limit, key.Concurrency, key.HeavyConcurrency, key.Rule) // the key
 	args = append(args, key.addonArgs()...)                                         // its add-ons
-	return append(args, s.spendStore...)                                            // the store
+	args = append(args, s.spendStore...)                                            // the store
+	return append(args, key.noticeArg())                                            // its notices
 }
 
 // spendReply is spend.lua's reply, field for field (its header says what each means).
 type spendReply struct {
-	status, used, retryAfterMs, resetMs, bucketMs, inFlight, addon, limit, day, cost int64
+	status, used, retryAfterMs, resetMs, bucketMs, inFlight, addon, limit, day, cost, notices int64
 }
 
 // decodeSpendReply reads spend.lua's reply: the one place that knows its order.
 func decodeSpendReply(v []int64) (spendReply, error) {
-	if len(v) != 10 {
-		return spendReply{}, fmt.Errorf("script replied %d values, want 10", len(v))
+	if len(v) != 11 {
+		return spendReply{}, fmt.Errorf("script replied %d values, want 11", len(v))
 	}
 	return spendReply{status: v[0], used: v[1], retryAfterMs: v[2], resetMs: v[3], bucketMs: v[4],
-		inFlight: v[5], addon: v[6], limit: v[7], day: v[8], cost: v[9]}, nil
+		inFlight: v[5], addon: v[6], limit: v[7], day: v[8], cost: v[9], notices: v[10]}, nil
 }
 
 // decodeSpend turns spend.lua's reply into a Decision.
@@ -154,7 +159,7 @@ func decodeSpend(v []int64, key Key, call string) (Decision, error) {
 	}
 	key.Limit = r.limit // with add-ons, the script read the add-on limit
 	d, err := decide(r.status, key, r.cost, r.used, r.retryAfterMs, r.resetMs, r.bucketMs, r.inFlight, call)
-	d.Addon = r.addon
+	d.Addon, d.Notices = r.addon, r.notices
 	if d.Allowed && d.Cost > 0 { // a debit (as the memory store sets it)
 		d.Day = r.day
 	}

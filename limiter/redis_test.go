@@ -82,7 +82,8 @@ func TestRedisKeysShareHashTag(t *testing.T) {
 func TestRedisKeyNames(t *testing.T) {
 	got := strings.Join(limiter.NewRedisKeys("acme").All(), " ")
 	want := "cg:{acme}:ring cg:{acme}:pos cg:{acme}:used cg:{acme}:inflight cg:{acme}:heavy cg:{acme}:addon " +
-		"cg:{acme}:meter cg:{acme}:period cg:{acme}:use cg:{acme}:useidx cg:{acme}:calls"
+		"cg:{acme}:meter cg:{acme}:period cg:{acme}:use cg:{acme}:useidx cg:{acme}:calls " +
+		"cg:{acme}:notify cg:{acme}:fired cg:{acme}:outbox cg:{acme}:outbox:lease cg:{acme}:outbox:tries"
 	if got != want {
 		t.Fatalf("keys of acme:\n got %s\nwant %s", got, want)
 	}
@@ -449,5 +450,50 @@ func TestRedisLayoutChangeFreesExpiredCredits(t *testing.T) {
 	}
 	if d, err := after.Spend(ctx, k, 1, change); !errors.Is(err, limiter.ErrOverLimit) || d.Used != 10 {
 		t.Fatalf("Spend(1) at the limit = %+v, %v; want rejected", d, err)
+	}
+}
+
+// TestRedisNoticeSweep: events queued by a Spend whose gateway never indexed the org (it died
+// between the script and QueueNotices) are found by the sweep, on a server and on every
+// master of a cluster, and then claimed.
+func TestRedisNoticeSweep(t *testing.T) {
+	t.Run("server", func(t *testing.T) { testNoticeSweep(t, redistest.Start(t).URL) })
+	t.Run("cluster", func(t *testing.T) { testNoticeSweep(t, redistest.StartCluster(t, 3).URL) })
+}
+
+func testNoticeSweep(t *testing.T, url string) {
+	s := productionStore(t, url)
+	ctx := context.Background()
+	now := time.Now()
+	orgs := map[string]bool{}
+	for i := range 12 { // spread over the masters
+		org := "sweep-" + strconv.Itoa(i)
+		orgs[org] = true
+		d, err := s.Spend(ctx, limiter.NewKey(org, 10).WithNotices([]int64{50}), 6, time.Time{})
+		if err != nil || d.Notices != 1 {
+			t.Fatalf("spend %s: %+v, %v; want one notice", org, d, err)
+		}
+	}
+	if got, err := s.ClaimNotices(ctx, "a", now, time.Minute, 100, 10); err != nil || len(got) != 0 {
+		t.Fatalf("claimed %+v, %v before any index", got, err)
+	}
+	// A page of SCAN may hold none of them: bounded, sweeps go on where they ended.
+	for i := 0; i < 50 && len(orgs) > 0; i++ {
+		if err := s.SweepNotices(ctx, now); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ClaimNotices(ctx, "a", now, time.Minute, 100, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range got {
+			if n.Threshold != 50 || n.Used != 6 {
+				t.Errorf("event %+v", n)
+			}
+			delete(orgs, n.Org)
+		}
+	}
+	if len(orgs) > 0 {
+		t.Fatalf("the sweep never found %v", orgs)
 	}
 }

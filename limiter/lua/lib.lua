@@ -165,3 +165,50 @@ local function relaid_held(raw, head, tail, ob, os, now, total)
 	end
 	return math.max(held, 0)
 end
+
+-- notices judges an org's usage notices after its usage changed to used credits (notices.go
+-- says what they are): it re-arms each fired threshold (hash fired: percent -> the level in
+-- credits it fired at) that usage is now below, and, given the limit in force (a number;
+-- nil only re-arms), fires each threshold of thresholds ("50,80,100", ascending) whose level,
+-- ceil(percent x limit / 100), usage reached and that has not fired: one event per threshold
+-- in the stream outbox (fields p, used, limit, at (ms), w (window ms)), at most max kept.
+-- With the limit, a fired threshold is judged at its level under that limit. The fired hash
+-- lives keep ms from the last debit, as long as any credit it counts. Returns the events
+-- queued. Every script that changes used calls it. Go twin: MemoryStore's judgeNotices.
+local function notices(fired, outbox, used, limit, thresholds, now, window, keep, max)
+	local f = redis.call('HGETALL', fired)
+	if #f == 0 and (limit == nil or thresholds == '') then
+		return 0
+	end
+	local had = {}
+	for i = 1, #f, 2 do
+		had[f[i]] = tonumber(f[i + 1])
+	end
+	local queued = 0
+	if limit then
+		for p in string.gmatch(thresholds, '%d+') do
+			local level = math.max(1, math.ceil(tonumber(p) * limit / 100))
+			if had[p] then
+				had[p] = level
+			elseif used >= level then
+				redis.call('XADD', outbox, 'MAXLEN', max, '*', 'p', p, 'used', string.format('%d', used),
+					'limit', string.format('%d', limit), 'at', string.format('%d', now), 'w', string.format('%d', window))
+				redis.call('HSET', fired, p, string.format('%d', level))
+				queued = queued + 1
+			end
+		end
+	end
+	local gone = {}
+	for p, level in pairs(had) do
+		if used < level then
+			gone[#gone + 1] = p
+		end
+	end
+	if #gone > 0 then
+		redis.call('HDEL', fired, unpack(gone))
+	end
+	if limit and (queued > 0 or #f > 2 * #gone) then
+		redis.call('PEXPIRE', fired, keep)
+	end
+	return queued
+end

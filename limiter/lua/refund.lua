@@ -11,6 +11,7 @@
 --   [5]  use         hash: "<slot start ms>:<rule>" -> credits
 --   [6]  useidx      sorted set: the same members scored by slot start
 --   [7]  calls       hash: call id -> the record of its debit, "<expires ms>:<state>[:…]"
+--   [8]  fired       hash: threshold (percent) -> level (credits) it fired at: re-armed below
 --
 -- ARGV, in three groups as RedisStore.refund builds them.
 -- The debit (from its Decision):
@@ -38,6 +39,7 @@
 
 local ring_key, pos_key, used_key = KEYS[1], KEYS[2], KEYS[3]
 local meter_key, use_key, useidx_key, calls_key = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local fired_key = KEYS[8]
 
 local credits = tonumber(ARGV[1])
 local debit_ms = tonumber(ARGV[2])
@@ -134,6 +136,7 @@ end
 redis.call('BITFIELD', ring_key, 'INCRBY', 'i64', slot(k), string.format('%d', -credits))
 used = used - credits
 redis.call('SET', used_key, string.format('%d', math.max(used, 0)), 'KEEPTTL')
+notices(fired_key, nil, used, nil, '', 0, 0, 0, 0) -- re-arm the thresholds usage fell below
 
 -- Keep the tail on the oldest bucket that holds credits, and the head on the newest
 -- (spend.lua bounds a debit whose clock ran back by head, which must hold credits, as the

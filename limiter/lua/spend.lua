@@ -30,6 +30,9 @@
 --                    record of its debit, or "<expires ms>:r" (refunded) or "<expires ms>:x"
 --                    (compensated before its debit ran: refund.lua); the field "~" holds the
 --                    cursor of the sweep of expired ones
+--   [11] notify      hash: the org's notice settings set through the admin API (thresholds)
+--   [12] fired       hash: threshold (percent) -> level (credits) it fired at (lib.lua notices)
+--   [13] outbox      stream: the org's notice events waiting for delivery
 --
 -- ARGV, in three groups as RedisStore.spendArgs builds them.
 -- The call:
@@ -56,9 +59,14 @@
 --   [17] slot        usage slot (ms): window/24, an hour for a 24h window
 --   [18] call_ttl    ms a debit's record is kept
 --   [19] keep        days the meter keeps (limiter.MeterDays)
+--   [20] outbox_max  events the outbox keeps at most
+-- The org's notices (limiter.Key):
+--   [21] thresholds  percents of the limit that queue a notice ("50,80,100"; "" none), used
+--                    while KEYS[11] holds no thresholds
 --
 -- Reply (integers; limiter.spendReply, decoded by name in decodeSpendReply):
---   {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day, cost}
+--   {status, used, retry_after_ms, reset_ms, bucket_ms, in_flight, addon, limit, day, cost,
+--    notices}
 --   status          1 allowed, 0 rejected (not enough credits), -1 rejected (cost > limit),
 --                   -2 rejected (concurrency cap), -3 rejected (heavy cap), -4 not run: the
 --                   call was compensated or refunded before (or, forced, is known at all),
@@ -76,11 +84,13 @@
 --                   on; -5: the day the debit metered them on
 --   cost            credits this call debited: ARGV[1] when allowed, the recorded cost for
 --                   -5; else 0
+--   notices         notice events this call queued in the outbox (lib.lua notices)
 
 local ring_key, pos_key, used_key = KEYS[1], KEYS[2], KEYS[3]
 local inflight_key, heavy_key = KEYS[4], KEYS[5]
 local addon_key, meter_key = KEYS[6], KEYS[7]
 local use_key, useidx_key, calls_key = KEYS[8], KEYS[9], KEYS[10]
+local notify_key, fired_key, outbox_key = KEYS[11], KEYS[12], KEYS[13]
 
 local cost_arg = ARGV[1] -- as sent, for BITFIELD INCRBY
 local cost = tonumber(cost_arg)
@@ -96,6 +106,9 @@ local addon_default, addon_cap = ARGV[11], tonumber(ARGV[12]) or 0
 local window, bucket, slots = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
 local lease_ttl, slot, call_ttl = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
 local keep = tonumber(ARGV[19])
+local outbox_max = ARGV[20]
+local thresholds = redis.call('HGET', notify_key, 'thresholds') or ARGV[21]
+local queued = 0
 
 local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
 local head, tail = tonumber(pos[1]), tonumber(pos[2])
@@ -147,7 +160,7 @@ local function reply(status, retry_ms, bucket_ms, in_flight)
 	if status == 1 then
 		debited = cost
 	end
-	return {status, used, retry_ms, reset_ms(), bucket_ms, in_flight, metered, limit, day_of(now), debited}
+	return {status, used, retry_ms, reset_ms(), bucket_ms, in_flight, metered, limit, day_of(now), debited, queued}
 end
 
 -- Debit records: a call whose id is known already does nothing. Compensated or refunded, it
@@ -169,13 +182,14 @@ if call ~= '' then
 		if not force and string.find(rec, '^%d+:d:') then
 			replay = rec
 		else
-			return {-4, 0, 0, 0, 0, 0, 0, limit, day_of(now), 0}
+			return {-4, 0, 0, 0, 0, 0, 0, limit, day_of(now), 0, 0}
 		end
 	end
 end
 
 -- Expire: buckets with start <= now - window - bucket are free again.
 local cutoff = now - window - bucket
+local used_held = used
 if used > 0 then
 	if head * bucket <= cutoff then
 		used = 0
@@ -196,6 +210,9 @@ if used > 0 then
 		redis.call('HSET', pos_key, 'tail', string.format('%d', tail))
 	end
 end
+if fresh or used < used_held then
+	notices(fired_key, outbox_key, used, nil, thresholds, now, window, window + bucket, outbox_max) -- re-arm
+end
 
 -- A resend of a debit that ran: the debit's bucket, cost, add-on part and day from its record,
 -- the calls in flight with the lease it took (still held unless released or expired since).
@@ -206,7 +223,7 @@ if replay then
 		redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now)
 		in_flight = redis.call('ZCARD', inflight_key)
 	end
-	return {-5, used, 0, reset_ms(), tonumber(b), in_flight, tonumber(a), limit, tonumber(d), tonumber(c)}
+	return {-5, used, 0, reset_ms(), tonumber(b), in_flight, tonumber(a), limit, tonumber(d), tonumber(c), 0}
 end
 
 if cost > limit and not force then
@@ -286,6 +303,7 @@ if moved then
 	redis.call('PEXPIRE', pos_key, ttl)
 	redis.call('PEXPIRE', used_key, ttl)
 end
+queued = notices(fired_key, outbox_key, used, limit, thresholds, now, window, window + bucket, outbox_max)
 
 -- Billing: the part of the debit above the free allotment is add-on consumption, summed per
 -- UTC day of now (reply[9]; a refund names the day). Not the bucket's day: a bucket that does

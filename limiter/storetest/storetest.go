@@ -80,6 +80,10 @@ func Run(t *testing.T, newStore NewStore) {
 		{"UsageRefundUnrecords", testUsageRefund},
 		{"UsageInFlight", testUsageInFlight},
 		{"UsageReadsOnly", testUsageReadsOnly},
+		{"NoticesOncePerCrossing", testNoticesOncePerCrossing},
+		{"NoticesRearm", testNoticesRearm},
+		{"NoticesRetryAndLease", testNoticesRetry},
+		{"NoticeSettings", testNoticeSettings},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore) })
