@@ -71,6 +71,9 @@ func (cfg AdminConfig) adminRoutes() []adminRoute {
 		{"PUT", "/admin/v1/orgs/{org}/addon", RoleAdmin, true, hf(g.putAddon)},
 		{"DELETE", "/admin/v1/orgs/{org}/addon", RoleAdmin, true, hf(g.deleteAddon)},
 		{"GET", "/admin/v1/orgs/{org}/billing", RoleViewer, true, hf(g.billingReport)},
+		{"GET", "/admin/v1/orgs/{org}/notices", RoleViewer, true, hf(g.getNotices)},
+		{"PUT", "/admin/v1/orgs/{org}/notices", RoleAdmin, true, hf(g.putNotices)},
+		{"DELETE", "/admin/v1/orgs/{org}/notices", RoleAdmin, true, hf(g.deleteNotices)},
 		{"GET", "/admin/v1/quote", RoleViewer, true, hf(g.quote)},
 	}
 }

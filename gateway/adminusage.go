@@ -60,6 +60,10 @@ type usageResponse struct {
 	PeriodUsed      *int64  `json:"period_used,omitempty"`
 	PeriodStart     *string `json:"period_start,omitempty"`
 	PeriodEnd       *string `json:"period_end,omitempty"`
+
+	// Notices are the org's usage notice thresholds, armed and fired; absent when it has
+	// none (or the store keeps no notices).
+	Notices *usageNotices `json:"notices,omitempty"`
 }
 
 // hoursResponse is the body of GET /admin/v1/orgs/{org}/usage/hours: credits by slot (an hour
@@ -173,6 +177,7 @@ func (g *Gateway) serveUsage(w http.ResponseWriter, r *http.Request, t *orgState
 	if t.period != nil && !g.addPeriodUsage(w, r, t, &resp) {
 		return
 	}
+	resp.Notices = g.usageNoticesOf(r.Context(), t)
 	if limitFields {
 		// With a concurrency cap, its item too: RateLimit-Policy lists it.
 		setLimitFields(w.Header(), t, limiter.Decision{

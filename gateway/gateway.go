@@ -152,6 +152,9 @@ type Config struct {
 	// Probe checks the store while the breaker is open (e.g. RedisStore.LoadScripts); nil
 	// lets one call per BreakerCooldown through as the probe.
 	Probe func(context.Context) error
+	// Notices configures usage notices (nil: no default thresholds or endpoint; orgs may
+	// still have their own). Without StoreNotices there are none.
+	Notices *NoticeConfig
 	// AdditionalOf gives the add-on part of an org's limit, which the usage API reports as
 	// additional_credits (the rest is daily_free_limit); nil: none. It is the seam where add-on
 	// limits set at run time plug in.
@@ -184,6 +187,7 @@ type Gateway struct {
 	stopOnce   sync.Once
 	draining   atomic.Bool
 	jwt        *jwtVerifier // OrgModeJWT; nil otherwise
+	notices    *notifier    // nil without StoreNotices
 }
 
 // New returns a Gateway for cfg.
@@ -298,6 +302,14 @@ func New(cfg Config) (*Gateway, error) {
 	go g.retryLoop()
 	if g.has(StoreRenew) && cfg.LeaseTTL > 0 {
 		g.leases = newLeaseKeeper(cfg.Store, cfg.LeaseTTL, cfg.StoreTimeout, cfg.Clock, g.log.Named("leases"), g.breaker, cfg.Metrics)
+	}
+	if g.has(StoreNotices) {
+		var nc NoticeConfig
+		if cfg.Notices != nil {
+			nc = *cfg.Notices
+		}
+		g.notices = newNotifier(g, nc)
+		go g.notices.run()
 	}
 	if len(cfg.Routes) > 0 {
 		g.setRoutes(cfg.Routes, false)

@@ -182,6 +182,9 @@ func (g *Gateway) reconcile() {
 		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.StoreTimeout)
 		start := time.Now()
 		d, err := g.cfg.Store.Spend(ctx, e.key.WithForce().WithCall(id), e.cost, e.at)
+		if d.Notices > 0 && g.notices != nil {
+			g.notices.queued(e.key.Org, d.Notices)
+		}
 		cancel()
 		if err != nil && !errors.Is(err, limiter.ErrCompensated) {
 			g.metrics.observeStore(opSpend, resultError, start)

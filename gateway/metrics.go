@@ -50,6 +50,8 @@ type Metrics struct {
 	liveGateways  prometheus.Gauge
 	deferredLen   prometheus.Gauge
 	droppedCalls  *prometheus.CounterVec
+	noticesVec    *prometheus.CounterVec
+	notices       [numNoticeOutcomes]prometheus.Counter
 
 	storeOps [numStoreOps][numStoreResults]prometheus.Observer
 	storeErr [numStoreOps]prometheus.Counter
@@ -129,6 +131,17 @@ const (
 )
 
 var storeResultNames = [numStoreResults]string{"ok", "rejected", "error"}
+
+// What became of usage notices (label "outcome" of creditgate_notices_total).
+const (
+	noticeQueued    = iota // a debit queued an event (counted by the gateway that debited)
+	noticeDelivered        // a receiver answered 2xx
+	noticeRetried          // an attempt failed; the event waits for its backoff
+	noticeDropped          // given up: out of attempts, or no endpoint
+	numNoticeOutcomes
+)
+
+var noticeOutcomeNames = [numNoticeOutcomes]string{"queued", "delivered", "retried", "dropped"}
 
 // Upstream status classes (label "code"); "error" is a call the gateway could not complete
 // (502/504 answered by the gateway, or the client left).
@@ -220,6 +233,9 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			Help: "Refunds, compensations and lease releases waiting for the store to answer."}),
 		droppedCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_calls_dropped_total",
 			Help: "Refunds, compensations and releases given up on, by op and reason (queue_full, expired)."}, []string{"op", "reason"}),
+		noticesVec: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "notices_total",
+			Help: "Usage notices by outcome: queued (by a debit that crossed a threshold), delivered, retried (an attempt failed) and dropped (out of attempts, or no endpoint)."},
+			[]string{"outcome"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "upstream_retries_prevented_total",
 			Help: "Second attempts the upstream transport would have made for a call already sent, stopped before a byte left."}),
 		labels: map[string]string{},
@@ -228,7 +244,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	m.reg.MustRegister(m.requests, m.rejections, m.debited, m.refunded, m.addon, m.ruleReqs, m.ruleCredits,
 		m.limiterDur, m.upstreamDur, m.redisErrors, m.breakerSt, m.breakerTr, m.inFlight,
 		m.bodyHeld, m.bodyPeak, m.bodyLimit, m.bodyRefused, m.retries,
-		m.compensations, m.deferredLen, m.droppedCalls, m.localLedger, m.localAdmitted, m.liveGateways, m.preflights,
+		m.compensations, m.deferredLen, m.droppedCalls, m.noticesVec, m.localLedger, m.localAdmitted, m.liveGateways, m.preflights,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for op := range numStoreOps {
 		for res := range numStoreResults {
@@ -241,6 +257,9 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	}
 	for _, h := range []string{"answered", "forwarded", "refused"} {
 		m.preflights.WithLabelValues(h)
+	}
+	for i, name := range noticeOutcomeNames {
+		m.notices[i] = m.noticesVec.WithLabelValues(name)
 	}
 	m.bodyRefused.WithLabelValues("total")
 	m.bodyRefused.WithLabelValues("org")

@@ -89,6 +89,9 @@ func (g *Gateway) newOrgState(o *orgs.Org, s *orgSeries, prev *orgState) *orgSta
 			l = strconv.FormatInt(t.key.Limit, 10)
 		}
 	}
+	if g.notices != nil {
+		t.key = t.key.WithNotices(g.notices.thresholdsOf(o))
+	}
 	t.heavyKey = t.key
 	if concurrency > 0 {
 		t.key = t.key.WithConcurrency(concurrency, 0)

@@ -40,6 +40,15 @@ type Store interface {
 	// per day (limiter.Meter; StoreBilling).
 	SetAddon(ctx context.Context, org string, limit int64) error
 	Metered(ctx context.Context, org string, from, to int64) (map[int64]int64, error)
+	// SetNotices, Notices, QueueNotices, SweepNotices, ClaimNotices and SettleNotices keep
+	// usage notices: settings set at run time, fired thresholds, the outbox
+	// (limiter.NoticeStore; StoreNotices).
+	SetNotices(ctx context.Context, org string, s *limiter.NoticeSettings) error
+	Notices(ctx context.Context, org string) (limiter.NoticeState, error)
+	QueueNotices(ctx context.Context, org string, now time.Time) error
+	SweepNotices(ctx context.Context, now time.Time) error
+	ClaimNotices(ctx context.Context, owner string, now time.Time, lease time.Duration, maxOrgs, perOrg int) ([]limiter.Notice, error)
+	SettleNotices(ctx context.Context, owner, org string, done []limiter.Notice, failed *limiter.Notice, retryAt, now time.Time) error
 }
 
 // StoreFeature is a part of Store beyond the window, which a store may lack (see
@@ -61,6 +70,9 @@ const (
 	// StoreBilling is SetAddon and Metered. Without them, the add-on and billing endpoints
 	// answer 501 NOT_SUPPORTED.
 	StoreBilling
+	// StoreNotices is the usage notices' methods. Without them, no notices are queued or
+	// sent, and the notices endpoints answer 501 NOT_SUPPORTED.
+	StoreNotices
 )
 
 // has reports whether the store has feature f: Config.StoreLacks does not name it.
@@ -97,6 +109,9 @@ func (g *Gateway) spend(client context.Context, key limiter.Key, cost int64, now
 	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
 	cancel()
 	g.observeDecision(client, opSpend, start, err)
+	if d.Notices > 0 && g.notices != nil {
+		g.notices.queued(key.Org, d.Notices)
+	}
 	return d, err
 }
 

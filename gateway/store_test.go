@@ -16,7 +16,7 @@ var (
 )
 
 // lacksAll is every feature beyond the window: what a store of windowOnly lacks.
-const lacksAll = StoreCompensate | StoreRenew | StoreHeartbeat | StoreUsage | StorePeriods | StoreBilling
+const lacksAll = StoreCompensate | StoreRenew | StoreHeartbeat | StoreUsage | StorePeriods | StoreBilling | StoreNotices
 
 // windowOnly completes a fake store that has only the window (Spend, Refund, Release): the
 // gateway never calls the rest when Config.StoreLacks names it (lacksAll).
@@ -43,4 +43,18 @@ func (windowOnly) RefundCall(context.Context, limiter.PeriodKey, limiter.PeriodD
 func (windowOnly) SetAddon(context.Context, string, int64) error { return errLacked }
 func (windowOnly) Metered(context.Context, string, int64, int64) (map[int64]int64, error) {
 	return nil, errLacked
+}
+func (windowOnly) SetNotices(context.Context, string, *limiter.NoticeSettings) error {
+	return errLacked
+}
+func (windowOnly) Notices(context.Context, string) (limiter.NoticeState, error) {
+	return limiter.NoticeState{}, errLacked
+}
+func (windowOnly) QueueNotices(context.Context, string, time.Time) error { return errLacked }
+func (windowOnly) SweepNotices(context.Context, time.Time) error         { return errLacked }
+func (windowOnly) ClaimNotices(context.Context, string, time.Time, time.Duration, int, int) ([]limiter.Notice, error) {
+	return nil, errLacked
+}
+func (windowOnly) SettleNotices(context.Context, string, string, []limiter.Notice, *limiter.Notice, time.Time, time.Time) error {
+	return errLacked
 }

@@ -136,8 +136,9 @@ type NoticeStore interface {
 	// not indexed (their gateway died between the Spend and QueueNotices) and indexes them;
 	// each call looks at a bounded part, and goes on where the last one ended.
 	SweepNotices(ctx context.Context, now time.Time) error
-	// ClaimNotices takes up to maxOrgs orgs whose events are due at now, for lease (no other
-	// owner takes them meanwhile), and returns up to perOrg of each one's oldest events.
+	// ClaimNotices takes up to maxOrgs orgs whose events are due at now, for lease (no
+	// claim, the owner's own included, takes them meanwhile unless settled), and returns up
+	// to perOrg of each one's oldest events, grouped by org.
 	ClaimNotices(ctx context.Context, owner string, now time.Time, lease time.Duration, maxOrgs, perOrg int) ([]Notice, error)
 	// SettleNotices ends owner's claim on org: the events done (delivered, or given up on)
 	// leave the outbox; failed, when not nil, counts one more failed attempt, and the org's
@@ -569,7 +570,7 @@ func (s *MemoryStore) ClaimNotices(_ context.Context, owner string, now time.Tim
 			delete(n.outboxes, org)
 			continue
 		}
-		if o.next <= ms && (o.owner == "" || o.owner == owner || o.leaseUntil <= ms) {
+		if o.next <= ms && (o.owner == "" || o.leaseUntil <= ms) {
 			orgs = append(orgs, org)
 		}
 	}

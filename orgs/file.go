@@ -16,8 +16,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// knownFileFields lists the fields of an org in a file: the ID, then those of CREDITGATE_ORGS.
-var knownFileFields = "id, " + knownFields
+// knownFileFields lists the fields of an org in a file: the ID, those of CREDITGATE_ORGS, then
+// those only a file has (usage notices).
+var knownFileFields = "id, " + knownFields + ", notify_thresholds, webhook_url, webhook_secret"
 
 // maxFileErrors caps the problems ParseFile reports one by one; a mistake repeated in every
 // org of a 100,000-org file should not print 100,000 lines at start-up.
@@ -121,6 +122,10 @@ type fileOrg struct {
 	Additional   value          `yaml:"additional" json:"additional"`
 	Commercial   value          `yaml:"commercial" json:"commercial"`
 	Keys         value          `yaml:"keys" json:"keys"`
+
+	NotifyThresholds value `yaml:"notify_thresholds" json:"notify_thresholds"`
+	WebhookURL       value `yaml:"webhook_url" json:"webhook_url"`
+	WebhookSecret    value `yaml:"webhook_secret" json:"webhook_secret"`
 }
 
 // fields returns the fields of f but the ID, in the order of fieldNames.
@@ -386,6 +391,7 @@ func (p *fileParser) org(i int, f *fileOrg, decodeErrs []*configfile.Error) {
 			p.scalar(&o, where, name, *v)
 		}
 	}
+	p.notices(&o, where, f)
 
 	if !idOK {
 		return
@@ -458,6 +464,44 @@ func (p *fileParser) keys(o *Org, where string, v value) {
 		}
 	default:
 		p.failAt(v, `%s: field "keys": must be a list of strings or a string, got %s`, where, v.noun())
+	}
+}
+
+// notices sets o's usage notice fields from f: a list of percents, and two strings. Their
+// ranges, and whether the URL and secret are usable, are the caller's to check; no error
+// shows the secret.
+func (p *fileParser) notices(o *Org, where string, f *fileOrg) {
+	switch v := f.NotifyThresholds; v.kind {
+	case 0:
+	case kindList:
+		o.HasNotify = true
+		o.NotifyThresholds = make([]int64, 0, len(*v.items))
+		for i, item := range *v.items {
+			n, err := count("notify_thresholds", item.text)
+			if item.kind != kindNumber || err != nil {
+				p.failAt(item, `%s: field "notify_thresholds": item %d must be a non-negative integer, got %s`, where, i+1, item.describe())
+				continue
+			}
+			o.NotifyThresholds = append(o.NotifyThresholds, n)
+		}
+	default:
+		p.failAt(v, `%s: field "notify_thresholds": must be a list of percents, got %s`, where, v.noun())
+	}
+	for _, s := range []struct {
+		name   string
+		v      value
+		to     *string
+		secret bool
+	}{{"webhook_url", f.WebhookURL, &o.WebhookURL, false}, {"webhook_secret", f.WebhookSecret, &o.WebhookSecret, true}} {
+		switch {
+		case s.v.kind == 0:
+		case s.v.kind != kindString && s.secret:
+			p.failAt(s.v, `%s: field %q: must be a string, got %s`, where, s.name, s.v.noun())
+		case s.v.kind != kindString:
+			p.failAt(s.v, `%s: field %q: must be a string, got %s`, where, s.name, s.v.describe())
+		default:
+			*s.to = s.v.text
+		}
 	}
 }
 

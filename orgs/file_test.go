@@ -117,7 +117,7 @@ func TestParseFile(t *testing.T) {
 // error may show it.
 func TestLoadFileInvalid(t *testing.T) {
 	const known = "(known fields: id, edition, users, agents, light_agents, limit, addon, legacy, " +
-		"concurrency, monthly_limit, additional, commercial, keys)"
+		"concurrency, monthly_limit, additional, commercial, keys, notify_thresholds, webhook_url, webhook_secret)"
 	tests := []struct {
 		give string
 		want []string
@@ -444,4 +444,34 @@ func formatFile(orgs []Org) string {
 		b.WriteString("]\n")
 	}
 	return b.String()
+}
+
+// TestParseFileNotices: the usage notice fields of an org, in both syntaxes; wrong types are
+// refused without showing the secret.
+func TestParseFileNotices(t *testing.T) {
+	const secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
+	yaml := "orgs:\n  - id: acme\n    notify_thresholds: [80, 50]\n    webhook_url: https://hooks.example/acme\n    webhook_secret: " + secret + "\n  - id: beta\n    notify_thresholds: []\n  - id: gamma\n"
+	json := `{"orgs": [{"id": "acme", "notify_thresholds": [80, 50], "webhook_url": "https://hooks.example/acme", "webhook_secret": "` + secret + `"}, {"id": "beta", "notify_thresholds": []}, {"id": "gamma"}]}`
+	for _, give := range []string{yaml, json} {
+		list, err := ParseFile([]byte(give))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b, c := list[0], list[1], list[2]
+		if !a.HasNotify || !reflect.DeepEqual(a.NotifyThresholds, []int64{80, 50}) || a.WebhookURL != "https://hooks.example/acme" || a.WebhookSecret != secret {
+			t.Errorf("acme: %+v", a)
+		}
+		if !b.HasNotify || len(b.NotifyThresholds) != 0 || c.HasNotify {
+			t.Errorf("beta %+v, gamma %+v: want none set for beta, the default for gamma", b, c)
+		}
+	}
+	_, err := ParseFile([]byte("orgs:\n  - id: acme\n    notify_thresholds: [50, x]\n    webhook_secret: [" + secret + "]\n  - id: beta\n    notify_thresholds: 50\n"))
+	want := []string{
+		`line 3: org "acme": field "notify_thresholds": item 2 must be a non-negative integer, got a string "x"`,
+		`line 4: org "acme": field "webhook_secret": must be a string, got a list`,
+		`line 6: org "beta": field "notify_thresholds": must be a list of percents, got a number`,
+	}
+	if err == nil || errText(err) != strings.Join(want, "\n") {
+		t.Fatalf("errors:\n got %v\nwant %s", err, strings.Join(want, "\n"))
+	}
 }

@@ -38,6 +38,15 @@ type Org struct {
 	Commercial bool
 	// Keys are the API keys the org calls with, as digests.
 	Keys []Key
+	// NotifyThresholds are the percents of the org's limit whose crossing sends it a usage
+	// notice, ascending, when HasNotify (an empty list: none); without HasNotify the
+	// gateway's default applies. WebhookURL and WebhookSecret are where its notices go, and
+	// the secret that signs them; empty: the gateway's. Only the orgs file sets them; whether
+	// they are usable is the caller's business.
+	NotifyThresholds []int64
+	HasNotify        bool
+	WebhookURL       string
+	WebhookSecret    string
 }
 
 // idPattern describes a valid org ID in error messages.

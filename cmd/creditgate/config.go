@@ -161,6 +161,21 @@ type Config struct {
 	CallPriceCommercial    string `env:"CREDITGATE_CALL_PRICE_COMMERCIAL" envDefault:"0.06"`
 	CallPriceNonCommercial string `env:"CREDITGATE_CALL_PRICE_NONCOMMERCIAL" envDefault:"0.02"`
 
+	// NotifyThresholds are the percents of an org's limit whose crossing sends a usage notice
+	// (comma-separated, 1 to 100), for orgs without notify_thresholds of their own; unset: none.
+	NotifyThresholds string `env:"CREDITGATE_NOTIFY_THRESHOLDS"`
+	// WebhookURL receives the notices, signed with WebhookSecret (whsec_ and base64), of orgs
+	// without webhook_url of their own; both or neither.
+	WebhookURL    string `env:"CREDITGATE_WEBHOOK_URL"`
+	WebhookSecret string `env:"CREDITGATE_WEBHOOK_SECRET"`
+	// WebhookTimeout bounds one delivery attempt; WebhookMaxAttempts are made before a notice
+	// is dropped, WebhookBackoff apart after the first failure, doubling up to
+	// WebhookMaxBackoff.
+	WebhookTimeout     time.Duration `env:"CREDITGATE_WEBHOOK_TIMEOUT" envDefault:"5s"`
+	WebhookMaxAttempts int           `env:"CREDITGATE_WEBHOOK_MAX_ATTEMPTS" envDefault:"10"`
+	WebhookBackoff     time.Duration `env:"CREDITGATE_WEBHOOK_BACKOFF" envDefault:"1s"`
+	WebhookMaxBackoff  time.Duration `env:"CREDITGATE_WEBHOOK_MAX_BACKOFF" envDefault:"5m"`
+
 	LogLevel        string        `env:"CREDITGATE_LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"CREDITGATE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
 
@@ -178,6 +193,7 @@ type Config struct {
 	upstreamTLS *tls.Config
 	demo        bool
 	jwt         *gateway.JWTConfig // jwt org mode; PerUser is set by run
+	notices     gateway.NoticeConfig
 }
 
 // Variables read by the test suite, not by the gateway; allowed in the environment.
@@ -501,7 +517,74 @@ func (c *Config) validate(environ map[string]string) error {
 	if c.ShutdownTimeout <= 0 {
 		bad("CREDITGATE_SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
 	}
+	errs = append(errs, c.validateNotices()...)
 	return errors.Join(errs...)
+}
+
+// validateNotices checks the usage notice variables and builds c.notices.
+func (c *Config) validateNotices() []error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+	}
+	n := gateway.NoticeConfig{URL: c.WebhookURL, Secret: c.WebhookSecret, Timeout: c.WebhookTimeout,
+		MaxAttempts: c.WebhookMaxAttempts, Backoff: c.WebhookBackoff, MaxBackoff: c.WebhookMaxBackoff}
+	if c.NotifyThresholds != "" {
+		var list []int64
+		for f := range strings.SplitSeq(c.NotifyThresholds, ",") {
+			p, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+			if err != nil {
+				bad("CREDITGATE_NOTIFY_THRESHOLDS", "must be percents separated by commas such as 50,80,100, got %q", c.NotifyThresholds)
+				list = nil
+				break
+			}
+			list = append(list, p)
+		}
+		if list != nil {
+			if sorted, err := gateway.CheckThresholds(list); err != nil {
+				bad("CREDITGATE_NOTIFY_THRESHOLDS", "%v, got %q", err, c.NotifyThresholds)
+			} else {
+				n.Thresholds = sorted
+			}
+		}
+	}
+	if err := checkWebhook(c.WebhookURL, c.WebhookSecret); err != nil {
+		bad("CREDITGATE_WEBHOOK_URL", "%v", err)
+	}
+	if c.WebhookTimeout < 100*time.Millisecond || c.WebhookTimeout > time.Minute {
+		bad("CREDITGATE_WEBHOOK_TIMEOUT", "must be between 100ms and 1m, got %s", c.WebhookTimeout)
+	}
+	if c.WebhookMaxAttempts < 1 || c.WebhookMaxAttempts > 100 {
+		bad("CREDITGATE_WEBHOOK_MAX_ATTEMPTS", "must be between 1 and 100, got %d", c.WebhookMaxAttempts)
+	}
+	if c.WebhookBackoff < 10*time.Millisecond || c.WebhookBackoff > time.Hour {
+		bad("CREDITGATE_WEBHOOK_BACKOFF", "must be between 10ms and 1h, got %s", c.WebhookBackoff)
+	}
+	if c.WebhookMaxBackoff < c.WebhookBackoff || c.WebhookMaxBackoff > 24*time.Hour {
+		bad("CREDITGATE_WEBHOOK_MAX_BACKOFF", "must be between CREDITGATE_WEBHOOK_BACKOFF (%s) and 24h, got %s", c.WebhookBackoff, c.WebhookMaxBackoff)
+	}
+	c.notices = n
+	return errs
+}
+
+// checkWebhook checks a webhook endpoint and its secret, given together or not at all. No
+// error shows either: a URL may carry a token.
+func checkWebhook(url, secret string) error {
+	switch {
+	case url == "" && secret == "":
+		return nil
+	case url == "":
+		return errors.New("a webhook secret is set without a URL (CREDITGATE_WEBHOOK_URL, webhook_url)")
+	case secret == "":
+		return errors.New("must come with its signing secret (CREDITGATE_WEBHOOK_SECRET, webhook_secret): whsec_ and base64")
+	}
+	if err := gateway.CheckWebhookURL(url); err != nil {
+		return err
+	}
+	if _, err := gateway.ParseWebhookSecret(secret); err != nil {
+		return err
+	}
+	return nil
 }
 
 // showURL returns a URL fit for an error message: its password masked, or nothing when it
@@ -556,6 +639,8 @@ func (c *Config) logFields() []zap.Field {
 		zap.Int64("body_buffer_org_bytes", c.BodyBufferOrgBytes), zap.Int64("max_inflate_ratio", c.MaxInflateRatio),
 		zap.String("method_override", c.MethodOverride),
 		zap.String("jwt_issuer", c.JWTIssuer), zap.String("jwt_jwks", c.JWTJWKSURL+c.JWTJWKSFile),
+		zap.Int64s("notify_thresholds", c.notices.Thresholds), zap.Bool("webhook_url_set", c.WebhookURL != ""),
+		zap.Duration("webhook_timeout", c.WebhookTimeout),
 	}
 }
 

@@ -188,6 +188,7 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		BreakerFailures:    cfg.BreakerFailures,
 		BreakerCooldown:    cfg.BreakerCooldown,
 		Probe:              ready,
+		Notices:            &cfg.notices,
 	})
 	if err != nil {
 		return err

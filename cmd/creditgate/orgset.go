@@ -2,7 +2,9 @@ package main
 
 import (
 	"errors"
+	"fmt"
 
+	"github.com/creditgate/creditgate/gateway"
 	"github.com/creditgate/creditgate/orgs"
 	"github.com/creditgate/creditgate/plans"
 )
@@ -58,6 +60,9 @@ func (c *Config) loadOrgSet() (*orgSet, error) {
 			if err := p.Check(&src.list[i], c.OrgMode == "apikey"); err != nil {
 				errs = append(errs, prefixLines(src.name, err))
 			}
+			if err := checkOrgNotices(&src.list[i]); err != nil {
+				errs = append(errs, fmt.Errorf("%s: org %q: %w", src.name, src.list[i].ID, err))
+			}
 		}
 	}
 	p.orgs = append(fromEnv, fromFile...)
@@ -80,6 +85,21 @@ func (c *Config) loadOrgSet() (*orgSet, error) {
 	}
 	p.dir = dir
 	return p, nil
+}
+
+// checkOrgNotices checks o's usage notice fields, and sorts its thresholds.
+func checkOrgNotices(o *orgs.Org) error {
+	if o.HasNotify {
+		sorted, err := gateway.CheckThresholds(o.NotifyThresholds)
+		if err != nil {
+			return fmt.Errorf("field \"notify_thresholds\": %w", err)
+		}
+		o.NotifyThresholds = sorted
+	}
+	if err := checkWebhook(o.WebhookURL, o.WebhookSecret); err != nil {
+		return fmt.Errorf("field \"webhook_url\": %w", err)
+	}
+	return nil
 }
 
 // billing returns how monthly plans are billed, from CREDITGATE_BILLING_ANCHOR_DAY and the

@@ -16,7 +16,8 @@
 --
 -- Reply (limiter.decodeClaimReply): {status, at_ms, events...}
 --   status  0: no events (the org leaves the index); 2: not now, try again at at_ms (a
---           backoff, or another owner's lease); 1: claimed, followed by the events
+--           backoff, or a lease not over, the owner's own included); 1: claimed, followed
+--           by the events
 --   events  {id, p, used, limit, at, w, tries} each, strings, oldest first (fields of
 --           lib.lua notices; tries: failed attempts so far)
 
@@ -32,7 +33,7 @@ if next_ms > now then
 	return {2, next_ms}
 end
 local holder, until_ms = string.match(redis.call('GET', lease) or '', '^(.*):(%d+)$')
-if holder and holder ~= owner and tonumber(until_ms) > now then
+if holder and tonumber(until_ms) > now then -- the owner's own too: it is delivering them
 	return {2, tonumber(until_ms)}
 end
 redis.call('SET', lease, owner .. ':' .. string.format('%d', now + lease_ms), 'PX', lease_ms)
