@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/creditgate/creditgate/limiter"
 )
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" // the Standard Webhooks test vector's
@@ -290,5 +293,68 @@ func TestNoticesAdminAPI(t *testing.T) {
 	}
 	if s, _ := f.adminCall(t, "GET", "/admin/v1/orgs/nobody/notices", viewerTok, ""); s != 404 {
 		t.Fatalf("unknown org: %d", s)
+	}
+}
+
+// stallingStore is a memory store whose first settle of notices stalls past the caller's
+// deadline, as a Redis that stops answering would.
+type stallingStore struct {
+	*limiter.MemoryStore
+	stalled atomic.Bool
+}
+
+func (s *stallingStore) SettleNotices(ctx context.Context, owner, org string, done []limiter.Notice, failed *limiter.Notice, retryAt, now time.Time) error {
+	if s.stalled.CompareAndSwap(false, true) {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.MemoryStore.SettleNotices(ctx, owner, org, done, failed, retryAt, now)
+}
+
+// TestNoticeStoreStallsAfterDelivery: the store stalls when the gateway settles a delivered
+// event; the claim runs out and the event is delivered again, with the same id (at least
+// once), then settled.
+func TestNoticeStoreStallsAfterDelivery(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {})
+	var store *stallingStore
+	f := newBillingFixture(t, func(c *Config) {
+		store = &stallingStore{MemoryStore: c.Store.(*limiter.MemoryStore)}
+		c.Store, c.StoreTimeout = store, 100*time.Millisecond
+		c.Notices = &NoticeConfig{Thresholds: []int64{50}, URL: rc.URL, Secret: testSecret, Timeout: 100 * time.Millisecond,
+			PerOrg: 1, Interval: 20 * time.Millisecond}
+	})
+	for range 5 {
+		do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "tiny-key"}, "")
+	}
+	waitUntil(t, func() bool { return testutil.ToFloat64(f.gw.metrics.notices[noticeDelivered]) == 2 })
+	time.Sleep(time.Second) // past two claims' leases (400ms): settled, nothing is sent again
+	attempts, ids := rc.snapshot()
+	if len(attempts) != 2 || len(ids) != 1 || attempts[0].id != attempts[1].id || string(attempts[0].body) != string(attempts[1].body) {
+		t.Fatalf("attempts %v: want one event sent twice, same id and body", ids)
+	}
+}
+
+// TestSignWebhook: the signature of Standard Webhooks' own example, and of the example in
+// docs/api.md.
+func TestSignWebhook(t *testing.T) {
+	key, err := ParseWebhookSecret(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ id, ts, body, want string }{
+		{"msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", `{"test": 2432232314}`, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="},
+		{"evt_acme_1767225637123-0", "1767225637",
+			`{"type":"credits.threshold_crossed","org":"acme","threshold_percent":80,"used":80,"limit":100,"window_seconds":86400,"at":"2026-01-01T00:00:37.123Z"}`,
+			"v1,ncU3vlPSzv2tQ65VD7jMLVpBBgRK1QC4WEXkRnIFjVk="},
+	}
+	for _, tt := range tests {
+		if got := signWebhook(key, tt.id, tt.ts, []byte(tt.body)); got != tt.want {
+			t.Errorf("sign %s: %s, want %s", tt.id, got, tt.want)
+		}
+	}
+	for _, bad := range []string{"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_!!", "whsec_c2hvcnQ="} {
+		if _, err := ParseWebhookSecret(bad); err == nil {
+			t.Errorf("secret %q accepted", bad)
+		}
 	}
 }

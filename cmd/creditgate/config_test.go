@@ -78,6 +78,14 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"agents on a CRM edition", map[string]string{"CREDITGATE_ORGS": "acme:edition=crm-standard,agents=5,keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, `"agents"`, "crm-standard"}},
 		{"users on a Desk edition", map[string]string{"CREDITGATE_ORGS": "acme:edition=desk-standard,users=5,keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, `"users"`, "desk-standard"}},
 		{"call price", map[string]string{"CREDITGATE_CALL_PRICE_COMMERCIAL": "6 cents"}, []string{"CREDITGATE_CALL_PRICE_COMMERCIAL", "6 cents"}},
+		{"notify thresholds syntax", map[string]string{"CREDITGATE_NOTIFY_THRESHOLDS": "50,eighty"}, []string{"CREDITGATE_NOTIFY_THRESHOLDS", "50,eighty"}},
+		{"notify threshold range", map[string]string{"CREDITGATE_NOTIFY_THRESHOLDS": "50,150"}, []string{"CREDITGATE_NOTIFY_THRESHOLDS", "1 to 100"}},
+		{"webhook URL without secret", map[string]string{"CREDITGATE_WEBHOOK_URL": "https://hooks.example/x?token=hunter2"}, []string{"CREDITGATE_WEBHOOK_URL", "secret"}},
+		{"webhook URL scheme", map[string]string{"CREDITGATE_WEBHOOK_URL": "ftp://hunter2@hooks.example/x", "CREDITGATE_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, []string{"CREDITGATE_WEBHOOK_URL", "http"}},
+		{"webhook secret not whsec", map[string]string{"CREDITGATE_WEBHOOK_URL": "https://hooks.example/x", "CREDITGATE_WEBHOOK_SECRET": "hunter2"}, []string{"CREDITGATE_WEBHOOK_URL", "whsec_"}},
+		{"webhook secret too short", map[string]string{"CREDITGATE_WEBHOOK_URL": "https://hooks.example/x", "CREDITGATE_WEBHOOK_SECRET": "whsec_aHVudGVyMg=="}, []string{"CREDITGATE_WEBHOOK_URL", "24 to 64 bytes"}},
+		{"webhook timeout", map[string]string{"CREDITGATE_WEBHOOK_TIMEOUT": "0s"}, []string{"CREDITGATE_WEBHOOK_TIMEOUT"}},
+		{"webhook backoff order", map[string]string{"CREDITGATE_WEBHOOK_BACKOFF": "10s", "CREDITGATE_WEBHOOK_MAX_BACKOFF": "1s"}, []string{"CREDITGATE_WEBHOOK_MAX_BACKOFF"}},
 		{"limit beyond exact doubles", map[string]string{"CREDITGATE_ORGS": "acme:limit=9007199254740992,keys=k"}, []string{"CREDITGATE_ORGS", `"acme"`, `"limit"`}},
 		{"upstream not a URL", map[string]string{"CREDITGATE_UPSTREAM_URL": "http://[::1"}, []string{"CREDITGATE_UPSTREAM_URL"}},
 		{"upstream without host", map[string]string{"CREDITGATE_UPSTREAM_URL": "http:///path"}, []string{"CREDITGATE_UPSTREAM_URL", "host"}},
@@ -397,5 +405,42 @@ func TestParseAndCheckErrorsTogether(t *testing.T) {
 	}
 	if strings.Count(msg, "CREDITGATE_WINDOW") != 1 {
 		t.Errorf("CREDITGATE_WINDOW reported more than once (its zero value checked too):\n%s", msg)
+	}
+}
+
+// TestLoadConfigOrgNotices: an org's notice fields in the orgs file are checked at start-up,
+// each problem naming the org and the field, the secret never shown; valid ones come sorted.
+func TestLoadConfigOrgNotices(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, "orgs:\n"+
+		"  - {id: acme, limit: 10, keys: [k1], notify_thresholds: [50, 0]}\n"+
+		"  - {id: beta, limit: 10, keys: [k2], webhook_url: 'https://hooks.example/b', webhook_secret: whsec_hunter2}\n"+
+		"  - {id: gamma, limit: 10, keys: [k3], webhook_secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'}\n")
+	_, err := loadConfig(map[string]string{"CREDITGATE_UPSTREAM_URL": "http://127.0.0.1:9000", "CREDITGATE_ORGS_FILE": bad})
+	for _, want := range []string{
+		`CREDITGATE_ORGS_FILE: org "acme": field "notify_thresholds": a threshold is a percent from 1 to 100, got 0`,
+		`CREDITGATE_ORGS_FILE: org "beta": field "webhook_url": a webhook secret is "whsec_" and base64`,
+		`CREDITGATE_ORGS_FILE: org "gamma": field "webhook_url": a webhook secret is set without a URL`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("the secret is shown: %v", err)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	writeFile(t, good, "orgs:\n  - {id: acme, limit: 10, keys: [k1], notify_thresholds: [100, 50]}\n")
+	cfg, err := loadConfig(map[string]string{"CREDITGATE_UPSTREAM_URL": "http://127.0.0.1:9000", "CREDITGATE_ORGS_FILE": good,
+		"CREDITGATE_NOTIFY_THRESHOLDS": "90, 75"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.orgSet.orgs[0].NotifyThresholds; len(got) != 2 || got[0] != 50 || got[1] != 100 {
+		t.Errorf("org thresholds %v, want [50 100]", got)
+	}
+	if got := cfg.notices.Thresholds; len(got) != 2 || got[0] != 75 {
+		t.Errorf("default thresholds %v, want [75 90]", got)
 	}
 }
