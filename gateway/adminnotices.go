@@ -176,7 +176,7 @@ func (g *Gateway) putNotices(w http.ResponseWriter, r *http.Request) {
 	}
 	s := limiter.NoticeSettings{URL: req.WebhookURL, Secret: req.WebhookSecret}
 	if req.Thresholds != nil {
-		sorted, err := CheckThresholds(*req.Thresholds)
+		sorted, err := limiter.CheckThresholds(*req.Thresholds)
 		if err != nil {
 			writeError(w, invalidData("thresholds: "+err.Error()+".", map[string]any{"thresholds": *req.Thresholds}), 0)
 			return

@@ -91,9 +91,6 @@ func CheckWebhookURL(raw string) error {
 	return nil
 }
 
-// CheckThresholds returns thresholds sorted, or an error naming what is wrong.
-func CheckThresholds(thresholds []int64) ([]int64, error) { return limiter.CheckThresholds(thresholds) }
-
 // Event types of a notice's body.
 const (
 	noticeCrossed   = "credits.threshold_crossed"

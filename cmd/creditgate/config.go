@@ -541,7 +541,7 @@ func (c *Config) validateNotices() []error {
 			list = append(list, p)
 		}
 		if list != nil {
-			if sorted, err := gateway.CheckThresholds(list); err != nil {
+			if sorted, err := limiter.CheckThresholds(list); err != nil {
 				bad("CREDITGATE_NOTIFY_THRESHOLDS", "%v, got %q", err, c.NotifyThresholds)
 			} else {
 				n.Thresholds = sorted

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/creditgate/creditgate/gateway"
+	"github.com/creditgate/creditgate/limiter"
 	"github.com/creditgate/creditgate/orgs"
 	"github.com/creditgate/creditgate/plans"
 )
@@ -90,7 +90,7 @@ func (c *Config) loadOrgSet() (*orgSet, error) {
 // checkOrgNotices checks o's usage notice fields, and sorts its thresholds.
 func checkOrgNotices(o *orgs.Org) error {
 	if o.HasNotify {
-		sorted, err := gateway.CheckThresholds(o.NotifyThresholds)
+		sorted, err := limiter.CheckThresholds(o.NotifyThresholds)
 		if err != nil {
 			return fmt.Errorf("field \"notify_thresholds\": %w", err)
 		}
