@@ -80,6 +80,12 @@ func Run(t *testing.T, newStore NewStore) {
 		{"UsageRefundUnrecords", testUsageRefund},
 		{"UsageInFlight", testUsageInFlight},
 		{"UsageReadsOnly", testUsageReadsOnly},
+		{"Settle", testSettle},
+		{"SettlePastLimit", testSettlePastLimit},
+		{"SettleMeter", testSettleMeter},
+		{"SettleOutsideWindow", testSettleOutsideWindow},
+		{"SettlePastRecord", testSettlePastRecord},
+		{"SettleRacing", testSettleRacing},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore) })
