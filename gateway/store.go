@@ -40,6 +40,9 @@ type Store interface {
 	// per day (limiter.Meter; StoreBilling).
 	SetAddon(ctx context.Context, org string, limit int64) error
 	Metered(ctx context.Context, org string, from, to int64) (map[int64]int64, error)
+	// Settle corrects a call's debit to the cost its answer settled on (limiter.Settler;
+	// StoreSettle).
+	Settle(ctx context.Context, key limiter.Key, d limiter.Decision, cost int64, now time.Time) (limiter.Settlement, error)
 }
 
 // StoreFeature is a part of Store beyond the window, which a store may lack (see
@@ -61,6 +64,9 @@ const (
 	// StoreBilling is SetAddon and Metered. Without them, the add-on and billing endpoints
 	// answer 501 NOT_SUPPORTED.
 	StoreBilling
+	// StoreSettle is Settle. Without it, calls of rules that settle from the response keep
+	// the reserved cost, and their responses are not read.
+	StoreSettle
 )
 
 // has reports whether the store has feature f: Config.StoreLacks does not name it.
@@ -153,6 +159,21 @@ func (g *Gateway) spendContext(ctx context.Context) (context.Context, context.Ca
 // store cannot take now is queued and retried (storeCall).
 func (g *Gateway) refund(parent context.Context, key limiter.Key, d limiter.Decision) error {
 	return g.storeCall(parent, opRefund, true, func(ctx context.Context) error { return g.cfg.Store.Refund(ctx, key, d) })
+}
+
+// settleStore runs Store.Settle behind the breaker, with a context of its own (the client's
+// may be gone already). A settle names its debit's call id and applies once, so one the store
+// cannot take now is queued and retried (storeCall); ran reports whether it ran now, and set
+// is then what it did.
+func (g *Gateway) settleStore(parent context.Context, key limiter.Key, d limiter.Decision, cost int64) (set limiter.Settlement, ran bool, err error) {
+	err = g.storeCall(parent, opSettle, true, func(ctx context.Context) error {
+		s, err := g.cfg.Store.Settle(ctx, key, d, cost, g.decisionTime())
+		if err == nil {
+			set, ran = s, true
+		}
+		return err
+	})
+	return set, ran, err
 }
 
 // refundLater queues the refund of d, to run within a second or when the breaker closes.
