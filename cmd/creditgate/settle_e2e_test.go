@@ -107,7 +107,9 @@ func settleTableFile(t *testing.T) string {
 func TestSettleEndToEnd(t *testing.T) {
 	stores := map[string]func(t *testing.T) map[string]string{
 		"memory": func(t *testing.T) map[string]string { return nil },
-		"redis":  func(t *testing.T) map[string]string { return map[string]string{"CREDITGATE_REDIS_URL": redistest.Start(t).URL} },
+		"redis": func(t *testing.T) map[string]string {
+			return map[string]string{"CREDITGATE_REDIS_URL": redistest.Start(t).URL}
+		},
 	}
 	for name, store := range stores {
 		t.Run(name, func(t *testing.T) {
