@@ -317,3 +317,31 @@ func TestSettleExplain(t *testing.T) {
 		t.Errorf("explain = %s, want %s", body, want)
 	}
 }
+
+// TestSettleFailModeLocal: a call admitted on the gateway's own while the store is down is
+// settled in its ledger, and written into the store, once it answers, at the settled cost.
+func TestSettleFailModeLocal(t *testing.T) {
+	f, fs := localFixture(t, 1)
+	costs, err := costtable.Parse("settle", []byte(settleTable))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.gw.SetCosts(costs)
+	f.up.handler = settleUpstream
+	fs.down.Store(true)
+	acme := map[string]string{"Authorization": "Bearer acme-key"}
+	if resp, body := do(t, "GET", f.url+"/list?n=5000", acme, ""); resp.StatusCode != 200 {
+		t.Fatalf("store down, fail mode local: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := do(t, "GET", f.url+"/report?cost=3", acme, ""); resp.Header.Get("X-Credits-Charged") != "3" {
+		t.Fatalf("header-priced call admitted locally: X-Credits-Charged %q, want 3", resp.Header.Get("X-Credits-Charged"))
+	}
+	fs.down.Store(false)
+	waitUntil(t, func() bool {
+		f.gw.reconcile()
+		return f.gw.local.pending() == 0
+	})
+	if got := f.used(t, "acme", 1000); got != 23 {
+		t.Fatalf("used %d once the ledger is written, want the settled 20 + 3", got)
+	}
+}
