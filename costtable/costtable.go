@@ -54,6 +54,10 @@ type Rule struct {
 	// CountQuery names the query parameter whose comma-separated values are the records, such
 	// as "ids" for ?ids=1,2,3. Only with Per; exclusive with CountBody.
 	CountQuery string
+	// Response, when not nil, settles the call's cost from the upstream's answer: Cost is
+	// then a reservation, corrected to Response.Settle of what the answer says. Only on a
+	// fixed-cost rule (Per 0), never the fallback.
+	Response *Response
 }
 
 // CountsBody reports whether pricing a call with r needs its body.
@@ -175,9 +179,12 @@ func New(name string, rules []Rule, fallback Rule) (*Table, error) {
 		if err := checkPerRecord(r); err != nil {
 			fail(i, err)
 		}
+		if err := checkResponse(r); err != nil {
+			fail(i, err)
+		}
 		if i == len(rules) {
-			if r.Per != 0 {
-				fail(i, errors.New("the fallback must be fixed-cost (no per)"))
+			if r.Per != 0 || r.Response != nil {
+				fail(i, errors.New("the fallback must be fixed-cost (no per, no response)"))
 			}
 			break
 		}

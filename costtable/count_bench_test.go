@@ -81,3 +81,22 @@ func BenchmarkClassifyAndCharge(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCounter reads a 1 MiB list response in 32 KiB pieces, as the gateway passes it on.
+func BenchmarkCounter(b *testing.B) {
+	body := []byte(records(6000))
+	r := &Response{Count: "data", Per: 200}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		c := r.NewCounter(false)
+		for p := body; len(p) > 0; {
+			n := min(32<<10, len(p))
+			_, _ = c.Write(p[:n])
+			p = p[n:]
+		}
+		if n, err := c.Result(); err != nil || n != 6000 {
+			b.Fatal(n, err)
+		}
+	}
+}

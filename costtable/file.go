@@ -28,12 +28,20 @@ import (
 //	    count_body: items       # …of the body's top-level "items" array
 //	    cost: 40                # charged when the body cannot be counted
 //	    heavy: true
+//	  - name: search_orders
+//	    method: GET
+//	    path: /v1/orders/search
+//	    cost: 5                 # reserved when the call is admitted…
+//	    response:               # …and settled on the answer: 1 credit per 100 of the
+//	      count: results        # "results" array's records, at most 10
+//	      per: 100              # (or number: a.b, a number at a path; or header: X-Cost)
+//	      max: 10
 //	default:                    # optional; defaults to {name: default, cost: 1}
 //	  name: default
 //	  cost: 1
 //
 // Rule fields are those of Rule in snake_case: name, method, path, query, cost, heavy, per,
-// count_body, count_query. Unknown fields, wrong types and every problem New finds are
+// count_body, count_query, response (count, number, header, per, max). Unknown fields, wrong types and every problem New finds are
 // reported together, each with its line.
 
 // tableFile is a cost table file as written.
@@ -55,11 +63,32 @@ type ruleFile struct {
 	Per        int64          `yaml:"per"`
 	CountBody  string         `yaml:"count_body"`
 	CountQuery string         `yaml:"count_query"`
+	Response   *responseFile  `yaml:"response"`
+}
+
+// responseFile is a rule's response block as written. Per and Max are pointers so that a 0
+// written is told from one left out.
+type responseFile struct {
+	Count  string `yaml:"count"`
+	Number string `yaml:"number"`
+	Header string `yaml:"header"`
+	Per    *int64 `yaml:"per"`
+	Max    *int64 `yaml:"max"`
 }
 
 func (r *ruleFile) rule() Rule {
-	return Rule{Name: r.Name, Method: r.Method, Path: r.Path, Query: r.Query, Cost: r.Cost, Heavy: r.Heavy,
+	rule := Rule{Name: r.Name, Method: r.Method, Path: r.Path, Query: r.Query, Cost: r.Cost, Heavy: r.Heavy,
 		Per: r.Per, CountBody: r.CountBody, CountQuery: r.CountQuery}
+	if s := r.Response; s != nil {
+		rule.Response = &Response{Count: s.Count, Number: s.Number, Header: s.Header}
+		if s.Per != nil {
+			rule.Response.Per = *s.Per
+		}
+		if s.Max != nil {
+			rule.Response.Max = max(*s.Max, 0) // one below 1 is reported by responseErrors
+		}
+	}
+	return rule
 }
 
 // LoadFile reads and compiles the cost table file at path.
@@ -96,6 +125,7 @@ func Parse(name string, data []byte) (*Table, error) {
 	if f.Rules == nil && configfile.Lookup(root, configfile.Step{Field: "rules"}) == nil {
 		errs = append(errs, errors.New("line 1: no rules: every call would cost the default"))
 	}
+	errs = append(errs, responseErrors(f.Rules)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -132,6 +162,19 @@ func Parse(name string, data []byte) (*Table, error) {
 		out = append(out, e)
 	}
 	return nil, errors.Join(out...)
+}
+
+// responseErrors reports what only the file can tell of response blocks: a max written below
+// 1 (to New, a max of 0 means no cap).
+func responseErrors(rules []ruleFile) []error {
+	var errs []error
+	for i := range rules {
+		if s := rules[i].Response; s != nil && s.Max != nil && *s.Max < 1 {
+			errs = append(errs, fmt.Errorf("line %d: rules[%d] %q: response: max must be at least 1, got %d",
+				rules[i].Pos.Line, i, rules[i].Name, *s.Max))
+		}
+	}
+	return errs
 }
 
 // ruleWhere names a rule in an error: where it is, and its name if the file gives one.

@@ -25,6 +25,18 @@ type explainResponse struct {
 	Heavy   bool   `json:"heavy"`
 	Records *int64 `json:"records,omitempty"` // per-record rules: the records counted
 	Counted *bool  `json:"counted,omitempty"` // per-record rules: false when the rule's cost was charged instead
+	// Response is set for a rule that settles the cost from the answer: cost is then the
+	// reservation debited on admission, settled as this says.
+	Response *explainResponseRule `json:"response,omitempty"`
+}
+
+// explainResponseRule is a rule's response block, as the cost table file writes it.
+type explainResponseRule struct {
+	Count  string `json:"count,omitempty"`
+	Number string `json:"number,omitempty"`
+	Header string `json:"header,omitempty"`
+	Per    int64  `json:"per,omitempty"`
+	Max    int64  `json:"max,omitempty"`
 }
 
 // explain answers "what would this request cost, and which rule matched", with the table in
@@ -74,6 +86,9 @@ func (g *Gateway) explain(w http.ResponseWriter, r *http.Request) {
 	resp := explainResponse{Cost: cost, Rule: rule.Name, Route: rt.Name, Heavy: rule.Heavy}
 	if rule.Per > 0 {
 		resp.Records, resp.Counted = &records, &counted
+	}
+	if s := rule.Response; s != nil {
+		resp.Response = &explainResponseRule{Count: s.Count, Number: s.Number, Header: s.Header, Per: s.Per, Max: s.Max}
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")

@@ -61,6 +61,7 @@ func (g *Gateway) preDebit(w http.ResponseWriter, r *http.Request, c *call) bool
 // the whole limit can never be paid: the rest alone would not tell (it is one credit less).
 func (g *Gateway) debitRest(w http.ResponseWriter, r *http.Request, c *call) bool {
 	pre := c.pre
+	c.settle = nil // a call in two debits keeps its cost: only one debit is settled
 	var (
 		d     limiter.Decision
 		local bool
@@ -101,6 +102,12 @@ func (g *Gateway) debitRest(w http.ResponseWriter, r *http.Request, c *call) boo
 // allowed counts an allowed call, which debited d.Cost credits (addon of them add-on credits),
 // and writes its rate-limit fields.
 func (g *Gateway) allowed(h http.Header, c *call, d limiter.Decision, addon int64) {
+	if c.settle != nil {
+		// Its credits are counted once settled (settling.end).
+		g.metrics.count(c.t.m, c.rs, outAllowed, 0, 0)
+		setLimitFields(h, c.t, d)
+		return
+	}
 	g.metrics.count(c.t.m, c.rs, outAllowed, 0, d.Cost)
 	if addon > 0 && c.t.m != nil {
 		c.t.m.addon.Add(float64(addon)) // add-on credits metered in this debit

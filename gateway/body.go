@@ -391,21 +391,10 @@ const (
 // (MaxBodyBytes, and MaxInflateRatio times the raw size past inflateFloor). A coding it does
 // not know, or bytes that are not what the coding says, leave the body not countable.
 func (g *Gateway) decodeBody(ctx context.Context, hb *heldBody, header []string) error {
-	var codings [maxCodings]string
-	n := 0
-	for _, v := range header {
-		for c := range strings.SplitSeq(v, ",") {
-			c = strings.ToLower(strings.TrimSpace(c))
-			if c == "" || c == "identity" {
-				continue
-			}
-			if n == maxCodings {
-				hb.countable = false
-				return nil
-			}
-			codings[n] = c
-			n++
-		}
+	codings, n, ok := contentCodings(header)
+	if !ok {
+		hb.countable = false
+		return nil
 	}
 	if n == 0 {
 		return nil
@@ -449,6 +438,25 @@ func (g *Gateway) decodeBody(ctx context.Context, hb *heldBody, header []string)
 	hb.decoded = x.buf
 	hb.decodedHeld = x.held
 	return nil
+}
+
+// contentCodings lists the codings of a Content-Encoding header, lower-cased, in the order
+// applied ("identity" left out); ok is false when there are more than maxCodings.
+func contentCodings(header []string) (codings [maxCodings]string, n int, ok bool) {
+	for _, v := range header {
+		for c := range strings.SplitSeq(v, ",") {
+			c = strings.ToLower(strings.TrimSpace(c))
+			if c == "" || c == "identity" {
+				continue
+			}
+			if n == maxCodings {
+				return codings, n, false
+			}
+			codings[n] = c
+			n++
+		}
+	}
+	return codings, n, true
 }
 
 // decoder returns a reader that removes coding from r, and what to call when done with it.

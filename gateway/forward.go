@@ -21,10 +21,18 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, st callState) 
 		cw.st.body = &watchedBody{ReadCloser: r.Body}
 		r.Body = cw.st.body
 	}
+	var s *settling
+	if st.settle != nil && st.d.Allowed {
+		s, r = g.startSettle(cw, r) // settle.go
+		defer s.end()               // also when the proxy panics (a client gone mid-answer)
+	}
 	if replayable(r) {
 		r = withAttempts(r, &cw.att) // one upstream attempt at most (see upstream.go)
 	}
 	st.route.proxy.ServeHTTP(cw, r)
+	if s != nil {
+		s.end() // before cw goes back to the pool
+	}
 	*cw = callWriter{}
 	callWriters.Put(cw)
 }
@@ -74,8 +82,12 @@ func forwardedElement(r *http.Request) string {
 	return `for="` + host + `";host=` + strconv.Quote(r.Host) + ";proto=" + proto
 }
 
-// modifyResponse measures the upstream's answer and drops its limit fields.
+// modifyResponse measures the upstream's answer and drops its limit fields; a call that
+// settles its cost from the answer reads it (settle.go).
 func (g *Gateway) modifyResponse(rt *route, resp *http.Response) error {
+	if s := settlingOf(resp.Request); s != nil {
+		s.response(resp)
+	}
 	g.rewriteLocations(rt, resp)
 	if g.cors != nil {
 		g.cors.dropUpstream(resp.Header) // the gateway's are on the answer already

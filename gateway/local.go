@@ -142,6 +142,25 @@ func (l *localLimiter) refund(call string) bool {
 	return !e.sent
 }
 
+// settle corrects a call admitted on the gateway's own to the cost its answer settled on,
+// while it waits in the ledger: its local window now holds that cost, and it is written into
+// the store with it. It reports whether the call was in the ledger; false: it was written
+// into the store already, and is settled there.
+func (l *localLimiter) settle(call string, cost int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.ledger[call]
+	if !ok {
+		return false
+	}
+	if l.store != nil {
+		_, _ = l.store.Settle(context.Background(), limiter.NewKey(e.key.Org, e.d.Limit), e.d, cost, time.Time{})
+	}
+	e.cost = cost
+	l.ledger[call] = e
+	return true
+}
+
 // pending returns how many calls wait to be written into the store.
 func (l *localLimiter) pending() int {
 	l.mu.Lock()
@@ -202,8 +221,18 @@ func (g *Gateway) reconcile() {
 			t.remaining.Store(d.Remaining)
 		}
 		l.mu.Lock()
+		cur, still = l.ledger[id]
 		delete(l.ledger, id) // a refund racing this write has compensated it by its id
 		l.mu.Unlock()
+		if still && cur.cost != e.cost {
+			// Settled while its write was on the wire: corrected in the store by its id (the
+			// record the write left), queued like the settles the store could not take.
+			wd := limiter.Decision{Allowed: true, Cost: e.cost, Call: id, Bucket: d.Bucket, Addon: d.Addon, Day: d.Day}
+			g.queueFailed(g.deferredCall(opSettle, true, func(ctx context.Context) error {
+				_, err := g.settleIn(ctx, e.key, wd, cur.cost, time.Time{})
+				return err
+			}))
+		}
 		written++
 	}
 	l.mu.Lock()

@@ -52,6 +52,7 @@ type Metrics struct {
 	droppedCalls  *prometheus.CounterVec
 	noticesVec    *prometheus.CounterVec
 	notices       [numNoticeOutcomes]prometheus.Counter
+	settleUnread  [numUnread]prometheus.Counter
 
 	storeOps [numStoreOps][numStoreResults]prometheus.Observer
 	storeErr [numStoreOps]prometheus.Counter
@@ -118,10 +119,29 @@ const (
 	opPeriod     // a monthly plan's call counted against its period
 	opRenew      // the leases of calls in flight renewed
 	opCompensate // a debit whose reply was lost, undone
+	opSettle     // a debit corrected to the cost its answer settled on
 	numStoreOps
 )
 
-var storeOpNames = [numStoreOps]string{"spend", "refund", "release", "period", "renew", "compensate"}
+var storeOpNames = [numStoreOps]string{"spend", "refund", "release", "period", "renew", "compensate", "settle"}
+
+// Reasons a response to settle on could not be read (label "reason" of
+// creditgate_settle_unread_total): the call keeps its reserved cost (or, for client_gone,
+// the rule's max when it has one).
+const (
+	unreadNotJSON    = iota // not one valid JSON document (or no valid event)
+	unreadMissing           // nothing of the right type at the path
+	unreadNumber            // the number at the path is too long
+	unreadTruncated         // the upstream's body broke off
+	unreadEncoding          // a content coding the gateway does not decode, or bytes that are not what it says
+	unreadHeader            // a header rule's header is absent, repeated or not a whole number
+	unreadNoBody            // HEAD, 204 or 304: no body to read
+	unreadStatus            // not a 2xx answer: its body is not the result
+	unreadClientGone        // the client left and the rest of the body was not read within the bounds
+	numUnread
+)
+
+var unreadNames = [numUnread]string{"not_json", "missing", "number", "truncated", "encoding", "header", "no_body", "status", "client_gone"}
 
 const (
 	resultOK       = iota // the store decided: allowed, or a refund/release done
@@ -251,6 +271,13 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			m.storeOps[op][res] = m.limiterDur.WithLabelValues(storeOpNames[op], storeResultNames[res])
 		}
 		m.storeErr[op] = m.redisErrors.WithLabelValues(storeOpNames[op])
+	}
+	unread := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "settle_unread_total",
+		Help: "Responses of rules that settle their cost from the answer which could not be read (the call keeps its reserved cost), by reason."},
+		[]string{"reason"})
+	m.reg.MustRegister(unread)
+	for i, name := range unreadNames {
+		m.settleUnread[i] = unread.WithLabelValues(name)
 	}
 	for _, s := range breakerNames {
 		m.breakerTr.WithLabelValues(s)
@@ -410,6 +437,24 @@ func (m *Metrics) count(s *orgSeries, rs *ruleSeries, outcome, reason int, credi
 		}
 	case outRejected, outShadowRejected:
 		s.rejections[reason].Inc()
+	}
+}
+
+// settled counts the credits of an allowed call whose rule settles from the response, counted
+// with none when it was admitted: the settled cost (or the reservation it kept), addon of
+// them add-on credits.
+func (m *Metrics) settled(s *orgSeries, rs *ruleSeries, credits, addon int64) {
+	if s == nil {
+		return
+	}
+	if credits > 0 {
+		s.debited.Add(float64(credits))
+		if rs != nil {
+			rs.credits.Add(float64(credits))
+		}
+	}
+	if addon > 0 {
+		s.addon.Add(float64(addon))
 	}
 }
 

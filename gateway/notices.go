@@ -341,7 +341,7 @@ func (n *notifier) deliver(org string, events []limiter.Notice) {
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), n.g.cfg.StoreTimeout)
 	defer cancel()
-	if err := n.g.cfg.Store.SettleNotices(ctx, n.owner, org, done, failed, retryAt, time.Now()); err != nil {
+	if err := n.g.cfg.Store.FinishNotices(ctx, n.owner, org, done, failed, retryAt, time.Now()); err != nil {
 		// The delivered ones are sent again when the claim ends: at least once, same ids.
 		n.log.Warn("notices not settled", zap.String("org", org), zap.Error(err))
 	}

@@ -303,12 +303,12 @@ type stallingStore struct {
 	stalled atomic.Bool
 }
 
-func (s *stallingStore) SettleNotices(ctx context.Context, owner, org string, done []limiter.Notice, failed *limiter.Notice, retryAt, now time.Time) error {
+func (s *stallingStore) FinishNotices(ctx context.Context, owner, org string, done []limiter.Notice, failed *limiter.Notice, retryAt, now time.Time) error {
 	if s.stalled.CompareAndSwap(false, true) {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	return s.MemoryStore.SettleNotices(ctx, owner, org, done, failed, retryAt, now)
+	return s.MemoryStore.FinishNotices(ctx, owner, org, done, failed, retryAt, now)
 }
 
 // TestNoticeStoreStallsAfterDelivery: the store stalls when the gateway settles a delivered

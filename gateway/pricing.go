@@ -45,6 +45,10 @@ func (g *Gateway) charge(r *http.Request, c *call) {
 	}
 	rule, cost, records, counted := c.p.charge(r.URL.RawQuery, raw, decoded, countable)
 	c.cost = cost
+	c.settle = nil
+	if rule.Response != nil && g.has(StoreSettle) {
+		c.settle = rule.Response // a reservation, settled when the answer is known (settle.go)
+	}
 	if rule != c.p.rules[0] {
 		c.rule = c.route.ruleName(rule)
 		c.rs = g.metrics.rule(c.rule)

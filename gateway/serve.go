@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/creditgate/creditgate/costtable"
 	"github.com/creditgate/creditgate/limiter"
 )
 
@@ -102,9 +103,10 @@ type callState struct {
 	// local and preLocal: d and pre were decided on the gateway's own (fail mode local).
 	local, preLocal bool
 	rule            string
-	body            *watchedBody // nil without a request body
-	rs              *ruleSeries  // the rule's metrics
-	sent            time.Time    // when the call was handed to the proxy
+	settle          *costtable.Response // the rule settles the call's cost from its answer; nil otherwise
+	body            *watchedBody        // nil without a request body
+	rs              *ruleSeries         // the rule's metrics
+	sent            time.Time           // when the call was handed to the proxy
 	// observed: the upstream latency is recorded (when the response's headers are written,
 	// or when the proxy gives up).
 	observed bool

@@ -40,7 +40,7 @@ type Store interface {
 	// per day (limiter.Meter; StoreBilling).
 	SetAddon(ctx context.Context, org string, limit int64) error
 	Metered(ctx context.Context, org string, from, to int64) (map[int64]int64, error)
-	// SetNotices, Notices, QueueNotices, SweepNotices, ClaimNotices and SettleNotices keep
+	// SetNotices, Notices, QueueNotices, SweepNotices, ClaimNotices and FinishNotices keep
 	// usage notices: settings set at run time, fired thresholds, the outbox
 	// (limiter.NoticeStore; StoreNotices).
 	SetNotices(ctx context.Context, org string, s *limiter.NoticeSettings) error
@@ -48,7 +48,10 @@ type Store interface {
 	QueueNotices(ctx context.Context, org string, now time.Time) error
 	SweepNotices(ctx context.Context, now time.Time) error
 	ClaimNotices(ctx context.Context, owner string, now time.Time, lease time.Duration, maxOrgs, perOrg int) ([]limiter.Notice, error)
-	SettleNotices(ctx context.Context, owner, org string, done []limiter.Notice, failed *limiter.Notice, retryAt, now time.Time) error
+	FinishNotices(ctx context.Context, owner, org string, done []limiter.Notice, failed *limiter.Notice, retryAt, now time.Time) error
+	// Settle corrects a call's debit to the cost its answer settled on (limiter.Settler;
+	// StoreSettle).
+	Settle(ctx context.Context, key limiter.Key, d limiter.Decision, cost int64, now time.Time) (limiter.Settlement, error)
 }
 
 // StoreFeature is a part of Store beyond the window, which a store may lack (see
@@ -73,6 +76,9 @@ const (
 	// StoreNotices is the usage notices' methods. Without them, no notices are queued or
 	// sent, and the notices endpoints answer 501 NOT_SUPPORTED.
 	StoreNotices
+	// StoreSettle is Settle. Without it, calls of rules that settle from the response keep
+	// the reserved cost, and their responses are not read.
+	StoreSettle
 )
 
 // has reports whether the store has feature f: Config.StoreLacks does not name it.
@@ -168,6 +174,31 @@ func (g *Gateway) spendContext(ctx context.Context) (context.Context, context.Ca
 // store cannot take now is queued and retried (storeCall).
 func (g *Gateway) refund(parent context.Context, key limiter.Key, d limiter.Decision) error {
 	return g.storeCall(parent, opRefund, true, func(ctx context.Context) error { return g.cfg.Store.Refund(ctx, key, d) })
+}
+
+// settleStore runs Store.Settle behind the breaker, with a context of its own (the client's
+// may be gone already). A settle names its debit's call id and applies once, so one the store
+// cannot take now is queued and retried (storeCall); ran reports whether it ran now, and set
+// is then what it did.
+func (g *Gateway) settleStore(parent context.Context, key limiter.Key, d limiter.Decision, cost int64) (set limiter.Settlement, ran bool, err error) {
+	err = g.storeCall(parent, opSettle, true, func(ctx context.Context) error {
+		s, err := g.settleIn(ctx, key, d, cost, g.decisionTime())
+		if err == nil {
+			set, ran = s, true
+		}
+		return err
+	})
+	return set, ran, err
+}
+
+// settleIn is Store.Settle, with the usage notices it queued handed to the notifier (an extra
+// debit can cross a threshold, as a Spend can).
+func (g *Gateway) settleIn(ctx context.Context, key limiter.Key, d limiter.Decision, cost int64, now time.Time) (limiter.Settlement, error) {
+	s, err := g.cfg.Store.Settle(ctx, key, d, cost, now)
+	if err == nil && s.Notices > 0 && g.notices != nil {
+		g.notices.queued(key.Org, s.Notices)
+	}
+	return s, err
 }
 
 // refundLater queues the refund of d, to run within a second or when the breaker closes.

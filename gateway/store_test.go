@@ -16,7 +16,7 @@ var (
 )
 
 // lacksAll is every feature beyond the window: what a store of windowOnly lacks.
-const lacksAll = StoreCompensate | StoreRenew | StoreHeartbeat | StoreUsage | StorePeriods | StoreBilling | StoreNotices
+const lacksAll = StoreCompensate | StoreRenew | StoreHeartbeat | StoreUsage | StorePeriods | StoreBilling | StoreSettle | StoreNotices
 
 // windowOnly completes a fake store that has only the window (Spend, Refund, Release): the
 // gateway never calls the rest when Config.StoreLacks names it (lacksAll).
@@ -41,6 +41,9 @@ func (windowOnly) RefundCall(context.Context, limiter.PeriodKey, limiter.PeriodD
 	return errLacked
 }
 func (windowOnly) SetAddon(context.Context, string, int64) error { return errLacked }
+func (windowOnly) Settle(context.Context, limiter.Key, limiter.Decision, int64, time.Time) (limiter.Settlement, error) {
+	return limiter.Settlement{}, errLacked
+}
 func (windowOnly) Metered(context.Context, string, int64, int64) (map[int64]int64, error) {
 	return nil, errLacked
 }
@@ -55,6 +58,6 @@ func (windowOnly) SweepNotices(context.Context, time.Time) error         { retur
 func (windowOnly) ClaimNotices(context.Context, string, time.Time, time.Duration, int, int) ([]limiter.Notice, error) {
 	return nil, errLacked
 }
-func (windowOnly) SettleNotices(context.Context, string, string, []limiter.Notice, *limiter.Notice, time.Time, time.Time) error {
+func (windowOnly) FinishNotices(context.Context, string, string, []limiter.Notice, *limiter.Notice, time.Time, time.Time) error {
 	return errLacked
 }

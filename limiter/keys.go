@@ -28,7 +28,7 @@ type RedisKeys struct {
 	Notify, Fired, Outbox, OutboxLease, OutboxTries string
 
 	// The KEYS of each script, in its header's order, built once from the names above.
-	spend, refund, usage, leases, period, outbox []string
+	spend, refund, settle, usage, leases, period, outbox []string
 }
 
 // NewRedisKeys returns the Redis keys of org. The names share one string and the scripts'
@@ -77,6 +77,7 @@ func NewRedisKeys(org string) *RedisKeys {
 	k.spend = list(k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Meter, k.Usage, k.UsageIndex, k.Calls,
 		k.Notify, k.Fired, k.Outbox)
 	k.refund = list(k.Ring, k.Pos, k.Used, k.Meter, k.Usage, k.UsageIndex, k.Calls, k.Fired)
+	k.settle = list(k.Ring, k.Pos, k.Used, k.Meter, k.Usage, k.UsageIndex, k.Calls, k.Fired, k.Addon, k.Notify, k.Outbox)
 	k.usage = list(k.Ring, k.Pos, k.Used, k.InFlight, k.Heavy, k.Addon, k.Usage, k.UsageIndex)
 	k.leases = list(k.InFlight, k.Heavy)
 	k.period = list(k.Period, k.Addon, k.Meter)

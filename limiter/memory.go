@@ -51,6 +51,7 @@ type memWindow struct {
 // mark that it was refunded, or that it was compensated before it ran.
 type callRecord struct {
 	state                    byte // 'd' debited, 'r' refunded, 'x' compensated before the debit
+	settled                  bool // a debit settled to the cost of its answer (Settle)
 	bucket, cost, addon, day int64
 	expires                  int64 // unix ms
 }

@@ -19,7 +19,7 @@ import (
 // (credits freed, refunded), so the next crossing queues a new event. Every script that
 // changes usage judges the thresholds through one helper, notices in lua/lib.lua; the
 // memory store's twin is judgeNotices. The gateway delivers the events (ClaimNotices,
-// SettleNotices): any live gateway, at least once, each event under its stable ID.
+// FinishNotices): any live gateway, at least once, each event under its stable ID.
 
 // MaxThresholds bounds the thresholds of an org.
 const MaxThresholds = 10
@@ -140,10 +140,10 @@ type NoticeStore interface {
 	// claim, the owner's own included, takes them meanwhile unless settled), and returns up
 	// to perOrg of each one's oldest events, grouped by org.
 	ClaimNotices(ctx context.Context, owner string, now time.Time, lease time.Duration, maxOrgs, perOrg int) ([]Notice, error)
-	// SettleNotices ends owner's claim on org: the events done (delivered, or given up on)
+	// FinishNotices ends owner's claim on org: the events done (delivered, or given up on)
 	// leave the outbox; failed, when not nil, counts one more failed attempt, and the org's
 	// events wait until retryAt.
-	SettleNotices(ctx context.Context, owner, org string, done []Notice, failed *Notice, retryAt, now time.Time) error
+	FinishNotices(ctx context.Context, owner, org string, done []Notice, failed *Notice, retryAt, now time.Time) error
 }
 
 var (
@@ -157,7 +157,7 @@ const noticeIndex = "cg:notices:due"
 
 var (
 	claimScript  = mustScript("outbox_claim.lua")
-	settleScript = mustScript("outbox_settle.lua")
+	finishScript = mustScript("outbox_finish.lua")
 	unindexLua   = newScript(`if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '-1') == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end return 0`)
 )
 
@@ -386,8 +386,8 @@ func decodeClaimReply(reply []any) (status, at int64, events []Notice, err error
 	return status, at, events, nil
 }
 
-// SettleNotices implements NoticeStore.
-func (s *RedisStore) SettleNotices(ctx context.Context, owner, org string, done []Notice, failed *Notice, retryAt, now time.Time) error {
+// FinishNotices implements NoticeStore.
+func (s *RedisStore) FinishNotices(ctx context.Context, owner, org string, done []Notice, failed *Notice, retryAt, now time.Time) error {
 	c, err := s.commands()
 	if err != nil {
 		return err
@@ -399,7 +399,7 @@ func (s *RedisStore) SettleNotices(ctx context.Context, owner, org string, done 
 	for _, n := range done {
 		args = append(args, n.entry)
 	}
-	left, err := settleScript.Run(ctx, s.client, NewRedisKeys(org).outbox, args...).Int64()
+	left, err := finishScript.Run(ctx, s.client, NewRedisKeys(org).outbox, args...).Int64()
 	if err != nil {
 		return fmt.Errorf("settle notices %s: %w", org, err)
 	}
@@ -587,8 +587,8 @@ func (s *MemoryStore) ClaimNotices(_ context.Context, owner string, now time.Tim
 	return out, nil
 }
 
-// SettleNotices implements NoticeStore.
-func (s *MemoryStore) SettleNotices(_ context.Context, owner, org string, done []Notice, failed *Notice, retryAt, _ time.Time) error {
+// FinishNotices implements NoticeStore.
+func (s *MemoryStore) FinishNotices(_ context.Context, owner, org string, done []Notice, failed *Notice, retryAt, _ time.Time) error {
 	n := &s.notices
 	n.mu.Lock()
 	defer n.mu.Unlock()

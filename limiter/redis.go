@@ -33,7 +33,7 @@ type RedisStore struct {
 
 	// The store's group of each script's ARGV (see the scripts' headers), formatted and
 	// boxed once: boxing a string per call allocates.
-	spendStore, refundStore, usageStore []any
+	spendStore, refundStore, usageStore, settleStore []any
 
 	sweepMu sync.Mutex
 	sweepAt map[string]uint64 // SweepNotices' SCAN cursor per master address
@@ -57,13 +57,14 @@ func NewRedisStore(client redis.Scripter, opts Options) (*RedisStore, error) {
 		spendStore:  []any{window, bucket, slots, leaseTTL, slot, callTTL, meterDaysArg, outboxMaxArg},
 		refundStore: []any{bucket, slots, slot, callTTL},
 		usageStore:  []any{window, bucket, slots, slot},
+		settleStore: []any{window, bucket, slots, slot, callTTL, meterDaysArg, outboxMaxArg},
 	}, nil
 }
 
 // LoadScripts loads the scripts into the server's cache (on every master of a cluster);
 // it doubles as a readiness check. Spend falls back to EVAL if the cache is flushed later.
 func (s *RedisStore) LoadScripts(ctx context.Context) error {
-	for _, sc := range []script{spendScript, refundScript, releaseScript, periodScript, usageScript, renewScript, heartbeatScript, claimScript, settleScript} {
+	for _, sc := range []script{spendScript, refundScript, settleScript, releaseScript, periodScript, usageScript, renewScript, heartbeatScript, claimScript, finishScript} {
 		if err := sc.Load(ctx, s.client).Err(); err != nil {
 			return fmt.Errorf("load scripts: %w", err)
 		}

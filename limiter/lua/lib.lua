@@ -75,6 +75,23 @@ local function meter_take(key, day, n)
 	end
 end
 
+-- meter_drop takes drop credits off the meter (key) when credits of a debit that metered own
+-- add-on credits on day go back: its own part from its day, the rest (later calls metered
+-- because the debit held free credits) from the next day first, where they were metered if
+-- the give-back came after midnight, else from day. Returns the part of own taken.
+local function meter_drop(key, day, drop, own)
+	own = math.min(drop, own)
+	meter_take(key, string.format('%d', day), own)
+	local rest = drop - own
+	if rest > 0 then
+		local next_day = string.format('%d', day + 1)
+		local n = math.min(rest, tonumber(redis.call('HGET', key, next_day) or '0') or 0)
+		meter_take(key, next_day, n)
+		meter_take(key, string.format('%d', day), rest - n)
+	end
+	return own
+end
+
 -- The window's ring (see spend.lua's header): bucket number k is counted in slot k % slots of
 -- the string at key ring, eight bytes a slot (BITFIELD i64). The helpers below take buckets
 -- from..to with to - from < slots.
@@ -211,4 +228,55 @@ local function notices(fired, outbox, used, limit, thresholds, now, window, keep
 		redis.call('PEXPIRE', fired, keep)
 	end
 	return queued
+end
+
+-- ring_vacated keeps the tail on the oldest bucket holding credits and the head on the newest
+-- once bucket k was emptied while the window (its hash pos) still holds used credits (a
+-- debit whose clock ran back is bounded by head, which must hold credits, as the memory
+-- store's newest bucket does). Returns head and tail.
+local function ring_vacated(ring, pos, slots, k, head, tail, used)
+	if used > 0 and k == tail then
+		tail = ring_first_held(ring, slots, tail + 1, head)
+		redis.call('HSET', pos, 'tail', string.format('%d', tail))
+	end
+	if used > 0 and k == head then
+		head = ring_last_held(ring, slots, tail, head - 1)
+		redis.call('HSET', pos, 'head', string.format('%d', head))
+	end
+	return head, tail
+end
+
+-- usage_add adds n credits (> 0) debited by rule in the usage slot starting at s (ms) to the
+-- usage by rule (hash use: "<slot start>:<rule>" -> credits; sorted set idx: the same members
+-- scored by slot start). A slot's first credits add a member: then the slots that ended a
+-- window ago are trimmed, so an org holds at most (window/slot + 2) x rules members, and
+-- both keys expire window + slot from now (the newest member began before now, so that
+-- outlives every member).
+local function usage_add(use, idx, s, rule, n, now, window, slot)
+	local m = string.format('%d', s) .. ':' .. rule
+	if redis.call('HINCRBY', use, m, n) == n then
+		redis.call('ZADD', idx, s, m)
+		local old = redis.call('ZRANGEBYSCORE', idx, '-inf', now - window - slot, 'LIMIT', 0, 512)
+		if #old > 0 then
+			redis.call('HDEL', use, unpack(old))
+			redis.call('ZREM', idx, unpack(old))
+		end
+		redis.call('PEXPIRE', use, window + slot)
+		redis.call('PEXPIRE', idx, window + slot)
+	end
+end
+
+-- usage_take takes n credits (> 0) off rule's usage slot starting at s (ms), dropping its
+-- member at zero.
+local function usage_take(use, idx, s, rule, n)
+	local m = string.format('%d', s) .. ':' .. rule
+	local rec = tonumber(redis.call('HGET', use, m) or '0')
+	if rec > 0 then
+		if rec <= n then
+			redis.call('HDEL', use, m)
+			redis.call('ZREM', idx, m)
+		else
+			redis.call('HINCRBY', use, m, -n)
+		end
+	end
 end

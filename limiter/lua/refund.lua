@@ -62,7 +62,7 @@ if call ~= '' then
 		rec = nil -- a compensation past the record's life: as if it were gone already
 	end
 	if rec then
-		local b, c, a, d = string.match(rec, '^%d+:d:(%-?%d+):(%d+):(%d+):(%d+)$')
+		local b, c, a, d = string.match(rec, '^%d+:d:(%-?%d+):(%d+):(%d+):(%d+)')
 		if not b then
 			return 0 -- refunded, or compensated, already
 		end
@@ -88,20 +88,6 @@ local k = math.floor(debit_ms / bucket)
 -- gone) takes off what the debit metered: a call the gateway refunds is never billed.
 local function unmeter(n)
 	meter_take(meter_key, debit_day, n)
-end
--- unmeter_drop takes drop off the meter: the debit's own add-on part from its day, the rest
--- (later calls metered because the debit held free credits) from the next day first, where
--- they were metered if the refund came after midnight, else from the debit's day.
-local function unmeter_drop(drop)
-	local own = math.min(drop, addon)
-	meter_take(meter_key, debit_day, own)
-	local rest = drop - own
-	if rest > 0 then
-		local next_day = string.format('%d', tonumber(debit_day) + 1)
-		local n = math.min(rest, tonumber(redis.call('HGET', meter_key, next_day) or '0') or 0)
-		meter_take(meter_key, next_day, n)
-		meter_take(meter_key, debit_day, rest - n)
-	end
 end
 
 local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
@@ -131,39 +117,21 @@ if credits > held then
 	credits = held
 end
 if free then
-	unmeter_drop(above_free(free, used - credits, used))
+	meter_drop(meter_key, tonumber(debit_day), above_free(free, used - credits, used), addon)
 end
 redis.call('BITFIELD', ring_key, 'INCRBY', 'i64', slot(k), string.format('%d', -credits))
 used = used - credits
 redis.call('SET', used_key, string.format('%d', math.max(used, 0)), 'KEEPTTL')
 notices(fired_key, nil, used, nil, '', 0, 0, 0, 0) -- re-arm the thresholds usage fell below
 
--- Keep the tail on the oldest bucket that holds credits, and the head on the newest
--- (spend.lua bounds a debit whose clock ran back by head, which must hold credits, as the
--- memory store's newest bucket does).
-if used > 0 and held == credits and k == tail then
-	tail = ring_first_held(ring_key, slots, tail + 1, head)
-	redis.call('HSET', pos_key, 'tail', string.format('%d', tail))
-end
-if used > 0 and held == credits and k == head then
-	head = ring_last_held(ring_key, slots, tail, head - 1)
-	redis.call('HSET', pos_key, 'head', string.format('%d', head))
+if held == credits then
+	ring_vacated(ring_key, pos_key, slots, k, head, tail, used)
 end
 
 -- Usage by rule: the refunded
 -- credits leave the slot and rule they were recorded under.
 if rule ~= '' and uslot > 0 then
-	local b = debit_ms
-	local m = string.format('%d', b - b % uslot) .. ':' .. rule
-	local rec = tonumber(redis.call('HGET', use_key, m) or '0')
-	if rec > 0 then
-		if rec <= credits then
-			redis.call('HDEL', use_key, m)
-			redis.call('ZREM', useidx_key, m)
-		else
-			redis.call('HINCRBY', use_key, m, -credits)
-		end
-	end
+	usage_take(use_key, useidx_key, debit_ms - debit_ms % uslot, rule, credits)
 end
 -- End of usage by rule.
 

@@ -27,7 +27,7 @@
 --   [8]  use         hash: "<slot start ms>:<rule>" -> credits debited in that slot by that rule
 --   [9]  useidx      sorted set: the same members, score = slot start (unix ms), to trim old slots
 --   [10] calls       hash: call id -> "<expires ms>:d:<bucket ms>:<cost>:<add-on>:<day>", the
---                    record of its debit, or "<expires ms>:r" (refunded) or "<expires ms>:x"
+--                    record of its debit (with ":s" once settled: settle.lua), or "<expires ms>:r" (refunded) or "<expires ms>:x"
 --                    (compensated before its debit ran: refund.lua); the field "~" holds the
 --                    cursor of the sweep of expired ones
 --   [11] notify      hash: the org's notice settings set through the admin API (thresholds)
@@ -217,7 +217,7 @@ end
 -- A resend of a debit that ran: the debit's bucket, cost, add-on part and day from its record,
 -- the calls in flight with the lease it took (still held unless released or expired since).
 if replay then
-	local b, c, a, d = string.match(replay, '^%d+:d:(%-?%d+):(%d+):(%d+):(%d+)$')
+	local b, c, a, d = string.match(replay, '^%d+:d:(%-?%d+):(%d+):(%d+):(%d+)')
 	local in_flight = 0
 	if cap > 0 and tonumber(c) > 0 then
 		redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now)
@@ -315,25 +315,10 @@ if free then
 	end
 end
 
--- Usage by rule: the debit is recorded in the slot holding its bucket b (refund.lua finds it
--- from b). Slots that ended a window ago are trimmed when a new member appears, so an org
--- holds at most (window/slot + 2) x rules members; both keys expire a window and a slot after
--- the last slot (of any rule) began.
+-- Usage by rule: the debit is recorded in the slot holding its bucket b (refund.lua and
+-- settle.lua find it from b); usage_add trims old slots and keeps the keys' expiry.
 if rule ~= '' and slot > 0 then
-	local s = b - b % slot
-	local m = string.format('%d', s) .. ':' .. rule
-	if redis.call('HINCRBY', use_key, m, cost) == cost then
-		redis.call('ZADD', useidx_key, s, m)
-		local old = redis.call('ZRANGEBYSCORE', useidx_key, '-inf', now - window - slot, 'LIMIT', 0, 512)
-		if #old > 0 then
-			redis.call('HDEL', use_key, unpack(old))
-			redis.call('ZREM', useidx_key, unpack(old))
-		end
-		-- Only when a slot's first debit adds a member: the newest member is the last to
-		-- expire, and it started before now, so window + slot from now outlives every member.
-		redis.call('PEXPIRE', use_key, window + slot)
-		redis.call('PEXPIRE', useidx_key, window + slot)
-	end
+	usage_add(use_key, useidx_key, b - b % slot, rule, cost, now, window, slot)
 end
 
 if cap > 0 then

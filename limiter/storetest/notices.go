@@ -48,9 +48,9 @@ func claim(t *testing.T, s limiter.Store, owner, org string, now time.Time) []li
 	return out
 }
 
-func settle(t *testing.T, s limiter.Store, owner, org string, done []limiter.Notice, failed *limiter.Notice, retryAt, now time.Time) {
+func finish(t *testing.T, s limiter.Store, owner, org string, done []limiter.Notice, failed *limiter.Notice, retryAt, now time.Time) {
 	t.Helper()
-	if err := noticeStore(t, s).SettleNotices(context.Background(), owner, org, done, failed, retryAt, now); err != nil {
+	if err := noticeStore(t, s).FinishNotices(context.Background(), owner, org, done, failed, retryAt, now); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -100,7 +100,7 @@ func testNoticesOncePerCrossing(t *testing.T, newStore NewStore) {
 	if err != nil || !slices.Equal(st.Fired, []int64{50, 80, 100}) {
 		t.Fatalf("fired %v, %v; want all three", st.Fired, err)
 	}
-	settle(t, s, "a", org, got, nil, time.Time{}, at)
+	finish(t, s, "a", org, got, nil, time.Time{}, at)
 	if again := claim(t, s, "b", org, at.Add(time.Hour)); len(again) != 0 {
 		t.Fatalf("delivered events claimed again: %+v", again)
 	}
@@ -166,7 +166,7 @@ func testNoticesRetry(t *testing.T, newStore NewStore) {
 		t.Fatalf("after the lease claimed %+v, want %s", taken, first[0].ID)
 	}
 	retry := t0.Add(2 * time.Minute)
-	settle(t, s, "b", org, nil, &taken[0], retry, t0.Add(62*time.Second))
+	finish(t, s, "b", org, nil, &taken[0], retry, t0.Add(62*time.Second))
 	if early := claim(t, s, "a", org, retry.Add(-time.Second)); len(early) != 0 {
 		t.Fatalf("claimed %+v before its retry time", early)
 	}
@@ -174,7 +174,7 @@ func testNoticesRetry(t *testing.T, newStore NewStore) {
 	if len(again) != 1 || again[0].ID != first[0].ID || again[0].Attempts != 1 {
 		t.Fatalf("retry claimed %+v, want %s after 1 attempt", again, first[0].ID)
 	}
-	settle(t, s, "a", org, again, nil, time.Time{}, retry)
+	finish(t, s, "a", org, again, nil, time.Time{}, retry)
 	if left := claim(t, s, "a", org, retry.Add(time.Hour)); len(left) != 0 {
 		t.Fatalf("left %+v", left)
 	}
@@ -214,5 +214,41 @@ func testNoticeSettings(t *testing.T, newStore NewStore) {
 	}
 	if st, _ := ns.Notices(ctx, org); st.Settings.Thresholds != nil || !slices.Equal(st.Fired, []int64{90}) {
 		t.Fatalf("after delete: %+v", st)
+	}
+}
+
+// testNoticesSettle: a settle moves the window's total like a debit or a refund, so the
+// notices follow it: an extra debit that crosses a threshold queues its event, once however
+// often the settle is sent, and a give-back below it re-arms it.
+func testNoticesSettle(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute, CallTTL: time.Hour})
+	org := newOrg()
+	k := limiter.NewKey(org, 100).WithNotices([]int64{50, 80})
+	d := mustAllow(t, s, k, 10, t0) // reserved 10 of 100
+	for i := range 2 {
+		got := settle(t, s, k, d, 85, t0.Add(time.Second)) // settled to 85: crosses 50 and 80
+		if want := []int64{2, 0}[i]; got.Notices != want {
+			t.Fatalf("settle %d of 10 -> 85 queued %d notices, want %d", i+1, got.Notices, want)
+		}
+	}
+	if err := noticeStore(t, s).QueueNotices(context.Background(), org, t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	got := claim(t, s, "a", org, t0.Add(2*time.Second))
+	if th := thresholdsOf(got); !slices.Equal(th, []int64{50, 80}) || got[0].Used != 85 || got[1].Used != 85 {
+		t.Fatalf("events %+v, want thresholds 50 and 80 at 85 credits", got)
+	}
+	finish(t, s, "a", org, got, nil, time.Time{}, t0.Add(2*time.Second))
+
+	// A second call, reserved high and settled low: back under 80, which re-arms.
+	d2 := mustAllow(t, s, k, 10, t0.Add(3*time.Second)) // 95
+	if got := settle(t, s, k, d2, 0, t0.Add(4*time.Second)); got.Moved != -10 || got.Notices != 0 {
+		t.Fatalf("settle 10 -> 0 = %+v; want 10 given back, nothing queued", got)
+	}
+	if err := s.Refund(context.Background(), k, d); err != nil { // 85 given back: 0 held
+		t.Fatal(err)
+	}
+	if st, err := noticeStore(t, s).Notices(context.Background(), org); err != nil || len(st.Fired) != 0 {
+		t.Fatalf("fired %v, %v after usage fell to 0; want none", st.Fired, err)
 	}
 }

@@ -84,6 +84,13 @@ func Run(t *testing.T, newStore NewStore) {
 		{"NoticesRearm", testNoticesRearm},
 		{"NoticesRetryAndLease", testNoticesRetry},
 		{"NoticeSettings", testNoticeSettings},
+		{"NoticesSettle", testNoticesSettle},
+		{"Settle", testSettle},
+		{"SettlePastLimit", testSettlePastLimit},
+		{"SettleMeter", testSettleMeter},
+		{"SettleOutsideWindow", testSettleOutsideWindow},
+		{"SettlePastRecord", testSettlePastRecord},
+		{"SettleRacing", testSettleRacing},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore) })

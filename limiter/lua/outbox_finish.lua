@@ -1,4 +1,4 @@
--- outbox_settle.lua: end a claim on an org's notice outbox (limiter.RedisStore.SettleNotices):
+-- outbox_finish.lua: end a claim on an org's notice outbox (limiter.RedisStore.FinishNotices):
 -- the events done leave it, a failed one counts an attempt and sets the backoff, the lease
 -- goes if the owner still holds it.
 --
