@@ -3,6 +3,7 @@ package orgs
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 )
 
@@ -10,9 +11,11 @@ import (
 // NewDirectory and never changes, so it is safe for concurrent use without locks; a config
 // reload builds a new one. The zero Directory is empty.
 type Directory struct {
-	orgs  []Org
-	byID  map[string]*Org
-	byKey map[[32]byte]*Org // SHA-256 of the plain key → org
+	orgs []Org
+	// The indexes hold positions in orgs rather than pointers: with a million orgs, maps
+	// without pointers are maps the garbage collector never scans.
+	byID  map[string]int32
+	byKey map[[32]byte]int32 // SHA-256 of the plain key → position of its org
 }
 
 // NewDirectory checks orgs and indexes them by ID and key. It copies orgs, so later changes
@@ -24,10 +27,13 @@ func NewDirectory(orgs []Org) (*Directory, error) {
 	for i := range orgs {
 		nkeys += len(orgs[i].Keys)
 	}
+	if len(orgs) > math.MaxInt32 {
+		return nil, fmt.Errorf("%d orgs: at most %d", len(orgs), math.MaxInt32)
+	}
 	d := &Directory{
 		orgs:  make([]Org, len(orgs)),
-		byID:  make(map[string]*Org, len(orgs)),
-		byKey: make(map[[32]byte]*Org, nkeys),
+		byID:  make(map[string]int32, len(orgs)),
+		byKey: make(map[[32]byte]int32, nkeys),
 	}
 	var errs []error
 	posOf := make(map[string]int, len(orgs)) // org ID → 1-based position
@@ -40,19 +46,19 @@ func NewDirectory(orgs []Org) (*Directory, error) {
 			errs = append(errs, fmt.Errorf("org %q: listed twice (orgs %d and %d)", o.ID, first, i+1))
 		} else {
 			posOf[o.ID] = i + 1
-			d.byID[o.ID] = o
+			d.byID[o.ID] = int32(i)
 		}
 		for j, k := range o.Keys {
 			other, dup := d.byKey[k.sum]
 			switch {
 			case k == (Key{}):
 				errs = append(errs, fmt.Errorf("org %q: key %d is not set (keys come from ParseKey)", o.ID, j+1))
-			case dup && other == o:
+			case dup && int(other) == i:
 				errs = append(errs, fmt.Errorf("org %q: key %d repeats an earlier key of the same org", o.ID, j+1))
 			case dup:
-				errs = append(errs, fmt.Errorf("orgs %q and %q share a key (key %d of %q)", other.ID, o.ID, j+1, o.ID))
+				errs = append(errs, fmt.Errorf("orgs %q and %q share a key (key %d of %q)", d.orgs[other].ID, o.ID, j+1, o.ID))
 			default:
-				d.byKey[k.sum] = o
+				d.byKey[k.sum] = int32(i)
 			}
 		}
 	}
@@ -89,19 +95,41 @@ func check(o *Org) []error {
 // hashes the key and makes one map lookup, without allocating. An empty key finds nothing.
 // The returned Org belongs to the directory and must not be modified.
 func (d *Directory) ByKey(plain string) (*Org, bool) {
-	if plain == "" {
+	i, ok := d.IndexByKey(plain)
+	if !ok {
 		return nil, false
 	}
-	o, ok := d.byKey[sumOf(plain)]
-	return o, ok
+	return &d.orgs[i], true
+}
+
+// IndexByKey is ByKey, giving the org's position in the directory (see At) instead.
+func (d *Directory) IndexByKey(plain string) (int, bool) {
+	if plain == "" {
+		return 0, false
+	}
+	i, ok := d.byKey[sumOf(plain)]
+	return int(i), ok
 }
 
 // ByID returns the org with the given ID. The returned Org belongs to the directory and must
 // not be modified.
 func (d *Directory) ByID(id string) (*Org, bool) {
-	o, ok := d.byID[id]
-	return o, ok
+	i, ok := d.IndexByID(id)
+	if !ok {
+		return nil, false
+	}
+	return &d.orgs[i], true
 }
+
+// IndexByID is ByID, giving the org's position in the directory (see At) instead.
+func (d *Directory) IndexByID(id string) (int, bool) {
+	i, ok := d.byID[id]
+	return int(i), ok
+}
+
+// At returns the org at position i (0 ≤ i < Len), in the order given to NewDirectory. The
+// returned Org belongs to the directory and must not be modified.
+func (d *Directory) At(i int) *Org { return &d.orgs[i] }
 
 // Orgs returns every org in the order given to NewDirectory, in a new slice. The Orgs belong
 // to the directory and must not be modified.

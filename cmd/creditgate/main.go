@@ -135,8 +135,11 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 			cfg.adminTokens = adminTokens // for the start-up log
 		}
 	}
-	// The plans in force. The gateway asks for limits only when it is handed the orgs
-	// (gw.SetOrgs), so a reload stores the new plans first and then hands over their orgs.
+	// The plans in force. The gateway asks for an org's limits when it prepares the org: on
+	// its first call, or when handed the orgs (gw.SetOrgs) for those in use. A reload stores
+	// the new plans first and then hands over their orgs, so no org of the new set is prepared
+	// with the old plans (a call that began before the reload and prepares its org meanwhile
+	// may get the new plans' figures).
 	var current atomic.Pointer[orgSet]
 	current.Store(cfg.orgSet)
 
