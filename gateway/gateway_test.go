@@ -637,6 +637,47 @@ func TestSetOrgs(t *testing.T) {
 	}
 }
 
+// TestOrgStatePreparedOnFirstCall: an org's state is prepared by its first call, not when the
+// orgs are loaded (a million orgs must start in seconds), and a reload prepares again only the
+// orgs in use, each keeping the store's last word on what it has left.
+func TestOrgStatePreparedOnFirstCall(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.FailLocal = true }) // which keeps what orgs have left
+	ros := f.gw.orgs.Load()
+	for _, id := range []string{"acme", "tiny", "pro"} {
+		if ros.prepared(id) != nil {
+			t.Fatalf("%s prepared before any call", id)
+		}
+	}
+	do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "acme-key"}, "")
+	acme := ros.prepared("acme")
+	if acme == nil || acme.remaining.Load() != 999 {
+		t.Fatalf("acme after a call: %v", acme)
+	}
+	if ros.prepared("tiny") != nil {
+		t.Fatal("tiny prepared by acme's call")
+	}
+	if again, _ := f.gw.stateByID(ros, "acme"); again != acme {
+		t.Fatal("acme prepared twice")
+	}
+
+	list, err := orgs.Parse("tiny:limit=10,keys=tiny-key;acme:limit=60,keys=acme-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := orgs.NewDirectory(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.gw.SetOrgs(dir)
+	next := f.gw.orgs.Load()
+	if next.prepared("tiny") != nil {
+		t.Error("tiny prepared by the reload")
+	}
+	if t2 := next.prepared("acme"); t2 == nil || t2 == acme || t2.remaining.Load() != 999 || t2.key.Limit != 60 {
+		t.Errorf("acme after the reload: %+v, want a new state with limit 60 and 999 left", t2)
+	}
+}
+
 // TestInterimResponseKeepsLimitFields: an upstream that answers 100 Continue before its final
 // response (as most do for Expect: 100-continue) must not take the rate-limit fields away
 // from the final response: ReverseProxy sends the header map with the 1xx and clears it.

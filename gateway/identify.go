@@ -30,7 +30,7 @@ func (g *Gateway) identify(r *http.Request, underscored bool) (*orgState, error)
 		if id == "" {
 			return nil, errNoOrgHeader
 		}
-		t, ok := ros.byID[id]
+		t, ok := g.stateByID(ros, id)
 		if !ok {
 			return nil, errUnknownOrg
 		}
@@ -44,11 +44,11 @@ func (g *Gateway) identify(r *http.Request, underscored bool) (*orgState, error)
 	if key == "" {
 		return nil, errNoCredential
 	}
-	o, ok := ros.dir.ByKey(key)
+	i, ok := ros.dir.IndexByKey(key)
 	if !ok {
 		return nil, errUnknownCredential
 	}
-	return ros.byOrg[o], nil
+	return g.state(ros, i), nil
 }
 
 // credential returns the one API key h names: in Authorization (Bearer or Zoho-oauthtoken)

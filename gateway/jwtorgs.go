@@ -56,8 +56,8 @@ func (g *Gateway) dropIdleLocked(ros *orgTable, now time.Time) bool {
 // nil and the reason it has none.
 func (g *Gateway) jwtOrg(ros *orgTable, id string, users int64) (*orgState, int) {
 	v := g.jwt
-	if o, ok := ros.dir.ByID(id); ok && !v.claimsSeats(o, users) {
-		return ros.byOrg[o], 0 // the common case, without the lock
+	if i, ok := ros.dir.IndexByID(id); ok && !v.claimsSeats(ros.dir.At(i), users) {
+		return g.state(ros, i), 0 // the common case, without the lock
 	}
 	j := &v.orgs
 	j.mu.Lock()
@@ -77,10 +77,14 @@ func (g *Gateway) jwtTenantLocked(ros *orgTable, id string, users int64, prev ma
 	v := g.jwt
 	j := &v.orgs
 	var base orgs.Org
-	o, configured := ros.dir.ByID(id)
+	i, configured := ros.dir.IndexByID(id)
+	var o *orgs.Org
+	if configured {
+		o = ros.dir.At(i)
+	}
 	switch {
 	case configured && !v.claimsSeats(o, users):
-		return ros.byOrg[o], 0
+		return g.state(ros, i), 0
 	case configured:
 		base = *o
 		base.Users = users
@@ -106,9 +110,9 @@ func (g *Gateway) jwtTenantLocked(ros *orgTable, id string, users int64, prev ma
 		before = prev[id]
 	}
 	if before == nil {
-		before = ros.byID[id]
+		before = ros.prepared(id)
 	}
-	t := g.newOrgState(&base, g.metrics.addOrg(&base), before)
+	t := g.newOrgState(&base, g.metrics.seriesOf(&base), before)
 	if before != nil {
 		t.lastUsed.Store(before.lastUsed.Load())
 	} else {
@@ -152,11 +156,7 @@ func (g *Gateway) orgByID(id string) (*orgState, bool) {
 			return t, true
 		}
 	}
-	o, ok := ros.dir.ByID(id)
-	if !ok {
-		return nil, false
-	}
-	return ros.byOrg[o], true
+	return g.stateByID(ros, id)
 }
 
 // jwtOrgSummaries lists the orgs held from tokens that are not configured.

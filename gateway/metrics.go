@@ -58,17 +58,14 @@ type Metrics struct {
 	storeErr [numStoreOps]prometheus.Counter
 	unknown  *orgSeries // calls that named no known org
 
-	mu     sync.Mutex                 // guards labels and series while orgs or rules are loaded
-	labels map[string]string          // org ID → org label value ("other" past MaxOrgs)
-	series map[[2]string]*orgSeries   // {org label, edition} → series
-	byOrg  atomic.Pointer[orgSeriesM] // org ID → series, for callers outside the request path
+	mu     sync.Mutex                     // guards labels and series
+	labels map[string]string              // org ID → org label value ("other" past MaxOrgs)
+	series map[[2]string]*orgSeries       // {org label, edition} → series
+	orgs   atomic.Pointer[orgs.Directory] // the configured orgs, for callers outside the request path
 	rules  atomic.Pointer[ruleSeriesM]
 }
 
-type (
-	orgSeriesM  = map[string]*orgSeries
-	ruleSeriesM = map[string]*ruleSeries
-)
+type ruleSeriesM = map[string]*ruleSeries
 
 // MetricsOptions configures NewMetrics.
 type MetricsOptions struct {
@@ -292,7 +289,6 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	m.bodyRefused.WithLabelValues("org")
 	m.unknown = &orgSeries{}
 	m.unknown.requests[outUnauthorized] = m.requests.WithLabelValues("unknown", "unknown", outcomeNames[outUnauthorized])
-	m.byOrg.Store(&orgSeriesM{})
 	m.rules.Store(&ruleSeriesM{})
 	return m
 }
@@ -312,31 +308,30 @@ func (m *Metrics) AddAddonCredits(org string, credits int64) {
 	if credits <= 0 {
 		return
 	}
-	if s := (*m.byOrg.Load())[org]; s != nil {
-		s.addon.Add(float64(credits))
+	if dir := m.orgs.Load(); dir != nil {
+		if o, ok := dir.ByID(org); ok {
+			m.seriesOf(o).addon.Add(float64(credits))
+		}
 	}
 }
 
-// setOrgs resolves the series of every org in list. Orgs get label values of their own in
-// the order they are configured until MaxOrgs are taken; an org keeps its label across
-// reloads, so series never change hands.
-func (m *Metrics) setOrgs(list []*orgs.Org) map[*orgs.Org]*orgSeries {
+// setOrgs creates the series of the orgs in dir, so that they show from the start: orgs
+// get label values of their own in the order they are configured until MaxOrgs are taken,
+// the others share "other" by edition. An org keeps its label across reloads, so series
+// never change hands. The org states look their series up with seriesOf when they are
+// prepared.
+func (m *Metrics) setOrgs(dir *orgs.Directory) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[*orgs.Org]*orgSeries, len(list))
-	byOrg := make(orgSeriesM, len(list))
-	for _, o := range list {
-		s := m.seriesLocked(o)
-		out[o] = s
-		byOrg[o.ID] = s
+	for i := range dir.Len() {
+		m.seriesLocked(dir.At(i))
 	}
-	m.byOrg.Store(&byOrg)
-	return out
+	m.orgs.Store(dir)
 }
 
-// addOrg resolves the series of an org that is not configured (one a token brought), as
-// setOrgs does; its org state holds them.
-func (m *Metrics) addOrg(o *orgs.Org) *orgSeries {
+// seriesOf returns the series of o: a configured org, or one a token brought (which may
+// take a label of its own while fewer than MaxOrgs have one).
+func (m *Metrics) seriesOf(o *orgs.Org) *orgSeries {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.seriesLocked(o)

@@ -288,7 +288,7 @@ func TestReadyzDraining(t *testing.T) {
 func TestCountingAllocatesNothing(t *testing.T) {
 	m := NewMetrics(MetricsOptions{MaxOrgs: 10})
 	f := newFixture(t, func(c *Config) { c.Metrics = m })
-	tn := f.gw.orgs.Load().byOrg[f.gw.orgs.Load().dir.Orgs()[0]]
+	tn := f.gw.state(f.gw.orgs.Load(), 0)
 	start := time.Now()
 	allocs := testing.AllocsPerRun(1000, func() {
 		m.inFlight.Inc()

@@ -10,12 +10,43 @@ import (
 	"github.com/creditgate/creditgate/plans"
 )
 
-// orgTable is the orgs in force, each prepared for the request path: swapped whole on
-// reload, read without locks.
+// orgTable is the orgs in force, each prepared for the request path on its first call:
+// swapped whole on reload, read without locks. An org that never calls costs one empty
+// slot, so a million configured orgs start in seconds.
 type orgTable struct {
-	dir   *orgs.Directory
-	byOrg map[*orgs.Org]*orgState
-	byID  map[string]*orgState
+	dir    *orgs.Directory
+	states []atomic.Pointer[orgState] // by position in dir; nil until the org's first use
+}
+
+// state returns the state of the org at position i of ros.dir, prepared on first use.
+func (g *Gateway) state(ros *orgTable, i int) *orgState {
+	slot := &ros.states[i]
+	if t := slot.Load(); t != nil {
+		return t
+	}
+	o := ros.dir.At(i)
+	t := g.newOrgState(o, g.metrics.seriesOf(o), nil)
+	if slot.CompareAndSwap(nil, t) {
+		return t
+	}
+	return slot.Load() // another call prepared it first
+}
+
+// stateByID returns the state of configured org id, prepared on first use.
+func (g *Gateway) stateByID(ros *orgTable, id string) (*orgState, bool) {
+	i, ok := ros.dir.IndexByID(id)
+	if !ok {
+		return nil, false
+	}
+	return g.state(ros, i), true
+}
+
+// prepared returns the state of configured org id if a call has prepared it, else nil.
+func (ros *orgTable) prepared(id string) *orgState {
+	if i, ok := ros.dir.IndexByID(id); ok {
+		return ros.states[i].Load()
+	}
+	return nil
 }
 
 // orgState is an org with everything the request path needs prepared once.
@@ -43,17 +74,20 @@ type orgState struct {
 // started with). Windows live in the store under the org ID, so an org that stays keeps its
 // consumption.
 func (g *Gateway) SetOrgs(dir *orgs.Directory) {
-	r := &orgTable{dir: dir, byOrg: make(map[*orgs.Org]*orgState, dir.Len()), byID: make(map[string]*orgState, dir.Len())}
-	series := g.metrics.setOrgs(dir.Orgs())
-	old := g.orgs.Load()
-	for _, o := range dir.Orgs() {
-		var prev *orgState
-		if old != nil {
-			prev = old.byID[o.ID]
+	r := &orgTable{dir: dir, states: make([]atomic.Pointer[orgState], dir.Len())}
+	g.metrics.setOrgs(dir)
+	if old := g.orgs.Load(); old != nil {
+		// The orgs in use stay prepared, with the store's last word on each.
+		for i := range old.states {
+			prev := old.states[i].Load()
+			if prev == nil {
+				continue
+			}
+			if j, ok := dir.IndexByID(prev.org.ID); ok {
+				o := dir.At(j)
+				r.states[j].Store(g.newOrgState(o, g.metrics.seriesOf(o), prev))
+			}
 		}
-		t := g.newOrgState(o, series[o], prev)
-		r.byOrg[o] = t
-		r.byID[o.ID] = t
 	}
 	g.orgs.Store(r)
 }

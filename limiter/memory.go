@@ -28,7 +28,7 @@ type MemoryStore struct {
 
 type memWindow struct {
 	mu      sync.Mutex
-	buckets []memBucket // ordered by start, oldest first (add keeps the order even if a clock runs back)
+	buckets memBuckets // credits by bucket (add keeps them in order even if a clock runs back)
 	used    int64
 	leases  map[string]int64    // lease id -> expiry (unix ms), calls in flight
 	heavy   map[string]int64    // the same, heavy calls
@@ -90,11 +90,6 @@ func (s *MemoryStore) sweepCalls(w *memWindow, now int64) {
 	}
 }
 
-type memBucket struct {
-	start   int64 // unix ms
-	credits int64
-}
-
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore(opts Options) (*MemoryStore, error) {
 	opts, err := opts.withDefaults()
@@ -147,7 +142,8 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	defer w.mu.Unlock()
 
 	thresholds := s.notices.thresholds(key)
-	if held := w.used; w.expire(ms-s.window-s.bucket) && w.used < held {
+	if dropped := w.buckets.expire(ms-s.window-s.bucket, s.bucket); dropped > 0 {
+		w.used -= dropped
 		s.judgeNotices(w, key.Org, -1, thresholds, ms) // re-arm
 	}
 	call := callID(key, cost)
@@ -196,12 +192,13 @@ func (s *MemoryStore) Spend(_ context.Context, key Key, cost int64, now time.Tim
 	}
 
 	b := ms - ms%s.bucket
-	if n := len(w.buckets); n > 0 {
+	slots := ringSlots(s.window, s.bucket)
+	if !w.buckets.empty() {
 		// A clock that ran back: keep the window's span within ceil(window/bucket)+1 buckets,
-		// as RedisStore's ring must.
-		b = max(b, w.buckets[n-1].start-(ringSlots(s.window, s.bucket)-1)*s.bucket)
+		// as RedisStore's ring (and memBuckets') must.
+		b = max(b, w.buckets.newest()-(slots-1)*s.bucket)
 	}
-	w.add(b, cost)
+	w.buckets.add(b, cost, s.bucket, slots)
 	w.used += cost
 	queued := s.judgeNotices(w, key.Org, key.Limit, thresholds, ms)
 	day := dayOf(ms)
@@ -295,71 +292,34 @@ func (s *MemoryStore) Compensate(_ context.Context, key Key, call string, now ti
 
 // refund gives back d's credits from the bucket that recorded them, w locked.
 func (s *MemoryStore) refund(w *memWindow, key Key, d Decision) {
-	for i := len(w.buckets) - 1; i >= 0; i-- {
-		b := &w.buckets[i]
-		if b.start != d.Bucket {
-			continue
-		}
-		n := min(d.Cost, b.credits)
-		w.unmeterDrop(debitDay(d), refundMetered(key, w.used, n), d.Addon)
-		b.credits -= n
-		w.used -= n
-		s.judgeNotices(w, key.Org, -1, nil, 0) // re-arm
-		s.unrecord(w, key.Rule, d.Bucket, n)
-		if b.credits == 0 {
-			w.buckets = append(w.buckets[:i], w.buckets[i+1:]...)
-		}
+	n := w.buckets.take(d.Bucket, d.Cost, s.bucket)
+	if n == 0 {
+		w.unmeterDay(debitDay(d), d.Addon) // its bucket expired: it gives nothing back, and is not billed
 		return
 	}
-	w.unmeterDay(debitDay(d), d.Addon) // its bucket expired: it gives nothing back, and is not billed
-}
-
-// expire drops the buckets that start at or before cutoff, and reports whether it dropped any.
-func (w *memWindow) expire(cutoff int64) bool {
-	n := 0
-	for _, b := range w.buckets {
-		if b.start > cutoff {
-			break
-		}
-		w.used -= b.credits
-		n++
-	}
-	if n > 0 {
-		w.buckets = append(w.buckets[:0], w.buckets[n:]...)
-	}
-	return n > 0
-}
-
-// add records credits in the bucket starting at b, keeping buckets ordered by start.
-func (w *memWindow) add(b, credits int64) {
-	i := len(w.buckets)
-	for i > 0 && w.buckets[i-1].start > b {
-		i--
-	}
-	if i > 0 && w.buckets[i-1].start == b {
-		w.buckets[i-1].credits += credits
-		return
-	}
-	w.buckets = append(w.buckets, memBucket{})
-	copy(w.buckets[i+1:], w.buckets[i:])
-	w.buckets[i] = memBucket{start: b, credits: credits}
+	w.unmeterDrop(debitDay(d), refundMetered(key, w.used, n), d.Addon)
+	w.used -= n
+	s.judgeNotices(w, key.Org, -1, nil, 0) // re-arm
+	s.unrecord(w, key.Rule, d.Bucket, n)
 }
 
 // retryAfter returns the ms until need credits have freed up, walking the oldest first.
 func (s *MemoryStore) retryAfter(w *memWindow, need, now int64) int64 {
 	var got int64
-	for _, b := range w.buckets {
-		got += b.credits
-		if got >= need {
-			return b.start + s.bucket + s.window - now
+	after := s.window + s.bucket
+	w.buckets.each(s.bucket, func(start, credits int64) bool {
+		if got += credits; got >= need {
+			after = start + s.bucket + s.window - now
+			return false
 		}
-	}
-	return s.window + s.bucket
+		return true
+	})
+	return after
 }
 
 func (s *MemoryStore) reset(w *memWindow, now int64) int64 {
-	if len(w.buckets) == 0 {
+	if w.buckets.empty() {
 		return 0
 	}
-	return w.buckets[0].start + s.bucket + s.window - now
+	return w.buckets.oldest() + s.bucket + s.window - now
 }

@@ -100,7 +100,7 @@ func (s *MemoryStore) Settle(_ context.Context, key Key, d Decision, cost int64,
 	case !ok:
 		r = callRecord{state: 'd', bucket: d.Bucket, cost: d.Cost, addon: d.Addon, day: debitDay(d)}
 	}
-	w.expire(ms - s.window - s.bucket) // what spend would expire first: no longer held
+	w.used -= w.buckets.expire(ms-s.window-s.bucket, s.bucket) // what spend would expire first: no longer held
 	if r.settled {
 		return Settlement{Cost: r.cost, Used: w.used}, nil // a resend
 	}
@@ -108,35 +108,23 @@ func (s *MemoryStore) Settle(_ context.Context, key Key, d Decision, cost int64,
 	// The window: the difference goes into the debit's bucket, if it is still there.
 	var moved int64
 	before := w.used
-	live := -1
-	for i := range w.buckets {
-		if w.buckets[i].start == r.bucket {
-			live = i
-			break
-		}
-	}
-	if live >= 0 {
-		b := &w.buckets[live]
-		moved = cost - r.cost
-		if moved < 0 {
-			moved = -min(-moved, b.credits)
-		}
-		b.credits += moved
-		w.used += moved
-		if moved > 0 {
+	live := w.buckets.held(r.bucket, s.bucket) > 0
+	if live {
+		switch moved = cost - r.cost; {
+		case moved > 0:
+			w.buckets.add(r.bucket, moved, s.bucket, ringSlots(s.window, s.bucket))
 			s.record(w, key.Rule, r.bucket, moved, ms)
-		} else {
+		case moved < 0:
+			moved = -w.buckets.take(r.bucket, -moved, s.bucket)
 			s.unrecord(w, key.Rule, r.bucket, -moved)
 		}
-		if b.credits == 0 {
-			w.buckets = append(w.buckets[:live], w.buckets[live+1:]...)
-		}
+		w.used += moved
 	}
 
 	// Billing, as settle.lua meters it.
 	addon := r.addon
 	if key.addons() {
-		if live >= 0 {
+		if live {
 			switch change := aboveFree(key.Free, before, w.used); {
 			case change > 0:
 				w.meterDay(r.day, change)

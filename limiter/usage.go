@@ -203,15 +203,16 @@ func (s *MemoryStore) Usage(_ context.Context, key Key, now time.Time) (Usage, e
 	defer w.mu.Unlock()
 	cutoff := ms - s.window - s.bucket
 	first := true
-	for _, b := range w.buckets {
-		if b.start <= cutoff {
-			continue
+	w.buckets.each(s.bucket, func(start, credits int64) bool {
+		if start <= cutoff {
+			return true
 		}
 		if first {
-			u.Reset, first = time.Duration(b.start+s.bucket+s.window-ms)*time.Millisecond, false
+			u.Reset, first = time.Duration(start+s.bucket+s.window-ms)*time.Millisecond, false
 		}
-		u.Used += b.credits
-	}
+		u.Used += credits
+		return true
+	})
 	u.Addon, u.AddonSet = w.addon, w.addonSet
 	for _, exp := range w.leases {
 		if exp > ms {

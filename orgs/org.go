@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unique"
 
 	"github.com/creditgate/creditgate/internal/configfile"
 )
@@ -284,7 +285,7 @@ func setField(o *Org, name, value string) error {
 		if !validEdition(value) {
 			return fmt.Errorf(`field "edition": must be lower-case letters, digits and "-", got %s`, quote(value))
 		}
-		o.Edition = value
+		o.Edition = unique.Make(value).Value() // a million orgs share a few editions
 	case "commercial":
 		b, err := strconv.ParseBool(value)
 		if err != nil {

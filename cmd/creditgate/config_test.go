@@ -47,8 +47,8 @@ func TestLoadConfigProduction(t *testing.T) {
 		{1, 5000},  // explicit limit
 	}
 	for _, tt := range tests {
-		if got := cfg.orgSet.LimitOf(&cfg.orgSet.orgs[tt.org]); got != tt.want {
-			t.Errorf("limit of %s = %d, want %d", cfg.orgSet.orgs[tt.org].ID, got, tt.want)
+		if got := cfg.orgSet.LimitOf(cfg.orgSet.dir.At(tt.org)); got != tt.want {
+			t.Errorf("limit of %s = %d, want %d", cfg.orgSet.dir.At(tt.org).ID, got, tt.want)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -128,15 +129,18 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 		if err != nil {
 			return err
 		}
-		cfg.orgSet = &orgSet{Plans: plans.New(plans.BuiltinEditions(), cfg.billing()), orgs: list, dir: dir}
+		cfg.orgSet = &orgSet{Plans: plans.New(plans.BuiltinEditions(), cfg.billing()), dir: dir}
 		if adminTokens.Len() == 0 {
 			demoToken = demoAdminToken
 			adminTokens = demoAdminTokens()
 			cfg.adminTokens = adminTokens // for the start-up log
 		}
 	}
-	// The plans in force. The gateway asks for limits only when it is handed the orgs
-	// (gw.SetOrgs), so a reload stores the new plans first and then hands over their orgs.
+	// The plans in force. The gateway asks for an org's limits when it prepares the org: on
+	// its first call, or when handed the orgs (gw.SetOrgs) for those in use. A reload stores
+	// the new plans first and then hands over their orgs, so no org of the new set is prepared
+	// with the old plans (a call that began before the reload and prepares its org meanwhile
+	// may get the new plans' figures).
 	var current atomic.Pointer[orgSet]
 	current.Store(cfg.orgSet)
 
@@ -196,6 +200,10 @@ func run(ctx context.Context, environ map[string]string, stdout io.Writer) error
 	defer gw.Close()
 	quiet := gw.BreakerOpen
 	redisLog.quiet.Store(&quiet)
+	// Reading a large orgs file leaves its text and the parsed copy behind (with a million
+	// orgs, twice what the orgs then hold): collected and given back to the system before
+	// serving rather than held at the process's peak.
+	debug.FreeOSMemory()
 
 	proxyLn, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {

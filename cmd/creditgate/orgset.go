@@ -15,8 +15,7 @@ import (
 // built.
 type orgSet struct {
 	*plans.Plans
-	orgs []orgs.Org
-	dir  *orgs.Directory
+	dir *orgs.Directory
 }
 
 // loadOrgSet reads the editions and orgs the configuration names, and checks the orgs against
@@ -65,14 +64,17 @@ func (c *Config) loadOrgSet() (*orgSet, error) {
 			}
 		}
 	}
-	p.orgs = append(fromEnv, fromFile...)
-	if len(p.orgs) == 0 && (c.OrgMode != "jwt" || c.JWTDefaultPlan == "") {
+	all := fromFile // a file may hold a million orgs: not copied when it holds them all
+	if len(fromEnv) > 0 {
+		all = append(fromEnv, fromFile...)
+	}
+	if len(all) == 0 && (c.OrgMode != "jwt" || c.JWTDefaultPlan == "") {
 		errs = append(errs, errors.New("CREDITGATE_ORGS: no orgs configured (nor in CREDITGATE_ORGS_FILE)"))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	dir, err := orgs.NewDirectory(p.orgs)
+	dir, err := orgs.NewDirectory(all)
 	if err != nil {
 		src := "CREDITGATE_ORGS"
 		switch {

@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"Refund", testRefund},
 		{"RefundOldestMovesReset", testRefundOldest},
 		{"IdleLongerThanWindow", testIdle},
+		{"ManyBucketsThenFew", testManyBucketsThenFew},
 		{"OrgsAreIndependent", testOrgsIndependent},
 		{"NegativeCost", testNegativeCost},
 		{"LimitChange", testLimitChange},
@@ -298,6 +299,61 @@ func testRefundOldest(t *testing.T, newStore NewStore) {
 	if want := bucketEnd(t0.Add(5*time.Hour), minute).Add(day).Sub(now); d.RetryAfter != want {
 		t.Fatalf("RetryAfter = %s, want %s", d.RetryAfter, want)
 	}
+}
+
+// testManyBucketsThenFew: an org that debits in most buckets of its window, then in few,
+// then in many again reads the same all along (a store may lay out a busy window otherwise
+// than a quiet one): used, reset, retry-after, and refunds of the oldest, newest and a
+// middle bucket, with a window of 20 buckets.
+func testManyBucketsThenFew(t *testing.T, newStore NewStore) {
+	const window, bucket = 20 * time.Second, time.Second
+	s := newStore(t, limiter.Options{Window: window, Bucket: bucket})
+	k := limiter.NewKey(newOrg(), 20)
+	b0 := bucketEnd(t0, bucket)
+	at := func(i int) time.Time { return b0.Add(time.Duration(i)*bucket + 500*time.Millisecond) } // in bucket i
+	freed := func(i int) time.Time { return b0.Add(time.Duration(i)*bucket + bucket + window) }   // bucket i's credits
+	refund := func(d limiter.Decision) {
+		t.Helper()
+		if err := s.Refund(context.Background(), k, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(at time.Time, used int64, reset time.Duration) {
+		t.Helper()
+		if d := mustAllow(t, s, k, 0, at); d.Used != used || d.Reset != reset {
+			t.Fatalf("at +%s: used %d, reset %s; want %d, %s", at.Sub(b0), d.Used, d.Reset, used, reset)
+		}
+	}
+
+	var ds []limiter.Decision
+	for i := range 15 { // buckets 0…14
+		ds = append(ds, mustAllow(t, s, k, 1, at(i)))
+	}
+	check(at(14), 15, freed(0).Sub(at(14)))
+	refund(ds[0])  // the oldest
+	refund(ds[14]) // the newest
+	refund(ds[7])  // one in the middle
+	check(at(14), 12, freed(1).Sub(at(14)))
+	// 12 held, 10 more needs 2 freed: buckets 1 and 2.
+	if d := mustReject(t, s, k, 10, at(14)); d.RetryAfter != freed(2).Sub(at(14)) {
+		t.Fatalf("retry after %s, want %s", d.RetryAfter, freed(2).Sub(at(14)))
+	}
+
+	// At +33.5 s buckets up to 12 have expired: only bucket 13 is left.
+	check(at(33), 1, freed(13).Sub(at(33)))
+	ds = ds[:0]
+	for i := 34; i < 46; i++ { // 12 buckets again (bucket 13 expires meanwhile)
+		ds = append(ds, mustAllow(t, s, k, 1, at(i)))
+	}
+	check(at(45), 12, freed(34).Sub(at(45)))
+	refund(ds[0]) // bucket 34, the oldest
+	refund(ds[6]) // bucket 40
+	check(at(45), 10, freed(35).Sub(at(45)))
+	if d := mustReject(t, s, k, 15, at(45)); d.RetryAfter != freed(39).Sub(at(45)) { // 35…39, 41
+		t.Fatalf("retry after %s, want %s", d.RetryAfter, freed(39).Sub(at(45)))
+	}
+	check(at(80), 0, 0)
+	mustAllow(t, s, k, 20, at(80))
 }
 
 // testIdle: an org idle for longer than a window starts afresh, and one idle for less keeps
