@@ -142,12 +142,18 @@ func goals(h *httpResults, storeScript time.Duration, saturated orgMemory) []goa
 		{g: goal{name: fmt.Sprintf("%s orgs from a file: ready in ≤ %s", fmtInt(manyOrgsTarget), manyOrgsReadyMax),
 			bound: float64(manyOrgsReadyMax), atMost: true}, measure: func(g *goal) {
 			g.value = float64(r.many.ready)
-			g.shown = fmt.Sprintf("%s (%s orgs)", r.many.ready.Round(time.Millisecond), fmtInt(float64(r.many.orgs)))
+			g.shown = r.many.ready.Round(time.Millisecond).String()
+			if r.many.timedOut {
+				g.shown = "not ready within " + g.shown
+			}
 		}, many: true},
 		{g: goal{name: fmt.Sprintf("%s orgs from a file: peak RSS ≤ %d MiB", fmtInt(manyOrgsTarget), manyOrgsMemoryMax>>20),
 			bound: manyOrgsMemoryMax, atMost: true}, measure: func(g *goal) {
 			g.value = float64(r.many.peak)
 			g.shown = fmt.Sprintf("%d MiB (%d MiB resident when ready)", r.many.peak>>20, r.many.rss>>20)
+			if r.many.timedOut {
+				g.shown = fmt.Sprintf("%d MiB when the wait ended, not ready: at least that", r.many.peak>>20)
+			}
 		}, many: true},
 	}
 	var out []goal

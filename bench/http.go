@@ -216,6 +216,13 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 	res.redis64 = &target{name: "gateway, Redis store", p: gwRedis, key: benchKey, redis: true}
 	res.piped64 = &target{name: "gateway, Redis, pipelined", p: gwPiped, key: benchKey, redis: true}
 	fmt.Fprintf(os.Stderr, "the Redis store, plain and pipelined, at %d connections…\n", res.conns64)
+	for _, t := range []*target{res.redis64, res.piped64} { // warm up the new connections
+		if o.useWrk {
+			_, _ = wrkRun(t.url(), t.key, o.threads, res.conns64, time.Second)
+		} else {
+			closedLoop(t.url(), t.key, res.conns64, time.Second)
+		}
+	}
 	if err := rounds([]*target{res.redis64, res.piped64}, res.conns64, func(int) {}); err != nil {
 		return nil, err
 	}
@@ -365,10 +372,13 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 	switch {
 	case res.manyErr != nil:
 		fmt.Fprintf(out, "start with %s orgs from a file: failed: %v\n", fmtInt(float64(o.manyOrgs)), res.manyErr)
+	case res.many.timedOut:
+		fmt.Fprintf(out, "start with %s orgs from a file (%s MB, JSON, two keys each): not ready within %s, RSS %d MiB then (peak %d MiB)\n",
+			fmtInt(float64(res.many.orgs)), fmtInt(float64(res.many.fileBytes)/1e6), manyOrgsWait, res.many.rss>>20, res.many.peak>>20)
 	case o.manyOrgs > 0:
-		fmt.Fprintf(out, "start with %s orgs from a file (%s MB, JSON, two keys each): ready in %s, RSS %s MB (peak %s MB)\n",
+		fmt.Fprintf(out, "start with %s orgs from a file (%s MB, JSON, two keys each): ready in %s, RSS %d MiB (peak %d MiB)\n",
 			fmtInt(float64(res.many.orgs)), fmtInt(float64(res.many.fileBytes)/1e6), res.many.ready.Round(time.Millisecond),
-			fmtInt(float64(res.many.rss)/1e6), fmtInt(float64(res.many.peak)/1e6))
+			res.many.rss>>20, res.many.peak>>20)
 	}
 	fmt.Fprintln(out)
 	return res, nil

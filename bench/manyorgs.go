@@ -20,8 +20,12 @@ type manyOrgs struct {
 	orgs      int
 	fileBytes int64
 	ready     time.Duration // from exec to the first 200 from /readyz
+	timedOut  bool          // not ready within manyOrgsWait: ready is that wait, rss and peak at its end
 	rss, peak int64         // bytes resident when ready, and the peak until then (VmRSS, VmHWM)
 }
+
+// manyOrgsWait bounds the wait for readiness, so a slow start costs the bench a minute at most.
+const manyOrgsWait = time.Minute
 
 // writeOrgsFile writes n orgs as CREDITGATE_ORGS_FILE JSON to path, shaped as the orgs
 // package's load benchmark shapes them: an edition, users, and two keys each, the first
@@ -91,7 +95,7 @@ func startManyOrgs(bin, dir, upstream string, n int) (manyOrgs, error) {
 		_ = cmd.Process.Kill()
 		<-exited
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), manyOrgsWait)
 	defer cancel()
 	c := &http.Client{Timeout: time.Second}
 	for {
@@ -107,8 +111,11 @@ func startManyOrgs(bin, dir, upstream string, n int) (manyOrgs, error) {
 		case <-exited:
 			return m, fmt.Errorf("gateway with %d orgs exited before ready: %s", n, errOut.String())
 		case <-ctx.Done():
-			return m, fmt.Errorf("gateway with %d orgs not ready within 2 minutes", n)
+			m.timedOut = true
 		case <-time.After(10 * time.Millisecond):
+		}
+		if m.timedOut {
+			break
 		}
 	}
 	m.ready = time.Since(start)
