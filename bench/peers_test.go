@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +23,7 @@ func TestPeersLimitPerKey(t *testing.T) {
 	defer upstream.Close()
 	up := strings.TrimPrefix(upstream.URL, "http://")
 	small := peerLimit{calls: 3, window: time.Minute}
+	var traefikRedis *redistest.Server // the Redis of the traefik-redis case
 
 	traefik, err := findPeer("", "CREDITGATE_BENCH_TRAEFIK", "traefik")
 	if err != nil {
@@ -38,8 +40,8 @@ func TestPeersLimitPerKey(t *testing.T) {
 		start func(t *testing.T, lim peerLimit) (*proc, error)
 	}{
 		{"traefik-redis", traefik, traefikNeverReached, func(t *testing.T, lim peerLimit) (*proc, error) {
-			srv := redistest.Start(t)
-			return startTraefik(traefik, t.TempDir(), "traefik-redis", up, srv.Addr, lim, 32)
+			traefikRedis = redistest.Start(t)
+			return startTraefik(traefik, t.TempDir(), "traefik-redis", up, traefikRedis.Addr, lim, 32)
 		}},
 		{"traefik-memory", traefik, traefikNeverReached, func(t *testing.T, lim peerLimit) (*proc, error) {
 			return startTraefik(traefik, t.TempDir(), "traefik-memory", up, "", lim, 32)
@@ -73,6 +75,15 @@ func TestPeersLimitPerKey(t *testing.T) {
 			}
 			if got := status(t, c, url, "key-b"); got != http.StatusOK {
 				t.Fatalf("first call of key-b after key-a's limit: status %d, want 200", got)
+			}
+			if tt.name == "traefik-redis" {
+				// The buckets are in Redis, one per API key.
+				for _, key := range []string{"key-a", "key-b"} {
+					keys, err := traefikRedis.Client.Keys(context.Background(), "rate:*:"+key).Result()
+					if err != nil || len(keys) != 1 {
+						t.Fatalf("Traefik's keys in Redis for %s: %v (%v), want one", key, keys, err)
+					}
+				}
 			}
 			p.stop()
 
