@@ -123,6 +123,9 @@ func goals(h *httpResults, storeScript time.Duration, saturated orgMemory) []goa
 			g.value = float64(r.p99[r.redis] - r.p99[r.tuned])
 			g.shown = fmt.Sprintf("%s (p99 %s vs %s at %s req/s)", fmtSigned(time.Duration(g.value)),
 				fmtDur(r.p99[r.redis]), fmtDur(r.p99[r.tuned]), fmtInt(r.rate))
+			if r.redis.rps() < r.rate {
+				g.shown += ", above the Redis row's saturation"
+			}
 		}},
 		{g: goal{name: fmt.Sprintf("pipelined ≥ %.2f× the plain Redis store at 64 connections", pipelinedVsPlain),
 			bound: pipelinedVsPlain}, measure: func(g *goal) {

@@ -84,7 +84,7 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 		return nil, err
 	}
 	upEnv := "CREDITGATE_BENCH_UPSTREAM=http://" + upstream.addr
-	idle := max(o.conns, 64) // at least the load's connections, at 64 too
+	idle := max(o.conns, 64, openLoopConns) // at least the load's connections, in every part
 	stock, err := start(startRole("stock", upEnv, idleConnsEnv+"="+strconv.Itoa(idle)))
 	if err != nil {
 		return nil, err
@@ -358,6 +358,9 @@ func httpBench(out io.Writer, o httpOpts, tmp string, rds *proc, rc *redis.Clien
 		}
 		if failures > 0 {
 			vsTuned += fmt.Sprintf(" (%d failed)", failures)
+		}
+		if t.rps() < res.rate {
+			vsTuned += " (rate above its saturation)" // its queue grows for the whole run
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", t.name, fmtDur(time.Duration(median(p50s))), fmtDur(res.p99[t]),
 			vsTuned, vsStock, fmtDur(waits[t]/time.Duration(len(t.fixed))))
