@@ -112,8 +112,10 @@ func goals(h *httpResults, storeScript time.Duration, saturated orgMemory) []goa
 		{g: goal{name: "spend.lua ≤ " + fmtDur(spendScriptMax) + " of Redis per call (default layout, no cap)",
 			bound: float64(spendScriptMax), atMost: true}, measure: func(g *goal) {
 			g.value = float64(r.redis.scriptPerCall())
-			g.shown = fmt.Sprintf("%s (gateway's Redis row; a concurrency cap adds %s a call, its release included)",
-				fmtDur(r.redis.scriptPerCall()), fmtSigned(r.capped.scriptPerCall()-r.redis.scriptPerCall()))
+			// commandstats counts wall time: a script preempted on a busy machine counts longer,
+			// so the runs of RedisStore alone (no HTTP load beside Redis) are shown too.
+			g.shown = fmt.Sprintf("%s (gateway's Redis row; a concurrency cap adds %s a call, its release included; RedisStore runs alone %s)",
+				fmtDur(r.redis.scriptPerCall()), fmtSigned(r.capped.scriptPerCall()-r.redis.scriptPerCall()), fmtDur(storeScript))
 		}, alone: func(g *goal) {
 			g.value = float64(storeScript)
 			g.shown = fmtDur(storeScript) + " (RedisStore runs, with the debit's record)"
