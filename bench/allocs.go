@@ -7,6 +7,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/creditgate/creditgate/costtable"
@@ -54,12 +55,15 @@ func measureAllocs(name string, h http.Handler) allocs {
 	return allocs{name: name, allocs: r.AllocsPerOp(), bytes: r.AllocedBytesPerOp(), nsPerOp: r.NsPerOp()}
 }
 
-// hotPathAllocs compares a bare default ReverseProxy with the gateway (memory store), both over
-// the canned transport.
+// hotPathAllocs compares a stock ReverseProxy, the same with the gateway's buffer pool, and the
+// gateway (memory store), all over the canned transport.
 func hotPathAllocs() ([]allocs, error) {
 	up, _ := url.Parse("http://upstream.invalid")
-	bare := httputil.NewSingleHostReverseProxy(up)
-	bare.Transport = cannedTransport{}
+	stock := httputil.NewSingleHostReverseProxy(up)
+	stock.Transport = cannedTransport{}
+	tuned := httputil.NewSingleHostReverseProxy(up)
+	tuned.Transport = cannedTransport{}
+	tuned.BufferPool = &bufferPool{p: sync.Pool{New: func() any { return make([]byte, 32<<10) }}}
 
 	store, err := limiter.NewMemoryStore(limiter.Options{})
 	if err != nil {
@@ -85,7 +89,8 @@ func hotPathAllocs() ([]allocs, error) {
 		return nil, err
 	}
 	return []allocs{
-		measureAllocs("bare ReverseProxy (default)", bare),
+		measureAllocs("ReverseProxy, stock", stock),
+		measureAllocs("ReverseProxy, BufferPool", tuned),
 		measureAllocs("gateway, memory store", gw),
 	}, nil
 }

@@ -154,10 +154,13 @@ func closedLoop(url, key string, conns int, d time.Duration) load {
 	return l
 }
 
+// openLoopConns is how many connections openLoop may open (one per request in flight).
+const openLoopConns = 128
+
 // openLoop sends rate requests per second for d, on schedule whatever the answers' pace, and
 // measures each latency from its scheduled start (so a stall is not hidden by sending less).
 func openLoop(url, key string, rate float64, d time.Duration) load {
-	const workers = 128
+	const workers = openLoopConns
 	c := newClient(workers)
 	defer c.CloseIdleConnections()
 	n := int(rate * d.Seconds())

@@ -47,17 +47,29 @@ func runRole() bool {
 			w.Header()["Content-Type"] = []string{"application/json"}
 			_, _ = w.Write(body)
 		})
-	case "bare", "bare-tuned":
+	case "stock", "tuned":
 		up, err := url.Parse(os.Getenv("CREDITGATE_BENCH_UPSTREAM"))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		p := httputil.NewSingleHostReverseProxy(up) // every setting left at its default
-		// but its log: the load generator's connections cut at the end of each run would
+		p := httputil.NewSingleHostReverseProxy(up)
+		// Its log off: the load generator's connections cut at the end of each run would
 		// fill the terminal.
 		p.ErrorLog = log.New(io.Discard, "", 0)
-		if role == "bare-tuned" {
+		switch role {
+		case "stock":
+			// http.DefaultTransport but for its idle pool, which keeps 2 connections per
+			// host: under a load of more connections it would measure TCP set-up, not a proxy.
+			idle, err := strconv.Atoi(os.Getenv(idleConnsEnv))
+			if err != nil || idle < 1 {
+				fmt.Fprintf(os.Stderr, "%s: want a positive number, got %q\n", idleConnsEnv, os.Getenv(idleConnsEnv))
+				os.Exit(2)
+			}
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.MaxIdleConnsPerHost, tr.MaxIdleConns = idle, max(tr.MaxIdleConns, idle)
+			p.Transport = tr
+		case "tuned":
 			p.Transport = gateway.NewTransport(time.Minute)
 			p.BufferPool = &bufferPool{p: sync.Pool{New: func() any { return make([]byte, 32<<10) }}}
 		}
@@ -139,18 +151,17 @@ func buildGateway(dir string) (string, error) {
 	return bin, nil
 }
 
-// startGateway runs the creditgate binary in front of upstream; redisURL "" means the
-// in-memory store. key is the credential it is checked with (see credential).
-func startGateway(bin, name, upstream, redisURL, orgs, key string, env ...string) (*proc, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
+// gatewayCmd returns the creditgate binary set to serve on free loopback addresses in front of
+// upstream with orgs (CREDITGATE_ORGS); redisURL "" means the in-memory store; env adds to or
+// overrides the settings. It returns the proxy's and the admin listener's addresses.
+func gatewayCmd(bin, upstream, redisURL, orgs string, env ...string) (cmd *exec.Cmd, addr, admin string, err error) {
+	if addr, err = freeAddr(); err != nil {
+		return nil, "", "", err
 	}
-	admin, err := freeAddr()
-	if err != nil {
-		return nil, err
+	if admin, err = freeAddr(); err != nil {
+		return nil, "", "", err
 	}
-	cmd := exec.Command(bin)
+	cmd = exec.Command(bin)
 	cmd.Env = append(os.Environ(),
 		"CREDITGATE_UPSTREAM_URL=http://"+upstream,
 		"CREDITGATE_LISTEN_ADDR="+addr,
@@ -161,6 +172,16 @@ func startGateway(bin, name, upstream, redisURL, orgs, key string, env ...string
 		"CREDITGATE_ADMIN_TOKENS=viewer:bench-viewer-token", // else a warning per gateway
 	)
 	cmd.Env = append(cmd.Env, env...)
+	return cmd, addr, admin, nil
+}
+
+// startGateway runs the creditgate binary in front of upstream; redisURL "" means the
+// in-memory store. key is the credential it is checked with (see credential).
+func startGateway(bin, name, upstream, redisURL, orgs, key string, env ...string) (*proc, error) {
+	cmd, addr, _, err := gatewayCmd(bin, upstream, redisURL, orgs, env...)
+	if err != nil {
+		return nil, err
+	}
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err

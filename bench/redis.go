@@ -98,30 +98,43 @@ func storeDecisions(s limiter.Store, org string, conns, n int) (float64, error) 
 }
 
 // memoryPerOrg saturates one org's 24h window (a debit every 30s for a day, so every
-// one-minute bucket holds credits) and returns MEMORY USAGE of its window keys.
-func memoryPerOrg(ctx context.Context, c *redis.Client, s limiter.Store) (int64, int64, error) {
+// one-minute bucket holds credits) and returns MEMORY USAGE of its keys, and the buckets live.
+func memoryPerOrg(ctx context.Context, c *redis.Client, s limiter.Store) (orgMemory, int64, error) {
 	const org = "bench-memory"
 	k := limiter.NewKey(org, 1_000_000_000)
 	start := time.UnixMilli(1_767_225_600_000)
-	var buckets int64
 	for at := start; at.Before(start.Add(24*time.Hour + time.Minute)); at = at.Add(30 * time.Second) {
 		if _, err := s.Spend(ctx, k, 1, at); err != nil {
-			return 0, 0, err
+			return orgMemory{}, 0, err
 		}
 	}
-	var total int64
-	for _, key := range limiter.NewRedisKeys(org).Window() {
-		b, err := c.MemoryUsage(ctx, key).Result()
-		if err != nil {
-			return 0, 0, fmt.Errorf("MEMORY USAGE %s: %w", key, err)
-		}
-		total += b
+	m, err := orgMemoryUsage(ctx, c, org)
+	if err != nil {
+		return m, 0, err
 	}
 	d, err := s.Spend(ctx, k, 0, start.Add(24*time.Hour+time.Minute))
 	if err != nil {
-		return 0, 0, err
+		return m, 0, err
 	}
 	// Credits held one per 30s, so the live buckets are used/2.
-	buckets = d.Used / 2
-	return total, buckets, nil
+	return m, d.Used / 2, nil
+}
+
+// scriptTime is the time Redis spent running scripts, and the calls, over some runs.
+type scriptTime struct{ calls, usec int64 }
+
+// scriptStats reads the scripts' totals so far (see evalshaCalls); zero when INFO fails.
+func scriptStats(ctx context.Context, c *redis.Client) scriptTime {
+	calls, usec, _ := evalshaCalls(ctx, c)
+	return scriptTime{calls: calls, usec: usec}
+}
+
+// add counts what ran between the totals before and after.
+func (s *scriptTime) add(before, after scriptTime) {
+	s.calls += after.calls - before.calls
+	s.usec += after.usec - before.usec
+}
+
+func (s scriptTime) perCall() time.Duration {
+	return time.Duration(s.usec) * time.Microsecond / time.Duration(max(s.calls, 1))
 }
