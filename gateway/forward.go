@@ -57,6 +57,9 @@ func (g *Gateway) rewrite(rt *route, pr *httputil.ProxyRequest) {
 	if fwd := pr.In.Header["Forwarded"]; len(fwd) > 0 {
 		pr.Out.Header["Forwarded"] = append(fwd[:len(fwd):len(fwd)], forwardedElement(pr.In))
 	}
+	if s := settlingOf(pr.Out); s != nil && s.rule.Header == "" {
+		readableCodings(pr.Out.Header) // settle.go
+	}
 	if g.cfg.StripCredentials && g.cfg.Mode == OrgModeAPIKey {
 		if _, ok := bearerKey(pr.Out.Header.Get("Authorization")); ok {
 			deleteAliases(pr.Out.Header, "Authorization")

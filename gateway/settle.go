@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -327,4 +328,33 @@ func (b *settleBody) end(err error) {
 	default:
 		s.settle(s.rule.Settle(n), false)
 	}
+}
+
+// readableCodings narrows the Accept-Encoding of a call whose answer is counted to the
+// content codings the gateway decodes for counting (decoder): a client that asks for
+// another one alone (br, say) would get an answer the gateway cannot read, and pay only the
+// reservation. Codings it drops are ones the upstream then does without; with none left the
+// field goes, and the transport asks for gzip and decodes it for the client, as for any call
+// that names no coding.
+func readableCodings(h http.Header) {
+	vs, ok := h["Accept-Encoding"]
+	if !ok {
+		return
+	}
+	var keep []string
+	for _, v := range vs {
+		for c := range strings.SplitSeq(v, ",") {
+			c = strings.TrimSpace(c)
+			name, _, _ := strings.Cut(c, ";")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "gzip", "x-gzip", "deflate", "zstd", "identity":
+				keep = append(keep, c)
+			}
+		}
+	}
+	if len(keep) == 0 {
+		delete(h, "Accept-Encoding")
+		return
+	}
+	h["Accept-Encoding"] = []string{strings.Join(keep, ", ")}
 }

@@ -345,3 +345,57 @@ func TestSettleFailModeLocal(t *testing.T) {
 		t.Fatalf("used %d once the ledger is written, want the settled 20 + 3", got)
 	}
 }
+
+// TestSettleAsksOnlyForReadableCodings: a client that accepts only codings the gateway cannot
+// decode for counting (br) does not get an unreadable answer that keeps the reservation: the
+// upstream is asked for what the gateway reads, and the call settles.
+func TestSettleAsksOnlyForReadableCodings(t *testing.T) {
+	f := newSettleFixture(t, nil)
+	var asked atomic.Value
+	f.up.handler = func(w http.ResponseWriter, r *http.Request) {
+		asked.Store(strings.Join(r.Header.Values("Accept-Encoding"), "|"))
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "br") {
+			w.Header().Set("Content-Encoding", "br")
+			_, _ = io.WriteString(w, "\x0b\x01\x80{}\x03") // not counted: the gateway decodes no br
+			return
+		}
+		settleUpstream(w, r)
+	}
+	used := int64(0)
+	for _, tt := range []struct{ accept, sent string }{
+		{"br", ""}, // none left: the transport asks for gzip itself
+		{"br, gzip;q=0.5", "gzip;q=0.5"},
+		{"BR;q=1, *;q=0.1, zstd", "zstd"},
+		{"gzip, deflate, br, zstd", "gzip, deflate, zstd"},
+	} {
+		req, _ := http.NewRequest("GET", f.url+"/list?n=5000", nil)
+		req.Header.Set("Authorization", "Bearer acme-key")
+		req.Header.Set("Accept-Encoding", tt.accept)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		got, _ := asked.Load().(string)
+		if tt.sent == "" && got != "gzip" || tt.sent != "" && got != tt.sent {
+			t.Errorf("Accept-Encoding %q went upstream as %q, want %q", tt.accept, got, tt.sent)
+		}
+		used += 20
+		if u := f.used(t, "acme", 1000); u != used {
+			t.Errorf("Accept-Encoding %q: used %d, want %d (5000 records settle to 20)", tt.accept, u, used)
+		}
+	}
+	// A call that is not counted keeps the client's codings as sent.
+	req, _ := http.NewRequest("GET", f.url+"/report?cost=3", nil)
+	req.Header.Set("Authorization", "Bearer acme-key")
+	req.Header.Set("Accept-Encoding", "br")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got, _ := asked.Load().(string); got != "br" {
+		t.Errorf("a header-priced call's Accept-Encoding went upstream as %q, want br", got)
+	}
+}
