@@ -59,6 +59,10 @@ func (g *Gateway) rewrite(rt *route, pr *httputil.ProxyRequest) {
 	}
 	if s := settlingOf(pr.Out); s != nil && s.rule.Header == "" {
 		readableCodings(pr.Out.Header) // settle.go
+		// A part of an answer cannot be counted: a client could fetch a long list in ranges,
+		// each keeping only its reservation. A counted call gets its answer whole.
+		delete(pr.Out.Header, "Range")
+		delete(pr.Out.Header, "If-Range")
 	}
 	if g.cfg.StripCredentials && g.cfg.Mode == OrgModeAPIKey {
 		if _, ok := bearerKey(pr.Out.Header.Get("Authorization")); ok {

@@ -399,3 +399,29 @@ func TestSettleAsksOnlyForReadableCodings(t *testing.T) {
 		t.Errorf("a header-priced call's Accept-Encoding went upstream as %q, want br", got)
 	}
 }
+
+// TestSettleAnswersWhole: a counted call asking for a range of its answer gets it whole, and
+// pays for all of it: parts would each keep only the reservation.
+func TestSettleAnswersWhole(t *testing.T) {
+	f := newSettleFixture(t, nil)
+	body := listBody(5000)
+	f.up.handler = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		http.ServeContent(w, r, "list.json", time.Time{}, strings.NewReader(body))
+	}
+	req, _ := http.NewRequest("GET", f.url+"/list", nil)
+	req.Header.Set("Authorization", "Bearer acme-key")
+	req.Header.Set("Range", "bytes=0-99")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(got) != len(body) {
+		t.Errorf("a ranged counted call answered %d with %d bytes, want 200 with all %d", resp.StatusCode, len(got), len(body))
+	}
+	if u := f.used(t, "acme", 1000); u != 20 {
+		t.Errorf("used %d, want 20 (5000 records)", u)
+	}
+}
