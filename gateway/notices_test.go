@@ -148,6 +148,9 @@ func TestNoticesDeliveredAfterFailures(t *testing.T) {
 		}
 	}
 	m := f.gw.metrics
+	// The receiver has the last attempts; the gateway counts them delivered once it has read
+	// their answers.
+	waitUntil(t, func() bool { return testutil.ToFloat64(m.notices[noticeDelivered]) == 2 })
 	if q, d, r := testutil.ToFloat64(m.notices[noticeQueued]), testutil.ToFloat64(m.notices[noticeDelivered]), testutil.ToFloat64(m.notices[noticeRetried]); q != 2 || d != 2 || r != 4 {
 		t.Errorf("queued %v, delivered %v, retried %v; want 2, 2, 4", q, d, r)
 	}
