@@ -100,7 +100,7 @@ func (p *PipelinedStore) Spend(ctx context.Context, key Key, cost int64, now tim
 
 func (p *PipelinedStore) flusher(ctx context.Context) {
 	batch := make([]*spendCall, 0, p.maxSize)
-	cmds := make([]*redis.Cmd, 0, p.maxSize)
+	cmds := make([]*redis.IntSliceCmd, 0, p.maxSize)
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,7 +125,7 @@ func (p *PipelinedStore) flusher(ctx context.Context) {
 // is the latest of the callers': each caller also gives up at its own. A call whose caller
 // gave up while it waited is not sent: nobody would answer its client, so it must not debit
 // credits or hold a lease.
-func (p *PipelinedStore) flush(batch []*spendCall, cmds []*redis.Cmd) {
+func (p *PipelinedStore) flush(batch []*spendCall, cmds []*redis.IntSliceCmd) {
 	live := batch[:0]
 	for _, c := range batch {
 		if err := c.ctx.Err(); err != nil {
@@ -156,14 +156,14 @@ func (p *PipelinedStore) flush(batch []*spendCall, cmds []*redis.Cmd) {
 	}
 	pipe := p.pipe()
 	for _, c := range batch {
-		cmds = append(cmds, spendScript.queue(ctx, pipe, c.cmd))
+		cmds = append(cmds, spendScript.queueInts(ctx, pipe, c.cmd))
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	for i, c := range batch {
-		c.reply, c.err = cmds[i].Int64Slice()
+		c.reply, c.err = cmds[i].Result()
 		if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
 			// Not run: run it alone, where Run falls back to EVAL.
-			c.reply, c.err = spendScript.run(ctx, p.client, c.keys.spend, c.cmd).Int64Slice()
+			c.reply, c.err = spendScript.runInts(ctx, p.client, c.keys.spend, c.cmd)
 		}
 		if c.lease != "" && (c.err != nil || c.ctx.Err() != nil) {
 			// Nobody will release what it may have taken: the reply was lost, or its caller

@@ -80,7 +80,7 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	keys := key.redis()
 	call := callID(key, cost)
 	cmd := s.spendCommand(keys, key, cost, now, call)
-	reply, err := spendScript.run(ctx, s.client, keys.spend, cmd).Int64Slice()
+	reply, err := spendScript.runInts(ctx, s.client, keys.spend, cmd)
 	if err != nil {
 		if key.Concurrency > 0 && call != "" {
 			s.releaseLost(keys, call)

@@ -32,6 +32,13 @@ type noRetryCmd struct{ *redis.Cmd }
 // NoRetry implements redis.Cmder.
 func (noRetryCmd) NoRetry() bool { return true }
 
+// noRetryInts is a script's command, read as an array of integers, that go-redis sends at
+// most once.
+type noRetryInts struct{ *redis.IntSliceCmd }
+
+// NoRetry implements redis.Cmder.
+func (noRetryInts) NoRetry() bool { return true }
+
 // processor is what a client needs to send a command it did not build: go-redis's
 // *Client, *ClusterClient, *Ring and pipelines have it.
 type processor interface {
@@ -92,17 +99,33 @@ func (s script) run(ctx context.Context, c redis.Scripter, keys []string, cmd []
 	return ec
 }
 
+// runInts is run for a script that replies an array of integers, read straight into
+// []int64 (without the []any of boxed values a redis.Cmd reads first).
+func (s script) runInts(ctx context.Context, c redis.Scripter, keys []string, cmd []any) ([]int64, error) {
+	p, ok := c.(processor)
+	if !ok {
+		return s.Script.Run(ctx, c, keys, cmd[3+len(keys):]...).Int64Slice()
+	}
+	ic := intsCmd(ctx, cmd)
+	_ = p.Process(ctx, noRetryInts{ic})
+	if err := ic.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		ic = intsCmd(ctx, s.eval(cmd))
+		_ = p.Process(ctx, noRetryInts{ic})
+	}
+	return ic.Result()
+}
+
 // eval returns cmd, an EVALSHA built by command, as EVAL of the script's source.
 func (s script) eval(cmd []any) []any {
 	return append([]any{"eval", s.src}, cmd[2:]...)
 }
 
-// queue adds cmd, built by command, to pipe, to be sent at most once; its NOSCRIPT error
-// (not run) is the caller's to handle, with run.
-func (s script) queue(ctx context.Context, pipe redis.Pipeliner, cmd []any) *redis.Cmd {
-	ec := evalCmd(ctx, cmd)
-	_ = pipe.Process(ctx, noRetryCmd{ec})
-	return ec
+// queueInts adds cmd, built by command, to pipe, to be sent at most once and its reply read
+// as runInts reads it; its NOSCRIPT error (not run) is the caller's to handle, with runInts.
+func (s script) queueInts(ctx context.Context, pipe redis.Pipeliner, cmd []any) *redis.IntSliceCmd {
+	ic := intsCmd(ctx, cmd)
+	_ = pipe.Process(ctx, noRetryInts{ic})
+	return ic
 }
 
 // evalCmd is the go-redis command of cmd, an EVAL or EVALSHA built by command.
@@ -112,4 +135,13 @@ func evalCmd(ctx context.Context, cmd []any) *redis.Cmd {
 		ec.SetFirstKeyPos(3)
 	}
 	return ec
+}
+
+// intsCmd is evalCmd for a reply read as an array of integers.
+func intsCmd(ctx context.Context, cmd []any) *redis.IntSliceCmd {
+	ic := redis.NewIntSliceCmd(ctx, cmd...)
+	if cmd[2] != 0 {
+		ic.SetFirstKeyPos(3)
+	}
+	return ic
 }
