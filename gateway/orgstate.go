@@ -117,7 +117,8 @@ func (g *Gateway) newOrgState(o *orgs.Org, s *orgSeries, prev *orgState) *orgSta
 	if cfg.AddonPlanOf != nil {
 		t.plan = cfg.AddonPlanOf(o)
 		if t.plan.Monthly > 0 {
-			t.period = &limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, MaxAdditional: t.plan.Cap, AnchorDay: t.plan.AnchorDay}
+			p := limiter.PeriodKey{Org: o.ID, Monthly: t.plan.Monthly, Additional: t.plan.Addon, MaxAdditional: t.plan.Cap, AnchorDay: t.plan.AnchorDay}.Prepared()
+			t.period = &p
 		} else if t.plan.Cap > 0 {
 			t.key = t.key.WithAddons(t.plan.Free, t.plan.Addon, t.plan.Cap)
 			l = strconv.FormatInt(t.key.Limit, 10)

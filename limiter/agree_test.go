@@ -264,7 +264,7 @@ func (h releaseSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		err := next(ctx, cmd)
 		args := cmd.Args()
 		if err == nil && len(args) > 4 && (cmd.Name() == "evalsha" || cmd.Name() == "eval") &&
-			args[3] == h.keys.InFlight && args[4] == h.keys.Heavy {
+			argString(args[3]) == h.keys.InFlight && argString(args[4]) == h.keys.Heavy {
 			select {
 			case h.released <- struct{}{}:
 			default:
@@ -272,6 +272,14 @@ func (h releaseSeen) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		return err
 	}
+}
+
+// argString is a command's argument as go-redis writes it: the scripts' keys go in as *string.
+func argString(a any) string {
+	if p, ok := a.(*string); ok {
+		return *p
+	}
+	return fmt.Sprint(a)
 }
 
 func (h releaseSeen) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {

@@ -28,6 +28,23 @@ type PeriodKey struct {
 	MaxAdditional int64
 	// AnchorDay is the day of the month (1 to 28) each period starts on, at 00:00 UTC.
 	AnchorDay int
+
+	redisKeys *RedisKeys // built by Prepared; nil: built per call
+}
+
+// Prepared returns k with its Redis key names built, for a PeriodKey kept per org: its calls
+// then build none.
+func (k PeriodKey) Prepared() PeriodKey {
+	k.redisKeys = k.redis()
+	return k
+}
+
+// redis returns k's Redis keys: those Prepared built, else new ones.
+func (k PeriodKey) redis() *RedisKeys {
+	if k.redisKeys != nil {
+		return k.redisKeys
+	}
+	return NewRedisKeys(k.Org)
 }
 
 // PeriodDecision is the result of counting one call of a monthly plan.
@@ -93,8 +110,9 @@ func (s *RedisStore) SpendCall(ctx context.Context, k PeriodKey, now time.Time, 
 	if count {
 		mode = "spend"
 	}
-	v, err := periodScript.Run(ctx, s.client, NewRedisKeys(k.Org).period,
-		periodArgs(k, mode, msArg(now), "", "")...).Int64Slice()
+	keys := k.redis().period
+	cmd := appendPeriodArgs(periodScript.command(keys, periodArgc), k, mode, msArg(now), "", "")
+	v, err := periodScript.runInts(ctx, s.client, keys, cmd)
 	if err != nil {
 		return PeriodDecision{}, fmt.Errorf("period %s: %w", k.Org, err)
 	}
@@ -115,19 +133,23 @@ func (s *RedisStore) RefundCall(ctx context.Context, k PeriodKey, d PeriodDecisi
 	if !d.Allowed {
 		return nil
 	}
-	args := periodArgs(k, "refund", "", strconv.FormatInt(Day(d.Start), 10), strconv.FormatInt(d.Day, 10))
-	if err := periodScript.Run(ctx, s.client, NewRedisKeys(k.Org).period, args...).Err(); err != nil {
+	keys := k.redis().period
+	cmd := appendPeriodArgs(periodScript.command(keys, periodArgc), k, "refund", "", strconv.FormatInt(Day(d.Start), 10), strconv.FormatInt(d.Day, 10))
+	if err := periodScript.run(ctx, s.client, keys, cmd).Err(); err != nil {
 		return fmt.Errorf("period refund %s: %w", k.Org, err)
 	}
 	return nil
 }
 
-// periodArgs returns period.lua's ARGV, in the groups of its header: the call (mode, now, and
-// for a refund the period start and the call's day), the plan, the store.
-func periodArgs(k PeriodKey, mode, now, start, day string) []any {
-	return []any{mode, now, start, day, // the call
+// periodArgc is the length of period.lua's ARGV.
+const periodArgc = 9
+
+// appendPeriodArgs appends period.lua's ARGV to cmd, in the groups of its header: the call
+// (mode, now, and for a refund the period start and the call's day), the plan, the store.
+func appendPeriodArgs(cmd []any, k PeriodKey, mode, now, start, day string) []any {
+	return append(cmd, mode, now, start, day, // the call
 		k.Monthly, k.Additional, k.MaxAdditional, k.AnchorDay, // the plan
-		meterDaysArg} // the store
+		meterDaysArg) // the store
 }
 
 // periodReply is period.lua's reply, field for field (its header says what each means).

@@ -33,7 +33,7 @@ type PipelinedStore struct {
 type spendCall struct {
 	ctx   context.Context
 	keys  *RedisKeys
-	args  []any
+	cmd   []any  // spend.lua's EVALSHA
 	lease string // the lease the call takes, if any
 	reply []int64
 	err   error
@@ -68,17 +68,17 @@ func (p *PipelinedStore) Spend(ctx context.Context, key Key, cost int64, now tim
 	}
 	keys := key.redis()
 	call := callID(key, cost)
-	args := p.spendArgs(key, cost, now, call)
+	cmd := p.spendCommand(keys, key, cost, now, call)
 	var lease string
 	if key.Concurrency > 0 {
 		lease = call
 	}
 	c := spendCalls.Get().(*spendCall)
-	c.ctx, c.keys, c.args, c.lease = ctx, keys, args, lease
+	c.ctx, c.keys, c.cmd, c.lease = ctx, keys, cmd, lease
 	select {
 	case p.queue <- c:
 	case <-ctx.Done():
-		c.ctx, c.keys, c.args = nil, nil, nil
+		c.ctx, c.keys, c.cmd = nil, nil, nil
 		spendCalls.Put(c)
 		return Decision{}, fmt.Errorf("spend %s: %w", key.Org, ctx.Err())
 	}
@@ -90,7 +90,7 @@ func (p *PipelinedStore) Spend(ctx context.Context, key Key, cost int64, now tim
 		return Decision{Call: call}, fmt.Errorf("spend %s: %w", key.Org, ctx.Err())
 	}
 	reply, err := c.reply, c.err
-	c.ctx, c.keys, c.args, c.lease, c.reply, c.err = nil, nil, nil, "", nil, nil
+	c.ctx, c.keys, c.cmd, c.lease, c.reply, c.err = nil, nil, nil, "", nil, nil
 	spendCalls.Put(c)
 	if err != nil {
 		return Decision{Call: call}, fmt.Errorf("spend %s: %w", key.Org, err)
@@ -100,7 +100,7 @@ func (p *PipelinedStore) Spend(ctx context.Context, key Key, cost int64, now tim
 
 func (p *PipelinedStore) flusher(ctx context.Context) {
 	batch := make([]*spendCall, 0, p.maxSize)
-	cmds := make([]*redis.Cmd, 0, p.maxSize)
+	cmds := make([]*redis.IntSliceCmd, 0, p.maxSize)
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,7 +125,7 @@ func (p *PipelinedStore) flusher(ctx context.Context) {
 // is the latest of the callers': each caller also gives up at its own. A call whose caller
 // gave up while it waited is not sent: nobody would answer its client, so it must not debit
 // credits or hold a lease.
-func (p *PipelinedStore) flush(batch []*spendCall, cmds []*redis.Cmd) {
+func (p *PipelinedStore) flush(batch []*spendCall, cmds []*redis.IntSliceCmd) {
 	live := batch[:0]
 	for _, c := range batch {
 		if err := c.ctx.Err(); err != nil {
@@ -156,14 +156,14 @@ func (p *PipelinedStore) flush(batch []*spendCall, cmds []*redis.Cmd) {
 	}
 	pipe := p.pipe()
 	for _, c := range batch {
-		cmds = append(cmds, spendScript.queue(ctx, pipe, c.keys.spend, c.args...))
+		cmds = append(cmds, spendScript.queueInts(ctx, pipe, c.cmd))
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	for i, c := range batch {
-		c.reply, c.err = cmds[i].Int64Slice()
+		c.reply, c.err = cmds[i].Result()
 		if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
 			// Not run: run it alone, where Run falls back to EVAL.
-			c.reply, c.err = spendScript.Run(ctx, p.client, c.keys.spend, c.args...).Int64Slice()
+			c.reply, c.err = spendScript.runInts(ctx, p.client, c.keys.spend, c.cmd)
 		}
 		if c.lease != "" && (c.err != nil || c.ctx.Err() != nil) {
 			// Nobody will release what it may have taken: the reply was lost, or its caller

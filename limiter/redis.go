@@ -79,8 +79,8 @@ func (s *RedisStore) Spend(ctx context.Context, key Key, cost int64, now time.Ti
 	}
 	keys := key.redis()
 	call := callID(key, cost)
-	args := s.spendArgs(key, cost, now, call)
-	reply, err := spendScript.Run(ctx, s.client, keys.spend, args...).Int64Slice()
+	cmd := s.spendCommand(keys, key, cost, now, call)
+	reply, err := spendScript.runInts(ctx, s.client, keys.spend, cmd)
 	if err != nil {
 		if key.Concurrency > 0 && call != "" {
 			s.releaseLost(keys, call)
@@ -123,19 +123,21 @@ func (s *RedisStore) releaseLost(keys *RedisKeys, lease string) {
 	}()
 }
 
-// spendArgs returns the ARGV of spend.lua for one call of id call (also its lease id, with a
-// cap; "" records no debit), in the groups of its header; both stores' Spend use it.
-func (s *RedisStore) spendArgs(key Key, cost int64, now time.Time, call string) []any {
-	var lease string
+// spendCommand returns the EVALSHA of spend.lua for one call of id call (also its lease id,
+// with a cap; "" records no debit), its ARGV in the groups of the script's header; both
+// stores' Spend send it.
+func (s *RedisStore) spendCommand(keys *RedisKeys, key Key, cost int64, now time.Time, call string) []any {
+	callArg, lease := any(call), emptyArg // the call's id boxed once: with a cap it is the lease's too
 	if key.Concurrency > 0 && cost > 0 {
-		lease = call
+		lease = callArg
 	}
-	args := make([]any, 0, 5+7+len(s.spendStore)+1)
-	args = append(args, cost, msArg(now), call, lease, forceArg(key))               // the call
-	args = append(args, key.Limit, key.Concurrency, key.HeavyConcurrency, key.Rule) // the key
-	args = append(args, key.addonArgs()...)                                         // its add-ons
-	args = append(args, s.spendStore...)                                            // the store
-	return append(args, key.noticeArg())                                            // its notices
+	addons := key.addonArgs()
+	cmd := spendScript.command(keys.spend, 5+4+len(addons)+len(s.spendStore)+1)
+	cmd = append(cmd, cost, msArg(now), callArg, lease, forceArg(key))            // the call
+	cmd = append(cmd, key.Limit, key.Concurrency, key.HeavyConcurrency, key.Rule) // the key
+	cmd = append(cmd, addons...)                                                  // its add-ons
+	cmd = append(cmd, s.spendStore...)                                            // the store
+	return append(cmd, key.noticeArg())                                           // its notices
 }
 
 // spendReply is spend.lua's reply, field for field (its header says what each means).

@@ -32,6 +32,13 @@ type noRetryCmd struct{ *redis.Cmd }
 // NoRetry implements redis.Cmder.
 func (noRetryCmd) NoRetry() bool { return true }
 
+// noRetryInts is a script's command, read as an array of integers, that go-redis sends at
+// most once.
+type noRetryInts struct{ *redis.IntSliceCmd }
+
+// NoRetry implements redis.Cmder.
+func (noRetryInts) NoRetry() bool { return true }
+
 // processor is what a client needs to send a command it did not build: go-redis's
 // *Client, *ClusterClient, *Ring and pipelines have it.
 type processor interface {
@@ -43,46 +50,98 @@ type processor interface {
 type script struct {
 	*redis.Script
 	src string
+	sha any // the SHA, boxed once: every EVALSHA names it
 }
 
-func newScript(src string) script { return script{Script: redis.NewScript(src), src: src} }
+func newScript(src string) script {
+	s := redis.NewScript(src)
+	return script{Script: s, src: src, sha: s.Hash()}
+}
 
 // Run runs the script on c: EVALSHA, and EVAL when the server does not have it cached
 // (NOSCRIPT: it did not run). A client that cannot send a command it did not build (a
 // Scripter of another kind) gets redis.Script.Run.
 func (s script) Run(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd {
-	p, ok := c.(processor)
-	if !ok {
+	if _, ok := c.(processor); !ok {
 		return s.Script.Run(ctx, c, keys, args...)
 	}
-	cmd := evalCmd(ctx, "evalsha", s.Hash(), keys, args)
-	_ = p.Process(ctx, noRetryCmd{cmd})
-	if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		cmd = evalCmd(ctx, "eval", s.src, keys, args)
-		_ = p.Process(ctx, noRetryCmd{cmd})
+	return s.run(ctx, c, keys, append(s.command(keys, len(args)), args...))
+}
+
+// command returns the start of the script's EVALSHA over keys as go-redis sends it (the
+// command, the SHA, the key count, the keys), with room for argc arguments: the caller
+// appends its ARGV and hands the whole to run, so a call's command is one allocation. The
+// keys go in as *string, which go-redis writes, and hashes to a cluster slot, as the string
+// itself: a pointer is boxed without allocating, a string is not. keys must not change
+// while the command is in use (the scripts' key lists never do).
+func (s script) command(keys []string, argc int) []any {
+	cmd := make([]any, 3+len(keys), 3+len(keys)+argc)
+	cmd[0], cmd[1], cmd[2] = "evalsha", s.sha, len(keys)
+	for i := range keys {
+		cmd[3+i] = &keys[i]
 	}
 	return cmd
 }
 
-// queue adds an EVALSHA of the script to pipe, to be sent at most once; its NOSCRIPT error
-// (not run) is the caller's to handle, with Run.
-func (s script) queue(ctx context.Context, pipe redis.Pipeliner, keys []string, args ...any) *redis.Cmd {
-	cmd := evalCmd(ctx, "evalsha", s.Hash(), keys, args)
-	_ = pipe.Process(ctx, noRetryCmd{cmd})
-	return cmd
+// run sends cmd, built by command, on c as Run does: once, and as EVAL of the source when
+// the server answers NOSCRIPT. keys are cmd's, for a Scripter that cannot send it.
+func (s script) run(ctx context.Context, c redis.Scripter, keys []string, cmd []any) *redis.Cmd {
+	p, ok := c.(processor)
+	if !ok {
+		return s.Script.Run(ctx, c, keys, cmd[3+len(keys):]...)
+	}
+	ec := evalCmd(ctx, cmd)
+	_ = p.Process(ctx, noRetryCmd{ec})
+	if err := ec.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		ec = evalCmd(ctx, s.eval(cmd))
+		_ = p.Process(ctx, noRetryCmd{ec})
+	}
+	return ec
 }
 
-// evalCmd builds the command EVAL or EVALSHA (name) of payload, as go-redis's Eval does.
-func evalCmd(ctx context.Context, name, payload string, keys []string, args []any) *redis.Cmd {
-	all := make([]any, 0, 3+len(keys)+len(args))
-	all = append(all, name, payload, len(keys))
-	for _, k := range keys {
-		all = append(all, k)
+// runInts is run for a script that replies an array of integers, read straight into
+// []int64 (without the []any of boxed values a redis.Cmd reads first).
+func (s script) runInts(ctx context.Context, c redis.Scripter, keys []string, cmd []any) ([]int64, error) {
+	p, ok := c.(processor)
+	if !ok {
+		return s.Script.Run(ctx, c, keys, cmd[3+len(keys):]...).Int64Slice()
 	}
-	all = append(all, args...)
-	cmd := redis.NewCmd(ctx, all...)
-	if len(keys) > 0 {
-		cmd.SetFirstKeyPos(3)
+	ic := intsCmd(ctx, cmd)
+	_ = p.Process(ctx, noRetryInts{ic})
+	if err := ic.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		ic = intsCmd(ctx, s.eval(cmd))
+		_ = p.Process(ctx, noRetryInts{ic})
 	}
-	return cmd
+	return ic.Result()
+}
+
+// eval returns cmd, an EVALSHA built by command, as EVAL of the script's source.
+func (s script) eval(cmd []any) []any {
+	return append([]any{"eval", s.src}, cmd[2:]...)
+}
+
+// queueInts adds cmd, built by command, to pipe, to be sent at most once and its reply read
+// as runInts reads it; its NOSCRIPT error (not run) is the caller's to handle, with runInts.
+func (s script) queueInts(ctx context.Context, pipe redis.Pipeliner, cmd []any) *redis.IntSliceCmd {
+	ic := intsCmd(ctx, cmd)
+	_ = pipe.Process(ctx, noRetryInts{ic})
+	return ic
+}
+
+// evalCmd is the go-redis command of cmd, an EVAL or EVALSHA built by command.
+func evalCmd(ctx context.Context, cmd []any) *redis.Cmd {
+	ec := redis.NewCmd(ctx, cmd...)
+	if cmd[2] != 0 {
+		ec.SetFirstKeyPos(3)
+	}
+	return ec
+}
+
+// intsCmd is evalCmd for a reply read as an array of integers.
+func intsCmd(ctx context.Context, cmd []any) *redis.IntSliceCmd {
+	ic := redis.NewIntSliceCmd(ctx, cmd...)
+	if cmd[2] != 0 {
+		ic.SetFirstKeyPos(3)
+	}
+	return ic
 }

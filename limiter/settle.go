@@ -65,13 +65,14 @@ func (s *RedisStore) Settle(ctx context.Context, key Key, d Decision, cost int64
 	if !d.Allowed {
 		reserved = 0
 	}
-	args := make([]any, 0, 7+5+len(s.settleStore)+1)
-	args = append(args, cost, reserved, strconv.FormatInt(d.Bucket, 10), d.Addon, debitDay(d), d.Call, msArg(now)) // the call
-	args = append(args, key.Rule, key.Limit)                                                                       // the key
-	args = append(args, key.addonArgs()...)                                                                        // its add-ons
-	args = append(args, s.settleStore...)                                                                          // the store
-	args = append(args, key.noticeArg())                                                                           // its notices
-	v, err := settleScript.Run(ctx, s.client, key.redis().settle, args...).Int64Slice()
+	keys, addons := key.redis().settle, key.addonArgs()
+	cmd := settleScript.command(keys, 7+2+len(addons)+len(s.settleStore)+1)
+	cmd = append(cmd, cost, reserved, strconv.FormatInt(d.Bucket, 10), d.Addon, debitDay(d), d.Call, msArg(now)) // the call
+	cmd = append(cmd, key.Rule, key.Limit)                                                                       // the key
+	cmd = append(cmd, addons...)                                                                                 // its add-ons
+	cmd = append(cmd, s.settleStore...)                                                                          // the store
+	cmd = append(cmd, key.noticeArg())                                                                           // its notices
+	v, err := settleScript.runInts(ctx, s.client, keys, cmd)
 	if err != nil {
 		return Settlement{}, fmt.Errorf("settle %s: %w", key.Org, err)
 	}

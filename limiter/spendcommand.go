@@ -10,9 +10,9 @@ import (
 // record: for tools that drive the script directly, such as redis-benchmark in the bench
 // command (one call id for all would make every call after the first do nothing).
 func (s *RedisStore) SpendCommand(key Key, cost int64) []string {
-	keys := key.redis().spend
-	cmd := append([]string{"EVALSHA", spendScript.Hash(), fmt.Sprint(len(keys))}, keys...)
-	for _, a := range s.spendArgs(key, cost, time.Time{}, "") {
+	keys := key.redis()
+	cmd := append([]string{"EVALSHA", spendScript.Hash(), fmt.Sprint(len(keys.spend))}, keys.spend...)
+	for _, a := range s.spendCommand(keys, key, cost, time.Time{}, "")[3+len(keys.spend):] {
 		cmd = append(cmd, fmt.Sprint(a))
 	}
 	return cmd
