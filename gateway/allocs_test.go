@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -114,16 +115,22 @@ func ownAllocs(t *testing.T, tr http.RoundTripper, store Store, inProcess bool) 
 		Transport:  tr,
 		BufferPool: newBufferPool(),
 	}
+	// The least of three counts: AllocsPerRun counts the whole process's allocations, and
+	// goroutines other tests left behind can add one to a count.
 	perCall := func(h http.Handler) float64 {
-		return testing.AllocsPerRun(200, func() {
-			req := httptest.NewRequest("GET", "/crm/v2/users", nil)
-			req.Header["X-Api-Key"] = []string{"allocs-key"}
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, req)
-			if w.Code != 200 {
-				t.Fatalf("status %d", w.Code)
-			}
-		})
+		least := math.Inf(1)
+		for range 3 {
+			least = min(least, testing.AllocsPerRun(200, func() {
+				req := httptest.NewRequest("GET", "/crm/v2/users", nil)
+				req.Header["X-Api-Key"] = []string{"allocs-key"}
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != 200 {
+					t.Fatalf("status %d", w.Code)
+				}
+			}))
+		}
+		return least
 	}
 	// The second answer is flushed between its pieces, so its count includes the flush.
 	w := httptest.NewRecorder()

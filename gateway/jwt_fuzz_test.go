@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -108,16 +109,14 @@ func TestJWTHotPathAllocs(t *testing.T) {
 		t.Skip("allocation counts need a full run")
 	}
 	tok := sign(t, "ec-1", claims("acme"))
+	// The least of three counts: AllocsPerRun counts the whole process's allocations, and
+	// goroutines other tests left behind (a timer firing, say) can add one to a count.
 	perCall := func(h http.Handler, hdr, val string) float64 {
-		return testing.AllocsPerRun(200, func() {
-			req := httptest.NewRequest("GET", "/crm/v2/users", nil)
-			req.Header[hdr] = []string{val}
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, req)
-			if w.Code != 200 {
-				t.Fatalf("status %d", w.Code)
-			}
-		})
+		least := math.Inf(1)
+		for range 3 {
+			least = min(least, allocsPerCall(t, h, hdr, val))
+		}
+		return least
 	}
 	key := perCall(newJWTGateway(t, false), "X-Api-Key", "acme-key")
 	jwtCall := perCall(newJWTGateway(t, true), "Authorization", "Bearer "+tok)
@@ -125,6 +124,19 @@ func TestJWTHotPathAllocs(t *testing.T) {
 	if jwtCall > key {
 		t.Errorf("a cached JWT allocates %.0f times per call, an API key %.0f", jwtCall, key)
 	}
+}
+
+// allocsPerCall counts the allocations of one allowed call through h, identified by hdr.
+func allocsPerCall(t *testing.T, h http.Handler, hdr, val string) float64 {
+	return testing.AllocsPerRun(200, func() {
+		req := httptest.NewRequest("GET", "/crm/v2/users", nil)
+		req.Header[hdr] = []string{val}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 200 {
+			t.Fatalf("status %d", w.Code)
+		}
+	})
 }
 
 // BenchmarkJWTIdentify: identifying by a cached token, and verifying one (cache off).
