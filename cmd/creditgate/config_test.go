@@ -437,7 +437,7 @@ func TestLoadConfigOrgNotices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.orgSet.orgs[0].NotifyThresholds; len(got) != 2 || got[0] != 50 || got[1] != 100 {
+	if got := cfg.orgSet.dir.At(0).NotifyThresholds; len(got) != 2 || got[0] != 50 || got[1] != 100 {
 		t.Errorf("org thresholds %v, want [50 100]", got)
 	}
 	if got := cfg.notices.Thresholds; len(got) != 2 || got[0] != 75 {
