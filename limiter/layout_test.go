@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +195,48 @@ func TestRedisUpgradeFromRingLayout(t *testing.T) {
 		if !reflect.DeepEqual(mm, mr) {
 			t.Fatalf("metered on %d: memory %v, redis %v", day, mm, mr)
 		}
+	}
+}
+
+// TestRedisSpendCommonPath counts the commands of a debit on the common path (a window that
+// holds credits in the bucket debited, no cap, rule, add-ons or thresholds, the calls hash's
+// expiry far enough): the window's HMGET and HSET, the record's HGET and HSET, and TIME (the
+// server's clock, for the record's hash; in production now is that clock already). Counted,
+// not timed: each command in a script costs about a microsecond of Redis CPU.
+func TestRedisSpendCommonPath(t *testing.T) {
+	_, r, srv := layoutStores(t, Options{Window: 24 * time.Hour, Bucket: time.Minute})
+	ctx := context.Background()
+	k := NewKey("common", 1000)
+	t0 := time.UnixMilli(1_767_225_600_001) // not a multiple of 8: no sweep of old records
+	for i := range 3 {
+		if _, err := r.Spend(ctx, k, 1, t0.Add(time.Duration(i)*8*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if q, _ := srv.Client.HGet(ctx, NewRedisKeys("common").Pos, "q").Result(); q != "1" {
+		t.Fatalf("pos q = %q after debits with no thresholds, want 1", q)
+	}
+	if err := srv.Client.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := r.Spend(ctx, k, 1, t0.Add(24*time.Millisecond)); err != nil || d.Used != 4 {
+		t.Fatalf("Spend = %+v, %v", d, err)
+	}
+	info, err := srv.Client.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if !ok || name == "cmdstat_evalsha" || name == "cmdstat_eval" || name == "cmdstat_config|resetstat" {
+			continue
+		}
+		n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+		got[strings.TrimPrefix(name, "cmdstat_")] = n
+	}
+	want := map[string]int64{"time": 1, "hmget": 1, "hget": 1, "hset": 2}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("one debit ran %v, want %v", got, want)
 	}
 }

@@ -104,13 +104,15 @@ end
 -- win_load reads the window of hashes pos (and string ring) laid out for bucket ms and slots,
 -- with the credits of bucket k: a table of its keys, its layout (bucket, slots: in force; lb,
 -- ls: as stored), head, tail (nil when there is no window), used, sparse, w and at (the
--- credits of k, sparse). A window written before used moved into pos keeps its total in the
--- string used: migrate moves it into pos (scripts that write).
-local function win_load(ring, pos, used, bucket, slots, k, migrate)
-	local p = redis.call('HMGET', pos, 'head', 'tail', 'bucket', 'slots', 'used', 'w', string.format('%d', k))
+-- credits of k, sparse), and in more the values of the fields of pos named in the list
+-- extra (read in the same HMGET; false when absent). A window written before used moved into
+-- pos keeps its total in the string used: migrate moves it into pos (scripts that write).
+local function win_load(ring, pos, used, bucket, slots, k, migrate, extra)
+	local p = redis.call('HMGET', pos, 'head', 'tail', 'bucket', 'slots', 'used', 'w', string.format('%d', k),
+		unpack(extra or {}))
 	local win = {ring = ring, pos = pos, bucket = bucket, slots = slots, head = tonumber(p[1]), tail = tonumber(p[2]),
 		lb = tonumber(p[3]), ls = tonumber(p[4]), used = tonumber(p[5]), sparse = p[6] == 's', w = tonumber(p[6]) or 8,
-		k = k, at = tonumber(p[7]) or 0, max = 72}
+		k = k, at = tonumber(p[7]) or 0, max = 72, more = {unpack(p, 8)}}
 	if win.head == nil or win.tail == nil then
 		win.head, win.tail, win.used = nil, nil, 0
 	elseif win.used == nil then
@@ -404,11 +406,12 @@ end
 -- in the stream outbox (fields p, used, limit, at (ms), w (window ms)), at most max kept.
 -- With the limit, a fired threshold is judged at its level under that limit. The fired hash
 -- lives keep ms from the last debit, as long as any credit it counts. Returns the events
--- queued. Every script that changes used calls it. Go twin: MemoryStore's judgeNotices.
+-- queued, and whether any threshold is left fired. Every script that changes used calls it.
+-- Go twin: MemoryStore's judgeNotices.
 local function notices(fired, outbox, used, limit, thresholds, now, window, keep, max)
 	local f = redis.call('HGETALL', fired)
 	if #f == 0 and (limit == nil or thresholds == '') then
-		return 0
+		return 0, false
 	end
 	local had = {}
 	for i = 1, #f, 2 do
@@ -440,7 +443,7 @@ local function notices(fired, outbox, used, limit, thresholds, now, window, keep
 	if limit and (queued > 0 or #f > 2 * #gone) then
 		redis.call('PEXPIRE', fired, keep)
 	end
-	return queued
+	return queued, queued > 0 or #f > 2 * #gone
 end
 
 -- win_vacated keeps the tail on the oldest bucket holding credits and the head on the newest

@@ -148,6 +148,9 @@ if moved ~= 0 then
 	end
 	local thresholds = redis.call('HGET', notify_key, 'thresholds') or ARGV[20]
 	queued = notices(fired_key, outbox_key, held_after, limit, thresholds, now, window, window + bucket, outbox_max)
+	if queued > 0 then
+		redis.call('HDEL', pos_key, 'q') -- spend.lua's quiet notices: one fired
+	end
 end
 
 -- Billing: the add-on part of the debit follows the settled cost. In the window, as spend.lua

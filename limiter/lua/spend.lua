@@ -28,7 +28,7 @@
 --   [1]  ring        string: the ring of per-bucket credits (slots * w bytes), once sparse
 --                    gave way
 --   [2]  pos         hash: head, tail (bucket numbers), used, bucket (ms), slots and w of the
---                    layout, and while sparse "<bucket number>" -> credits
+--                    layout, while sparse "<bucket number>" -> credits, and cx and q (below)
 --   [3]  used        string: the running total of a window written before used moved into pos
 --   [4]  inflight    sorted set: lease id -> expiry (unix ms) of the org's calls in flight
 --   [5]  heavy       sorted set: the same for its heavy calls in flight
@@ -116,10 +116,19 @@ local window, bucket, slots = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(A
 local lease_ttl, slot, call_ttl = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
 local keep = tonumber(ARGV[19])
 local outbox_max = ARGV[20]
-local thresholds = redis.call('HGET', notify_key, 'thresholds') or ARGV[21]
 local queued = 0
 
-local win = win_load(ring_key, pos_key, used_key, bucket, slots, math.floor(now / bucket), true)
+-- pos also holds cx, the server's time (ms) until which the calls hash is known to live, and
+-- q, "1" when the org's last debit found no thresholds (in KEYS[11] or ARGV[21]) and none
+-- fired: while the key brings none either, its notices cost nothing (the admin API clears q
+-- when it sets thresholds; a debit or settle that fires one clears it).
+local win = win_load(ring_key, pos_key, used_key, bucket, slots, math.floor(now / bucket), true, {'cx', 'q'})
+local calls_until = tonumber(win.more[1])
+local quiet = ARGV[21] == '' and win.more[2] == '1'
+local thresholds = ''
+if not quiet then
+	thresholds = redis.call('HGET', notify_key, 'thresholds') or ARGV[21]
+end
 local head, tail, used = win.head, win.tail, win.used
 local fresh = head == nil -- no window (never used, idle, or evicted)
 
@@ -203,7 +212,7 @@ if used > 0 then
 		redis.call('HSET', pos_key, 'used', string.format('%d', used), 'tail', string.format('%d', tail))
 	end
 end
-if fresh or used < used_held then
+if (fresh or used < used_held) and not quiet then
 	notices(fired_key, outbox_key, used, nil, thresholds, now, window, window + bucket, outbox_max) -- re-arm
 end
 
@@ -304,7 +313,15 @@ if moved then
 	-- same bucket or older ones need not push the expiry again.
 	win_expire(win, head * bucket + bucket + window - now)
 end
-queued = notices(fired_key, outbox_key, used, limit, thresholds, now, window, window + bucket, outbox_max)
+if not quiet then
+	local fired
+	queued, fired = notices(fired_key, outbox_key, used, limit, thresholds, now, window, window + bucket, outbox_max)
+	if thresholds == '' and not fired then
+		redis.call('HSET', pos_key, 'q', '1')
+	elseif win.more[2] == '1' then
+		redis.call('HDEL', pos_key, 'q')
+	end
+end
 
 -- Billing: the part of the debit above the free allotment is add-on consumption, summed per
 -- UTC day of now (reply[9]; a refund names the day). Not the bucket's day: a bucket that does
@@ -334,7 +351,16 @@ end
 
 if call ~= '' and call_ttl > 0 then
 	redis.call('HSET', calls_key, call, string.format('%d:d:%d:%d:%d:%d', rec_now + call_ttl, b, cost, metered, day_of(now)))
-	redis.call('PEXPIRE', calls_key, call_ttl)
+	-- The hash outlives the record: its expiry is pushed to two TTLs from now once it is
+	-- within one, so most debits need not push it (refund.lua and settle.lua only lengthen it).
+	local server_now = rec_now
+	if ARGV[2] ~= '' and not force then
+		server_now = clock_ms('')
+	end
+	if not calls_until or calls_until < server_now + call_ttl then
+		redis.call('PEXPIRE', calls_key, 2 * call_ttl)
+		redis.call('HSET', pos_key, 'cx', string.format('%d', server_now + 2 * call_ttl))
+	end
 	-- Sweep: one debit in 8 (by the clock) reads 32 more records and drops the expired ones, so
 	-- records go at least as fast as they come (one a debit); the hash expires with the last.
 	if rec_now % 8 == 0 then
