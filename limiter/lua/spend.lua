@@ -12,7 +12,7 @@
 -- of the credits held by live buckets), the bucket (ms) and slots the window was laid out
 -- for, and w, where the buckets are. A window starts sparse (w "s"): each bucket holding
 -- credits is a field of pos, "<k>" -> credits, so a light org's window is one small hash
--- (about 140 bytes, and 9 a bucket). Once pos holds more than 72 fields (about 64 buckets)
+-- (about 150 bytes, and 9 a bucket). Once pos holds more than 72 fields (about 64 buckets)
 -- they move to a ring: bucket k counted in slot k % slots of the string ring, slots =
 -- ceil(window / bucket) + 1 big-endian signed counters (slots comes from Go, ARGV[15]) of
 -- w = 4 bytes (BITFIELD i32; 5,764 bytes for 24h in minutes, whatever the request rate), or
