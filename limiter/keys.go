@@ -5,8 +5,10 @@ import "strings"
 // RedisKeys names the Redis keys of one org. Every name carries the org's hash tag ({org}),
 // so each script touches one Redis Cluster slot. Build it with NewRedisKeys.
 type RedisKeys struct {
-	// Ring, Pos and Used hold the window: the per-bucket counters, the ring's head, tail and
-	// layout, and the running total of the credits held.
+	// Ring and Pos hold the window: Pos its head, tail, running total and layout, and the
+	// credits of its buckets while they are few (sparse), Ring the per-bucket counters once
+	// they are many. Used is where windows written before the total moved into Pos keep it;
+	// the scripts move it on their next write.
 	Ring, Pos, Used string
 	// InFlight and Heavy are the concurrency leases: calls in flight, and heavy calls in
 	// flight, each a lease id scored by its expiry.
@@ -91,7 +93,7 @@ func (k *RedisKeys) All() []string {
 		k.Notify, k.Fired, k.Outbox, k.OutboxLease, k.OutboxTries}
 }
 
-// Window returns the keys of the org's window: Ring, Pos and Used.
+// Window returns the keys of the org's window: Ring, Pos and (in older windows) Used.
 func (k *RedisKeys) Window() []string { return []string{k.Ring, k.Pos, k.Used} }
 
 // redisKeys returns key's Redis keys: those NewKey built, else (a Key built by hand) new ones.

@@ -175,9 +175,11 @@ func (s *RedisStore) SetNotices(ctx context.Context, org string, ns *NoticeSetti
 	if err != nil {
 		return err
 	}
-	key := NewRedisKeys(org).Notify
+	keys := NewRedisKeys(org)
+	key := keys.Notify
 	_, err = c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, key)
+		p.HDel(ctx, keys.Pos, "q") // spend.lua skips the notices of an org it found quiet
 		if ns == nil {
 			return nil
 		}

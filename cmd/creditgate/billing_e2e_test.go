@@ -87,11 +87,11 @@ func readReport(t *testing.T, p *process) (e2eReport, string) {
 func TestBillingTwoGatewaysRacing(t *testing.T) {
 	t.Run("server", func(t *testing.T) {
 		srv := redistest.Start(t)
-		billingRace(t, srv.URL, func(k string) (int64, error) { return srv.Client.Get(context.Background(), k).Int64() })
+		billingRace(t, srv.URL, func(k string) (int64, error) { return srv.Client.HGet(context.Background(), k, "used").Int64() })
 	})
 	t.Run("cluster", func(t *testing.T) {
 		c := redistest.StartCluster(t, 3)
-		billingRace(t, c.URL, func(k string) (int64, error) { return c.Client.Get(context.Background(), k).Int64() })
+		billingRace(t, c.URL, func(k string) (int64, error) { return c.Client.HGet(context.Background(), k, "used").Int64() })
 	})
 }
 
@@ -159,7 +159,7 @@ func billingRace(t *testing.T, redisURL string, held func(key string) (int64, er
 		t.Fatal(f)
 	}
 	a := admitted.Load()
-	h, err := held(limiter.NewRedisKeys("acme").Used)
+	h, err := held(limiter.NewRedisKeys("acme").Pos)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -220,17 +220,17 @@ func TestTwoGatewaysShareOneRedis(t *testing.T) {
 	}{
 		{"server", func(t *testing.T) backend {
 			srv := redistest.Start(t)
-			return backend{srv.URL, func(k string) (int64, error) { return srv.Client.Get(context.Background(), k).Int64() }, nil}
+			return backend{srv.URL, func(k string) (int64, error) { return srv.Client.HGet(context.Background(), k, "used").Int64() }, nil}
 		}},
 		{"server-pipelined", func(t *testing.T) backend {
 			srv := redistest.Start(t)
-			return backend{srv.URL, func(k string) (int64, error) { return srv.Client.Get(context.Background(), k).Int64() },
+			return backend{srv.URL, func(k string) (int64, error) { return srv.Client.HGet(context.Background(), k, "used").Int64() },
 				map[string]string{"CREDITGATE_REDIS_PIPELINE": "true"}}
 		}},
 		{"cluster", func(t *testing.T) backend {
 			c := redistest.StartCluster(t, 3)
 			checkSpread(t, c, hammerOrgs)
-			return backend{c.URL, func(k string) (int64, error) { return c.Client.Get(context.Background(), k).Int64() }, nil}
+			return backend{c.URL, func(k string) (int64, error) { return c.Client.HGet(context.Background(), k, "used").Int64() }, nil}
 		}},
 	}
 	for _, be := range backends {
@@ -361,7 +361,7 @@ func hammer(t *testing.T, redisURL string, held func(key string) (int64, error),
 		got := admitted[i].Load()
 		total += got
 		totalCalls += calls[i].Load()
-		h, err := held(limiter.NewRedisKeys(id).Used)
+		h, err := held(limiter.NewRedisKeys(id).Pos)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -871,7 +871,7 @@ func TestConcurrencyAcrossGateways(t *testing.T) {
 	if p > 3 || unexpected.Load() != 0 || ok.Load() == 0 || refused.Load() == 0 || concurrencyOK.Load() != refused.Load() {
 		t.Fatalf("peak %d, admitted %d, refused %d (uncharged %d), unexpected %d", p, ok.Load(), refused.Load(), concurrencyOK.Load(), unexpected.Load())
 	}
-	held, _ := srv.Client.Get(context.Background(), limiter.NewRedisKeys("acme").Used).Int64()
+	held, _ := srv.Client.HGet(context.Background(), limiter.NewRedisKeys("acme").Pos, "used").Int64()
 	if held != ok.Load() {
 		t.Errorf("Redis holds %d credits for %d admitted calls", held, ok.Load())
 	}

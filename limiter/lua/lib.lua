@@ -92,26 +92,79 @@ local function meter_drop(key, day, drop, own)
 	return own
 end
 
--- The window's ring (see spend.lua's header): bucket number k is counted in slot k % slots of
--- the string at key ring, eight bytes a slot (BITFIELD i64). The helpers below take buckets
--- from..to with to - from < slots.
+-- The window (see spend.lua's header) lives in the hash pos: head and tail (bucket numbers),
+-- used (the running total), the bucket (ms) and slots it was laid out for, and w, where its
+-- buckets are. A light window ("s", sparse) keeps them in pos itself, field "<bucket
+-- number>" -> credits, a field for each bucket holding credits; once pos holds more than 72
+-- fields (64 buckets and its own), they move to a ring: the string ring of slots counters of w bytes ("4": BITFIELD i32, "8": i64, once a
+-- bucket outgrew i32; no w: a ring written before w was kept, i64), bucket k in slot
+-- k % slots. An empty window starts sparse again. The helpers below take the window as
+-- win_load returns it, and buckets from..to with to - from < slots.
 
--- ring_read returns the counters of buckets from..to, oldest first: one GETRANGE per
--- contiguous run.
-local function ring_read(ring, slots, from, to)
+-- win_load reads the window of hashes pos (and string ring) laid out for bucket ms and slots,
+-- with the credits of bucket k: a table of its keys, its layout (bucket, slots: in force; lb,
+-- ls: as stored), head, tail (nil when there is no window), used, sparse, w and at (the
+-- credits of k, sparse), and in more the values of the fields of pos named in the list
+-- extra (read in the same HMGET; false when absent). A window written before used moved into
+-- pos keeps its total in the string used: migrate moves it into pos (scripts that write).
+local function win_load(ring, pos, used, bucket, slots, k, migrate, extra)
+	local p = redis.call('HMGET', pos, 'head', 'tail', 'bucket', 'slots', 'used', 'w', string.format('%d', k),
+		unpack(extra or {}))
+	local win = {ring = ring, pos = pos, bucket = bucket, slots = slots, head = tonumber(p[1]), tail = tonumber(p[2]),
+		lb = tonumber(p[3]), ls = tonumber(p[4]), used = tonumber(p[5]), sparse = p[6] == 's', w = tonumber(p[6]) or 8,
+		k = k, at = tonumber(p[7]) or 0, max = 72, more = {unpack(p, 8)}}
+	if win.head == nil or win.tail == nil then
+		win.head, win.tail, win.used = nil, nil, 0
+	elseif win.used == nil then
+		win.used = tonumber(redis.call('GET', used) or '0') or 0
+		if migrate then
+			redis.call('HSET', pos, 'used', string.format('%d', win.used))
+			redis.call('DEL', used)
+		end
+	end
+	return win
+end
+
+-- win_map returns the buckets of a sparse window, bucket number -> credits, read once.
+local function win_map(win)
+	if not win.map then
+		win.map = {}
+		local f = redis.call('HGETALL', win.pos)
+		for i = 1, #f, 2 do
+			local k = tonumber(f[i])
+			if k then
+				win.map[k] = tonumber(f[i + 1])
+			end
+		end
+	end
+	return win.map
+end
+
+-- win_read returns the credits of buckets from..to, oldest first (a ring: one GETRANGE per
+-- contiguous run).
+local function win_read(win, from, to)
 	local vals = {}
+	if win.sparse then
+		local map = win_map(win)
+		for k = from, to do
+			vals[#vals + 1] = map[k] or 0
+		end
+		return vals
+	end
+	local w, slots = win.w, win.slots
+	local fmt = '>i' .. w
 	local k = from
 	while k <= to do
 		local s = k % slots
 		local n = math.min(to - k + 1, slots - s) -- contiguous up to the end of the string
-		local raw = redis.call('GETRANGE', ring, s * 8, (s + n) * 8 - 1)
-		local pos = 1
+		local raw = redis.call('GETRANGE', win.ring, s * w, (s + n) * w - 1)
+		local at = 1
 		for _ = 1, n do
 			local v = 0
-			if pos + 7 <= #raw then
-				v = struct.unpack('>i8', raw, pos)
+			if at + w - 1 <= #raw then
+				v = struct.unpack(fmt, raw, at)
 			end
-			pos = pos + 8
+			at = at + w
 			vals[#vals + 1] = v
 		end
 		k = k + n
@@ -119,23 +172,65 @@ local function ring_read(ring, slots, from, to)
 	return vals
 end
 
--- ring_clear zeroes the counters of buckets from..to.
-local function ring_clear(ring, slots, from, to)
+-- win_get returns the credits of bucket k.
+local function win_get(win, k)
+	if not win.sparse then
+		return win_read(win, k, k)[1]
+	elseif win.map then
+		return win.map[k] or 0
+	elseif k == win.k then
+		return win.at
+	end
+	return tonumber(redis.call('HGET', win.pos, string.format('%d', k)) or '0')
+end
+
+-- win_clear empties buckets from..to and returns the credits they held (used is the
+-- caller's to write).
+local function win_clear(win, from, to)
+	local gone = 0
+	if win.sparse then
+		local fields = {}
+		for k, v in pairs(win_map(win)) do
+			if k >= from and k <= to then
+				gone = gone + v
+				fields[#fields + 1] = string.format('%d', k)
+				win.map[k] = nil
+			end
+		end
+		if #fields > 0 then
+			redis.call('HDEL', win.pos, unpack(fields))
+		end
+		return gone
+	end
+	for _, v in ipairs(win_read(win, from, to)) do
+		gone = gone + v
+	end
+	local w, slots = win.w, win.slots
 	local k = from
 	while k <= to do
 		local s = k % slots
 		local n = math.min(to - k + 1, slots - s)
-		redis.call('SETRANGE', ring, s * 8, string.rep('\0', n * 8))
+		redis.call('SETRANGE', win.ring, s * w, string.rep('\0', n * w))
 		k = k + n
 	end
+	return gone
 end
 
--- ring_first_held returns the first bucket in from..to holding credits (to if none does).
-local function ring_first_held(ring, slots, from, to)
+-- win_first_held returns the first bucket in from..to holding credits (to if none does).
+local function win_first_held(win, from, to)
+	if win.sparse then
+		local first = to
+		for k, v in pairs(win_map(win)) do
+			if v ~= 0 and k >= from and k < first then
+				first = k
+			end
+		end
+		return first
+	end
 	local k = from
 	while k < to do
 		local last = math.min(k + 63, to)
-		local vals = ring_read(ring, slots, k, last)
+		local vals = win_read(win, k, last)
 		for i = 1, #vals do
 			if vals[i] ~= 0 then
 				return k + i - 1
@@ -146,13 +241,22 @@ local function ring_first_held(ring, slots, from, to)
 	return to
 end
 
--- ring_last_held returns the last bucket in from..to holding credits (from if none does):
--- ring_first_held, newest first.
-local function ring_last_held(ring, slots, from, to)
+-- win_last_held returns the last bucket in from..to holding credits (from if none does):
+-- win_first_held, newest first.
+local function win_last_held(win, from, to)
+	if win.sparse then
+		local last = from
+		for k, v in pairs(win_map(win)) do
+			if v ~= 0 and k <= to and k > last then
+				last = k
+			end
+		end
+		return last
+	end
 	local k = to
 	while k > from do
 		local first = math.max(k - 63, from)
-		local vals = ring_read(ring, slots, first, k)
+		local vals = win_read(win, first, k)
 		for i = #vals, 1, -1 do
 			if vals[i] ~= 0 then
 				return first + i - 1
@@ -163,24 +267,135 @@ local function ring_last_held(ring, slots, from, to)
 	return from
 end
 
--- relaid_held returns the credits a ring (its string raw) laid out for another bucket (ob ms)
--- and slot count (os) still holds at now: the sum of its buckets a spend under that layout
--- would not expire. That layout's window is not stored; (os - 1) * ob is at least that
--- window, so no credit is freed early. An unreadable layout keeps the whole running total
--- (total). spend.lua carries these credits over; usage.lua reports them.
-local function relaid_held(raw, head, tail, ob, os, now, total)
-	if ob == nil or os == nil or ob <= 0 or os < 2 then
-		return total
+-- win_ring moves a sparse window's buckets into a ring of i32 counters (i64 if one needs
+-- them), expiring with pos.
+local function win_ring(win)
+	local w = 4
+	for _, v in pairs(win_map(win)) do
+		if v > 2147483647 or v < -2147483648 then
+			w = 8
+		end
 	end
-	local first = math.max(tail, math.floor((now - os * ob) / ob) + 1, head - os + 1)
+	local sets, fields = {}, {}
+	for k, v in pairs(win.map) do
+		sets[#sets + 1] = 'SET'
+		sets[#sets + 1] = 'i' .. w * 8
+		sets[#sets + 1] = '#' .. string.format('%d', k % win.slots)
+		sets[#sets + 1] = string.format('%d', v)
+		fields[#fields + 1] = string.format('%d', k)
+	end
+	redis.call('SET', win.ring, string.rep('\0', win.slots * w))
+	local ttl = redis.call('PTTL', win.pos)
+	if ttl > 0 then
+		redis.call('PEXPIRE', win.ring, ttl)
+	end
+	if #sets > 0 then
+		redis.call('BITFIELD', win.ring, unpack(sets))
+		redis.call('HDEL', win.pos, unpack(fields))
+	end
+	redis.call('HSET', win.pos, 'w', string.format('%d', w))
+	win.sparse, win.w, win.map = false, w, nil
+end
+
+-- win_widen rewrites a ring of i32 counters as i64, for a bucket that outgrew i32.
+local function win_widen(win)
+	local raw = redis.call('GET', win.ring) or ''
+	local parts = {}
+	for s = 0, win.slots - 1 do
+		local v = 0
+		if s * 4 + 4 <= #raw then
+			v = struct.unpack('>i4', raw, s * 4 + 1)
+		end
+		parts[#parts + 1] = struct.pack('>i8', v)
+	end
+	local ttl = redis.call('PTTL', win.ring)
+	redis.call('SET', win.ring, table.concat(parts))
+	if ttl > 0 then
+		redis.call('PEXPIRE', win.ring, ttl)
+	end
+	redis.call('HSET', win.pos, 'w', '8')
+	win.w = 8
+end
+
+-- win_add adds n credits (n < 0 takes them; a bucket never goes below zero) to bucket k and
+-- to used (stored at least 0), writing the pos fields of the list more (name, value, ...)
+-- with them, and returns the bucket's credits. A sparse window's new bucket that takes pos
+-- past 72 fields (about 64 buckets: a listpack of about 700 bytes, still well under the
+-- ring's 5.8 KB and Redis's 128-entry listpack limit) moves its buckets to a ring.
+local function win_add(win, k, n, more)
+	win.used = win.used + n
+	local fields = {'used', string.format('%d', math.max(win.used, 0))}
+	for _, f in ipairs(more or {}) do
+		fields[#fields + 1] = f
+	end
+	if not win.sparse then
+		local slot = '#' .. string.format('%d', k % win.slots)
+		local v = redis.call('BITFIELD', win.ring, 'OVERFLOW', 'FAIL', 'INCRBY', 'i' .. win.w * 8, slot, n)[1]
+		if not v then
+			win_widen(win)
+			v = redis.call('BITFIELD', win.ring, 'INCRBY', 'i64', slot, n)[1]
+		end
+		redis.call('HSET', win.pos, unpack(fields))
+		return v
+	end
+	local before = win_get(win, k)
+	local v = before + n
+	local ks = string.format('%d', k)
+	if v == 0 then
+		redis.call('HDEL', win.pos, ks)
+	else
+		fields[#fields + 1] = ks
+		fields[#fields + 1] = string.format('%d', v)
+	end
+	redis.call('HSET', win.pos, unpack(fields))
+	if win.map then
+		win.map[k] = v ~= 0 and v or nil
+	end
+	if k == win.k then
+		win.at = v
+	end
+	if before == 0 and v ~= 0 and redis.call('HLEN', win.pos) > win.max then
+		win_ring(win)
+	end
+	return v
+end
+
+-- win_relaid_held returns the credits a window laid out for another bucket (lb ms) and slots
+-- (ls) still holds at now: the sum of its buckets a spend under that layout would not expire.
+-- That layout's window is not stored; (ls - 1) * lb is at least that window, so no credit is
+-- freed early. An unreadable layout keeps the whole running total. spend.lua carries these
+-- credits over; usage.lua reports them.
+local function win_relaid_held(win, now)
+	local ob, os = win.lb, win.ls
+	if ob == nil or os == nil or ob <= 0 or os < 2 then
+		return win.used
+	end
+	local first = math.max(win.tail, math.floor((now - os * ob) / ob) + 1, win.head - os + 1)
 	local held = 0
-	for k = first, head do
-		local at = (k % os) * 8 + 1
-		if at + 7 <= #raw then
-			held = held + struct.unpack('>i8', raw, at)
+	if win.sparse then
+		for k, v in pairs(win_map(win)) do
+			if k >= first and k <= win.head then
+				held = held + v
+			end
+		end
+		return math.max(held, 0)
+	end
+	local raw, w = redis.call('GET', win.ring) or '', win.w
+	for k = first, win.head do
+		local at = (k % os) * w + 1
+		if at + w - 1 <= #raw then
+			held = held + struct.unpack('>i' .. w, raw, at)
 		end
 	end
 	return math.max(held, 0)
+end
+
+-- win_expire sets the window's keys to expire in ttl ms.
+local function win_expire(win, ttl)
+	redis.call('PEXPIRE', win.pos, ttl)
+	if not win.sparse then
+		redis.call('PEXPIRE', win.ring, ttl)
+	end
 end
 
 -- notices judges an org's usage notices after its usage changed to used credits (notices.go
@@ -191,11 +406,12 @@ end
 -- in the stream outbox (fields p, used, limit, at (ms), w (window ms)), at most max kept.
 -- With the limit, a fired threshold is judged at its level under that limit. The fired hash
 -- lives keep ms from the last debit, as long as any credit it counts. Returns the events
--- queued. Every script that changes used calls it. Go twin: MemoryStore's judgeNotices.
+-- queued, and whether any threshold is left fired. Every script that changes used calls it.
+-- Go twin: MemoryStore's judgeNotices.
 local function notices(fired, outbox, used, limit, thresholds, now, window, keep, max)
 	local f = redis.call('HGETALL', fired)
 	if #f == 0 and (limit == nil or thresholds == '') then
-		return 0
+		return 0, false
 	end
 	local had = {}
 	for i = 1, #f, 2 do
@@ -227,23 +443,22 @@ local function notices(fired, outbox, used, limit, thresholds, now, window, keep
 	if limit and (queued > 0 or #f > 2 * #gone) then
 		redis.call('PEXPIRE', fired, keep)
 	end
-	return queued
+	return queued, queued > 0 or #f > 2 * #gone
 end
 
--- ring_vacated keeps the tail on the oldest bucket holding credits and the head on the newest
--- once bucket k was emptied while the window (its hash pos) still holds used credits (a
--- debit whose clock ran back is bounded by head, which must hold credits, as the memory
--- store's newest bucket does). Returns head and tail.
-local function ring_vacated(ring, pos, slots, k, head, tail, used)
-	if used > 0 and k == tail then
-		tail = ring_first_held(ring, slots, tail + 1, head)
-		redis.call('HSET', pos, 'tail', string.format('%d', tail))
+-- win_vacated keeps the tail on the oldest bucket holding credits and the head on the newest
+-- once bucket k was emptied while the window still holds used credits (a debit whose clock
+-- ran back is bounded by head, which must hold credits, as the memory store's newest bucket
+-- does).
+local function win_vacated(win, k)
+	if win.used > 0 and k == win.tail then
+		win.tail = win_first_held(win, win.tail + 1, win.head)
+		redis.call('HSET', win.pos, 'tail', string.format('%d', win.tail))
 	end
-	if used > 0 and k == head then
-		head = ring_last_held(ring, slots, tail, head - 1)
-		redis.call('HSET', pos, 'head', string.format('%d', head))
+	if win.used > 0 and k == win.head then
+		win.head = win_last_held(win, win.tail, win.head - 1)
+		redis.call('HSET', win.pos, 'head', string.format('%d', win.head))
 	end
-	return head, tail
 end
 
 -- usage_add adds n credits (> 0) debited by rule in the usage slot starting at s (ms) to the

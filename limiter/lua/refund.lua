@@ -1,12 +1,13 @@
 -- refund.lua: give back credits of an earlier debit, from the bucket that recorded it.
 --
 -- If that bucket has expired already, the credits are free anyway and nothing changes.
--- The window is stored as in spend.lua (a ring of per-bucket counters; see its header).
+-- The window is stored as in spend.lua (sparse in pos, or a ring of counters; see its header).
 --
 -- KEYS (limiter.RedisKeys, refund list; spend.lua's header says what each holds)
---   [1]  ring        string: the ring of per-bucket credits
---   [2]  pos         hash: head, tail (bucket numbers), bucket and slots of the layout
---   [3]  used        string: running total of the credits held by live buckets
+--   [1]  ring        string: the ring of per-bucket credits, once sparse gave way
+--   [2]  pos         hash: head, tail, used, bucket, slots and w of the layout, and the
+--                    buckets of a sparse window
+--   [3]  used        string: the running total of a window written before it moved into pos
 --   [4]  meter       hash: UTC day -> add-on credits consumed
 --   [5]  use         hash: "<slot start ms>:<rule>" -> credits
 --   [6]  useidx      sorted set: the same members scored by slot start
@@ -90,25 +91,22 @@ local function unmeter(n)
 	meter_take(meter_key, debit_day, n)
 end
 
-local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
-local head, tail = tonumber(pos[1]), tonumber(pos[2])
-if head == nil or tail == nil or k < tail or k > head then
+local win = win_load(ring_key, pos_key, used_key, bucket, slots, k, true)
+local head, tail = win.head, win.tail
+if head == nil or k < tail or k > head then
 	unmeter(addon)
 	return 0
 end
-if tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots then
+if win.lb ~= bucket or win.ls ~= slots then
 	unmeter(addon)
 	return 0 -- laid out for another window or bucket: the debit's bucket is gone
 end
-local used = tonumber(redis.call('GET', used_key) or '0')
+local used = win.used
 if used <= 0 then
 	unmeter(addon)
 	return 0
 end
-local function slot(n)
-	return '#' .. string.format('%d', n % slots)
-end
-local held = redis.call('BITFIELD', ring_key, 'GET', 'i64', slot(k))[1]
+local held = win_get(win, k)
 if held <= 0 then
 	unmeter(addon)
 	return 0
@@ -119,13 +117,12 @@ end
 if free then
 	meter_drop(meter_key, tonumber(debit_day), above_free(free, used - credits, used), addon)
 end
-redis.call('BITFIELD', ring_key, 'INCRBY', 'i64', slot(k), string.format('%d', -credits))
+win_add(win, k, -credits)
 used = used - credits
-redis.call('SET', used_key, string.format('%d', math.max(used, 0)), 'KEEPTTL')
 notices(fired_key, nil, used, nil, '', 0, 0, 0, 0) -- re-arm the thresholds usage fell below
 
 if held == credits then
-	ring_vacated(ring_key, pos_key, slots, k, head, tail, used)
+	win_vacated(win, k)
 end
 
 -- Usage by rule: the refunded

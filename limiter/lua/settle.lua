@@ -7,12 +7,13 @@
 -- with the settled cost and marked settled (":s"): a resent settle then does nothing, and a
 -- refund after it gives back the settled cost. An extra debit is applied whatever the limit (the upstream has done
 -- the work); the org is then refused until enough credits free up. A debit whose bucket has
--- left the window (or a ring laid out for another window) is settled on the meter only.
+-- left the window (or a window laid out for another bucket or window) is settled on the meter only.
 --
 -- KEYS (limiter.RedisKeys, settle list; spend.lua's header says what each holds)
---   [1]  ring        string: the ring of per-bucket credits
---   [2]  pos         hash: head, tail (bucket numbers), bucket and slots of the layout
---   [3]  used        string: running total of the credits held by live buckets
+--   [1]  ring        string: the ring of per-bucket credits, once sparse gave way
+--   [2]  pos         hash: head, tail, used, bucket, slots and w of the layout, and the
+--                    buckets of a sparse window
+--   [3]  used        string: the running total of a window written before it moved into pos
 --   [4]  meter       hash: UTC day -> add-on credits consumed
 --   [5]  use         hash: "<slot start ms>:<rule>" -> credits
 --   [6]  useidx      sorted set: the same members scored by slot start
@@ -94,18 +95,15 @@ end
 
 -- The window as it stands: the credits of buckets past the window that no spend has expired
 -- yet are not held any more (spend.lua drops them on its next run; nothing is written here).
-local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
-local head, tail = tonumber(pos[1]), tonumber(pos[2])
-local used = 0
-if head and tail then
-	used = tonumber(redis.call('GET', used_key) or '0')
-end
-local laid_out = head and tail and tonumber(pos[3]) == bucket and tonumber(pos[4]) == slots
+local k = math.floor(debit_ms / bucket)
+local win = win_load(ring_key, pos_key, used_key, bucket, slots, k, not settled)
+local head, tail, used = win.head, win.tail, win.used
+local laid_out = head and win.lb == bucket and win.ls == slots
 local cutoff = now - window - bucket
 local dead = 0
 if laid_out and used > 0 and tail * bucket <= cutoff then
 	local last = math.min(math.floor(cutoff / bucket), head)
-	for _, v in ipairs(ring_read(ring_key, slots, tail, last)) do
+	for _, v in ipairs(win_read(win, tail, last)) do
 		dead = dead + v
 	end
 end
@@ -114,11 +112,10 @@ if settled then
 	return {0, reserved, 0, 0, math.max(used - dead, 0), 0} -- settled already: a resend
 end
 
-local k = math.floor(debit_ms / bucket)
 local live = laid_out and used > 0 and k >= tail and k <= head and k * bucket > cutoff
 local held = 0
 if live then
-	held = redis.call('BITFIELD', ring_key, 'GET', 'i64', '#' .. string.format('%d', k % slots))[1]
+	held = win_get(win, k)
 	live = held > 0
 end
 
@@ -131,11 +128,12 @@ if live then
 	if moved < 0 then
 		moved = -math.min(-moved, held)
 	end
-	redis.call('BITFIELD', ring_key, 'INCRBY', 'i64', '#' .. string.format('%d', k % slots), string.format('%d', moved))
+	if moved ~= 0 then
+		win_add(win, k, moved)
+	end
 	used = used + moved
-	redis.call('SET', used_key, string.format('%d', used), 'KEEPTTL')
 	if held + moved == 0 then
-		ring_vacated(ring_key, pos_key, slots, k, head, tail, used)
+		win_vacated(win, k)
 	end
 end
 local held_after = held_before + moved
@@ -150,6 +148,9 @@ if moved ~= 0 then
 	end
 	local thresholds = redis.call('HGET', notify_key, 'thresholds') or ARGV[20]
 	queued = notices(fired_key, outbox_key, held_after, limit, thresholds, now, window, window + bucket, outbox_max)
+	if queued > 0 then
+		redis.call('HDEL', pos_key, 'q') -- spend.lua's quiet notices: one fired
+	end
 end
 
 -- Billing: the add-on part of the debit follows the settled cost. In the window, as spend.lua

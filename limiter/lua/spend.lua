@@ -7,19 +7,29 @@
 -- expire on their own. A rejected call writes nothing except the removal of expired buckets and
 -- leases.
 --
--- Window storage (a ring): bucket number k = start / bucket is counted in slot k % slots of a
--- string of slots = ceil(window / bucket) + 1 big-endian signed 64-bit counters (BITFIELD i64),
--- so an org's window takes slots * 8 bytes (11,528 for 24h in minutes) whatever the request
--- rate (slots comes from Go, ARGV[15]). A hash holds head (newest bucket number written) and
--- tail (oldest live bucket number holding credits), and the bucket (ms) and slots the ring was
--- laid out for. Invariants: head - tail < slots; every slot outside tail..head is zero; when
--- used > 0 the tail slot is not zero. Expiry walks forward from the tail, so each bucket is
--- read and cleared once (amortized O(1) per call). The ring's helpers are in lib.lua.
+-- Window storage: bucket number k = start / bucket. The hash pos holds head (newest bucket
+-- number written), tail (oldest live bucket number holding credits), used (the running total
+-- of the credits held by live buckets), the bucket (ms) and slots the window was laid out
+-- for, and w, where the buckets are. A window starts sparse (w "s"): each bucket holding
+-- credits is a field of pos, "<k>" -> credits, so a light org's window is one small hash
+-- (about 150 bytes, and 9 a bucket). Once pos holds more than 72 fields (about 64 buckets)
+-- they move to a ring: bucket k counted in slot k % slots of the string ring, slots =
+-- ceil(window / bucket) + 1 big-endian signed counters (slots comes from Go, ARGV[15]) of
+-- w = 4 bytes (BITFIELD i32; 5,764 bytes for 24h in minutes, whatever the request rate), or
+-- 8 (i64) once a bucket outgrew i32. A ring that empties gives way to a sparse window again.
+-- Windows written before pos held used and w keep a ring of i64 counters and their total
+-- in the string used; the scripts read them as such and move the total into pos on their
+-- next write. Invariants: head - tail < slots; no bucket outside tail..head holds credits;
+-- when used > 0 the tail bucket holds credits. Expiry walks forward from the tail, so each
+-- bucket is read and cleared once (amortized O(1) per call). The window's helpers (win_*)
+-- are in lib.lua.
 --
 -- KEYS (limiter.RedisKeys, spend list)
---   [1]  ring        string: the ring of per-bucket credits (slots * 8 bytes)
---   [2]  pos         hash: head, tail (bucket numbers), bucket (ms) and slots of the layout
---   [3]  used        string: running total of the credits held by live buckets
+--   [1]  ring        string: the ring of per-bucket credits (slots * w bytes), once sparse
+--                    gave way
+--   [2]  pos         hash: head, tail (bucket numbers), used, bucket (ms), slots and w of the
+--                    layout, while sparse "<bucket number>" -> credits, and cx and q (below)
+--   [3]  used        string: the running total of a window written before used moved into pos
 --   [4]  inflight    sorted set: lease id -> expiry (unix ms) of the org's calls in flight
 --   [5]  heavy       sorted set: the same for its heavy calls in flight
 --   [6]  addon       string: the org's add-on limit (credits) set through the admin API; "0" is off
@@ -92,8 +102,7 @@ local addon_key, meter_key = KEYS[6], KEYS[7]
 local use_key, useidx_key, calls_key = KEYS[8], KEYS[9], KEYS[10]
 local notify_key, fired_key, outbox_key = KEYS[11], KEYS[12], KEYS[13]
 
-local cost_arg = ARGV[1] -- as sent, for BITFIELD INCRBY
-local cost = tonumber(cost_arg)
+local cost = tonumber(ARGV[1])
 local now = clock_ms(ARGV[2])
 local call, lease, force = ARGV[3], ARGV[4], ARGV[5] == '1'
 
@@ -107,36 +116,35 @@ local window, bucket, slots = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(A
 local lease_ttl, slot, call_ttl = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
 local keep = tonumber(ARGV[19])
 local outbox_max = ARGV[20]
-local thresholds = redis.call('HGET', notify_key, 'thresholds') or ARGV[21]
 local queued = 0
 
-local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
-local head, tail = tonumber(pos[1]), tonumber(pos[2])
-local fresh = head == nil or tail == nil -- no ring (never used, idle, or evicted)
-local used = 0
-if not fresh then
-	used = tonumber(redis.call('GET', used_key) or '0')
+-- pos also holds cx, the server's time (ms) until which the calls hash is known to live, and
+-- q, "1" when the org's last debit found no thresholds (in KEYS[11] or ARGV[21]) and none
+-- fired: while the key brings none either, its notices cost nothing (the admin API clears q
+-- when it sets thresholds; a debit or settle that fires one clears it).
+local win = win_load(ring_key, pos_key, used_key, bucket, slots, math.floor(now / bucket), true, {'cx', 'q'})
+local calls_until = tonumber(win.more[1])
+local quiet = ARGV[21] == '' and win.more[2] == '1'
+local thresholds = ''
+if not quiet then
+	thresholds = redis.call('HGET', notify_key, 'thresholds') or ARGV[21]
 end
+local head, tail, used = win.head, win.tail, win.used
+local fresh = head == nil -- no window (never used, idle, or evicted)
 
 -- The window or bucket changed since the ring was laid out: its slots mean other buckets now.
 -- Keep what the old layout still holds, all of it in the current bucket: it frees one window
 -- from now, never earlier than it would have. Buckets the old layout has expired are not
 -- carried over (the running total may still count them: expiry is lazy).
-if not fresh and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
-	used = relaid_held(redis.call('GET', ring_key) or '', head, tail, tonumber(pos[3]), tonumber(pos[4]), now, used)
+if not fresh and (win.lb ~= bucket or win.ls ~= slots) then
+	used = win_relaid_held(win, now)
 	local k = math.floor(now / bucket)
-	redis.call('SET', ring_key, string.rep('\0', slots * 8))
-	if used > 0 then
-		redis.call('BITFIELD', ring_key, 'SET', 'i64', '#' .. string.format('%d', k % slots), string.format('%d', used))
-	end
+	redis.call('DEL', ring_key, pos_key)
+	win.sparse, win.map, win.used = true, {}, 0
 	head, tail = k, k
-	redis.call('HSET', pos_key, 'head', string.format('%d', k), 'tail', string.format('%d', k),
-		'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots))
-	redis.call('SET', used_key, string.format('%d', used))
-	local ttl = k * bucket + bucket + window - now
-	redis.call('PEXPIRE', ring_key, ttl)
-	redis.call('PEXPIRE', pos_key, ttl)
-	redis.call('PEXPIRE', used_key, ttl)
+	win_add(win, k, used, {'head', string.format('%d', k), 'tail', string.format('%d', k),
+		'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots), 'w', 's'})
+	win_expire(win, k * bucket + bucket + window - now)
 end
 
 -- Billing: with add-ons the limit is the free allotment plus the add-on limit stored in Redis,
@@ -194,23 +202,17 @@ if used > 0 then
 	if head * bucket <= cutoff then
 		used = 0
 		fresh = true
-		redis.call('DEL', ring_key, pos_key, used_key)
+		redis.call('DEL', ring_key, pos_key)
+		win.map, win.at = {}, 0
 	elseif tail * bucket <= cutoff then
 		local last = math.floor(cutoff / bucket) -- the newest dead bucket, before head
-		local vals = ring_read(ring_key, slots, tail, last)
-		for i = 1, #vals do
-			used = used - vals[i]
-		end
-		ring_clear(ring_key, slots, tail, last)
-		tail = ring_first_held(ring_key, slots, last + 1, head)
-		if used < 0 then
-			used = 0
-		end
-		redis.call('SET', used_key, string.format('%d', used), 'KEEPTTL')
-		redis.call('HSET', pos_key, 'tail', string.format('%d', tail))
+		used = math.max(used - win_clear(win, tail, last), 0)
+		tail = win_first_held(win, last + 1, head)
+		win.used, win.tail = used, tail
+		redis.call('HSET', pos_key, 'used', string.format('%d', used), 'tail', string.format('%d', tail))
 	end
 end
-if fresh or used < used_held then
+if (fresh or used < used_held) and not quiet then
 	notices(fired_key, outbox_key, used, nil, thresholds, now, window, window + bucket, outbox_max) -- re-arm
 end
 
@@ -254,7 +256,7 @@ if used + cost > limit and not force then
 	local k = tail
 	while used > 0 and k <= head do
 		local last = math.min(k + 63, head)
-		local vals = ring_read(ring_key, slots, k, last)
+		local vals = win_read(win, k, last)
 		for i = 1, #vals do
 			got = got + vals[i]
 			if got >= need then
@@ -273,12 +275,18 @@ end
 
 local k = math.floor(now / bucket)
 local moved = true -- head or tail changes: write them, and push the expiry out
+local more = {}
 if fresh then
-	redis.call('SET', ring_key, string.rep('\0', slots * 8))
-	redis.call('HSET', pos_key, 'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots))
+	win.sparse = true -- a new window starts sparse
+	more = {'bucket', string.format('%d', bucket), 'slots', string.format('%d', slots), 'w', 's'}
 	head, tail = k, k
 elseif used <= 0 then
-	head, tail = k, k -- every slot is zero
+	head, tail = k, k -- every bucket is empty: a ring gives way to a sparse window
+	if not win.sparse then
+		redis.call('DEL', ring_key)
+		win.sparse, win.map = true, {}
+		more = {'w', 's'}
+	end
 elseif k > head then
 	head = k -- head - tail < slots: the tail is live, so it started after now - window - bucket
 elseif k < tail then
@@ -288,22 +296,32 @@ elseif k < tail then
 else
 	moved = false
 end
-redis.call('BITFIELD', ring_key, 'INCRBY', 'i64', '#' .. string.format('%d', k % slots), cost_arg)
 local used_before = used
+if moved then
+	more[#more + 1] = 'head'
+	more[#more + 1] = string.format('%d', head)
+	more[#more + 1] = 'tail'
+	more[#more + 1] = string.format('%d', tail)
+end
+win.used = used
+win_add(win, k, cost, more)
 used = used + cost
-redis.call('SET', used_key, string.format('%d', used), 'KEEPTTL')
 local b = k * bucket
 
 if moved then
-	redis.call('HSET', pos_key, 'head', string.format('%d', head), 'tail', string.format('%d', tail))
 	-- The keys live until the newest bucket frees (it frees last): later debits into the
 	-- same bucket or older ones need not push the expiry again.
-	local ttl = head * bucket + bucket + window - now
-	redis.call('PEXPIRE', ring_key, ttl)
-	redis.call('PEXPIRE', pos_key, ttl)
-	redis.call('PEXPIRE', used_key, ttl)
+	win_expire(win, head * bucket + bucket + window - now)
 end
-queued = notices(fired_key, outbox_key, used, limit, thresholds, now, window, window + bucket, outbox_max)
+if not quiet then
+	local fired
+	queued, fired = notices(fired_key, outbox_key, used, limit, thresholds, now, window, window + bucket, outbox_max)
+	if thresholds == '' and not fired then
+		redis.call('HSET', pos_key, 'q', '1')
+	elseif win.more[2] == '1' then
+		redis.call('HDEL', pos_key, 'q')
+	end
+end
 
 -- Billing: the part of the debit above the free allotment is add-on consumption, summed per
 -- UTC day of now (reply[9]; a refund names the day). Not the bucket's day: a bucket that does
@@ -333,7 +351,16 @@ end
 
 if call ~= '' and call_ttl > 0 then
 	redis.call('HSET', calls_key, call, string.format('%d:d:%d:%d:%d:%d', rec_now + call_ttl, b, cost, metered, day_of(now)))
-	redis.call('PEXPIRE', calls_key, call_ttl)
+	-- The hash outlives the record: its expiry is pushed to two TTLs from now once it is
+	-- within one, so most debits need not push it (refund.lua and settle.lua only lengthen it).
+	local server_now = rec_now
+	if ARGV[2] ~= '' and not force then
+		server_now = clock_ms('')
+	end
+	if not calls_until or calls_until < server_now + call_ttl then
+		redis.call('PEXPIRE', calls_key, 2 * call_ttl)
+		redis.call('HSET', pos_key, 'cx', string.format('%d', server_now + 2 * call_ttl))
+	end
 	-- Sweep: one debit in 8 (by the clock) reads 32 more records and drops the expired ones, so
 	-- records go at least as fast as they come (one a debit); the hash expires with the last.
 	if rec_now % 8 == 0 then

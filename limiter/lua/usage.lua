@@ -4,9 +4,10 @@
 -- against the window even when expired buckets have not been trimmed yet.
 --
 -- KEYS (limiter.RedisKeys, usage list; spend.lua's header says what each holds)
---   [1]  ring        string: the ring of per-bucket credits
---   [2]  pos         hash: head, tail (bucket numbers), bucket and slots of the ring
---   [3]  used        string: running total of the window, read only after a layout change
+--   [1]  ring        string: the ring of per-bucket credits, once sparse gave way
+--   [2]  pos         hash: head, tail, used, bucket, slots and w of the layout, and the
+--                    buckets of a sparse window
+--   [3]  used        string: the running total of a window written before it moved into pos
 --   [4]  inflight    sorted set: lease id -> expiry (unix ms), calls in flight
 --   [5]  heavy       sorted set: the same for heavy calls
 --   [6]  addon       string: the add-on limit stored through the admin API
@@ -39,37 +40,30 @@ local use_key, useidx_key = KEYS[7], KEYS[8]
 local now = clock_ms(ARGV[1])
 local window, bucket, slots, slot = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
--- The live buckets are those starting after now - window - bucket, between the ring's tail
--- and head. The ring is read whole (window/bucket + 1 eight-byte counters: 11.5 KB for 24 h in
--- minutes) in one GETRANGE.
+-- The live buckets are those starting after now - window - bucket, between the window's
+-- tail and head.
 local used = 0
 local reset = 0
-local pos = redis.call('HMGET', pos_key, 'head', 'tail', 'bucket', 'slots')
-local head, tail = tonumber(pos[1]), tonumber(pos[2])
+local win = win_load(ring_key, pos_key, used_key, bucket, slots, math.floor(now / bucket), false)
+local head, tail = win.head, win.tail
 
-if head ~= nil and tail ~= nil and (tonumber(pos[3]) ~= bucket or tonumber(pos[4]) ~= slots) then
+if head ~= nil and (win.lb ~= bucket or win.ls ~= slots) then
 	-- Laid out for another window or bucket: the next spend carries what the old layout still
 	-- holds into its current bucket (spend.lua), so report that, freeing one window from now.
-	local total = tonumber(redis.call('GET', used_key) or '0') or 0
-	used = relaid_held(redis.call('GET', ring_key) or '', head, tail, tonumber(pos[3]), tonumber(pos[4]), now, total)
+	used = win_relaid_held(win, now)
 	if used > 0 then
 		reset = math.floor(now / bucket) * bucket + bucket + window - now
 	end
-elseif head ~= nil and tail ~= nil then
+elseif head ~= nil then
 	local first = math.max(tail, math.floor((now - window - bucket) / bucket) + 1)
 	if first <= head and head - first < slots then
-		local raw = redis.call('GET', ring_key) or ''
-		for k = first, head do
-			local at = (k % slots) * 8 + 1
-			local v = 0
-			if at + 7 <= #raw then
-				v = struct.unpack('>i8', raw, at)
-			end
-			if v ~= 0 then
+		local vals = win_read(win, first, head)
+		for i = 1, #vals do
+			if vals[i] ~= 0 then
 				if reset == 0 then
-					reset = k * bucket + bucket + window - now
+					reset = (first + i - 1) * bucket + bucket + window - now
 				end
-				used = used + v
+				used = used + vals[i]
 			end
 		end
 	end

@@ -217,6 +217,42 @@ func testNoticeSettings(t *testing.T, newStore NewStore) {
 	}
 }
 
+// testNoticesAfterQuietDebits: debits of an org with no thresholds anywhere cost the notices
+// nothing in Redis, but thresholds set later, through the settings or the key, apply from
+// the next debit on.
+func testNoticesAfterQuietDebits(t *testing.T, newStore NewStore) {
+	s := newStore(t, limiter.Options{Window: day, Bucket: minute})
+	ns := noticeStore(t, s)
+	ctx := context.Background()
+	org := newOrg()
+	k := limiter.NewKey(org, 100)
+	for i, cost := range []int64{20, 10, 10} {
+		if n := spendNotice(t, s, k, cost, t0.Add(time.Duration(i)*time.Second)); n != 0 {
+			t.Fatalf("debit %d queued %d with no thresholds", i, n)
+		}
+	}
+	if err := ns.SetNotices(ctx, org, &limiter.NoticeSettings{Thresholds: &[]int64{50}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := spendNotice(t, s, k, 20, t0.Add(5*time.Second)); n != 1 {
+		t.Fatalf("crossing the stored 50%% queued %d, want 1", n)
+	}
+	if err := ns.SetNotices(ctx, org, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 { // none stored now, 50 still fired
+		if n := spendNotice(t, s, k, 1, t0.Add(time.Duration(6+i)*time.Second)); n != 0 {
+			t.Fatalf("debit queued %d with the settings gone", n)
+		}
+	}
+	if n := spendNotice(t, s, k.WithNotices([]int64{80}), 20, t0.Add(10*time.Second)); n != 1 {
+		t.Fatalf("crossing the key's 80%% queued %d, want 1", n)
+	}
+	if st, err := ns.Notices(ctx, org); err != nil || !slices.Equal(st.Fired, []int64{50, 80}) {
+		t.Fatalf("fired %v, %v; want [50 80]", st.Fired, err)
+	}
+}
+
 // testNoticesSettle: a settle moves the window's total like a debit or a refund, so the
 // notices follow it: an extra debit that crosses a threshold queues its event, once however
 // often the settle is sent, and a give-back below it re-arms it.

@@ -85,6 +85,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"NoticesRearm", testNoticesRearm},
 		{"NoticesRetryAndLease", testNoticesRetry},
 		{"NoticeSettings", testNoticeSettings},
+		{"NoticesAfterQuietDebits", testNoticesAfterQuietDebits},
 		{"NoticesSettle", testNoticesSettle},
 		{"Settle", testSettle},
 		{"SettlePastLimit", testSettlePastLimit},
