@@ -147,7 +147,9 @@ func TestRedisUpgradeFromRingLayout(t *testing.T) {
 		at := t0.Add(time.Duration(i) * 5 * time.Minute)
 		cost := int64(i + 1)
 		dm, em := m.Spend(ctx, kc, cost, at)
-		raw, err := old.Run(ctx, srv.Client, kc.redis().spend, r.spendArgs(kc, cost, at, kc.Call)...).Int64Slice()
+		keys := kc.redis().spend
+		args := r.spendCommand(kc.redis(), kc, cost, at, kc.Call)[3+len(keys):]
+		raw, err := old.Run(ctx, srv.Client, keys, args...).Int64Slice()
 		if err != nil || em != nil {
 			t.Fatalf("debit %d: %v, %v", i, err, em)
 		}
