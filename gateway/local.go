@@ -56,6 +56,8 @@ type localDebit struct {
 	// sent: a write of it into the store was attempted, and may have landed even if its
 	// reply was lost; a refund must then go to the store too.
 	sent bool
+	// settled: its answer settled its cost (settle) after it entered the ledger.
+	settled bool
 }
 
 func newLocalLimiter(opts limiter.Options) *localLimiter {
@@ -156,7 +158,7 @@ func (l *localLimiter) settle(call string, cost int64) bool {
 	if l.store != nil {
 		_, _ = l.store.Settle(context.Background(), limiter.NewKey(e.key.Org, e.d.Limit), e.d, cost, time.Time{})
 	}
-	e.cost = cost
+	e.cost, e.settled = cost, true
 	l.ledger[call] = e
 	return true
 }
@@ -224,12 +226,15 @@ func (g *Gateway) reconcile() {
 		cur, still = l.ledger[id]
 		delete(l.ledger, id) // a refund racing this write has compensated it by its id
 		l.mu.Unlock()
-		if still && cur.cost != e.cost {
-			// Settled while its write was on the wire: corrected in the store by its id (the
-			// record the write left), queued like the settles the store could not take.
+		// Settled while a write was on the wire: corrected in the store by its id (the record
+		// the write left), queued to run at once (the store has just answered). A write answered
+		// ErrCompensated found the record of an earlier one, whose reply was lost and whose
+		// cost may be the reservation: settled whenever the answer settled it (a settle to the
+		// cost a record holds moves nothing, and one of a compensated call does nothing).
+		if still && (cur.cost != e.cost || err != nil && cur.settled) {
 			wd := limiter.Decision{Allowed: true, Cost: e.cost, Call: id, Bucket: d.Bucket, Addon: d.Addon, Day: d.Day}
-			g.queueFailed(g.deferredCall(opSettle, true, func(ctx context.Context) error {
-				_, err := g.settleIn(ctx, e.key, wd, cur.cost, time.Time{})
+			g.queue(g.deferredCall(opSettle, true, func(ctx context.Context) error {
+				_, err := g.settleIn(ctx, e.key, wd, cur.cost, g.decisionTime())
 				return err
 			}))
 		}

@@ -425,3 +425,53 @@ func TestSettleAnswersWhole(t *testing.T) {
 		t.Errorf("used %d, want 20 (5000 records)", u)
 	}
 }
+
+// TestSettleFailModeLocalAfterLostWrite: a call admitted on the gateway's own, whose write
+// into the store landed with its reservation but lost its reply, and whose answer settled
+// after that, is settled in the store when the next write finds the first one there.
+func TestSettleFailModeLocalAfterLostWrite(t *testing.T) {
+	f, fs := localFixture(t, 1)
+	costs, err := costtable.Parse("settle", []byte(settleTable))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.gw.SetCosts(costs)
+	release := make(chan struct{})
+	f.up.handler = func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		settleUpstream(w, r)
+	}
+	fs.down.Store(true)
+	status := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", f.url+"/list?n=5000", nil)
+		req.Header.Set("Authorization", "Bearer acme-key")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			status <- 0
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	waitUntil(t, func() bool { return f.gw.local.pending() == 1 })
+	fs.down.Store(false)
+	fs.loseForce.Store(true)
+	f.gw.reconcile() // the write lands with the reservation; its reply is lost
+	if n := f.gw.local.pending(); n != 1 {
+		t.Fatalf("%d calls pending after a write whose reply was lost, want 1", n)
+	}
+	if got := f.used(t, "acme", 1000); got != 1 {
+		t.Fatalf("the store holds %d, want the reservation, 1", got)
+	}
+	close(release)
+	if s := <-status; s != 200 {
+		t.Fatalf("status %d", s)
+	}
+	fs.loseForce.Store(false)
+	waitUntil(t, func() bool {
+		f.gw.reconcile()
+		return f.gw.local.pending() == 0 && f.used(t, "acme", 1000) == 20
+	})
+}
