@@ -66,8 +66,12 @@ func (g *Gateway) noticesOf(t *orgState, st limiter.NoticeState) noticesResponse
 		u, secret, r.WebhookFrom = cfg.URL, cfg.Secret, "default"
 	}
 	if pu, err := url.Parse(u); err == nil && u != "" {
-		pu.User, pu.RawQuery, pu.Fragment = nil, "", ""
-		r.WebhookURL = pu.String()
+		// Scheme and host only: hooks of chat and automation services carry their token in
+		// the path, and a viewer is not to read it.
+		r.WebhookURL = pu.Scheme + "://" + pu.Host
+		if pu.Path != "" && pu.Path != "/" {
+			r.WebhookURL += "/…"
+		}
 	}
 	r.WebhookSecretSet = secret != ""
 	r.Fired = append(r.Fired, st.Fired...)

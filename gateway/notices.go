@@ -277,15 +277,17 @@ type endpoint struct {
 }
 
 // endpointOf returns org's endpoint: set through the admin API, else the org's own, else the
-// default; a url of "" when none is known or its secret is not usable.
-func (n *notifier) endpointOf(ctx context.Context, org string) endpoint {
+// default; a url of "" when none is known or its secret is not usable; an error when the
+// admin API's settings could not be read.
+func (n *notifier) endpointOf(ctx context.Context, org string) (endpoint, error) {
 	u, secret := n.cfg.URL, n.cfg.Secret
 	if t, ok := n.g.orgByID(org); ok && t.org.WebhookURL != "" {
 		u, secret = t.org.WebhookURL, t.org.WebhookSecret
 	}
 	st, err := n.g.cfg.Store.Notices(ctx, org)
 	if err != nil {
-		n.log.Warn("notice settings not read, the configured endpoint applies", zap.String("org", org), zap.Error(err))
+		// Settings set through the admin API may name another endpoint: none is guessed.
+		return endpoint{}, err
 	}
 	if st.Settings.URL != nil {
 		u = *st.Settings.URL
@@ -295,9 +297,9 @@ func (n *notifier) endpointOf(ctx context.Context, org string) endpoint {
 	}
 	key, err := ParseWebhookSecret(secret)
 	if u == "" || err != nil {
-		return endpoint{}
+		return endpoint{}, nil
 	}
-	return endpoint{url: u, key: key}
+	return endpoint{url: u, key: key}, nil
 }
 
 // deliver sends org's events (its oldest, claimed) in order, and settles the claim: the
@@ -305,8 +307,14 @@ func (n *notifier) endpointOf(ctx context.Context, org string) endpoint {
 // backoff.
 func (n *notifier) deliver(org string, events []limiter.Notice) {
 	ctx, cancel := context.WithTimeout(context.Background(), n.g.cfg.StoreTimeout)
-	ep := n.endpointOf(ctx, org)
+	ep, err := n.endpointOf(ctx, org)
 	cancel()
+	if err != nil {
+		// The org's settings could not be read: its events stay claimed until the claim
+		// lapses, then another attempt (here or elsewhere) reads them again.
+		n.log.Warn("notice settings not read: delivery waits", zap.String("org", org), zap.Error(err))
+		return
+	}
 	var (
 		done    []limiter.Notice
 		failed  *limiter.Notice

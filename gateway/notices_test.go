@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -288,7 +289,7 @@ func TestNoticesAdminAPI(t *testing.T) {
 	if s != 200 || strings.Contains(body, "t1") || strings.Contains(body, "pw") {
 		t.Fatalf("PUT: %d %s", s, body)
 	}
-	if r := get(); r.ThresholdsFrom != "admin" || r.WebhookURL != "https://x.example/h" || len(r.Thresholds) != 2 || r.Thresholds[0] != 80 || len(r.Fired) != 1 {
+	if r := get(); r.ThresholdsFrom != "admin" || r.WebhookURL != "https://x.example/…" || len(r.Thresholds) != 2 || r.Thresholds[0] != 80 || len(r.Fired) != 1 {
 		t.Fatalf("after PUT: %+v", r)
 	}
 	if s, body := f.adminCall(t, "DELETE", "/admin/v1/orgs/tiny/notices", adminTok, ""); s != 200 || !strings.Contains(body, `"thresholds_from":"default"`) {
@@ -360,4 +361,44 @@ func TestSignWebhook(t *testing.T) {
 			t.Errorf("secret %q accepted", bad)
 		}
 	}
+}
+
+// unreadSettingsStore is a memory store that cannot read notice settings while fail is set.
+type unreadSettingsStore struct {
+	*limiter.MemoryStore
+	fail atomic.Bool
+}
+
+func (s *unreadSettingsStore) Notices(ctx context.Context, org string) (limiter.NoticeState, error) {
+	if s.fail.Load() {
+		return limiter.NoticeState{}, errors.New("store stalled")
+	}
+	return s.MemoryStore.Notices(ctx, org)
+}
+
+// TestNoticeSettingsUnread: while the org's notice settings cannot be read, its events are
+// neither dropped nor sent to an endpoint the settings may override; once they can, the
+// event is delivered.
+func TestNoticeSettingsUnread(t *testing.T) {
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) {})
+	var store *unreadSettingsStore
+	f := newBillingFixture(t, func(c *Config) {
+		store = &unreadSettingsStore{MemoryStore: c.Store.(*limiter.MemoryStore)}
+		store.fail.Store(true)
+		c.Store, c.StoreTimeout = store, 100*time.Millisecond
+		c.Notices = &NoticeConfig{Thresholds: []int64{50}, URL: rc.URL, Secret: testSecret, Timeout: 100 * time.Millisecond,
+			Interval: 20 * time.Millisecond}
+	})
+	for range 5 {
+		do(t, "GET", f.url+"/crm/v2/users", map[string]string{"X-Api-Key": "tiny-key"}, "")
+	}
+	time.Sleep(500 * time.Millisecond) // claims and attempts to read the settings
+	if d := testutil.ToFloat64(f.gw.metrics.notices[noticeDropped]); d != 0 {
+		t.Fatalf("%v events dropped while the settings could not be read", d)
+	}
+	if attempts, _ := rc.snapshot(); len(attempts) != 0 {
+		t.Fatalf("%d attempts while the settings could not be read", len(attempts))
+	}
+	store.fail.Store(false)
+	waitUntil(t, func() bool { return testutil.ToFloat64(f.gw.metrics.notices[noticeDelivered]) == 1 })
 }
