@@ -249,41 +249,52 @@ func (s *RedisStore) QueueNotices(ctx context.Context, org string, now time.Time
 	return nil
 }
 
-// sweepPage is how many keys one SweepNotices asks each Redis master to look at.
-const sweepPage = 1000
+// sweepPage is how many keys one SCAN page of SweepNotices asks a Redis master to look at,
+// and sweepPages how many pages a run reads at most.
+const (
+	sweepPage  = 1000
+	sweepPages = 64
+)
 
-// SweepNotices implements NoticeStore: one SCAN page of outbox keys on each master, its
-// cursor kept for the next call.
+// SweepNotices implements NoticeStore: up to sweepPages SCAN pages of outbox keys on each
+// master, until the cursor comes back to the start; the cursor is kept for the next call.
 func (s *RedisStore) SweepNotices(ctx context.Context, now time.Time) error {
 	c, err := s.commands()
 	if err != nil {
 		return err
 	}
 	sweep := func(ctx context.Context, node redis.Cmdable, addr string) error {
-		s.sweepMu.Lock()
-		cursor := s.sweepAt[addr]
-		s.sweepMu.Unlock()
-		keys, next, err := node.ScanType(ctx, cursor, "cg:{*}:outbox", sweepPage, "stream").Result()
-		if err != nil {
-			return err
-		}
-		s.sweepMu.Lock()
-		if s.sweepAt == nil {
-			s.sweepAt = map[string]uint64{}
-		}
-		s.sweepAt[addr] = next
-		s.sweepMu.Unlock()
-		for _, k := range keys {
-			org, ok := strings.CutPrefix(k, "cg:{")
-			if org, ok = strings.CutSuffix(org, "}:outbox"); !ok || org == "" {
-				continue
-			}
-			if n, err := node.XLen(ctx, k).Result(); err != nil || n == 0 {
-				continue
-			}
-			// NX: an org indexed already keeps its due time (a backoff, a lease).
-			if err := c.ZAddNX(ctx, noticeIndex, redis.Z{Score: float64(now.UnixMilli()), Member: org}).Err(); err != nil {
+		// Up to sweepPages pages a run, or the whole keyspace when it is smaller: a server of
+		// 100,000 orgs (some 800,000 keys) is swept in about 13 runs.
+		for range sweepPages {
+			s.sweepMu.Lock()
+			cursor := s.sweepAt[addr]
+			s.sweepMu.Unlock()
+			keys, next, err := node.ScanType(ctx, cursor, "cg:{*}:outbox", sweepPage, "stream").Result()
+			if err != nil {
 				return err
+			}
+			s.sweepMu.Lock()
+			if s.sweepAt == nil {
+				s.sweepAt = map[string]uint64{}
+			}
+			s.sweepAt[addr] = next
+			s.sweepMu.Unlock()
+			for _, k := range keys {
+				org, ok := strings.CutPrefix(k, "cg:{")
+				if org, ok = strings.CutSuffix(org, "}:outbox"); !ok || org == "" {
+					continue
+				}
+				if n, err := node.XLen(ctx, k).Result(); err != nil || n == 0 {
+					continue
+				}
+				// NX: an org indexed already keeps its due time (a backoff, a lease).
+				if err := c.ZAddNX(ctx, noticeIndex, redis.Z{Score: float64(now.UnixMilli()), Member: org}).Err(); err != nil {
+					return err
+				}
+			}
+			if next == 0 {
+				return nil
 			}
 		}
 		return nil
