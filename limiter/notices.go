@@ -412,9 +412,10 @@ func (s *RedisStore) FinishNotices(ctx context.Context, owner, org string, done 
 	for _, n := range done {
 		args = append(args, n.entry)
 	}
-	left, err := finishScript.Run(ctx, s.client, NewRedisKeys(org).outbox, args...).Int64()
+	keys := NewRedisKeys(org)
+	left, err := finishScript.Run(ctx, s.client, keys.outbox, args...).Int64()
 	if err != nil {
-		return fmt.Errorf("settle notices %s: %w", org, err)
+		return fmt.Errorf("finish notices %s: %w", org, err)
 	}
 	due := now.UnixMilli()
 	switch {
@@ -427,12 +428,22 @@ func (s *RedisStore) FinishNotices(ctx context.Context, owner, org string, done 
 			err = unindexLua.Run(ctx, s.client, []string{noticeIndex}, org, int64(score)).Err()
 		}
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("settle notices %s: %w", org, err)
+			return fmt.Errorf("finish notices %s: %w", org, err)
 		}
-		return nil
+		// The outbox and the index live in different slots, so the two steps above are not
+		// one: an event queued, and indexed by its gateway, between them is unindexed with
+		// the org. The outbox is read again after, and an org that holds events is indexed
+		// again.
+		n, err := c.XLen(ctx, keys.Outbox).Result()
+		if err != nil {
+			return fmt.Errorf("finish notices %s: %w", org, err)
+		}
+		if n == 0 {
+			return nil
+		}
 	}
 	if err := c.ZAdd(ctx, noticeIndex, redis.Z{Score: float64(due), Member: org}).Err(); err != nil {
-		return fmt.Errorf("settle notices %s: %w", org, err)
+		return fmt.Errorf("finish notices %s: %w", org, err)
 	}
 	return nil
 }

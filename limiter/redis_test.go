@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -500,4 +501,76 @@ func testNoticeSweep(t *testing.T, url string) {
 	if len(orgs) > 0 {
 		t.Fatalf("the sweep never found %v", orgs)
 	}
+}
+
+// TestRedisNoticeFinishKeepsNewEvents: an event queued and indexed by another gateway while
+// this one finishes delivering the org's earlier events (after its claim ended, before it
+// takes the org off the index) keeps the org indexed: it is claimed next, not left to the
+// sweep.
+func TestRedisNoticeFinishKeepsNewEvents(t *testing.T) {
+	srv := redistest.Start(t)
+	other := productionStore(t, srv.URL) // the other gateway
+	client, err := limiter.NewRedisClient(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	ctx := context.Background()
+	now := time.Now()
+	const org = "finish-race"
+	k := limiter.NewKey(org, 100).WithNotices([]int64{50, 80})
+	var once sync.Once
+	client.AddHook(beforeCommand{name: "zscore", run: func() {
+		once.Do(func() {
+			// Its debit crosses 80 %, and it indexes the org.
+			if d, err := other.Spend(ctx, k, 25, time.Time{}); err != nil || d.Notices != 1 {
+				t.Errorf("second spend: %+v, %v; want one notice", d, err)
+			}
+			if err := other.QueueNotices(ctx, org, now); err != nil {
+				t.Error(err)
+			}
+		})
+	}})
+	s, err := limiter.NewRedisStore(client, limiter.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := s.Spend(ctx, k, 60, time.Time{}); err != nil || d.Notices != 1 {
+		t.Fatalf("spend: %+v, %v; want one notice", d, err)
+	}
+	if err := s.QueueNotices(ctx, org, now); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ClaimNotices(ctx, "a", now, time.Minute, 100, 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("claimed %+v, %v; want the 50 %% event", got, err)
+	}
+	if err := s.FinishNotices(ctx, "a", org, got, nil, time.Time{}, now); err != nil {
+		t.Fatal(err)
+	}
+	next, err := other.ClaimNotices(ctx, "b", now.Add(time.Second), time.Minute, 100, 10)
+	if err != nil || len(next) != 1 || next[0].Threshold != 80 {
+		t.Fatalf("claimed %+v, %v after the finish; want the 80 %% event", next, err)
+	}
+}
+
+// beforeCommand runs run before each command of the given name.
+type beforeCommand struct {
+	name string
+	run  func()
+}
+
+func (h beforeCommand) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h beforeCommand) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == h.name {
+			h.run()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h beforeCommand) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
