@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -468,10 +469,16 @@ type memNotices struct {
 	settings map[string]NoticeSettings
 	outboxes map[string]*memOutbox
 	seq      int64
+	// anySet is whether settings were ever stored: until then a debit need not take mu,
+	// which every org's calls share.
+	anySet atomic.Bool
 }
 
 // thresholds returns org's thresholds: its settings', else the key's.
 func (n *memNotices) thresholds(key Key) []int64 {
+	if !n.anySet.Load() {
+		return key.Thresholds
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if st, ok := n.settings[key.Org]; ok && st.Thresholds != nil {
@@ -553,6 +560,7 @@ func (s *MemoryStore) SetNotices(_ context.Context, org string, ns *NoticeSettin
 		c.Thresholds = &list
 	}
 	n.settings[org] = c
+	n.anySet.Store(true)
 	return nil
 }
 
