@@ -57,7 +57,7 @@ func (g *Gateway) rewrite(rt *route, pr *httputil.ProxyRequest) {
 	if fwd := pr.In.Header["Forwarded"]; len(fwd) > 0 {
 		pr.Out.Header["Forwarded"] = append(fwd[:len(fwd):len(fwd)], forwardedElement(pr.In))
 	}
-	if s := settlingOf(pr.Out); s != nil && s.rule.Header == "" {
+	if s := settlingOf(rt, pr.Out); s != nil && s.rule.Header == "" {
 		readableCodings(pr.Out.Header) // settle.go
 		// A part of an answer cannot be counted: a client could fetch a long list in ranges,
 		// each keeping only its reservation. A counted call gets its answer whole.
@@ -92,7 +92,7 @@ func forwardedElement(r *http.Request) string {
 // modifyResponse measures the upstream's answer and drops its limit fields; a call that
 // settles its cost from the answer reads it (settle.go).
 func (g *Gateway) modifyResponse(rt *route, resp *http.Response) error {
-	if s := settlingOf(resp.Request); s != nil {
+	if s := settlingOf(rt, resp.Request); s != nil {
 		s.response(resp)
 	}
 	g.rewriteLocations(rt, resp)

@@ -52,6 +52,9 @@ type route struct {
 	names map[string]string
 	// from is the upstream's base URL as its absolute redirects name it.
 	from string
+	// settles: a rule of the route's table settles its cost from the answer, so its calls
+	// may carry a settling (settle.go); the others skip looking for one.
+	settles bool
 }
 
 // routeTable is the routes in force, in the order they are tried: routes with a host first,
@@ -221,6 +224,7 @@ func (g *Gateway) setRoutesLocked(routes []Route, single bool) {
 		c := &route{Route: r, prefix: strings.TrimSuffix(r.PathPrefix, "/")}
 		c.Host = strings.TrimSuffix(c.Host, ".")
 		c.from = r.Upstream.Scheme + "://" + r.Upstream.Host + strings.TrimSuffix(r.Upstream.Path, "/")
+		c.settles = slices.ContainsFunc(r.Costs.Rules(), func(x costtable.Rule) bool { return x.Response != nil })
 		all := ruleNames(r.Costs)
 		if r.Name != "" {
 			c.names = make(map[string]string, len(all))

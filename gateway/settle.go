@@ -71,9 +71,9 @@ func (g *Gateway) startSettle(cw *callWriter, r *http.Request) (*settling, *http
 	return s, r.WithContext(context.WithValue(ctx, settleKey{}, s))
 }
 
-// settlingOf returns the settling of the call whose outgoing request out is, or nil.
-func settlingOf(out *http.Request) *settling {
-	if out == nil {
+// settlingOf returns the settling of the call on rt whose outgoing request out is, or nil.
+func settlingOf(rt *route, out *http.Request) *settling {
+	if !rt.settles || out == nil {
 		return nil
 	}
 	s, _ := out.Context().Value(settleKey{}).(*settling)
