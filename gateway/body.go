@@ -399,24 +399,12 @@ func (g *Gateway) decodeBody(ctx context.Context, hb *heldBody, header []string)
 	if n == 0 {
 		return nil
 	}
-	var (
-		rd      io.Reader = bytes.NewReader(hb.raw)
-		closers []func()
-	)
-	defer func() {
-		for _, c := range closers {
-			c()
-		}
-	}()
-	for i := n - 1; i >= 0; i-- { // the last coding listed was applied last
-		dec, done, err := decoder(codings[i], rd)
-		if err != nil {
-			hb.countable = false
-			return nil
-		}
-		closers = append(closers, done)
-		rd = dec
+	rd, done, err := decoding(codings, n, bytes.NewReader(hb.raw))
+	if err != nil {
+		hb.countable = false
+		return nil
 	}
+	defer done()
 	limit := g.cfg.MaxBodyBytes
 	if r := g.cfg.MaxInflateRatio; r > 0 {
 		limit = min(limit, max(inflateFloor, r*int64(len(hb.raw))))
@@ -492,6 +480,36 @@ func decoder(coding string, r io.Reader) (io.Reader, func(), error) {
 		return d, func() { _ = d.Reset(nil); zstdDecoders.Put(d) }, nil
 	}
 	return nil, nil, fmt.Errorf("unknown content coding %q", coding)
+}
+
+// decoding returns r with codings[:n] removed (the last listed was applied last), and what
+// to call when done with it.
+func decoding(codings [maxCodings]string, n int, r io.Reader) (io.Reader, func(), error) {
+	var closers []func()
+	done := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	for i := n - 1; i >= 0; i-- {
+		dec, closeDec, err := decoder(codings[i], r)
+		if err != nil {
+			done()
+			return nil, nil, err
+		}
+		closers = append(closers, closeDec)
+		r = dec
+	}
+	return r, done, nil
+}
+
+// decodable reports whether decoder removes coding (lower case), or it is identity.
+func decodable(coding string) bool {
+	switch coding {
+	case "gzip", "x-gzip", "deflate", "zstd", "identity":
+		return true
+	}
+	return false
 }
 
 // zstdDecoders are synchronous decoders (one goroutine: the caller's) whose window is

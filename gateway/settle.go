@@ -234,16 +234,13 @@ func (b *settleBody) decode(codings [maxCodings]string, n int) {
 
 // decodeInto writes r with its codings removed to w.
 func decodeInto(w io.Writer, codings [maxCodings]string, n int, r io.Reader) error {
-	for i := n - 1; i >= 0; i-- { // the last coding listed was applied last
-		dec, done, err := decoder(codings[i], r)
-		if err != nil {
-			return err
-		}
-		defer done()
-		r = dec
+	dec, done, err := decoding(codings, n, r)
+	if err != nil {
+		return err
 	}
+	defer done()
 	var buf [4 << 10]byte
-	_, err := io.CopyBuffer(w, r, buf[:])
+	_, err = io.CopyBuffer(w, dec, buf[:])
 	return err
 }
 
@@ -346,8 +343,7 @@ func readableCodings(h http.Header) {
 		for c := range strings.SplitSeq(v, ",") {
 			c = strings.TrimSpace(c)
 			name, _, _ := strings.Cut(c, ";")
-			switch strings.ToLower(strings.TrimSpace(name)) {
-			case "gzip", "x-gzip", "deflate", "zstd", "identity":
+			if decodable(strings.ToLower(strings.TrimSpace(name))) {
 				keep = append(keep, c)
 			}
 		}

@@ -475,3 +475,15 @@ func TestSettleFailModeLocalAfterLostWrite(t *testing.T) {
 		return f.gw.local.pending() == 0 && f.used(t, "acme", 1000) == 20
 	})
 }
+
+// TestDecodableMatchesDecoder: the codings a counted call may ask the upstream for are the
+// ones the gateway decodes.
+func TestDecodableMatchesDecoder(t *testing.T) {
+	for _, c := range []string{"gzip", "x-gzip", "deflate", "zstd", "br", "compress", "identity", "*"} {
+		_, _, err := decoder(c, strings.NewReader(""))
+		known := err == nil || !strings.Contains(err.Error(), "unknown content coding")
+		if got := decodable(c); got != (known || c == "identity") {
+			t.Errorf("decodable(%q) = %v, decoder knows it: %v", c, got, known)
+		}
+	}
+}
