@@ -202,10 +202,7 @@ func (g *Gateway) reconcile() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.StoreTimeout)
 		start := time.Now()
-		d, err := g.cfg.Store.Spend(ctx, e.key.WithForce().WithCall(id), e.cost, e.at)
-		if d.Notices > 0 && g.notices != nil {
-			g.notices.queued(e.key.Org, d.Notices)
-		}
+		d, err := g.spendIn(ctx, e.key.WithForce().WithCall(id), e.cost, e.at)
 		cancel()
 		if err != nil && !errors.Is(err, limiter.ErrCompensated) {
 			g.metrics.observeStore(opSpend, resultError, start)

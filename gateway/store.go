@@ -112,12 +112,9 @@ func (g *Gateway) spend(client context.Context, key limiter.Key, cost int64, now
 	}
 	ctx, cancel := g.spendContext(client)
 	start := time.Now()
-	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
+	d, err := g.spendIn(ctx, key, cost, now)
 	cancel()
 	g.observeDecision(client, opSpend, start, err)
-	if d.Notices > 0 && g.notices != nil {
-		g.notices.queued(key.Org, d.Notices)
-	}
 	return d, err
 }
 
@@ -189,6 +186,15 @@ func (g *Gateway) settleStore(parent context.Context, key limiter.Key, d limiter
 		return err
 	})
 	return set, ran, err
+}
+
+// spendIn is Store.Spend, with the usage notices the debit queued handed to the notifier.
+func (g *Gateway) spendIn(ctx context.Context, key limiter.Key, cost int64, now time.Time) (limiter.Decision, error) {
+	d, err := g.cfg.Store.Spend(ctx, key, cost, now)
+	if d.Notices > 0 && g.notices != nil {
+		g.notices.queued(key.Org, d.Notices)
+	}
+	return d, err
 }
 
 // settleIn is Store.Settle, with the usage notices it queued handed to the notifier (an extra
