@@ -45,6 +45,18 @@ local function record_expires(rec)
 	return tonumber(string.match(rec, '^(%d+):')) or 0
 end
 
+-- debit_record reads the record of a debit (spend.lua's calls hash: "<expires ms>:d:<bucket
+-- ms>:<cost>:<add-on>:<day>", with ":s" once settle.lua settled it): its bucket, cost, add-on
+-- part and day as numbers, and whether it is settled; nil for a record of another kind
+-- (refunded, compensated).
+local function debit_record(rec)
+	local b, c, a, d, s = string.match(rec, '^%d+:d:(%-?%d+):(%d+):(%d+):(%d+)(:?s?)$')
+	if not b then
+		return nil
+	end
+	return tonumber(b), tonumber(c), tonumber(a), tonumber(d), s == ':s'
+end
+
 -- drop_through removes the fields of hash key whose numbers are at most last.
 local function drop_through(key, last)
 	local old = {}

@@ -63,11 +63,11 @@ if call ~= '' then
 		rec = nil -- a compensation past the record's life: as if it were gone already
 	end
 	if rec then
-		local b, c, a, d = string.match(rec, '^%d+:d:(%-?%d+):(%d+):(%d+):(%d+)')
+		local b, c, a, d = debit_record(rec)
 		if not b then
 			return 0 -- refunded, or compensated, already
 		end
-		debit_ms, credits, addon, debit_day = tonumber(b), tonumber(c), tonumber(a), d
+		debit_ms, credits, addon, debit_day = b, c, a, string.format('%d', d)
 		-- Marked refunded for a whole TTL from now: a retry of this refund (its reply lost),
 		-- which may come up to a TTL after its first attempt, must find the mark.
 		redis.call('HSET', calls_key, call, string.format('%d:r', now + ttl))

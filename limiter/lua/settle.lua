@@ -84,11 +84,11 @@ local outbox_max = ARGV[19]
 local rec = redis.call('HGET', calls_key, call)
 local settled = false
 if rec then
-	local b, c, a, d, s = string.match(rec, '^%d+:d:(%-?%d+):(%d+):(%d+):(%d+)(:?s?)$')
+	local b, c, a, d, s = debit_record(rec)
 	if not b then
 		return {0, 0, 0, 0, 0, 0} -- refunded or compensated: nothing is charged to settle
 	end
-	debit_ms, reserved, addon, debit_day, settled = tonumber(b), tonumber(c), tonumber(a), tonumber(d), s == ':s'
+	debit_ms, reserved, addon, debit_day, settled = b, c, a, d, s
 elseif (reserved or 0) <= 0 then
 	return {0, 0, 0, 0, 0, 0}
 end

@@ -187,7 +187,7 @@ local replay -- the record of this call's debit, when it ran already
 if call ~= '' then
 	local rec = redis.call('HGET', calls_key, call)
 	if rec and record_expires(rec) > rec_now then
-		if not force and string.find(rec, '^%d+:d:') then
+		if not force and debit_record(rec) then
 			replay = rec
 		else
 			return {-4, 0, 0, 0, 0, 0, 0, limit, day_of(now), 0, 0}
@@ -219,13 +219,13 @@ end
 -- A resend of a debit that ran: the debit's bucket, cost, add-on part and day from its record,
 -- the calls in flight with the lease it took (still held unless released or expired since).
 if replay then
-	local b, c, a, d = string.match(replay, '^%d+:d:(%-?%d+):(%d+):(%d+):(%d+)')
+	local b, c, a, d = debit_record(replay)
 	local in_flight = 0
-	if cap > 0 and tonumber(c) > 0 then
+	if cap > 0 and c > 0 then
 		redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now)
 		in_flight = redis.call('ZCARD', inflight_key)
 	end
-	return {-5, used, 0, reset_ms(), tonumber(b), in_flight, tonumber(a), limit, tonumber(d), tonumber(c), 0}
+	return {-5, used, 0, reset_ms(), b, in_flight, a, limit, d, c, 0}
 end
 
 if cost > limit and not force then
