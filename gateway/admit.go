@@ -61,7 +61,6 @@ func (g *Gateway) preDebit(w http.ResponseWriter, r *http.Request, c *call) bool
 // the whole limit can never be paid: the rest alone would not tell (it is one credit less).
 func (g *Gateway) debitRest(w http.ResponseWriter, r *http.Request, c *call) bool {
 	pre := c.pre
-	c.settle = nil // a call in two debits keeps its cost: only one debit is settled
 	var (
 		d     limiter.Decision
 		local bool

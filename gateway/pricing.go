@@ -46,8 +46,10 @@ func (g *Gateway) charge(r *http.Request, c *call) {
 	rule, cost, records, counted := c.p.charge(r.URL.RawQuery, raw, decoded, countable)
 	c.cost = cost
 	c.settle = nil
-	if rule.Response != nil && g.has(StoreSettle) {
-		c.settle = rule.Response // a reservation, settled when the answer is known (settle.go)
+	// A reservation, settled when the answer is known (settle.go); not a call debited in two
+	// (a part before its body was read, c.pre): it keeps its cost.
+	if rule.Response != nil && g.has(StoreSettle) && !c.pre.Allowed {
+		c.settle = rule.Response
 	}
 	if rule != c.p.rules[0] {
 		c.rule = c.route.ruleName(rule)
