@@ -47,8 +47,9 @@ func TestHotPathAllocs(t *testing.T) {
 // redisAllocsBudget is what the Redis store's debit may allocate per allowed call beyond
 // ownAllocsBudget, go-redis's work included: the StoreTimeout context and its timer (5),
 // go-redis's command, its reply and its pool's check of the connection (5), and spend.lua's
-// command with the values boxed into it (the call id, the limit, the rule: 4).
-const redisAllocsBudget = 14
+// command with the values boxed into it (the call id, the rule: 3; the org's limit is boxed
+// once, with its key).
+const redisAllocsBudget = 13
 
 // TestHotPathAllocsRedis holds the gateway's own allocations per allowed call with the Redis
 // store, as cmd/creditgate wires it, to ownAllocsBudget plus redisAllocsBudget.

@@ -95,11 +95,21 @@ type Key struct {
 	redisKeys *RedisKeys // built by NewKey, so the request path builds no key names
 	addonArgv []any      // Free, Addon and AddonCap formatted (and boxed, so Spend does not allocate) for the scripts; nil without add-ons
 	notices   any        // Thresholds formatted for spend.lua, boxed; nil: none
+	limitArg  any        // Limit boxed once, for the scripts (limitValue): an org's key is built once, its calls copy it
 }
 
 // NewKey returns the Key of org with the given limit, and no concurrency cap.
 func NewKey(org string, limit int64) Key {
-	return Key{Org: org, Limit: limit, redisKeys: NewRedisKeys(org)}
+	return Key{Org: org, Limit: limit, redisKeys: NewRedisKeys(org), limitArg: limit}
+}
+
+// limitValue is Limit as a script argument: boxed when the key was built, unless Limit was
+// set since.
+func (k Key) limitValue() any {
+	if v, ok := k.limitArg.(int64); ok && v == k.Limit {
+		return k.limitArg
+	}
+	return k.Limit
 }
 
 // WithConcurrency returns k with concurrency caps: calls in flight at most concurrency, and,
@@ -130,7 +140,7 @@ func (k Key) WithRule(rule string) Key {
 
 // WithLimit returns k with another limit, keeping its prebuilt Redis key names.
 func (k Key) WithLimit(limit int64) Key {
-	k.Limit = limit
+	k.Limit, k.limitArg = limit, limit
 	return k
 }
 

@@ -133,11 +133,11 @@ func (s *RedisStore) spendCommand(keys *RedisKeys, key Key, cost int64, now time
 	}
 	addons := key.addonArgs()
 	cmd := spendScript.command(keys.spend, 5+4+len(addons)+len(s.spendStore)+1)
-	cmd = append(cmd, cost, msArg(now), callArg, lease, forceArg(key))            // the call
-	cmd = append(cmd, key.Limit, key.Concurrency, key.HeavyConcurrency, key.Rule) // the key
-	cmd = append(cmd, addons...)                                                  // its add-ons
-	cmd = append(cmd, s.spendStore...)                                            // the store
-	return append(cmd, key.noticeArg())                                           // its notices
+	cmd = append(cmd, cost, msArg(now), callArg, lease, forceArg(key))                   // the call
+	cmd = append(cmd, key.limitValue(), key.Concurrency, key.HeavyConcurrency, key.Rule) // the key
+	cmd = append(cmd, addons...)                                                         // its add-ons
+	cmd = append(cmd, s.spendStore...)                                                   // the store
+	return append(cmd, key.noticeArg())                                                  // its notices
 }
 
 // spendReply is spend.lua's reply, field for field (its header says what each means).

@@ -68,7 +68,7 @@ func (s *RedisStore) Settle(ctx context.Context, key Key, d Decision, cost int64
 	keys, addons := key.redis().settle, key.addonArgs()
 	cmd := settleScript.command(keys, 7+2+len(addons)+len(s.settleStore)+1)
 	cmd = append(cmd, cost, reserved, strconv.FormatInt(d.Bucket, 10), d.Addon, debitDay(d), d.Call, msArg(now)) // the call
-	cmd = append(cmd, key.Rule, key.Limit)                                                                       // the key
+	cmd = append(cmd, key.Rule, key.limitValue())                                                                // the key
 	cmd = append(cmd, addons...)                                                                                 // its add-ons
 	cmd = append(cmd, s.settleStore...)                                                                          // the store
 	cmd = append(cmd, key.noticeArg())                                                                           // its notices
